@@ -34,6 +34,7 @@ CONFIG = "1. config and output"
 TRAIN = "2. training"
 CKPT = "3. checkpoints"
 EVAL = "4. evaluation (the OD API's --checkpoint_dir mode)"
+DEVICES = "5. devices and clusters"
 
 flags.DEFINE_string("pipeline_config_path", None, "Path to the pipeline config (YAML).",
                     module_name=CONFIG)
@@ -79,6 +80,21 @@ flags.DEFINE_boolean("eval_on_train_data", False,
                      "Evaluation mode: evaluate on train_input_reader's data instead of "
                      "eval_input_reader's (metrics under model_dir/eval_train).", module_name=EVAL)
 
+flags.DEFINE_enum("strategy", "auto",
+                  ["auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu"],
+                  "tf.distribute strategy. auto: multi_worker_mirrored when TF_CONFIG lists "
+                  "several workers, else mirrored over several visible GPUs, else one device.",
+                  module_name=DEVICES)
+flags.DEFINE_integer("num_workers", 1,
+                     "Number of workers of a multi-worker job (> 1: multi_worker_mirrored); "
+                     "checked against TF_CONFIG, which gives each worker's address.",
+                     module_name=DEVICES)
+flags.DEFINE_boolean("use_tpu", False, "Train on a TPU (the tpu strategy).",
+                     module_name=DEVICES)
+flags.DEFINE_string("tpu_name", None,
+                    "With --use_tpu: the TPU's name or grpc:// address (default: local).",
+                    module_name=DEVICES)
+
 flags.register_validator("checkpoint_every_n", lambda n: n >= 1,
                          "--checkpoint_every_n must be at least 1")
 flags.register_validator("checkpoint_max_to_keep", lambda n: n >= 1,
@@ -95,7 +111,8 @@ flags.register_validator("sample_1_of_n_eval_examples", lambda n: n >= 1,
 for _name in ("pipeline_config_path", "model_dir", "params_override", "num_train_steps",
               "record_summaries", "deterministic", "checkpoint_every_n", "checkpoint_max_to_keep",
               "keep_checkpoint_every_n_hours", "async_checkpoint", "checkpoint_dir",
-              "eval_timeout", "sample_1_of_n_eval_examples", "eval_on_train_data"):
+              "eval_timeout", "sample_1_of_n_eval_examples", "eval_on_train_data", "strategy",
+              "num_workers", "use_tpu", "tpu_name"):
     flags.declare_key_flag(_name)  # --help lists them too
 
 EXIT_ERROR = 1
@@ -126,8 +143,19 @@ def run() -> int:
         return run_eval(config)
 
     from train_lib.checkpoints import CheckpointError, LockError
+    from train_lib.distribute import DistributeError, build_strategy
     from train_lib.loop import TrainError, train
 
+    try:
+        # First TensorFlow work: a multi-worker strategy must exist before any other.
+        strategy = build_strategy(
+            FLAGS.strategy,
+            num_workers=FLAGS.num_workers if FLAGS["num_workers"].present else None,
+            use_tpu=FLAGS.use_tpu,
+            tpu_name=FLAGS.tpu_name,
+        )
+    except DistributeError as err:
+        return _fail(str(err))
     try:
         result = train(
             config,
@@ -139,6 +167,7 @@ def run() -> int:
             record_summaries=FLAGS.record_summaries,
             async_checkpoint=FLAGS.async_checkpoint,
             deterministic=FLAGS.deterministic,
+            strategy=strategy,
         )
     except (ConfigError, TrainError, CheckpointError, LockError) as err:
         return _fail(str(err))

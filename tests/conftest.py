@@ -75,9 +75,11 @@ def ckpt_steps(model_dir) -> list[int]:
                   if n.startswith("ckpt-") and n.endswith(".index"))
 
 
-def run_trainer(*args: str, timeout: float = 600, **popen) -> subprocess.CompletedProcess:
-    """Runs model_main_tf2.py in a subprocess; returns the completed process (text)."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+def run_trainer(*args: str, timeout: float = 600, env: dict | None = None,
+                **popen) -> subprocess.CompletedProcess:
+    """Runs model_main_tf2.py in a subprocess (with `env` added to the environment);
+    returns the completed process (text)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
     return subprocess.run(
         [sys.executable, os.path.join(REPO, "model_main_tf2.py"), *args],
         capture_output=True, text=True, timeout=timeout, env=env, cwd=popen.get("cwd", REPO),

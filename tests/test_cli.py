@@ -124,9 +124,9 @@ def test_helpfull_groups_our_flags():
     headers = [line[:-1] for line in proc.stdout.splitlines()
                if line and not line.startswith(" ") and line.endswith(":")]
     ours = ["1. config and output", "2. training", "3. checkpoints",
-            "4. evaluation (the OD API's --checkpoint_dir mode)"]
+            "4. evaluation (the OD API's --checkpoint_dir mode)", "5. devices and clusters"]
     first = headers.index("flags") + 1
-    assert headers[first:first + 4] == ours  # after "flags", before absl's own groups
+    assert headers[first:first + 5] == ours  # after "flags", before absl's own groups
     sections = proc.stdout.split("\n\n")
     checkpoints = next(s for s in sections if s.startswith("3. checkpoints:"))
     for flag in ("--checkpoint_every_n", "--checkpoint_max_to_keep", "--max_to_keep",
@@ -134,3 +134,6 @@ def test_helpfull_groups_our_flags():
         assert f"  {flag}: " in checkpoints, flag
     evaluation = next(s for s in sections if s.startswith("4. evaluation"))
     assert "  --checkpoint_dir: " in evaluation and "  --eval_timeout: " in evaluation
+    devices = next(s for s in sections if s.startswith("5. devices"))
+    for flag in ("--strategy", "--num_workers", "--[no]use_tpu", "--tpu_name"):
+        assert f"  {flag}: " in devices, flag

@@ -45,6 +45,21 @@ def test_iterator_position_restores_exactly(tiny_dataset, tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(expected, got, strict=True))
 
 
+def test_skipping_examples_gives_the_batches_that_follow_them(tiny_dataset):
+    """How multi-replica jobs resume: past an epoch boundary (48 images, batch 4)
+    and on a shard of a two-worker job, skipping k batches' examples gives batch k on."""
+    files = _files(tiny_dataset["train_pattern"])
+    config = make_tiny_config(tiny_dataset)
+    for context in (None, tf.distribute.InputContext(2, 1, 2)):
+        iterator = iter(inputs.build_train_dataset(config, files, 4, context))
+        expected = [next(iterator)[0].numpy() for _ in range(14)][11:]
+        skipped = iter(inputs.build_train_dataset(config, files, 4, context,
+                                                  skip_examples=11 * 4))
+        got = [next(skipped)[0].numpy() for _ in range(3)]
+        assert all(np.array_equal(a, b) for a, b in zip(expected, got, strict=True))
+        assert not np.array_equal(expected[0], expected[1])
+
+
 def test_targets_have_positives_and_shapes_of_the_model(tiny_dataset):
     config = make_tiny_config(tiny_dataset)
     images, labels = next(iter(inputs.build_train_dataset(

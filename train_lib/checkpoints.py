@@ -91,8 +91,9 @@ class CheckpointManager:
     (state file, `saved` event, rotation) once known complete, at the next save or
     in `sync()`. Call `sync()` (or `close()`) before the process exits, or the last
     checkpoint is neither committed nor rotated. Non-chief workers (is_chief=False)
-    write into `worker_tmp_dir` (default `<model_dir>/.worker_tmp/pid-<pid>`), which is
-    deleted after each save: no state file, events or rotation.
+    take part in the same saves (decided the same way) but write into
+    `worker_tmp_dir` (default `<model_dir>/.worker_tmp/pid-<pid>`), which is deleted
+    after each save: no state file, events or rotation.
     """
 
     def __init__(
@@ -168,7 +169,7 @@ class CheckpointManager:
         `step` is older than the latest checkpoint.
         """
         if not self.is_chief:
-            return self._save_worker(step)
+            return self.prefix(step) if step in self._present else self._save_worker(step)
         self._finish_pending()
         prefix = self.prefix(step)
         if step in self._present:
@@ -296,6 +297,7 @@ class CheckpointManager:
                                   f"{prefix}: {e}") from e
         finally:
             shutil.rmtree(self._worker_dir, ignore_errors=True)
+        self._present.add(step)  # so that save decisions match the chief's
         return prefix
 
     # ------------------------------------------------------------ restore

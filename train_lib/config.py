@@ -155,6 +155,9 @@ class TrainConfig:
     summary_every_n: int = 100
     fine_tune_checkpoint: str = ""
     fine_tune_checkpoint_type: str = "backbone"  # backbone | detection
+    # Keras mixed precision: float32 | mixed_float16 (GPUs) | mixed_bfloat16 (TPUs, CPUs).
+    mixed_precision: str = "float32"
+    jit_compile: bool = False  # compile each replica's step with XLA
 
 
 # ---------------------------------------------------------------- inputs and eval
@@ -525,6 +528,7 @@ BACKBONE_MODEL_IDS = {
 }
 ACTIVATIONS = ("relu", "relu6", "swish", "hard_swish")
 OPTIMIZERS = ("sgd", "adam")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 LR_SCHEDULES = ("constant", "cosine", "step")
 FINE_TUNE_CHECKPOINT_TYPES = ("backbone", "detection")
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
@@ -620,6 +624,7 @@ def _problems(c: PipelineConfig) -> list[str]:
         need(getattr(t, name) >= 1, f"train_config.{name}", getattr(t, name), "must be >= 1")
     o = t.optimizer
     choice("train_config.optimizer.type", o.type, OPTIMIZERS)
+    choice("train_config.mixed_precision", t.mixed_precision, PRECISIONS)
     for name in ("momentum", "beta_1", "beta_2"):
         value = getattr(o, name)
         need(0 <= value < 1, f"train_config.optimizer.{name}", value, "must be in [0, 1)")
@@ -813,6 +818,8 @@ STRUCTURAL_PREFIXES = (
     "model.max_level", "model.backbone.", "model.fpn.", "model.head.",
     "model.anchor.num_scales", "model.anchor.aspect_ratios", "model.anchor.anchor_size",
     "model.norm.", "train_config.optimizer.type",
+    # mixed_float16 wraps the optimizer in a loss-scale optimizer (other variables).
+    "train_config.mixed_precision",
 )
 
 

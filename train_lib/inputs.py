@@ -199,10 +199,14 @@ def build_train_dataset(
     files: list[str],
     batch_size: int | None = None,
     input_context: tf.distribute.InputContext | None = None,
+    skip_examples: int = 0,
 ) -> tf.data.Dataset:
     """Infinite, deterministic, checkpointable training batches.
 
     `batch_size` is the per-pipeline batch (default: train_config.batch_size).
+    `skip_examples` starts the stream that many examples in, before decoding: the
+    batches are then exactly those a fresh iterator yields after that many examples
+    (how a multi-worker job, whose iterators a checkpoint cannot hold, resumes).
     """
     train = config.train_config
     reader = config.train_input_reader
@@ -222,7 +226,7 @@ def build_train_dataset(
     ds = _records(files, train.seed, shuffle=True, input_context=input_context)
     ds = ds.repeat()
     ds = ds.shuffle(reader.shuffle_buffer_size, seed=train.seed, reshuffle_each_iteration=True)
-    ds = ds.enumerate()
+    ds = ds.enumerate().skip(skip_examples)
     ds = ds.map(parse, num_parallel_calls=parallel, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=True)
     ds = ds.prefetch(tf.data.AUTOTUNE)

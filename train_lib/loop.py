@@ -13,10 +13,14 @@ Exits (the checkpoint contract in DESIGN.md):
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import os
+import re
+import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -24,11 +28,11 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from train_lib import distribute, inputs, label_map, visualize, workdir
 from train_lib import hooks as hooks_lib
-from train_lib import inputs, label_map, visualize, workdir
 from train_lib.checkpoints import CheckpointManager, CheckpointPolicy, RunLock
 from train_lib.config import PipelineConfig, validate
-from train_lib.model import build_model, compute_losses
+from train_lib.model import LOSS_KEYS, build_model, compute_losses
 from train_lib.optimizer import build_learning_rate, build_optimizer
 
 
@@ -78,23 +82,42 @@ class StopSignals:
 def _make_train_function(strategy, model, optimizer, config: PipelineConfig):
     """A tf.function running `num_steps` steps; returns the last step's reduced
     losses and whether every step's loss was finite (it stops at the first
-    non-finite one)."""
-    model_cfg = config.model
-    num_replicas = strategy.num_replicas_in_sync
+    non-finite one).
 
-    def replica_step(images, labels):
+    Each replica's loss is its share of the global batch's loss (normalised by the
+    positives of the whole global batch; regularisation divided by the replica
+    count), so the optimizer's summed gradients are those of the global mean and
+    the SUM-reduced losses are the global batch's. With train_config.jit_compile
+    the forward and backward pass of each replica is compiled with XLA."""
+    train_cfg = config.train_config
+    num_replicas = strategy.num_replicas_in_sync
+    scaled = train_cfg.mixed_precision == "mixed_float16"
+
+    def losses_and_gradients(images, labels, num_positives):
         with tf.GradientTape() as tape:
             outputs = model(images, training=True)
-            context = tf.distribute.get_replica_context()
-            num_positives = context.all_reduce(
-                tf.distribute.ReduceOp.SUM, tf.reduce_sum(labels["box_weights"]))
             regularization = (tf.add_n(model.losses) / num_replicas
                               if model.losses else tf.constant(0.0))
-            losses = compute_losses(model_cfg, outputs, labels, num_positives, regularization)
-        variables = model.trainable_variables
-        grads = tape.gradient(losses["total_loss"], variables)
+            losses = compute_losses(config.model, outputs, labels, num_positives,
+                                    tf.cast(regularization, tf.float32))
+            loss = losses["total_loss"]
+            if scaled:
+                loss = optimizer.get_scaled_loss(loss)
+        grads = tape.gradient(loss, model.trainable_variables)
+        if scaled:
+            grads = optimizer.get_unscaled_gradients(grads)
+        return losses, grads
+
+    if train_cfg.jit_compile:
+        losses_and_gradients = tf.function(losses_and_gradients, jit_compile=True)
+
+    def replica_step(images, labels):
+        num_positives = tf.distribute.get_replica_context().all_reduce(
+            tf.distribute.ReduceOp.SUM, tf.reduce_sum(labels["box_weights"]))
+        losses, grads = losses_and_gradients(images, labels, num_positives)
         # Some backbone layers (e.g. MobileNet's last conv) feed no FPN level.
-        pairs = [(g, v) for g, v in zip(grads, variables, strict=True) if g is not None]
+        pairs = [(g, v) for g, v in zip(grads, model.trainable_variables, strict=True)
+                 if g is not None]
         # The step counter must advance only with a batch: without this, the
         # counter's update may run although fetching the batch failed.
         with tf.control_dependencies([images]):
@@ -108,9 +131,10 @@ def _make_train_function(strategy, model, optimizer, config: PipelineConfig):
 
     @tf.function
     def train_steps(iterator, num_steps):
-        losses = one_step(iterator)
-        finite = tf.math.is_finite(losses["total_loss"])
-        for _ in tf.range(num_steps - 1):
+        # One traced step inside the loop (not a first one before it): half the tracing.
+        losses = {k: tf.constant(0.0) for k in LOSS_KEYS}
+        finite = tf.constant(True)
+        for _ in tf.range(num_steps):
             if not finite:
                 break
             losses = one_step(iterator)
@@ -120,8 +144,11 @@ def _make_train_function(strategy, model, optimizer, config: PipelineConfig):
     return train_steps
 
 
-def _state_is_finite(model) -> bool:
-    return all(bool(np.all(np.isfinite(v.numpy()))) for v in model.variables)
+def _state_is_finite(strategy, model) -> bool:
+    """Whether this worker's copy of every variable is finite (local reads only: no
+    collective, which may be what failed)."""
+    return all(bool(np.all(np.isfinite(local.numpy())))
+               for v in model.variables for local in strategy.experimental_local_results(v))
 
 
 def train(
@@ -139,39 +166,53 @@ def train(
     log: Callable[[str], None] = logging.info,
 ) -> TrainResult:
     """Trains `config`'s detector into `model_dir`, resuming from its newest valid
-    checkpoint. `num_train_steps` overrides train_config.num_steps."""
+    checkpoint. `num_train_steps` overrides train_config.num_steps.
+
+    Under a multi-worker `strategy` every worker calls train() with the same
+    arguments; the chief alone writes model_dir (checkpoints, events, summaries,
+    pipeline.yaml), the others save into temporary directories they remove."""
     if num_train_steps and num_train_steps != config.train_config.num_steps:
         config = copy.deepcopy(config)
         config.train_config.num_steps = num_train_steps
         validate(config)
     train_cfg = config.train_config
     num_steps = train_cfg.num_steps
+    strategy = strategy or tf.distribute.get_strategy()
+    role = distribute.role_of(strategy)
+    _check_batch_size(train_cfg.batch_size, strategy.num_replicas_in_sync)
     progress = hooks_lib.ProgressLine(num_steps)
     log = progress.wrap(log)
     policy = CheckpointPolicy(checkpoint_every_n, max_to_keep, keep_checkpoint_every_n_hours)
-    workdir.prepare_model_dir(model_dir)
-    with RunLock(model_dir, log=log):
-        files = workdir.train_files(config, log)
-        workdir.check_config_drift(config, model_dir, log)
+    if role.is_chief:
+        workdir.prepare_model_dir(model_dir)
+    with RunLock(model_dir, log=log) if role.is_chief else contextlib.nullcontext():
+        if role.is_chief:
+            files = workdir.train_files(config, log)
+            workdir.check_config_drift(config, model_dir, log)
+        if role.num_workers > 1:
+            distribute.gather_ints(strategy, [0])  # wait until the chief has prepared
+        if not role.is_chief:
+            files = workdir.train_files(config, log)
         if deterministic:
             tf.config.experimental.enable_op_determinism()
         tf.keras.utils.set_random_seed(train_cfg.seed)
-        strategy = strategy or tf.distribute.get_strategy()
         with strategy.scope():
-            model = build_model(config.model)
+            model = build_model(config.model, train_cfg.mixed_precision)
             optimizer = build_optimizer(train_cfg)
             optimizer.build(model.trainable_variables)
-        global_batch = train_cfg.batch_size
-        dataset = strategy.distribute_datasets_from_function(
-            lambda ctx: inputs.build_train_dataset(
-                config, files, ctx.get_per_replica_batch_size(global_batch), ctx))
-        iterator = iter(dataset)
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, iterator=iterator)
-        manager = CheckpointManager(model_dir, checkpoint, policy, async_save=async_checkpoint,
-                                    log=log)
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        worker_dir = None if role.is_chief else tempfile.mkdtemp(
+            prefix=f"train_lib-worker{role.worker_index}-")
+        if async_checkpoint and role.num_workers > 1:
+            log("async checkpoints are off in multi-worker jobs: every worker saves together")
+        manager = CheckpointManager(model_dir, checkpoint, policy,
+                                    async_save=async_checkpoint and role.num_workers == 1,
+                                    log=log, is_chief=role.is_chief, worker_tmp_dir=worker_dir)
         try:
-            restored = manager.restore()
+            restored = manager.restore(expect_partial=True)
             start = int(optimizer.iterations.numpy())
+            if role.num_workers > 1:
+                _check_same_step(strategy, role, start)
             if restored is not None:
                 log(f"resumed from ckpt-{restored} at step {start}")
             if start >= num_steps:
@@ -179,11 +220,67 @@ def train(
                     "nothing to do (raise --num_train_steps to continue)")
                 return TrainResult(start, "already_finished", start_step=start,
                                    last_checkpoint=_prefix(model_dir, manager.latest_step))
-            parts = _Parts(config, model_dir, files, strategy, model, optimizer, iterator,
-                           manager, policy, log, progress)
+            iterator = _train_iterator(config, files, strategy, role, checkpoint,
+                                       _prefix(model_dir, restored), start, log)
+            parts = _Parts(config, model_dir, files, strategy, role, model, optimizer,
+                           iterator, manager, policy, log, progress)
             return _run(parts, start, record_summaries)
         finally:
             manager.close()
+            if worker_dir:
+                shutil.rmtree(worker_dir, ignore_errors=True)
+
+
+def _check_batch_size(batch_size: int, num_replicas: int) -> None:
+    if batch_size % num_replicas:
+        raise TrainError(
+            f"train_config.batch_size {batch_size} does not split evenly over the "
+            f"{num_replicas} replicas of this job; make it a multiple of {num_replicas} "
+            f"(e.g. {max(num_replicas, batch_size // num_replicas * num_replicas)})")
+
+
+def _check_same_step(strategy, role: distribute.Role, start: int) -> None:
+    """Every worker must resume from the same step, or the job would diverge."""
+    steps = [row[0] for row in distribute.gather_ints(strategy, [start])]
+    if len(set(steps)) > 1:
+        raise TrainError(f"the workers restored different steps ({steps}); they must all "
+                         "see the chief's model_dir on a shared filesystem. This is the "
+                         f"{role.name}.")
+
+
+def _train_iterator(config: PipelineConfig, files: list[str], strategy, role: distribute.Role,
+                    checkpoint: tf.train.Checkpoint, restored: str | None, start: int,
+                    log: Callable[[str], None]):
+    """The training batches from global step `start` on.
+
+    With one replica: a plain tf.data iterator, added to `checkpoint` so that every
+    checkpoint holds its exact position (restored from `restored` when it has one).
+    With several replicas: tf.distribute's iterator over each worker's shard, which
+    a checkpoint cannot hold; the position is rebuilt by skipping the examples of
+    `start` steps (before decoding), which gives the same batches.
+    """
+    global_batch = config.train_config.batch_size
+    skip = start * (global_batch // role.num_workers)
+    if strategy.num_replicas_in_sync == 1:
+        saved = restored is not None and any(
+            name.startswith("iterator/") for name, _ in tf.train.list_variables(restored))
+        dataset = inputs.build_train_dataset(config, files, global_batch,
+                                             skip_examples=0 if saved else skip)
+        iterator = iter(dataset)
+        if saved:
+            tf.train.Checkpoint(iterator=iterator).read(restored).expect_partial()
+        elif skip:
+            log(f"{restored} holds no input position (a multi-replica job wrote it): "
+                f"skipping the {skip} examples of {start} steps")
+        checkpoint.iterator = iterator
+        return iterator
+    if skip:
+        log(f"input position: {role.name} skips the {skip} examples of its shard "
+            f"that {start} steps used")
+    return iter(strategy.distribute_datasets_from_function(
+        lambda ctx: inputs.build_train_dataset(
+            config, files, ctx.get_per_replica_batch_size(global_batch), ctx,
+            skip_examples=skip)))
 
 
 def _prefix(model_dir: str, step: int | None) -> str | None:
@@ -198,6 +295,7 @@ class _Parts:
     model_dir: str
     files: list[str]
     strategy: tf.distribute.Strategy
+    role: distribute.Role
     model: object
     optimizer: object
     iterator: object
@@ -216,10 +314,10 @@ def _hooks(parts: _Parts, start: int, record_summaries: bool) -> list[hooks_lib.
         hooks_lib.CheckpointHook(parts.manager, parts.policy),
         parts.progress,
     ]
-    if parts.config.eval_config.eval_every_n:
+    if parts.config.eval_config.eval_every_n and parts.role.is_chief:
         hooks.append(hooks_lib.EvalHook(parts.config.eval_config.eval_every_n,
                                         _in_training_eval(parts)))
-    if record_summaries:
+    if record_summaries and parts.role.is_chief:
         writer = tf.summary.create_file_writer(os.path.join(parts.model_dir, "train"))
         hooks.append(hooks_lib.SummaryHook(
             writer, train_cfg.summary_every_n, train_cfg.batch_size, start,
@@ -229,18 +327,20 @@ def _hooks(parts: _Parts, start: int, record_summaries: bool) -> list[hooks_lib.
 
 def _run(parts: _Parts, start: int, record_summaries: bool) -> TrainResult:
     """The loop: run steps up to the nearest hook boundary, then the hooks; stop at
-    num_steps or a signal; on an exception save what was done and fail."""
+    num_steps or a signal (in a multi-worker job, a signal to any worker: they agree
+    after each call of the training function, so all save the same step); on an
+    exception save what was done and fail."""
     config, manager, optimizer = parts.config, parts.manager, parts.optimizer
     num_steps = config.train_config.num_steps
     steps_per_loop = config.train_config.steps_per_loop
     train_steps = _make_train_function(parts.strategy, parts.model, optimizer, config)
     schedule = build_learning_rate(config.train_config)
     hooks = _hooks(parts, start, record_summaries)
-    step, outputs = start, None
+    step, outputs, stop_signal = start, None, None
     parts.log(f"training from step {start} to {num_steps}")
     with StopSignals(parts.log) as stop:
         try:
-            while step < num_steps and stop.received is None:
+            while step < num_steps and stop_signal is None:
                 targets = [h.next_step(step) for h in hooks]
                 target = min([t for t in targets if t] + [num_steps, step + steps_per_loop])
                 losses, finite = train_steps(parts.iterator, tf.constant(target - step))
@@ -249,25 +349,50 @@ def _run(parts: _Parts, start: int, record_summaries: bool) -> TrainResult:
                 if not bool(finite.numpy()):
                     raise _non_finite_error(step, outputs, manager, parts.model_dir)
                 outputs["learning_rate"] = float(schedule(step).numpy())
+                stop_signal = _agreed_signal(parts, stop.received, step)
                 for hook in hooks:
                     hook.after_steps(step, outputs)
         except TrainError:
             raise
         except Exception as err:  # save what was done, then fail
             step = int(optimizer.iterations.numpy())
-            _save_before_failing(step, parts.model, manager, parts.policy, parts.log)
+            if _worker_lost(err, parts.role):  # saving needs every worker: not possible
+                raise _worker_lost_error(err, parts, step) from err
+            if parts.role.is_chief:
+                _save_before_failing(step, parts)
             raise _translate_error(err, parts.files, step) from err
         if parts.policy.needs_final_save(step, manager.latest_step):
-            manager.save(step, "signal" if stop.received is not None else "end")
+            manager.save(step, "signal" if stop_signal is not None else "end")
     manager.sync()
+    if parts.role.num_workers > 1:
+        distribute.gather_ints(parts.strategy, [step])  # every worker's save is done
     parts.progress.clear()
-    result = TrainResult(step, "finished" if stop.received is None else "signal",
-                         signal_number=stop.received, start_step=start,
+    result = TrainResult(step, "finished" if stop_signal is None else "signal",
+                         signal_number=stop_signal, start_step=start,
                          last_checkpoint=_prefix(parts.model_dir, manager.latest_step),
                          final_losses=outputs, loss_history=hooks[0].history)
-    if stop.received is None:
+    if stop_signal is None:
         parts.log(f"training finished at step {step}; last checkpoint {result.last_checkpoint}")
+    else:
+        parts.log(f"stopped by {signal.Signals(stop_signal).name} at step {step}; last "
+                  f"checkpoint {result.last_checkpoint}")
     return result
+
+
+def _agreed_signal(parts: _Parts, received: int | None, step: int) -> int | None:
+    """The signal the job stops for: this process's, or in a multi-worker job any
+    worker's (SIGTERM before SIGINT), agreed by all workers at the same step."""
+    if parts.role.num_workers == 1:
+        return received
+    rows = distribute.gather_ints(parts.strategy, [received or 0])
+    signals = {row[0] for row in rows if row[0]}
+    if not signals:
+        return None
+    agreed = signal.SIGTERM if signal.SIGTERM in signals else min(signals)
+    if received is None:
+        parts.log(f"another worker received {signal.Signals(agreed).name}: the {parts.role.name} "
+                  f"stops at step {step} and saves with it")
+    return int(agreed)
 
 
 def _in_training_eval(parts: _Parts):
@@ -276,8 +401,10 @@ def _in_training_eval(parts: _Parts):
     from train_lib import evaluation  # imported only when evaluation is on
 
     files, names = evaluation.eval_inputs(parts.config)
+    # In a multi-worker job the chief evaluates alone, outside the job's collectives.
+    strategy = parts.strategy if parts.role.num_workers == 1 else None
     evaluator = evaluation.Evaluator(parts.model, parts.config, files, names,
-                                     strategy=parts.strategy, log=parts.log)
+                                     strategy=strategy, log=parts.log)
     recorder = evaluation.MetricsRecorder(parts.config, parts.model_dir, "eval", parts.log)
 
     def evaluate(step: int) -> None:
@@ -314,18 +441,45 @@ def _non_finite_error(step, outputs, manager, model_dir) -> TrainError:
         "then resume.")
 
 
-def _save_before_failing(step, model, manager, policy, log) -> None:
-    if not policy.needs_final_save(step, manager.latest_step):
-        return
-    if not _state_is_finite(model):
-        log(f"not saving step {step} before failing: the model state is not finite")
+def _save_before_failing(step: int, parts: _Parts) -> None:
+    manager = parts.manager
+    if not parts.policy.needs_final_save(step, manager.latest_step):
         return
     try:
+        if not _state_is_finite(parts.strategy, parts.model):
+            parts.log(f"not saving step {step} before failing: the model state is not finite")
+            return
         manager.save(step, "error")
         manager.sync()
-        log(f"saved ckpt-{step} before failing")
+        parts.log(f"saved ckpt-{step} before failing")
     except Exception as save_err:  # the original error matters more
-        log(f"could not save ckpt-{step} before failing: {save_err}")
+        why = _first_line(save_err) if isinstance(save_err, tf.errors.OpError) else save_err
+        parts.log(f"could not save ckpt-{step} before failing: {why}")
+
+
+def _first_line(err: tf.errors.OpError) -> str:
+    lines = [ln.strip() for ln in err.message.splitlines() if ln.strip()]
+    return lines[-1][:200] if lines else type(err).__name__
+
+
+def _worker_lost(err: Exception, role: distribute.Role) -> bool:
+    """Whether `err` (or the error behind a failed save) is a multi-worker
+    collective aborted because another worker stopped or became unreachable."""
+    cause = err if isinstance(err, tf.errors.OpError) else err.__cause__
+    return role.num_workers > 1 and isinstance(
+        cause, tf.errors.UnavailableError | tf.errors.CancelledError | tf.errors.AbortedError)
+
+
+def _worker_lost_error(err: Exception, parts: _Parts, step: int) -> TrainError:
+    cause = err if isinstance(err, tf.errors.OpError) else err.__cause__
+    lost = re.search(r"(?:unhealthy[^\n]*\n\s*|remote target )(/job:[\w/:]*?task:\d+)",
+                     cause.message)
+    who = f"lost contact with {lost.group(1)}" if lost else _first_line(cause)
+    last = _prefix(parts.model_dir, parts.manager.latest_step) or "none yet"
+    return TrainError(
+        f"another worker of this job stopped or became unreachable at step {step} ({who}); "
+        f"the {parts.role.name} stops too. Restart every worker to resume from the last "
+        f"checkpoint ({last}).")
 
 
 def _translate_error(err: Exception, files: list[str], step: int) -> Exception:

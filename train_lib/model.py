@@ -77,18 +77,28 @@ def model_garden_config(model: ModelConfig) -> retinanet_cfg.RetinaNet:
     )
 
 
-def build_model(model: ModelConfig) -> tf_keras.Model:
-    """Builds the RetinaNet with L2 regularisation on its weights; variables exist on return."""
+def build_model(model: ModelConfig, precision: str = "float32") -> tf_keras.Model:
+    """Builds the RetinaNet with L2 regularisation on its weights; variables exist on return.
+
+    `precision` is a Keras policy name (train_config.mixed_precision): with a mixed
+    policy the layers compute in float16/bfloat16 and keep float32 variables, so
+    checkpoints are the same either way. The global policy is restored on return.
+    """
     height, width = model.input_size
     decay = model.loss.l2_weight_decay
     # Halved to match tf.nn.l2_loss, as Model Garden does.
     regularizer = tf_keras.regularizers.l2(decay / 2.0) if decay else None
-    net = factory.build_retinanet(
-        input_specs=tf_keras.layers.InputSpec(shape=[None, height, width, 3]),
-        model_config=model_garden_config(model),
-        l2_regularizer=regularizer,
-    )
-    net(tf.zeros([1, height, width, 3]), training=False)  # create every variable now
+    previous = tf_keras.mixed_precision.global_policy()
+    tf_keras.mixed_precision.set_global_policy(precision)
+    try:
+        net = factory.build_retinanet(
+            input_specs=tf_keras.layers.InputSpec(shape=[None, height, width, 3]),
+            model_config=model_garden_config(model),
+            l2_regularizer=regularizer,
+        )
+        net(tf.zeros([1, height, width, 3]), training=False)  # create every variable now
+    finally:
+        tf_keras.mixed_precision.set_global_policy(previous)
     return net
 
 

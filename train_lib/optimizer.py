@@ -55,12 +55,18 @@ def build_learning_rate(train: TrainConfig) -> tf_keras.optimizers.schedules.Lea
 
 
 def build_optimizer(train: TrainConfig) -> tf_keras.optimizers.Optimizer:
-    """SGD with momentum or Adam, with optional global-norm gradient clipping."""
+    """SGD with momentum or Adam, with optional global-norm gradient clipping; under
+    mixed_float16 wrapped in a dynamic loss-scale optimizer (float16 gradients would
+    underflow otherwise). `iterations` is the global step either way."""
     opt = train.optimizer
     schedule = build_learning_rate(train)
     clip = {"global_clipnorm": opt.gradient_clip_norm} if opt.gradient_clip_norm else {}
     if opt.type == "sgd":
-        return tf_keras.optimizers.SGD(learning_rate=schedule, momentum=opt.momentum, **clip)
-    return tf_keras.optimizers.Adam(
-        learning_rate=schedule, beta_1=opt.beta_1, beta_2=opt.beta_2, epsilon=opt.epsilon, **clip
-    )
+        optimizer = tf_keras.optimizers.SGD(learning_rate=schedule, momentum=opt.momentum, **clip)
+    else:
+        optimizer = tf_keras.optimizers.Adam(
+            learning_rate=schedule, beta_1=opt.beta_1, beta_2=opt.beta_2, epsilon=opt.epsilon,
+            **clip)
+    if train.mixed_precision == "mixed_float16":
+        optimizer = tf_keras.mixed_precision.LossScaleOptimizer(optimizer)
+    return optimizer
