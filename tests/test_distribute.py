@@ -211,3 +211,37 @@ def test_mixed_float16_scales_the_loss(tiny_config):
     tiny_config.train_config.mixed_precision = "mixed_bfloat16"  # bf16 needs no scaling
     assert not isinstance(build_optimizer(tiny_config.train_config),
                           tf_keras.mixed_precision.LossScaleOptimizer)
+
+
+def test_slurm_script_gives_each_task_its_tf_config(tmp_path):
+    """scripts/slurm_train.sh with stand-ins for SLURM's scontrol and srun (which
+    cannot run here) and for the trainer, which prints what it was given."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stubs = {
+        "scontrol": '[ "$1 $2" = "show hostnames" ] && printf "node-a\\nnode-b\\n"',
+        "srun": ('while [[ "$1" == --* ]]; do shift; done\n'
+                 'for i in $(seq 0 $((SLURM_NTASKS - 1))); do SLURM_PROCID=$i "$@" || exit; done'),
+        "trainer": (f'exec {sys.executable} -c "import json, os, sys; print(json.dumps('
+                    '[os.environ[\'TF_CONFIG\'], sys.argv[1:]]))" "$@"'),
+    }
+    for name, body in stubs.items():
+        (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SLURM_NTASKS="2",
+               SLURM_JOB_NODELIST="node-[a-b]", MODEL_DIR="/shared/run",
+               PYTHON=str(bin_dir / "trainer"))
+    proc = subprocess.run(["bash", os.path.join(REPO, "scripts", "slurm_train.sh"),
+                           "--checkpoint_every_n=500"], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    tasks = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(tasks) == 2
+    for index, (tf_config, argv) in enumerate(tasks):
+        cluster = read_cluster({"TF_CONFIG": tf_config})
+        assert cluster.workers == ["node-a:12345", "node-b:12346"]
+        assert cluster.worker_index == index
+        assert argv == ["model_main_tf2.py",
+                        "--pipeline_config_path=configs/shapes_retinanet.yaml",
+                        "--model_dir=/shared/run", "--num_workers=2",
+                        "--checkpoint_every_n=500"]

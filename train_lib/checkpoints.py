@@ -32,6 +32,7 @@ import os
 import re
 import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -92,7 +93,7 @@ class CheckpointManager:
     in `sync()`. Call `sync()` (or `close()`) before the process exits, or the last
     checkpoint is neither committed nor rotated. Non-chief workers (is_chief=False)
     take part in the same saves (decided the same way) but write into
-    `worker_tmp_dir` (default `<model_dir>/.worker_tmp/pid-<pid>`), which is deleted
+    `worker_tmp_dir` (default `$TMPDIR/train_lib-worker-<pid>`), which is deleted
     after each save: no state file, events or rotation.
     """
 
@@ -119,7 +120,7 @@ class CheckpointManager:
         self._clock = clock
         self.is_chief = is_chief
         self._worker_dir = worker_tmp_dir or os.path.join(
-            self.model_dir, ".worker_tmp", f"pid-{os.getpid()}")
+            tempfile.gettempdir(), f"train_lib-worker-{os.getpid()}")
         self._pending: _Pending | None = None
         self._newline_checked = False
         # Async writes always include the standard save_counter; create it so that sync
