@@ -79,6 +79,7 @@ def _config_file(tiny_config, tmp_path) -> str:
     from train_lib.config import dump_config
 
     tiny_config.train_config.log_every_n = 1
+    tiny_config.eval_config.eval_every_n = 2  # skipped, with a log line, in multi-worker jobs
     path = str(tmp_path / "config.yaml")
     dump_config(tiny_config, path)
     return path
@@ -100,6 +101,7 @@ def test_sigterm_to_one_worker_saves_one_step_on_both_and_restart_resumes(tiny_c
     assert int(stopped[1].group(1)) == step and step >= 4
     assert stopped[0].group(2) == stopped[1].group(2) == os.path.join(model_dir, f"ckpt-{step}")
     assert "another worker received SIGTERM: the chief stops at step" in job.log(0)
+    assert "eval_config.eval_every_n (2) is ignored in a multi-worker job" in job.log(0)
 
     # The chief's model_dir follows the contract; nothing of the other worker is left.
     assert ckpt_steps(model_dir)[-1] == step

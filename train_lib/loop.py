@@ -314,9 +314,13 @@ def _hooks(parts: _Parts, start: int, record_summaries: bool) -> list[hooks_lib.
         hooks_lib.CheckpointHook(parts.manager, parts.policy),
         parts.progress,
     ]
-    if parts.config.eval_config.eval_every_n and parts.role.is_chief:
-        hooks.append(hooks_lib.EvalHook(parts.config.eval_config.eval_every_n,
-                                        _in_training_eval(parts)))
+    eval_every_n = parts.config.eval_config.eval_every_n
+    if eval_every_n and parts.role.num_workers > 1:
+        parts.log(f"eval_config.eval_every_n ({eval_every_n}) is ignored in a multi-worker "
+                  "job (evaluation would stall every worker); evaluate alongside with "
+                  f"model_main_tf2.py --checkpoint_dir={parts.model_dir} --model_dir=<dir>")
+    elif eval_every_n:
+        hooks.append(hooks_lib.EvalHook(eval_every_n, _in_training_eval(parts)))
     if record_summaries and parts.role.is_chief:
         writer = tf.summary.create_file_writer(os.path.join(parts.model_dir, "train"))
         hooks.append(hooks_lib.SummaryHook(
@@ -401,10 +405,8 @@ def _in_training_eval(parts: _Parts):
     from train_lib import evaluation  # imported only when evaluation is on
 
     files, names = evaluation.eval_inputs(parts.config)
-    # In a multi-worker job the chief evaluates alone, outside the job's collectives.
-    strategy = parts.strategy if parts.role.num_workers == 1 else None
     evaluator = evaluation.Evaluator(parts.model, parts.config, files, names,
-                                     strategy=strategy, log=parts.log)
+                                     strategy=parts.strategy, log=parts.log)
     recorder = evaluation.MetricsRecorder(parts.config, parts.model_dir, "eval", parts.log)
 
     def evaluate(step: int) -> None:
