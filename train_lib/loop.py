@@ -17,7 +17,6 @@ import contextlib
 import copy
 import dataclasses
 import os
-import re
 import shutil
 import signal
 import tempfile
@@ -28,16 +27,13 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from train_lib import distribute, inputs, label_map, visualize, workdir
+from train_lib import distribute, inputs, label_map, train_errors, visualize, workdir
 from train_lib import hooks as hooks_lib
 from train_lib.checkpoints import CheckpointManager, CheckpointPolicy, RunLock
 from train_lib.config import PipelineConfig, validate
 from train_lib.model import LOSS_KEYS, build_model, compute_losses
 from train_lib.optimizer import build_learning_rate, build_optimizer
-
-
-class TrainError(RuntimeError):
-    """Training stopped for a reason the user can act on; the message says which."""
+from train_lib.train_errors import TrainError
 
 
 @dataclasses.dataclass
@@ -351,7 +347,8 @@ def _run(parts: _Parts, start: int, record_summaries: bool) -> TrainResult:
                 step = int(optimizer.iterations.numpy())
                 outputs = {k: float(v.numpy()) for k, v in losses.items()}
                 if not bool(finite.numpy()):
-                    raise _non_finite_error(step, outputs, manager, parts.model_dir)
+                    raise train_errors.non_finite_error(
+                        step, outputs, _prefix(parts.model_dir, manager.latest_step))
                 outputs["learning_rate"] = float(schedule(step).numpy())
                 stop_signal = _agreed_signal(parts, stop.received, step)
                 for hook in hooks:
@@ -360,11 +357,14 @@ def _run(parts: _Parts, start: int, record_summaries: bool) -> TrainResult:
             raise
         except Exception as err:  # save what was done, then fail
             step = int(optimizer.iterations.numpy())
-            if _worker_lost(err, parts.role):  # saving needs every worker: not possible
-                raise _worker_lost_error(err, parts, step) from err
+            if train_errors.worker_lost(err, parts.role.num_workers):
+                # Saving needs every worker: not possible now.
+                raise train_errors.worker_lost_error(
+                    err, step, parts.role.name,
+                    _prefix(parts.model_dir, manager.latest_step)) from err
             if parts.role.is_chief:
                 _save_before_failing(step, parts)
-            raise _translate_error(err, parts.files, step) from err
+            raise train_errors.translate_error(err, parts.files, step) from err
         if parts.policy.needs_final_save(step, manager.latest_step):
             manager.save(step, "signal" if stop_signal is not None else "end")
     manager.sync()
@@ -433,16 +433,6 @@ def _training_pictures(config: PipelineConfig, files: list[str]):
     return pictures
 
 
-def _non_finite_error(step, outputs, manager, model_dir) -> TrainError:
-    last = _prefix(model_dir, manager.latest_step) or "none (no checkpoint was saved yet)"
-    terms = ", ".join(f"{k}={v:.4g}" for k, v in outputs.items())
-    return TrainError(
-        f"non-finite loss at step {step} ({terms}); nothing was saved from this state. "
-        f"Last good checkpoint: {last}. Lower train_config.learning_rate.base, add warmup "
-        "(learning_rate.warmup_steps) or gradient clipping (optimizer.gradient_clip_norm), "
-        "then resume.")
-
-
 def _save_before_failing(step: int, parts: _Parts) -> None:
     manager = parts.manager
     if not parts.policy.needs_final_save(step, manager.latest_step):
@@ -455,47 +445,6 @@ def _save_before_failing(step: int, parts: _Parts) -> None:
         manager.sync()
         parts.log(f"saved ckpt-{step} before failing")
     except Exception as save_err:  # the original error matters more
-        why = _first_line(save_err) if isinstance(save_err, tf.errors.OpError) else save_err
+        why = (train_errors.op_error_summary(save_err)
+               if isinstance(save_err, tf.errors.OpError) else save_err)
         parts.log(f"could not save ckpt-{step} before failing: {why}")
-
-
-def _first_line(err: tf.errors.OpError) -> str:
-    lines = [ln.strip() for ln in err.message.splitlines() if ln.strip()]
-    return lines[-1][:200] if lines else type(err).__name__
-
-
-def _worker_lost(err: Exception, role: distribute.Role) -> bool:
-    """Whether `err` (or the error behind a failed save) is a multi-worker
-    collective aborted because another worker stopped or became unreachable."""
-    cause = err if isinstance(err, tf.errors.OpError) else err.__cause__
-    return role.num_workers > 1 and isinstance(
-        cause, tf.errors.UnavailableError | tf.errors.CancelledError | tf.errors.AbortedError)
-
-
-def _worker_lost_error(err: Exception, parts: _Parts, step: int) -> TrainError:
-    cause = err if isinstance(err, tf.errors.OpError) else err.__cause__
-    lost = re.search(r"(?:unhealthy[^\n]*\n\s*|remote target )(/job:[\w/:]*?task:\d+)",
-                     cause.message)
-    who = f"lost contact with {lost.group(1)}" if lost else _first_line(cause)
-    last = _prefix(parts.model_dir, parts.manager.latest_step) or "none yet"
-    return TrainError(
-        f"another worker of this job stopped or became unreachable at step {step} ({who}); "
-        f"the {parts.role.name} stops too. Restart every worker to resume from the last "
-        f"checkpoint ({last}).")
-
-
-def _translate_error(err: Exception, files: list[str], step: int) -> Exception:
-    """Input-pipeline errors become a TrainError that names the file; others pass."""
-    if not isinstance(err, tf.errors.OpError):
-        return err
-    explained = inputs.explain_input_error(err, files)
-    if explained is not None:
-        kind, detail = explained
-        if kind == "corrupt":
-            return TrainError(f"corrupt training data at step {step}: {detail}. "
-                              "Regenerate or remove that file.")
-        return TrainError(f"bad training data at step {step}: {detail}")
-    if isinstance(err, tf.errors.InvalidArgumentError) and "image" in err.message.lower():
-        return TrainError(f"bad training data at step {step}: {err.message.splitlines()[0]}")
-    return err
-
