@@ -77,7 +77,7 @@ def full_config() -> PipelineConfig:
     t.learning_rate.decay_factor = 0.5
     t.augmentation.random_horizontal_flip = False
     t.augmentation.scale_min, t.augmentation.scale_max = 0.8, 1.25
-    t.fine_tune_checkpoint = ""  # refused while unsupported; see the invalid cases
+    t.fine_tune_checkpoint = "runs/previous/ckpt-3000"
     t.fine_tune_checkpoint_type = "detection"
     c.train_input_reader.input_path = ["data/train-*.tfrecord", "extra.tfrecord"]
     c.train_input_reader.label_map_path = "data/label_map.pbtxt"
@@ -300,8 +300,6 @@ VALUE_ERRORS = [
     ("train_config.learning_rate.base=0", "train_config.learning_rate.base is 0.0; must be > 0"),
     ("train_config.learning_rate.base=.nan", "train_config.learning_rate.base is nan"),
     ("train_config.learning_rate.warmup_steps=-1", "warmup_steps is -1; must be >= 0"),
-    ("train_config.fine_tune_checkpoint=/ckpts/resnet50/ckpt-0",
-     "train_config.fine_tune_checkpoint is '/ckpts/resnet50/ckpt-0'; is not supported yet"),
     ("train_config.learning_rate.warmup_start=-0.1", "warmup_start is -0.1; must be >= 0"),
     ("train_config.learning_rate.cosine_alpha=1.5", "cosine_alpha is 1.5; must be in [0, 1]"),
     ("train_config.learning_rate.schedule=step",

@@ -661,10 +661,6 @@ def _problems(c: PipelineConfig) -> list[str]:
         )
     choice("train_config.fine_tune_checkpoint_type", t.fine_tune_checkpoint_type,
            FINE_TUNE_CHECKPOINT_TYPES)
-    # Refused rather than silently ignored until the trainer applies it.
-    need(not t.fine_tune_checkpoint, "train_config.fine_tune_checkpoint",
-         t.fine_tune_checkpoint, "is not supported yet: training starts from freshly "
-         "initialised weights; remove the key")
 
     for key in ("train_input_reader", "eval_input_reader"):
         r: InputReaderConfig = getattr(c, key)

@@ -28,6 +28,7 @@ import tensorflow as tf
 from absl import logging
 
 from train_lib import distribute, inputs, label_map, train_errors, visualize, workdir
+from train_lib import fine_tune as fine_tune_lib
 from train_lib import hooks as hooks_lib
 from train_lib.checkpoints import CheckpointManager, CheckpointPolicy, RunLock
 from train_lib.config import PipelineConfig, validate
@@ -189,6 +190,8 @@ def train(
             distribute.gather_ints(strategy, [0])  # wait until the chief has prepared
         if not role.is_chief:
             files = workdir.train_files(config, log)
+        fine_tune = (fine_tune_lib.resolve_checkpoint(train_cfg.fine_tune_checkpoint)
+                     if train_cfg.fine_tune_checkpoint else None)
         if deterministic:
             tf.config.experimental.enable_op_determinism()
         tf.keras.utils.set_random_seed(train_cfg.seed)
@@ -206,6 +209,10 @@ def train(
                                     log=log, is_chief=role.is_chief, worker_tmp_dir=worker_dir)
         try:
             restored = manager.restore(expect_partial=True)
+            if restored is None and fine_tune:
+                count = fine_tune_lib.apply(model, fine_tune, train_cfg.fine_tune_checkpoint_type)
+                log(f"initialised {count} variables ({train_cfg.fine_tune_checkpoint_type}) "
+                    f"from fine_tune_checkpoint {fine_tune}")
             start = int(optimizer.iterations.numpy())
             if role.num_workers > 1:
                 _check_same_step(strategy, role, start)
