@@ -19,6 +19,7 @@ import dataclasses
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -366,6 +367,7 @@ def _run(parts: _Parts, start: int, record_summaries: bool) -> TrainResult:
             step = int(optimizer.iterations.numpy())
             if train_errors.worker_lost(err, parts.role.num_workers):
                 # Saving needs every worker: not possible now.
+                _ignore_pools_of_aborted_collectives()
                 raise train_errors.worker_lost_error(
                     err, step, parts.role.name,
                     _prefix(parts.model_dir, manager.latest_step)) from err
@@ -438,6 +440,18 @@ def _training_pictures(config: PipelineConfig, files: list[str]):
                 for image, boxes, classes in inputs.training_examples(config, files, count,
                                                                       key_offset=step)]
     return pictures
+
+
+def _ignore_pools_of_aborted_collectives() -> None:
+    """An eager all-reduce that a lost worker aborted (e.g. in a save) leaves
+    TensorFlow's thread pool unclosed, and its __del__ prints a traceback as the
+    process exits. The error the user needs is ours; drop that one report."""
+    default = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if getattr(unraisable.object, "__qualname__", "") != "Pool.__del__":
+            default(unraisable)
+    sys.unraisablehook = hook
 
 
 def _save_before_failing(step: int, parts: _Parts) -> None:
