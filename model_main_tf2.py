@@ -17,10 +17,11 @@ Exit codes: 0 done (or already done; evaluation: finished or timed out), 1 error
 from __future__ import annotations
 
 import os
-import sys
 from typing import TYPE_CHECKING
 
 from absl import app, flags, logging
+
+from train_lib import cli
 
 if TYPE_CHECKING:
     from train_lib.config import PipelineConfig
@@ -115,30 +116,22 @@ for _name in ("pipeline_config_path", "model_dir", "params_override", "num_train
               "num_workers", "use_tpu", "tpu_name"):
     flags.declare_key_flag(_name)  # --help lists them too
 
-EXIT_ERROR = 1
-
-
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return EXIT_ERROR
-
-
 def run() -> int:
     """Loads the config, trains (or evaluates, with --checkpoint_dir), and maps the
     outcome to an exit code."""
     from train_lib.config import ConfigError, load_config
 
     if not FLAGS.pipeline_config_path:
-        return _fail("--pipeline_config_path is required (e.g. configs/shapes_retinanet.yaml)")
+        return cli.fail("--pipeline_config_path is required (e.g. configs/shapes_retinanet.yaml)")
     if not FLAGS.model_dir:
         if FLAGS.checkpoint_dir:
-            return _fail("--model_dir is required: where evaluation results go (it may be "
-                         "the --checkpoint_dir)")
-        return _fail("--model_dir is required: where checkpoints and logs go")
+            return cli.fail("--model_dir is required: where evaluation results go (it may "
+                            "be the --checkpoint_dir)")
+        return cli.fail("--model_dir is required: where checkpoints and logs go")
     try:
         config = load_config(FLAGS.pipeline_config_path, FLAGS.params_override)
     except ConfigError as err:
-        return _fail(str(err))
+        return cli.fail(str(err))
     if FLAGS.checkpoint_dir:
         return run_eval(config)
 
@@ -155,7 +148,7 @@ def run() -> int:
             tpu_name=FLAGS.tpu_name,
         )
     except DistributeError as err:
-        return _fail(str(err))
+        return cli.fail(str(err))
     try:
         result = train(
             config,
@@ -170,7 +163,7 @@ def run() -> int:
             strategy=strategy,
         )
     except (ConfigError, TrainError, CheckpointError, LockError) as err:
-        return _fail(str(err))
+        return cli.fail(str(err))
     if result.signal_number is not None:
         return 128 + result.signal_number
     return 0
@@ -185,7 +178,7 @@ def run_eval(config: PipelineConfig) -> int:
         resolve_input_files(getattr(config, reader_key), reader_key)
         check_label_map(config, getattr(config, reader_key), reader_key)
     except ConfigError as err:
-        return _fail(str(err))
+        return cli.fail(str(err))
 
     from train_lib.evaluation import EvalError, continuous_eval
 
@@ -199,19 +192,12 @@ def run_eval(config: PipelineConfig) -> int:
             eval_on_train_data=FLAGS.eval_on_train_data,
         )
     except (ConfigError, EvalError) as err:
-        return _fail(str(err))
+        return cli.fail(str(err))
     except KeyboardInterrupt:
         logging.info("evaluation interrupted")
         return 130
     return 0
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        sys.exit(_fail(f"unexpected arguments: {' '.join(argv[1:])}"))
-    logging.set_verbosity(logging.INFO)
-    sys.exit(run())
-
-
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.main(run))

@@ -21,6 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging  # noqa: E402
 
+from train_lib import cli  # noqa: E402
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
 
 FLAGS = flags.FLAGS
@@ -34,11 +36,6 @@ flags.DEFINE_string("label_map_path", None,
 flags.DEFINE_float("min_score_threshold", 0.5, "Draw detections scoring at least this.")
 flags.DEFINE_string("output_dir", None, "Where <name>_detections.png files go.")
 flags.DEFINE_string("image_pattern", None, "A glob of images, in addition to the arguments.")
-
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 1
-
 
 def default_label_map_path(saved_model_dir: str) -> str | None:
     """label_map.pbtxt beside the saved_model directory (as the exporter writes it), else
@@ -74,29 +71,30 @@ def run(paths: list[str]) -> int:
     from train_lib.label_map import load_label_map
 
     if not FLAGS.saved_model_dir:
-        return _fail("--saved_model_dir is required: the exported model's saved_model dir")
+        return cli.fail("--saved_model_dir is required: the exported model's saved_model dir")
     if not os.path.isfile(os.path.join(FLAGS.saved_model_dir, "saved_model.pb")):
-        return _fail(f"--saved_model_dir {FLAGS.saved_model_dir} holds no saved_model.pb; "
-                     "give <output_directory>/saved_model of exporter_main_v2.py")
+        return cli.fail(f"--saved_model_dir {FLAGS.saved_model_dir} holds no "
+                        "saved_model.pb; give <output_directory>/saved_model of "
+                        "exporter_main_v2.py")
     if not FLAGS.output_dir:
-        return _fail("--output_dir is required: where the drawings go")
+        return cli.fail("--output_dir is required: where the drawings go")
     if FLAGS.image_pattern:
         matched = sorted(glob.glob(FLAGS.image_pattern))
         if not matched:
-            return _fail(f"--image_pattern {FLAGS.image_pattern!r} matches no file")
+            return cli.fail(f"--image_pattern {FLAGS.image_pattern!r} matches no file")
         paths = paths + matched
     if not paths:
-        return _fail("no images: give image files as arguments or --image_pattern")
+        return cli.fail("no images: give image files as arguments or --image_pattern")
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
-        return _fail(f"image not found: {missing[0]}")
+        return cli.fail(f"image not found: {missing[0]}")
     label_map_path = FLAGS.label_map_path or default_label_map_path(FLAGS.saved_model_dir)
     names: dict[int, str] = {}
     if label_map_path:
         try:
             names = load_label_map(label_map_path)
         except ConfigError as err:
-            return _fail(str(err))
+            return cli.fail(str(err))
     else:
         logging.warning("no label map found beside %s: classes are shown as ids",
                         FLAGS.saved_model_dir)
@@ -113,7 +111,7 @@ def run(paths: list[str]) -> int:
             with Image.open(path) as opened:
                 image = np.asarray(opened.convert("RGB"))
         except OSError as err:
-            return _fail(f"cannot read image {path}: {err}")
+            return cli.fail(f"cannot read image {path}: {err}")
         out = detect(input_tensor=tf.constant(image[np.newaxis], tf.uint8))
         num = int(out["num_detections"][0])
         drawn, count = draw_detections(

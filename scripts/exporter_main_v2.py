@@ -18,6 +18,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging  # noqa: E402
 
+from train_lib import cli  # noqa: E402
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
 
 FLAGS = flags.FLAGS
@@ -37,30 +39,25 @@ flags.DEFINE_string("output_directory", None,
                     "Where saved_model/, checkpoint/, pipeline.yaml and label_map.pbtxt go.")
 
 
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 1
-
-
 def run() -> int:
     """Resolves the flags, exports, and maps the outcome to an exit code."""
     from train_lib.config import ConfigError, load_config
 
     if not FLAGS.output_directory:
-        return _fail("--output_directory is required: where the SavedModel goes")
+        return cli.fail("--output_directory is required: where the SavedModel goes")
     if FLAGS.input_type != "image_tensor":
-        return _fail(f"--input_type={FLAGS.input_type!r} is not supported; only image_tensor "
-                     "(uint8 images [1, H, W, 3]) is")
+        return cli.fail(f"--input_type={FLAGS.input_type!r} is not supported; only "
+                        "image_tensor (uint8 images [1, H, W, 3]) is")
     config_path = FLAGS.pipeline_config_path
     if not config_path:
         if not FLAGS.trained_checkpoint_dir:
-            return _fail("give --pipeline_config_path, or --trained_checkpoint_dir whose "
-                         "pipeline.yaml is then used")
+            return cli.fail("give --pipeline_config_path, or --trained_checkpoint_dir "
+                            "whose pipeline.yaml is then used")
         config_path = os.path.join(FLAGS.trained_checkpoint_dir, "pipeline.yaml")
     try:
         config = load_config(config_path)
     except ConfigError as err:
-        return _fail(str(err))
+        return cli.fail(str(err))
 
     from train_lib.export import ExportError, export_saved_model, find_checkpoint
 
@@ -69,17 +66,10 @@ def run() -> int:
         logging.info("exporting %s with the config %s", prefix, config_path)
         path = export_saved_model(config, prefix, FLAGS.output_directory, FLAGS.input_type)
     except (ConfigError, ExportError) as err:
-        return _fail(str(err))
+        return cli.fail(str(err))
     logging.info("wrote %s", path)
     return 0
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        sys.exit(_fail(f"unexpected arguments: {' '.join(argv[1:])}"))
-    logging.set_verbosity(logging.INFO)
-    sys.exit(run())
-
-
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.main(run))

@@ -18,6 +18,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
+from train_lib import cli  # noqa: E402
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
 
 FLAGS = flags.FLAGS
@@ -42,22 +44,14 @@ for _name in ("checkpoint_every_n", "checkpoint_max_to_keep", "num_train_steps")
     flags.register_validator(_name, lambda n: n is None or n >= 1,
                              f"--{_name} must be at least 1")
 
-EXIT_ERROR = 1
-
-
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return EXIT_ERROR
-
-
 def run() -> int:
     """Inspects --model_dir and prints the report; returns the exit code."""
     model_dir = FLAGS.model_dir
     if not model_dir:
-        return _fail("--model_dir is required: the training run's directory")
+        return cli.fail("--model_dir is required: the training run's directory")
     if not os.path.isdir(model_dir):  # checked before the slow TensorFlow import
         what = "is not a directory" if os.path.exists(model_dir) else "does not exist"
-        return _fail(f"--model_dir {model_dir} {what}")
+        return cli.fail(f"--model_dir {model_dir} {what}")
 
     from train_lib.config import ConfigError
     from train_lib.inspect import InspectError, format_report, inspect_model_dir
@@ -68,7 +62,7 @@ def run() -> int:
             max_to_keep=FLAGS.checkpoint_max_to_keep, num_steps=FLAGS.num_train_steps,
             pipeline_config_path=FLAGS.pipeline_config_path)
     except (InspectError, ConfigError) as err:
-        return _fail(str(err))
+        return cli.fail(str(err))
     if FLAGS.json:
         print(json.dumps(report.to_json(), indent=1))
     else:
@@ -79,16 +73,10 @@ def run() -> int:
         try:
             plot_timeline(model_dir, FLAGS.plot)
         except OSError as err:
-            return _fail(f"cannot write --plot {FLAGS.plot}: {err.strerror}")
+            return cli.fail(f"cannot write --plot {FLAGS.plot}: {err.strerror}")
         print(f"timeline written to {FLAGS.plot}", file=sys.stderr)
     return 0
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        sys.exit(_fail(f"unexpected arguments: {' '.join(argv[1:])}"))
-    sys.exit(run())
-
-
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.main(run, verbose=False))
