@@ -481,7 +481,7 @@ def record_dir(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     for name in ("train-0.tfrecord", "train-1.tfrecord", "val-0.tfrecord"):
-        (data / name).write_bytes(b"")
+        (data / name).write_bytes(b"record")
     return data
 
 
@@ -502,7 +502,7 @@ def test_resolve_input_files_sorts_across_entries(record_dir):
     d = str(record_dir)
     names = [f"part-{i:02d}.tfrecord" for i in range(12)]
     for name in names:
-        (record_dir / name).write_bytes(b"")
+        (record_dir / name).write_bytes(b"record")
     entries = [f"{d}/{n}" for n in reversed(names[6:])] + [f"{d}/part-0?.tfrecord"]
     assert C.resolve_input_files(reader(*entries), "k") == [f"{d}/{n}" for n in names]
 
@@ -525,6 +525,9 @@ def test_resolve_input_files_errors(record_dir, monkeypatch):
     assert "'missing.tfrecord' matches no file" in message
     message = error_of(C.resolve_input_files, reader("."), "train_input_reader")
     assert "is a directory" in message
+    (record_dir / "empty.tfrecord").write_bytes(b"")
+    message = error_of(C.resolve_input_files, reader("*.tfrecord"), "train_input_reader")
+    assert message.startswith("`train_input_reader.input_path`: empty.tfrecord has no records")
 
 
 LABEL_MAP = "item { id: 1 name: 'square' }\nitem { id: 2 name: 'circle' }\n" \

@@ -154,12 +154,15 @@ def test_mirrored_on_two_devices_follows_one_device(tiny_config, tmp_path):
     Tolerance: the first step within 1e-5 (same batch, same weights: only the
     order of float sums differs); the next steps within 3%, as SGD amplifies
     those rounding differences step by step. Sync batch norm makes the batch
-    statistics those of the global batch.
+    statistics those of the global batch. The learning rate keeps training in a
+    stable regime (the loss falls): at 0.02 the loss rises from step 3 on some
+    batch orders, and an unstable trajectory amplifies rounding differences past
+    any fixed bound (measured: 13% at step 4), whichever strategy is right.
     """
     config = tiny_config
     config.model.norm.use_sync_bn = True
     config.train_config.optimizer.type = "sgd"
-    config.train_config.learning_rate.base = 0.02
+    config.train_config.learning_rate.base = 0.005
     config.train_config.log_every_n = 1
     path = str(tmp_path / "config.yaml")
     dump_config(config, path)

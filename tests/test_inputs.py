@@ -30,19 +30,33 @@ def test_same_seed_same_batches_other_seed_other_batches(tiny_dataset):
     assert not any(np.array_equal(a, b) for a, b in zip(first, other, strict=True))
 
 
-def test_iterator_position_restores_exactly(tiny_dataset, tmp_path):
+def test_position_after_a_batch_restores_exactly(tiny_dataset):
+    """A checkpoint holds the position a batch carries; a pipeline built to start
+    there yields the batches that followed, also past an epoch boundary (48 images,
+    batch 5: batch 10 straddles epochs 0 and 1)."""
     files = _files(tiny_dataset["train_pattern"])
     config = make_tiny_config(tiny_dataset)
-    iterator = iter(inputs.build_train_dataset(config, files))
-    for _ in range(5):
-        next(iterator)
-    prefix = tf.train.Checkpoint(iterator=iterator).write(str(tmp_path / "it"))
-    expected = [next(iterator)[0].numpy() for _ in range(3)]
+    iterator = iter(inputs.build_train_dataset(config, files, 5))
+    batches = [next(iterator) for _ in range(14)]
+    positions = [tuple(int(v) for v in position.numpy()) for _, _, position in batches]
+    assert positions[0] == (0, 5) and positions[8] == (0, 45)
+    assert positions[9] == (1, 2) and positions[13] == (1, 22)  # 48 per epoch
+    for after in (4, 9, 10):
+        fresh = iter(inputs.build_train_dataset(
+            config, files, 5, start=inputs.InputPosition(*positions[after - 1])))
+        for expected in batches[after:after + 3]:
+            got = next(fresh)
+            np.testing.assert_array_equal(got[0].numpy(), expected[0].numpy())
+            np.testing.assert_array_equal(got[2].numpy(), expected[2].numpy())
 
-    fresh = iter(inputs.build_train_dataset(config, files))
-    tf.train.Checkpoint(iterator=fresh).read(prefix).assert_consumed()
-    got = [next(fresh)[0].numpy() for _ in range(3)]
-    assert all(np.array_equal(a, b) for a, b in zip(expected, got, strict=True))
+
+def test_epochs_differ_in_order_and_augmentation(tiny_dataset):
+    files = _files(tiny_dataset["train_pattern"])
+    config = make_tiny_config(tiny_dataset)
+    iterator = iter(inputs.build_train_dataset(config, files, 48))
+    epoch0, epoch1 = next(iterator)[0].numpy(), next(iterator)[0].numpy()
+    assert not np.array_equal(epoch0, epoch1)
+    assert not any(np.array_equal(epoch0[0], image) for image in epoch1)
 
 
 def test_skipping_examples_gives_the_batches_that_follow_them(tiny_dataset):
@@ -54,7 +68,7 @@ def test_skipping_examples_gives_the_batches_that_follow_them(tiny_dataset):
         iterator = iter(inputs.build_train_dataset(config, files, 4, context))
         expected = [next(iterator)[0].numpy() for _ in range(14)][11:]
         skipped = iter(inputs.build_train_dataset(config, files, 4, context,
-                                                  skip_examples=11 * 4))
+                                                  start=inputs.InputPosition(0, 11 * 4)))
         got = [next(skipped)[0].numpy() for _ in range(3)]
         assert all(np.array_equal(a, b) for a, b in zip(expected, got, strict=True))
         assert not np.array_equal(expected[0], expected[1])
@@ -62,7 +76,7 @@ def test_skipping_examples_gives_the_batches_that_follow_them(tiny_dataset):
 
 def test_targets_have_positives_and_shapes_of_the_model(tiny_dataset):
     config = make_tiny_config(tiny_dataset)
-    images, labels = next(iter(inputs.build_train_dataset(
+    images, labels, _ = next(iter(inputs.build_train_dataset(
         config, _files(tiny_dataset["train_pattern"]))))
     assert images.shape == (4, 64, 64, 3) and images.dtype == tf.float32
     assert set(labels["cls_targets"]) == {"3", "4", "5"}

@@ -95,6 +95,11 @@ class CheckpointManager:
     take part in the same saves (decided the same way) but write into
     `worker_tmp_dir` (default `$TMPDIR/train_lib-worker-<pid>`), which is deleted
     after each save: no state file, events or rotation.
+
+    Everything to save must be passed to `checkpoint`'s constructor: TF's async
+    checkpointer saves only those objects. `restore()` reads the newest checkpoint
+    into `required` (default: `checkpoint`), the objects a checkpoint must hold to
+    be valid; the caller reads any others itself.
     """
 
     def __init__(
@@ -107,10 +112,12 @@ class CheckpointManager:
         is_chief: bool = True,
         worker_tmp_dir: str | None = None,
         clock: Callable[[], float] = time.time,
+        required: tf.train.Checkpoint | None = None,
     ) -> None:
         self.model_dir = os.path.abspath(model_dir)
         self.policy = policy
         self._checkpoint = checkpoint
+        self._required = required or checkpoint
         self._async = async_save
         self._options = (
             tf.train.CheckpointOptions(experimental_enable_async_checkpoint=True)
@@ -353,7 +360,7 @@ class CheckpointManager:
         if problem is not None:
             return problem
         try:
-            status = self._checkpoint.read(prefix)
+            status = self._required.read(prefix)
             if expect_partial:
                 status.expect_partial()
             status.assert_existing_objects_matched()

@@ -712,7 +712,8 @@ def resolve_input_files(reader: InputReaderConfig, key: str) -> list[str]:
     """The sorted, de-duplicated files that `reader.input_path` names.
 
     Each entry is a file or a glob pattern (relative to the current directory).
-    Raises ConfigError if input_path is empty or an entry matches no file.
+    Raises ConfigError if input_path is empty, an entry matches no file, or a
+    file is empty (it has no records).
     """
     if not reader.input_path:
         raise ConfigError(
@@ -739,6 +740,12 @@ def resolve_input_files(reader: InputReaderConfig, key: str) -> list[str]:
                 f"resolved against the current directory {os.getcwd()})"
             )
         found.update(os.path.normpath(p) for p in matches)
+    empty = sorted(p for p in found if os.path.getsize(p) == 0)
+    if empty:
+        raise ConfigError(
+            f"`{key}.input_path`: {empty[0]} has no records (an empty file"
+            + (f"; {len(empty) - 1} more are empty" if len(empty) > 1 else "")
+            + "); write its records again or leave it out of the input_path")
     return sorted(found)
 
 

@@ -1,13 +1,18 @@
 """tf.data pipelines over OD API TFRecords: decode, stateless augment, resize, targets.
 
 Contract:
-- `build_train_dataset` yields `(images, labels)` batches forever. Images are
-  float32 [B, H, W, 3], normalised; labels hold the RetinaNet targets
-  (`cls_targets`, `box_targets` per level, `cls_weights`, `box_weights`).
-- Every random choice is a stateless op keyed by (seed, pipeline id, example
-  index), and the index comes from `Dataset.enumerate`, so the iterator over
-  the dataset can be saved in a checkpoint and a resumed run sees exactly the
-  batches an uninterrupted run would. Same seed -> same batches.
+- `build_train_dataset` yields `(images, labels, position)` batches forever.
+  Images are float32 [B, H, W, 3], normalised; labels hold the RetinaNet targets
+  (`cls_targets`, `box_targets` per level, `cls_weights`, `box_weights`);
+  position is int64 [2], the `InputPosition` just after the batch's last example.
+- The stream is a sequence of epochs. Epoch e's order (file order and shuffle
+  buffer) is seeded by (seed, e) alone, and every random choice of augmentation
+  is a stateless op keyed by (seed, pipeline id, e, index in epoch). So an
+  `InputPosition` (epoch, offset) of two integers determines the whole rest of
+  the stream: a pipeline built to start there yields exactly the batches an
+  uninterrupted one would, after reading (not decoding) at most `offset`
+  records. Checkpoints hold that position, not a tf.data iterator state. Same
+  seed -> same batches.
 - `build_eval_dataset` yields each example once, without augmentation, with
   what COCO evaluation needs to map detections back to the original image.
 - A label id outside 1..num_classes stops the pipeline with an error that
@@ -15,6 +20,8 @@ Contract:
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import tensorflow as tf
 from official.vision.dataloaders import tf_example_decoder
@@ -25,6 +32,19 @@ from train_lib.config import PipelineConfig
 # Marks our own in-graph input errors so the trainer can show them cleanly.
 INPUT_ERROR_MARK = "INPUT_ERROR: "
 MAX_EVAL_INSTANCES = 100
+# Epoch e's shuffles are seeded by seed * _EPOCH_SEED_STRIDE + e.
+_EPOCH_SEED_STRIDE = 1_000_003
+
+
+@dataclasses.dataclass(frozen=True)
+class InputPosition:
+    """Where a training input stream stands: `offset` examples into `epoch`.
+
+    `offset` may run past the epoch's end: the stream then continues into the
+    next epochs, so (0, n) is the position after any n examples."""
+
+    epoch: int = 0
+    offset: int = 0
 
 
 def _anchor_boxes(config: PipelineConfig) -> dict:
@@ -64,25 +84,51 @@ def _decode(config: PipelineConfig, filename: tf.Tensor, record: tf.Tensor) -> d
     return data
 
 
-def _records(files: list[str], seed: int, shuffle: bool, input_context) -> tf.data.Dataset:
-    """(filename, serialized record) pairs, sharded per input pipeline."""
-    files_ds = tf.data.Dataset.from_tensor_slices(files)
+def _pipeline_files(files: list[str], input_context) -> tuple[list[str], bool]:
+    """This input pipeline's files, and whether its records must still be sharded
+    (fewer files than pipelines: each pipeline takes every n-th record instead)."""
     num_pipelines = input_context.num_input_pipelines if input_context else 1
     pipeline_id = input_context.input_pipeline_id if input_context else 0
-    shard_files = num_pipelines > 1 and len(files) >= num_pipelines
-    if shard_files:
-        files_ds = files_ds.shard(num_pipelines, pipeline_id)
-    if shuffle:
-        files_ds = files_ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    records = files_ds.interleave(
+    if num_pipelines > 1 and len(files) >= num_pipelines:
+        return files[pipeline_id::num_pipelines], False
+    return files, num_pipelines > 1
+
+
+def _read(files_ds: tf.data.Dataset, num_files: int) -> tf.data.Dataset:
+    """(filename, serialized record) pairs of the files in `files_ds`, interleaved."""
+    return files_ds.interleave(
         lambda f: tf.data.TFRecordDataset(f).map(lambda r: (f, r)),
-        cycle_length=min(len(files), 4),
+        cycle_length=min(num_files, 4),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
-    if num_pipelines > 1 and not shard_files:
-        records = records.shard(num_pipelines, pipeline_id)
+
+
+def _records(files: list[str], input_context) -> tf.data.Dataset:
+    """(filename, serialized record) pairs in file order, sharded per input pipeline."""
+    own, shard_records = _pipeline_files(files, input_context)
+    records = _read(tf.data.Dataset.from_tensor_slices(own), len(own))
+    if shard_records:
+        records = records.shard(input_context.num_input_pipelines,
+                                input_context.input_pipeline_id)
     return records
+
+
+def _epoch_records(files: list[str], seed: int, shuffle_buffer_size: int, input_context,
+                   epoch: tf.Tensor) -> tf.data.Dataset:
+    """Epoch `epoch` of this pipeline's records as (filename, record, epoch, index in
+    epoch), in an order seeded by (seed, epoch) alone."""
+    own, shard_records = _pipeline_files(files, input_context)
+    epoch_seed = tf.constant(seed, tf.int64) * _EPOCH_SEED_STRIDE + epoch
+    order = tf.argsort(tf.random.stateless_uniform(
+        [len(own)], seed=tf.stack([epoch_seed, tf.constant(len(own), tf.int64)])))
+    records = _read(tf.data.Dataset.from_tensor_slices(tf.gather(own, order)), len(own))
+    if shard_records:
+        records = records.shard(input_context.num_input_pipelines,
+                                input_context.input_pipeline_id)
+    records = records.shuffle(shuffle_buffer_size, seed=epoch_seed,
+                              reshuffle_each_iteration=False)
+    return records.enumerate().map(lambda index, pair: (pair[0], pair[1], epoch, index))
 
 
 def _resize_and_pad(image, boxes, output_size, scale, offset_fraction):
@@ -199,14 +245,15 @@ def build_train_dataset(
     files: list[str],
     batch_size: int | None = None,
     input_context: tf.distribute.InputContext | None = None,
-    skip_examples: int = 0,
+    start: InputPosition = InputPosition(),
 ) -> tf.data.Dataset:
-    """Infinite, deterministic, checkpointable training batches.
+    """Infinite, deterministic training batches `(images, labels, position)` from
+    `start` on (see the module docstring).
 
     `batch_size` is the per-pipeline batch (default: train_config.batch_size).
-    `skip_examples` starts the stream that many examples in, before decoding: the
-    batches are then exactly those a fresh iterator yields after that many examples
-    (how a multi-worker job, whose iterators a checkpoint cannot hold, resumes).
+    The batches from `start` are exactly those a stream from the beginning yields
+    after the examples before `start`; getting there reads, without decoding, the
+    `start.offset` records before it in its epoch.
     """
     train = config.train_config
     reader = config.train_input_reader
@@ -217,18 +264,22 @@ def build_train_dataset(
     anchors = _anchor_boxes(config)
     base_key = tf.constant([train.seed, pipeline_id], tf.int64)
 
-    def parse(index, pair):
-        filename, record = pair
+    @tf.autograph.experimental.do_not_convert  # plain TF ops: autograph only adds start-up
+    def parse(filename, record, epoch, index):
         data = _decode(config, filename, record)
-        key = tf.random.experimental.stateless_fold_in(base_key, index)
-        return _train_example(config, key, data, labeler, anchors)
+        key = tf.random.experimental.stateless_fold_in(
+            tf.random.experimental.stateless_fold_in(base_key, epoch), index)
+        image, labels = _train_example(config, key, data, labeler, anchors)
+        return image, labels, tf.stack([epoch, index + 1])
 
-    ds = _records(files, train.seed, shuffle=True, input_context=input_context)
-    ds = ds.repeat()
-    ds = ds.shuffle(reader.shuffle_buffer_size, seed=train.seed, reshuffle_each_iteration=True)
-    ds = ds.enumerate().skip(skip_examples)
+    ds = tf.data.Dataset.range(start.epoch, tf.int64.max).flat_map(
+        lambda epoch: _epoch_records(files, train.seed, reader.shuffle_buffer_size,
+                                     input_context, epoch))
+    ds = ds.skip(start.offset)
     ds = ds.map(parse, num_parallel_calls=parallel, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=True)
+    # A batch's position is that of its last example.
+    ds = ds.map(lambda images, labels, positions: (images, labels, positions[-1]))
     ds = ds.prefetch(tf.data.AUTOTUNE)
     return ds.with_options(_options())
 
@@ -280,7 +331,7 @@ def build_eval_dataset(
     """Each example once, in file order, batched by eval_config.batch_size."""
     reader = config.eval_input_reader
     parallel = tf.data.AUTOTUNE if reader.num_parallel_calls == -1 else reader.num_parallel_calls
-    ds = _records(files, seed=0, shuffle=False, input_context=input_context)
+    ds = _records(files, input_context)
     if sample_1_of_n > 1:
         ds = ds.shard(sample_1_of_n, 0)
     ds = ds.map(

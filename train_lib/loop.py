@@ -77,10 +77,15 @@ class StopSignals:
             signal.signal(sig, handler)
 
 
-def _make_train_function(strategy, model, optimizer, config: PipelineConfig):
+def _make_train_function(strategy, model, optimizer, config: PipelineConfig,
+                         position: tf.Variable, start: inputs.InputPosition,
+                         start_step: int, examples_per_step: int):
     """A tf.function running `num_steps` steps; returns the last step's reduced
     losses and whether every step's loss was finite (it stops at the first
-    non-finite one).
+    non-finite one). After each step `position` holds the input position after it:
+    with one replica the position its batch carries; with several (whose
+    per-replica positions a worker cannot combine in order) `start` plus the
+    `examples_per_step` each step since `start_step` took from this worker's stream.
 
     Each replica's loss is its share of the global batch's loss (normalised by the
     positives of the whole global batch; regularisation divided by the replica
@@ -107,7 +112,8 @@ def _make_train_function(strategy, model, optimizer, config: PipelineConfig):
         return losses, grads
 
     if train_cfg.jit_compile:
-        losses_and_gradients = tf.function(losses_and_gradients, jit_compile=True)
+        losses_and_gradients = tf.function(losses_and_gradients, jit_compile=True,
+                                           autograph=False)
 
     def replica_step(images, labels):
         num_positives = tf.distribute.get_replica_context().all_reduce(
@@ -123,20 +129,29 @@ def _make_train_function(strategy, model, optimizer, config: PipelineConfig):
         return losses
 
     def one_step(iterator):
-        per_replica = strategy.run(replica_step, args=next(iterator))
+        images, labels, batch_position = next(iterator)
+        per_replica = strategy.run(replica_step, args=(images, labels))
+        if num_replicas == 1:
+            position.assign(batch_position)
+        else:
+            done = tf.cast(optimizer.iterations, tf.int64) - start_step
+            position.assign(tf.stack([tf.constant(start.epoch, tf.int64),
+                                      start.offset + done * examples_per_step]))
         return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
                 for k, v in per_replica.items()}
 
-    @tf.function
+    # autograph=False: the loop is written as a tf.while_loop, and without autograph
+    # neither it nor the model's layers are source-transformed (~15 s of start-up).
+    # One traced step inside the loop (not a first one before it): half the tracing.
+    @tf.function(autograph=False)
     def train_steps(iterator, num_steps):
-        # One traced step inside the loop (not a first one before it): half the tracing.
-        losses = {k: tf.constant(0.0) for k in LOSS_KEYS}
-        finite = tf.constant(True)
-        for _ in tf.range(num_steps):
-            if not finite:
-                break
+        def body(done, _, finite):
             losses = one_step(iterator)
-            finite = tf.math.is_finite(losses["total_loss"])
+            return done + 1, losses, tf.math.is_finite(losses["total_loss"])
+
+        _, losses, finite = tf.while_loop(
+            lambda done, _, finite: tf.logical_and(finite, done < num_steps), body,
+            (tf.constant(0), {k: tf.constant(0.0) for k in LOSS_KEYS}, tf.constant(True)))
         return losses, finite
 
     return train_steps
@@ -200,14 +215,22 @@ def train(
             model = build_model(config.model, train_cfg.mixed_precision)
             optimizer = build_optimizer(train_cfg)
             optimizer.build(model.trainable_variables)
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        # Every checkpoint holds the input position: two integers, saved alike by sync
+        # and async saves. All saved objects go into the constructor: TF's async
+        # checkpointer saves only those, not attributes set later. A checkpoint is
+        # valid when the model and optimizer read back (older ones hold no position).
+        position = tf.Variable([0, 0], dtype=tf.int64, trainable=False, name="input_position")
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer,
+                                         input_position=position)
+        required = tf.train.Checkpoint(model=model, optimizer=optimizer)
         worker_dir = None if role.is_chief else tempfile.mkdtemp(
             prefix=f"train_lib-worker{role.worker_index}-")
         if async_checkpoint and role.num_workers > 1:
             log("async checkpoints are off in multi-worker jobs: every worker saves together")
         manager = CheckpointManager(model_dir, checkpoint, policy,
                                     async_save=async_checkpoint and role.num_workers == 1,
-                                    log=log, is_chief=role.is_chief, worker_tmp_dir=worker_dir)
+                                    log=log, is_chief=role.is_chief, worker_tmp_dir=worker_dir,
+                                    required=required)
         try:
             restored = manager.restore(expect_partial=True)
             if restored is None and fine_tune:
@@ -224,10 +247,14 @@ def train(
                     "nothing to do (raise --num_train_steps to continue)")
                 return TrainResult(start, "already_finished", start_step=start,
                                    last_checkpoint=_prefix(model_dir, manager.latest_step))
-            iterator = _train_iterator(config, files, strategy, role, checkpoint,
-                                       _prefix(model_dir, restored), start, log)
+            examples_per_step = train_cfg.batch_size // role.num_workers
+            input_start = _input_start(_prefix(model_dir, restored), start,
+                                       examples_per_step, log)
+            position.assign([input_start.epoch, input_start.offset])
+            iterator = _train_iterator(config, files, strategy, role, input_start, log)
             parts = _Parts(config, model_dir, files, strategy, role, model, optimizer,
-                           iterator, manager, policy, log, progress)
+                           iterator, position, input_start, start, examples_per_step,
+                           manager, policy, log, progress)
             return _run(parts, start, record_summaries)
         finally:
             manager.close()
@@ -252,39 +279,47 @@ def _check_same_step(strategy, role: distribute.Role, start: int) -> None:
                          f"{role.name}.")
 
 
-def _train_iterator(config: PipelineConfig, files: list[str], strategy, role: distribute.Role,
-                    checkpoint: tf.train.Checkpoint, restored: str | None, start: int,
-                    log: Callable[[str], None]):
-    """The training batches from global step `start` on.
+POSITION_KEY = "input_position/.ATTRIBUTES/VARIABLE_VALUE"
 
-    With one replica: a plain tf.data iterator, added to `checkpoint` so that every
-    checkpoint holds its exact position (restored from `restored` when it has one).
-    With several replicas: tf.distribute's iterator over each worker's shard, which
-    a checkpoint cannot hold; the position is rebuilt by skipping the examples of
-    `start` steps (before decoding), which gives the same batches.
-    """
+
+def _input_start(restored: str | None, start: int, examples_per_step: int,
+                 log: Callable[[str], None]) -> inputs.InputPosition:
+    """Where this worker's input stream resumes: the `input_position` that the
+    checkpoint `restored` holds; for a checkpoint without one (written by an
+    earlier version of this trainer) the position after the examples of `start`
+    steps, said in one log line."""
+    if restored is None:
+        return inputs.InputPosition()
+    reader = tf.train.load_checkpoint(restored)
+    if reader.has_tensor(POSITION_KEY):
+        epoch, offset = (int(v) for v in reader.get_tensor(POSITION_KEY))
+        return inputs.InputPosition(epoch, offset)
+    skip = start * examples_per_step
+    form = ("a tf.data iterator state" if any(name.startswith("iterator/") for name in
+                                              reader.get_variable_to_shape_map())
+            else "no input position")
+    log(f"{os.path.basename(restored)} holds {form} (written by an earlier version of "
+        f"this trainer): the input continues after the {skip} examples of {start} steps, "
+        "in this version's data order")
+    return inputs.InputPosition(0, skip)
+
+
+def _train_iterator(config: PipelineConfig, files: list[str], strategy, role: distribute.Role,
+                    start: inputs.InputPosition, log: Callable[[str], None]):
+    """The training batches from input position `start` on: with one replica a
+    plain tf.data iterator, with several tf.distribute's iterator over each
+    worker's shard."""
     global_batch = config.train_config.batch_size
-    skip = start * (global_batch // role.num_workers)
+    if start != inputs.InputPosition():
+        who, shard = ((f"{role.name} skips", "of its shard ") if role.num_workers > 1
+                      else ("skipping", ""))
+        log(f"input position: {who} the {start.offset} examples {shard}before the "
+            f"position in epoch {start.epoch} (read, not decoded)")
     if strategy.num_replicas_in_sync == 1:
-        saved = restored is not None and any(
-            name.startswith("iterator/") for name, _ in tf.train.list_variables(restored))
-        dataset = inputs.build_train_dataset(config, files, global_batch,
-                                             skip_examples=0 if saved else skip)
-        iterator = iter(dataset)
-        if saved:
-            tf.train.Checkpoint(iterator=iterator).read(restored).expect_partial()
-        elif skip:
-            log(f"{restored} holds no input position (a multi-replica job wrote it): "
-                f"skipping the {skip} examples of {start} steps")
-        checkpoint.iterator = iterator
-        return iterator
-    if skip:
-        log(f"input position: {role.name} skips the {skip} examples of its shard "
-            f"that {start} steps used")
+        return iter(inputs.build_train_dataset(config, files, global_batch, start=start))
     return iter(strategy.distribute_datasets_from_function(
         lambda ctx: inputs.build_train_dataset(
-            config, files, ctx.get_per_replica_batch_size(global_batch), ctx,
-            skip_examples=skip)))
+            config, files, ctx.get_per_replica_batch_size(global_batch), ctx, start=start)))
 
 
 def _prefix(model_dir: str, step: int | None) -> str | None:
@@ -303,6 +338,10 @@ class _Parts:
     model: object
     optimizer: object
     iterator: object
+    position: tf.Variable
+    input_start: inputs.InputPosition
+    start_step: int
+    examples_per_step: int
     manager: CheckpointManager
     policy: CheckpointPolicy
     log: Callable[[str], None]
@@ -341,7 +380,9 @@ def _run(parts: _Parts, start: int, record_summaries: bool) -> TrainResult:
     config, manager, optimizer = parts.config, parts.manager, parts.optimizer
     num_steps = config.train_config.num_steps
     steps_per_loop = config.train_config.steps_per_loop
-    train_steps = _make_train_function(parts.strategy, parts.model, optimizer, config)
+    train_steps = _make_train_function(parts.strategy, parts.model, optimizer, config,
+                                       parts.position, parts.input_start, parts.start_step,
+                                       parts.examples_per_step)
     schedule = build_learning_rate(config.train_config)
     hooks = _hooks(parts, start, record_summaries)
     step, outputs, stop_signal = start, None, None
