@@ -12,6 +12,8 @@ checkpoint_dir once, COCO metrics into model_dir (eval/, eval_metrics.jsonl, bes
 This is the only module that reads flags; everything else takes arguments.
 Exit codes: 0 done (or already done; evaluation: finished or timed out), 1 error,
 130 / 143 stopped by SIGINT / SIGTERM after saving a checkpoint.
+Logs: this repository's INFO lines and warnings from any library; --verbosity=1
+(-v 1) adds the INFO and debug lines of TensorFlow, Model Garden and tf_keras.
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ for _name in ("pipeline_config_path", "model_dir", "params_override", "num_train
 def run() -> int:
     """Loads the config, trains (or evaluates, with --checkpoint_dir), and maps the
     outcome to an exit code."""
-    from train_lib.config import ConfigError, load_config
+    from train_lib.config import load_config
 
     if not FLAGS.pipeline_config_path:
         return cli.fail("--pipeline_config_path is required (e.g. configs/shapes_retinanet.yaml)")
@@ -128,42 +130,32 @@ def run() -> int:
             return cli.fail("--model_dir is required: where evaluation results go (it may "
                             "be the --checkpoint_dir)")
         return cli.fail("--model_dir is required: where checkpoints and logs go")
-    try:
-        config = load_config(FLAGS.pipeline_config_path, FLAGS.params_override)
-    except ConfigError as err:
-        return cli.fail(str(err))
+    config = load_config(FLAGS.pipeline_config_path, FLAGS.params_override)
     if FLAGS.checkpoint_dir:
         return run_eval(config)
 
-    from train_lib.checkpoints import CheckpointError, LockError
-    from train_lib.distribute import DistributeError, build_strategy
-    from train_lib.loop import TrainError, train
+    from train_lib.training.distribute import build_strategy
+    from train_lib.training.trainer import train
 
-    try:
-        # First TensorFlow work: a multi-worker strategy must exist before any other.
-        strategy = build_strategy(
-            FLAGS.strategy,
-            num_workers=FLAGS.num_workers if FLAGS["num_workers"].present else None,
-            use_tpu=FLAGS.use_tpu,
-            tpu_name=FLAGS.tpu_name,
-        )
-    except DistributeError as err:
-        return cli.fail(str(err))
-    try:
-        result = train(
-            config,
-            FLAGS.model_dir,
-            num_train_steps=FLAGS.num_train_steps,
-            checkpoint_every_n=FLAGS.checkpoint_every_n,
-            max_to_keep=FLAGS.checkpoint_max_to_keep,
-            keep_checkpoint_every_n_hours=FLAGS.keep_checkpoint_every_n_hours,
-            record_summaries=FLAGS.record_summaries,
-            async_checkpoint=FLAGS.async_checkpoint,
-            deterministic=FLAGS.deterministic,
-            strategy=strategy,
-        )
-    except (ConfigError, TrainError, CheckpointError, LockError) as err:
-        return cli.fail(str(err))
+    # First TensorFlow work: a multi-worker strategy must exist before any other.
+    strategy = build_strategy(
+        FLAGS.strategy,
+        num_workers=FLAGS.num_workers if FLAGS["num_workers"].present else None,
+        use_tpu=FLAGS.use_tpu,
+        tpu_name=FLAGS.tpu_name,
+    )
+    result = train(
+        config,
+        FLAGS.model_dir,
+        num_train_steps=FLAGS.num_train_steps,
+        checkpoint_every_n=FLAGS.checkpoint_every_n,
+        max_to_keep=FLAGS.checkpoint_max_to_keep,
+        keep_checkpoint_every_n_hours=FLAGS.keep_checkpoint_every_n_hours,
+        record_summaries=FLAGS.record_summaries,
+        async_checkpoint=FLAGS.async_checkpoint,
+        deterministic=FLAGS.deterministic,
+        strategy=strategy,
+    )
     if result.signal_number is not None:
         return 128 + result.signal_number
     return 0
@@ -171,16 +163,14 @@ def run() -> int:
 
 def run_eval(config: PipelineConfig) -> int:
     """Evaluation mode (--checkpoint_dir): continuous COCO evaluation into --model_dir."""
-    from train_lib.config import ConfigError, check_label_map, resolve_input_files
+    from train_lib.data.input_files import check_label_map, resolve_input_files
 
     reader_key = "train_input_reader" if FLAGS.eval_on_train_data else "eval_input_reader"
-    try:  # before importing TensorFlow: a wrong path fails fast
-        resolve_input_files(getattr(config, reader_key), reader_key)
-        check_label_map(config, getattr(config, reader_key), reader_key)
-    except ConfigError as err:
-        return cli.fail(str(err))
+    # before importing TensorFlow: a wrong path fails fast
+    resolve_input_files(getattr(config, reader_key), reader_key)
+    check_label_map(config, getattr(config, reader_key), reader_key)
 
-    from train_lib.evaluation import EvalError, continuous_eval
+    from train_lib.evaluation.continuous import continuous_eval
 
     try:
         continuous_eval(
@@ -191,8 +181,6 @@ def run_eval(config: PipelineConfig) -> int:
             sample_1_of_n=FLAGS.sample_1_of_n_eval_examples,
             eval_on_train_data=FLAGS.eval_on_train_data,
         )
-    except (ConfigError, EvalError) as err:
-        return cli.fail(str(err))
     except KeyboardInterrupt:
         logging.info("evaluation interrupted")
         return 130

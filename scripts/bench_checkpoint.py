@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import tensorflow as tf  # noqa: E402
 
-from train_lib.checkpoints import CheckpointManager, CheckpointPolicy  # noqa: E402
+from train_lib.checkpointing import CheckpointManager, CheckpointPolicy  # noqa: E402
 
 REPEATS = 5
 
@@ -46,8 +46,8 @@ def build_checkpoint(num_params: int) -> tf.train.Checkpoint:
 def build_trainer_checkpoint(config_path: str) -> tf.train.Checkpoint:
     """The checkpoint train() writes for this config: model, optimizer, input position."""
     from train_lib.config import load_config
-    from train_lib.model import build_model
-    from train_lib.optimizer import build_optimizer
+    from train_lib.families import build_model
+    from train_lib.training.optimizer import build_optimizer
 
     config = load_config(config_path)
     model = build_model(config.model)

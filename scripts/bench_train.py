@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from train_lib.config import load_config  # noqa: E402
-from train_lib.loop import train  # noqa: E402
+from train_lib.training.trainer import train  # noqa: E402
 
 
 def seconds_per_step(config, steps: int, summaries: bool) -> float:

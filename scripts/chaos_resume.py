@@ -6,7 +6,8 @@ moments after training has started (mid-step, mid-sync-save, mid-async-save) and
 restarted, alternating --async_checkpoint on and off, until it finishes. It
 checks that every restart resumes from the newest checkpoint on disk (or the one
 before it, when the newest was half-written) and that the final weights are
-bit-identical to the reference's; then prints one line per restart.
+bit-identical to the reference's; then prints one line per restart (each
+start's log is kept in the work directory as start-<n>.log).
 
     python scripts/chaos_resume.py --kills=20 [--seed=1] [--work_dir=/tmp/chaos]
 
@@ -74,11 +75,10 @@ class Trainer:
 
 
 def checkpoint_steps(model_dir: str) -> list[int]:
-    """Steps of the `ckpt-<step>.index` files in model_dir."""
-    if not os.path.isdir(model_dir):
-        return []
-    return sorted(int(n[len("ckpt-"):-len(".index")]) for n in os.listdir(model_dir)
-                  if n.startswith("ckpt-") and n.endswith(".index"))
+    """Steps of the `ckpt-<step>.index` files in model_dir ([] if it does not exist)."""
+    from train_lib.checkpointing.files import list_steps
+
+    return list_steps(model_dir)
 
 
 def reads_back(prefix: str) -> bool:
@@ -118,8 +118,8 @@ class Restart:
 def make_config(work_dir: str, num_steps: int) -> str:
     """Writes a tiny dataset and a tiny version of the default config (64 px, thin
     FPN and head, batch 4) into work_dir; returns the config path."""
-    from train_lib import shapes_dataset
     from train_lib.config import dump_config, load_config
+    from train_lib.data import shapes_dataset
 
     data = shapes_dataset.generate(os.path.join(work_dir, "data"), num_train=48, num_val=8,
                                    image_size=64, num_shards=2, seed=0)
@@ -175,16 +175,17 @@ def run_chaos(work_dir: str, kills: int, seed: int = 1,
         killed_after = ""
         start = on_disk[-1] if on_disk else 0
         if sum(1 for r in restarts if r.killed_after) < kills and start < num_steps - 1:
-            # Just before, at or after the next save: the kill lands in a step, in a
-            # sync or async save, or between an async save and its commit.
-            target = min(rng.randint(start + EVERY_N - 1, start + 2 * EVERY_N - 1),
-                         num_steps - 1)
+            # Up to three saves on: the kill lands in a step, in a sync or async save,
+            # or between an async save and its commit (at the next save).
+            target = min(rng.randint(start + 1, start + 3 * EVERY_N), num_steps - 1)
             trainer.wait_for(f"Step {target} per-step time")
             time.sleep(rng.uniform(0.0, 0.4))
             if trainer.proc.poll() is None:
                 trainer.proc.kill()
                 killed_after = (trainer.lines[-1].strip() if trainer.lines else "") or "?"
         code = trainer.finish()
+        with open(os.path.join(work_dir, f"start-{number}.log"), "w") as f:
+            f.write(trainer.log)
         resumed = _resumed_step(trainer.log)
         restarts.append(Restart(number, async_save, on_disk, resumed, killed_after, code))
         log(f"start {number:2d} async={async_save!s:5} on disk {on_disk} -> resumed from "

@@ -55,7 +55,7 @@ def draw_detections(image, boxes, scores, classes, names: dict[int, str],
     Returns (the drawing as uint8 [H, W, 3], how many were drawn)."""
     import numpy as np
 
-    from train_lib.visualize import draw_boxes
+    from train_lib.report.visualize import draw_boxes
 
     keep = np.asarray(scores) >= min_score
     height, width = image.shape[:2]
@@ -67,8 +67,7 @@ def draw_detections(image, boxes, scores, classes, names: dict[int, str],
 
 def run(paths: list[str]) -> int:
     """Checks the flags, runs the model on each image, writes the drawings."""
-    from train_lib.config import ConfigError
-    from train_lib.label_map import load_label_map
+    from train_lib.data.label_map import load_label_map
 
     if not FLAGS.saved_model_dir:
         return cli.fail("--saved_model_dir is required: the exported model's saved_model dir")
@@ -91,10 +90,7 @@ def run(paths: list[str]) -> int:
     label_map_path = FLAGS.label_map_path or default_label_map_path(FLAGS.saved_model_dir)
     names: dict[int, str] = {}
     if label_map_path:
-        try:
-            names = load_label_map(label_map_path)
-        except ConfigError as err:
-            return cli.fail(str(err))
+        names = load_label_map(label_map_path)
     else:
         logging.warning("no label map found beside %s: classes are shown as ids",
                         FLAGS.saved_model_dir)
@@ -131,10 +127,5 @@ def run(paths: list[str]) -> int:
     return 0
 
 
-def main(argv: list[str]) -> None:
-    logging.set_verbosity(logging.INFO)
-    sys.exit(run(list(argv[1:])))
-
-
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.main(run, positional=True))

@@ -6,7 +6,9 @@ r"""Exports a trained checkpoint as a SavedModel, as the OD API's exporter_main_
 writes exported/shapes/saved_model (signature serving_default: input_tensor uint8
 [1, H, W, 3] -> detection_boxes (normalised), detection_scores, detection_classes,
 num_detections), exported/shapes/checkpoint/, pipeline.yaml and label_map.pbtxt.
-See train_lib/export.py. Exit codes: 0 exported, 1 error (one `error:` line).
+See train_lib/export/saved_model.py. Exit codes: 0 exported, 1 error (one `error:` line).
+Logs: this repository's INFO lines and warnings from any library; --verbosity=1
+(-v 1) adds the INFO and debug lines of TensorFlow, Model Garden and tf_keras.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ flags.DEFINE_string("output_directory", None,
 
 def run() -> int:
     """Resolves the flags, exports, and maps the outcome to an exit code."""
-    from train_lib.config import ConfigError, load_config
+    from train_lib.config import load_config
 
     if not FLAGS.output_directory:
         return cli.fail("--output_directory is required: where the SavedModel goes")
@@ -54,19 +56,13 @@ def run() -> int:
             return cli.fail("give --pipeline_config_path, or --trained_checkpoint_dir "
                             "whose pipeline.yaml is then used")
         config_path = os.path.join(FLAGS.trained_checkpoint_dir, "pipeline.yaml")
-    try:
-        config = load_config(config_path)
-    except ConfigError as err:
-        return cli.fail(str(err))
+    config = load_config(config_path)
 
-    from train_lib.export import ExportError, export_saved_model, find_checkpoint
+    from train_lib.export.saved_model import export_saved_model, find_checkpoint
 
-    try:
-        prefix = find_checkpoint(FLAGS.trained_checkpoint_dir, FLAGS.checkpoint_path)
-        logging.info("exporting %s with the config %s", prefix, config_path)
-        path = export_saved_model(config, prefix, FLAGS.output_directory, FLAGS.input_type)
-    except (ConfigError, ExportError) as err:
-        return cli.fail(str(err))
+    prefix = find_checkpoint(FLAGS.trained_checkpoint_dir, FLAGS.checkpoint_path)
+    logging.info("exporting %s with the config %s", prefix, config_path)
+    path = export_saved_model(config, prefix, FLAGS.output_directory, FLAGS.input_type)
     logging.info("wrote %s", path)
     return 0
 

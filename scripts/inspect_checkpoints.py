@@ -6,6 +6,7 @@ r"""Lists a model_dir's checkpoints, explains their count and reports anomalies.
 
 Read only. Exit codes: 0 (also when anomalies are found or there is no
 checkpoint), 1 when model_dir does not exist or a flag is wrong (one `error:` line).
+Logs: warnings from any library; --verbosity=1 (-v 1) adds TensorFlow's INFO lines.
 """
 
 from __future__ import annotations
@@ -53,22 +54,19 @@ def run() -> int:
         what = "is not a directory" if os.path.exists(model_dir) else "does not exist"
         return cli.fail(f"--model_dir {model_dir} {what}")
 
-    from train_lib.config import ConfigError
-    from train_lib.inspect import InspectError, format_report, inspect_model_dir
+    from train_lib.report.format import format_report
+    from train_lib.report.inspect import inspect_model_dir
 
-    try:
-        report = inspect_model_dir(
-            model_dir, every_n=FLAGS.checkpoint_every_n,
-            max_to_keep=FLAGS.checkpoint_max_to_keep, num_steps=FLAGS.num_train_steps,
-            pipeline_config_path=FLAGS.pipeline_config_path)
-    except (InspectError, ConfigError) as err:
-        return cli.fail(str(err))
+    report = inspect_model_dir(
+        model_dir, every_n=FLAGS.checkpoint_every_n,
+        max_to_keep=FLAGS.checkpoint_max_to_keep, num_steps=FLAGS.num_train_steps,
+        pipeline_config_path=FLAGS.pipeline_config_path)
     if FLAGS.json:
         print(json.dumps(report.to_json(), indent=1))
     else:
         print(format_report(report))
     if FLAGS.plot:
-        from train_lib.timeline import plot_timeline
+        from train_lib.report.timeline import plot_timeline
 
         try:
             plot_timeline(model_dir, FLAGS.plot)

@@ -28,8 +28,8 @@ def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     # Imported here so that flag errors and --help do not wait for TensorFlow.
-    from train_lib import shapes_dataset
     from train_lib.config import ConfigError
+    from train_lib.data import shapes_dataset
 
     try:
         paths = shapes_dataset.generate(

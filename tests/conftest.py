@@ -18,7 +18,7 @@ from train_lib.config import PipelineConfig, dump_config  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> dict:
     """A 64-px shapes dataset: 48 train and 8 val images in OD API TFRecords."""
-    from train_lib import shapes_dataset
+    from train_lib.data import shapes_dataset
 
     out = tmp_path_factory.mktemp("shapes")
     return shapes_dataset.generate(str(out / "data"), num_train=48, num_val=8, image_size=64,
@@ -71,8 +71,9 @@ def tiny_config_file(tiny_config, tmp_path) -> str:
 
 def ckpt_steps(model_dir) -> list[int]:
     """The global steps of the checkpoints in model_dir, by their index files."""
-    return sorted(int(n[len("ckpt-"):-len(".index")]) for n in os.listdir(model_dir)
-                  if n.startswith("ckpt-") and n.endswith(".index"))
+    from train_lib.checkpointing.files import list_steps
+
+    return list_steps(model_dir)
 
 
 def run_trainer(*args: str, timeout: float = 600, env: dict | None = None,
@@ -91,7 +92,7 @@ def trained_run(tiny_dataset, tmp_path_factory) -> dict:
     """A tiny model trained 4 steps with train() (ckpt-2 and ckpt-4, pipeline.yaml); tests
     only read its model_dir. Its post-processing keeps every score (threshold 0), so even
     this barely trained model returns detections."""
-    from train_lib.loop import train
+    from train_lib.training.trainer import train
 
     config = make_tiny_config(tiny_dataset, num_steps=4)
     config.model.post_processing.score_threshold = 0.0

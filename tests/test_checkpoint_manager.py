@@ -12,7 +12,7 @@ import sys
 import pytest
 import tensorflow as tf
 
-from train_lib.checkpoints import (
+from train_lib.checkpointing import (
     CheckpointError,
     CheckpointManager,
     CheckpointPolicy,

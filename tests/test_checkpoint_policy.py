@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from train_lib.checkpoint_policy import (
+from train_lib.checkpointing.policy import (
     FINAL,
     INTERVAL,
     KEEP_EVERY_N_HOURS,
@@ -169,7 +169,7 @@ def test_validation(kwargs, message):
 
 
 def test_policy_module_does_not_import_tensorflow():
-    code = ("import sys, train_lib.checkpoint_policy; "
+    code = ("import sys, train_lib.checkpointing.policy; "
             "sys.exit('tensorflow' in sys.modules)")
     root = Path(__file__).resolve().parents[1]
     assert subprocess.run([sys.executable, "-c", code], cwd=root, check=False).returncode == 0

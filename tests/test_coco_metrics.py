@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from train_lib.coco_metrics import METRIC_KEYS, CocoEvaluator, boxes_to_original, to_xywh
+from train_lib.evaluation.coco_metrics import METRIC_KEYS, CocoEvaluator, boxes_to_original, to_xywh
 
 LABELS = {1: "square", 2: "circle", 3: "triangle"}
 NONE4 = np.zeros((0, 4))

@@ -11,7 +11,8 @@ import pytest
 
 from train_lib import config as C
 from train_lib.config import ConfigError, PipelineConfig
-from train_lib.config_overrides import parse_params_override, split_pairs
+from train_lib.config.overrides import parse_params_override, split_pairs
+from train_lib.data.input_files import check_label_map, resolve_input_files
 
 ODAPI_CONFIG = "/work/shared/fixtures/odapi/ssd_mobilenet_v2_320x320_coco17_tpu-8.config"
 
@@ -491,9 +492,9 @@ def reader(*paths: str) -> C.InputReaderConfig:
 
 def test_resolve_input_files_glob_list_and_dedup(record_dir):
     d = str(record_dir)
-    assert C.resolve_input_files(reader(f"{d}/train-*.tfrecord"), "train_input_reader") == [
+    assert resolve_input_files(reader(f"{d}/train-*.tfrecord"), "train_input_reader") == [
         f"{d}/train-0.tfrecord", f"{d}/train-1.tfrecord"]
-    files = C.resolve_input_files(
+    files = resolve_input_files(
         reader(f"{d}/val-0.tfrecord", f"{d}/*.tfrecord", f"{d}/./train-1.tfrecord"), "x")
     assert files == [f"{d}/train-0.tfrecord", f"{d}/train-1.tfrecord", f"{d}/val-0.tfrecord"]
 
@@ -504,29 +505,29 @@ def test_resolve_input_files_sorts_across_entries(record_dir):
     for name in names:
         (record_dir / name).write_bytes(b"record")
     entries = [f"{d}/{n}" for n in reversed(names[6:])] + [f"{d}/part-0?.tfrecord"]
-    assert C.resolve_input_files(reader(*entries), "k") == [f"{d}/{n}" for n in names]
+    assert resolve_input_files(reader(*entries), "k") == [f"{d}/{n}" for n in names]
 
 
 def test_resolve_input_files_relative_to_cwd(record_dir, monkeypatch):
     monkeypatch.chdir(record_dir.parent)
-    assert C.resolve_input_files(reader("data/val-?.tfrecord", "data/train-1.tfrecord"), "k") == [
+    assert resolve_input_files(reader("data/val-?.tfrecord", "data/train-1.tfrecord"), "k") == [
         "data/train-1.tfrecord", "data/val-0.tfrecord"]
 
 
 def test_resolve_input_files_errors(record_dir, monkeypatch):
     monkeypatch.chdir(record_dir)
-    message = error_of(C.resolve_input_files, reader(), "eval_input_reader")
+    message = error_of(resolve_input_files, reader(), "eval_input_reader")
     assert "set `eval_input_reader.input_path`" in message
-    message = error_of(C.resolve_input_files, reader("train-*.tfrecord", "test-*.tfrecord"),
+    message = error_of(resolve_input_files, reader("train-*.tfrecord", "test-*.tfrecord"),
                        "eval_input_reader")
     assert "`eval_input_reader.input_path` entry 'test-*.tfrecord' matches no file" in message
     assert str(record_dir) in message
-    message = error_of(C.resolve_input_files, reader("missing.tfrecord"), "train_input_reader")
+    message = error_of(resolve_input_files, reader("missing.tfrecord"), "train_input_reader")
     assert "'missing.tfrecord' matches no file" in message
-    message = error_of(C.resolve_input_files, reader("."), "train_input_reader")
+    message = error_of(resolve_input_files, reader("."), "train_input_reader")
     assert "is a directory" in message
     (record_dir / "empty.tfrecord").write_bytes(b"")
-    message = error_of(C.resolve_input_files, reader("*.tfrecord"), "train_input_reader")
+    message = error_of(resolve_input_files, reader("*.tfrecord"), "train_input_reader")
     assert message.startswith("`train_input_reader.input_path`: empty.tfrecord has no records")
 
 
@@ -539,24 +540,24 @@ def test_check_label_map(tmp_path):
     config = PipelineConfig()
     config.model.num_classes = 3
     config.train_input_reader.label_map_path = path
-    assert C.check_label_map(config, config.train_input_reader, "train_input_reader") == {
+    assert check_label_map(config, config.train_input_reader, "train_input_reader") == {
         1: "square", 2: "circle", 3: "triangle"}
     config.model.num_classes = 4
-    message = error_of(C.check_label_map, config, config.train_input_reader, "train_input_reader")
+    message = error_of(check_label_map, config, config.train_input_reader, "train_input_reader")
     assert message == (f"model.num_classes is 4 but the label map {path} has ids 1..3; "
                        "set model.num_classes: 3")
 
 
 def test_check_label_map_errors(tmp_path):
     config = PipelineConfig()
-    message = error_of(C.check_label_map, config, config.eval_input_reader, "eval_input_reader")
+    message = error_of(check_label_map, config, config.eval_input_reader, "eval_input_reader")
     assert "set `eval_input_reader.label_map_path`" in message
     config.eval_input_reader.label_map_path = str(tmp_path / "none.pbtxt")
-    message = error_of(C.check_label_map, config, config.eval_input_reader, "eval_input_reader")
+    message = error_of(check_label_map, config, config.eval_input_reader, "eval_input_reader")
     assert "`eval_input_reader.label_map_path`" in message and "none.pbtxt" in message
     path = write(tmp_path, "item { id: 1 name: 'a' }\nitem { id: 5 name: 'b' }\n", "gaps.pbtxt")
     config.eval_input_reader.label_map_path = path
-    message = error_of(C.check_label_map, config, config.eval_input_reader, "eval_input_reader")
+    message = error_of(check_label_map, config, config.eval_input_reader, "eval_input_reader")
     assert message.endswith("has ids 1, 5; set model.num_classes: 5")
 
 

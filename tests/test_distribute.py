@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO, ckpt_steps, run_trainer
 
 from train_lib.config import dump_config
-from train_lib.distribute import DistributeError, read_cluster, resolve_strategy
+from train_lib.training.distribute import DistributeError, read_cluster, resolve_strategy
 
 TWO_WORKERS = {"cluster": {"worker": ["127.0.0.1:2222", "127.0.0.1:2223"]},
                "task": {"type": "worker", "index": 1}}
@@ -131,9 +131,9 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 sys.path.insert(0, {repo!r})
 from absl import logging
 logging.set_verbosity(logging.INFO)
-from train_lib import distribute
+from train_lib.training import distribute
 from train_lib.config import load_config
-from train_lib.loop import train
+from train_lib.training.trainer import train
 config, out = load_config({config!r}), {{}}
 def run(name, strategy, steps, model_dir):
     result = train(config, model_dir, num_train_steps=steps, checkpoint_every_n=3,
@@ -182,8 +182,8 @@ def test_mirrored_on_two_devices_follows_one_device(tiny_config, tmp_path):
 def test_bfloat16_mixed_precision_with_xla_trains_on_cpu(tiny_config, tmp_path):
     import tf_keras
 
-    from train_lib.loop import train
-    from train_lib.model import build_model
+    from train_lib.families import build_model
+    from train_lib.training.trainer import train
 
     config = tiny_config
     config.train_config.mixed_precision = "mixed_bfloat16"
@@ -206,7 +206,7 @@ def test_bfloat16_mixed_precision_with_xla_trains_on_cpu(tiny_config, tmp_path):
 def test_mixed_float16_scales_the_loss(tiny_config):
     import tf_keras
 
-    from train_lib.optimizer import build_optimizer
+    from train_lib.training.optimizer import build_optimizer
 
     tiny_config.train_config.mixed_precision = "mixed_float16"
     optimizer = build_optimizer(tiny_config.train_config)

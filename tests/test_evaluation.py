@@ -14,10 +14,12 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import run_trainer
-from train_lib import eval_files, evaluation, shapes_dataset
-from train_lib.coco_metrics import METRIC_KEYS
 from train_lib.config import ConfigError
-from train_lib.evaluation import EvalError, continuous_eval, evaluate_checkpoint
+from train_lib.data import shapes_dataset
+from train_lib.evaluation import continuous as evaluation
+from train_lib.evaluation import eval_files
+from train_lib.evaluation.coco_metrics import METRIC_KEYS
+from train_lib.evaluation.continuous import EvalError, continuous_eval, evaluate_checkpoint
 
 CLASS_NAMES = ("square", "circle", "triangle")
 # COCO's area ranges (pixels of the original image) of APs, APm, APl.

@@ -16,12 +16,12 @@ import tensorflow as tf
 from PIL import Image
 
 from tests.conftest import REPO
-from train_lib import inputs, shapes_dataset
-from train_lib.coco_metrics import boxes_to_original
 from train_lib.config import load_config
-from train_lib.evaluation import load_model_weights
-from train_lib.export import ExportError, export_saved_model, find_checkpoint
-from train_lib.model import build_model
+from train_lib.data import inputs, shapes_dataset
+from train_lib.evaluation.coco_metrics import boxes_to_original
+from train_lib.evaluation.continuous import load_model_weights
+from train_lib.export.saved_model import ExportError, export_saved_model, find_checkpoint
+from train_lib.families import build_model
 
 HEIGHT, WIDTH = 50, 90  # not the model's 64 x 64, nor its aspect ratio
 

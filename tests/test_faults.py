@@ -14,9 +14,9 @@ import tensorflow as tf
 
 from scripts import chaos_resume as chaos
 from tests.conftest import ckpt_steps, make_tiny_config, run_trainer
-from train_lib.checkpoints import read_events
+from train_lib.checkpointing import read_events
 from train_lib.config import dump_config
-from train_lib.loop import TrainError, train
+from train_lib.training.trainer import TrainError, train
 
 Trainer = chaos.Trainer  # model_main_tf2.py in the background, its log collected
 

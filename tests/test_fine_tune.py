@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from train_lib import fine_tune
 from train_lib.config import ConfigError
-from train_lib.loop import TrainError, train
-from train_lib.model import build_model
+from train_lib.families import build_model
+from train_lib.training import fine_tune
+from train_lib.training.trainer import TrainError, train
 
 
 def _values(layer) -> list[np.ndarray]:

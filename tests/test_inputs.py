@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from tests.conftest import make_tiny_config
-from train_lib import inputs
+from train_lib.data import inputs
 
 
 def _files(pattern: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""train_lib.inspect and scripts/inspect_checkpoints.py on real model_dirs written by
+"""train_lib.report.inspect and scripts/inspect_checkpoints.py on real model_dirs written by
 CheckpointManager over a tiny tf_keras model + SGD (a real `optimizer/_iterations`) and a
 tf.data iterator (a variant tensor), without the detection model."""
 
@@ -16,10 +16,11 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from train_lib.checkpoint_policy import CheckpointPolicy
-from train_lib.checkpoints import INVALID_DIR, LOCK_FILE, STATE_FILE, CheckpointManager
+from train_lib.checkpointing import INVALID_DIR, LOCK_FILE, STATE_FILE, CheckpointManager
+from train_lib.checkpointing.policy import CheckpointPolicy
 from train_lib.config import PipelineConfig, dump_config
-from train_lib.inspect import format_report, inspect_model_dir
+from train_lib.report.format import format_report
+from train_lib.report.inspect import inspect_model_dir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JSON_KEYS = {"checkpoints", "summary", "expected", "anomalies"}

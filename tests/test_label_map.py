@@ -1,4 +1,4 @@
-"""Tests for train_lib.label_map: OD API label_map.pbtxt parsing, writing and errors."""
+"""Tests for train_lib.data.label_map: OD API label_map.pbtxt parsing, writing and errors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from train_lib.config import ConfigError
-from train_lib.label_map import LabelMapError, load_label_map, write_label_map
+from train_lib.data.label_map import LabelMapError, load_label_map, write_label_map
 
 
 def _write(tmp_path, text: str, name: str = "label_map.pbtxt") -> str:

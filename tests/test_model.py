@@ -7,10 +7,10 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import make_tiny_config
-from train_lib import inputs
 from train_lib.config import TrainConfig
-from train_lib.model import build_model, compute_losses
-from train_lib.optimizer import build_learning_rate, build_optimizer
+from train_lib.data import inputs
+from train_lib.families import build_model, compute_losses
+from train_lib.training.optimizer import build_learning_rate, build_optimizer
 
 
 @pytest.mark.parametrize("backbone_type, model_id, width", [

@@ -17,7 +17,7 @@ import time
 import pytest
 from conftest import REPO, ckpt_steps
 
-from train_lib.workdir import read_jsonl
+from train_lib.jsonl import read_jsonl
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Tests for train_lib.shapes_dataset and scripts/make_shapes_dataset.py."""
+"""Tests for train_lib.data.shapes_dataset and scripts/make_shapes_dataset.py."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import tensorflow as tf
 
-from train_lib import shapes_dataset
 from train_lib.config import ConfigError
-from train_lib.label_map import load_label_map
-from train_lib.shapes_dataset import CLASS_NAMES, read_examples, render_image
+from train_lib.data import shapes_dataset
+from train_lib.data.label_map import load_label_map
+from train_lib.data.shapes_dataset import CLASS_NAMES, read_examples, render_image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED, NUM_TRAIN, NUM_VAL, SIZE, SHARDS = 0, 12, 4, 64, 2

@@ -10,9 +10,9 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import ckpt_steps, make_tiny_config
-from train_lib.checkpoints import CheckpointError, read_events, verify_checkpoint
+from train_lib.checkpointing import CheckpointError, read_events, verify_checkpoint
 from train_lib.config import ConfigError
-from train_lib.loop import TrainError, train
+from train_lib.training.trainer import TrainError, train
 
 
 def test_a_few_steps_lower_the_loss(tiny_dataset, tmp_path):
@@ -138,8 +138,8 @@ def test_a_failing_save_keeps_the_earlier_checkpoints(tiny_dataset, tmp_path, mo
 
 
 def test_in_training_evaluation_records_metrics_and_best(tiny_dataset, tmp_path):
-    from train_lib import eval_files
-    from train_lib.timeline import read_scalars
+    from train_lib.evaluation import eval_files
+    from train_lib.report.timeline import read_scalars
 
     model_dir = str(tmp_path / "run")
     config = make_tiny_config(tiny_dataset, num_steps=4)
@@ -166,3 +166,31 @@ def test_in_training_evaluation_records_metrics_and_best(tiny_dataset, tmp_path)
                          if v.tag == "eval/images"]
     assert [step for step, _ in pictures] == [2, 4]
     assert len(pictures[0][1]) == 2 + config.eval_config.num_visualizations  # w, h, PNGs
+
+
+def test_input_pipeline_changed_between_runs_resumes_from_the_saved_position(tiny_dataset,
+                                                                             tmp_path):
+    """Another shuffle buffer, batch size and augmentation on resume: the run goes on
+    from the saved (epoch, example), the changes are logged, no traceback."""
+    model_dir = str(tmp_path / "run")
+    config = make_tiny_config(tiny_dataset, num_steps=5)
+    train(config, model_dir, checkpoint_every_n=5, record_summaries=False)
+    position = tf.train.load_checkpoint(os.path.join(model_dir, "ckpt-5")).get_tensor(
+        "input_position/.ATTRIBUTES/VARIABLE_VALUE")
+    assert position.tolist() == [0, 20]  # 5 steps of 4 examples
+    config.train_input_reader.shuffle_buffer_size = 3
+    config.train_config.batch_size = 8
+    config.train_config.augmentation.scale_min = 0.9
+    lines: list[str] = []
+    result = train(config, model_dir, num_train_steps=9, checkpoint_every_n=5,
+                   record_summaries=False, log=lines.append)
+    assert result.start_step == 5 and result.step == 9
+    changes = [line for line in lines if line.startswith("config change on resume")]
+    assert any("train_input_reader.shuffle_buffer_size (was 16, now 3)" in line
+               for line in changes), changes
+    assert any("train_config.augmentation.scale_min" in line for line in changes), changes
+    assert "input position: skipping the 20 examples before the position in epoch 0 " \
+           "(read, not decoded)" in lines
+    # 4 more steps of 8 examples: 20 + 32 = 52 examples, 4 into epoch 1 (48 a epoch).
+    assert tf.train.load_checkpoint(os.path.join(model_dir, "ckpt-9")).get_tensor(
+        "input_position/.ATTRIBUTES/VARIABLE_VALUE").tolist() == [1, 4]

@@ -13,9 +13,9 @@ import tensorflow as tf
 from PIL import Image
 
 from tests.conftest import make_tiny_config
-from train_lib.hooks import ProgressLine
-from train_lib.loop import train
-from train_lib.timeline import plot_timeline, read_scalars
+from train_lib.report.timeline import plot_timeline, read_scalars
+from train_lib.training.hooks import ProgressLine
+from train_lib.training.trainer import train
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,10 @@ from train_lib.config import ConfigError, PipelineConfig, load_config
 __all__ = ["ConfigError", "PipelineConfig", "continuous_eval", "evaluate_checkpoint",
            "export_saved_model", "load_config", "train"]
 
-_LAZY = {"train": "train_lib.loop", "evaluate_checkpoint": "train_lib.evaluation",
-         "continuous_eval": "train_lib.evaluation", "export_saved_model": "train_lib.export"}
+_LAZY = {"train": "train_lib.training.trainer",
+         "evaluate_checkpoint": "train_lib.evaluation.continuous",
+         "continuous_eval": "train_lib.evaluation.continuous",
+         "export_saved_model": "train_lib.export.saved_model"}
 
 
 def __getattr__(name: str):

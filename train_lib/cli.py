@@ -3,17 +3,38 @@
 - `fail(message)` prints the one `error: ...` line a user's mistake gets and
   returns exit code 1; no traceback.
 - `main(run)` is an absl main for `run() -> exit code` that refuses stray
-  positional arguments. No TensorFlow import here: scripts fail fast.
+  positional arguments (or passes them on) and turns any `UserError` that
+  `run` raises (config, data, training, checkpoints, evaluation, export) into
+  that one line.
+  No TensorFlow import here: scripts fail fast.
+- Quiet logs: at the default verbosity, `main` shows the log lines of this
+  repository (train_lib/, scripts/, model_main_tf2.py) and WARNING and above
+  from anyone; the INFO chatter of Model Garden, TensorFlow and tf_keras (and
+  tf_keras's "Input dict contained keys" warning) is hidden. absl's own
+  `--verbosity=1` (`-v 1`) shows everything again (`quiet_library_logs`).
 """
 
 from __future__ import annotations
 
+import logging as std_logging
+import os
 import sys
+import warnings
 from collections.abc import Callable
 
-from absl import logging
+from absl import flags, logging
+
+from train_lib.errors import UserError, one_line
 
 EXIT_ERROR = 1
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Where our own log lines come from: a record's pathname is its caller's file.
+OWN_PATHS = (os.path.join(REPO_ROOT, "train_lib") + os.sep,
+             os.path.join(REPO_ROOT, "scripts") + os.sep,
+             os.path.join(REPO_ROOT, "model_main_tf2.py"))
+# tf_keras warns on every call of Model Garden's FPN over the backbone's level-6 output.
+IGNORED_WARNING = r"Input dict contained keys .* which did not match any model input"
 
 
 def fail(message: str) -> int:
@@ -22,13 +43,55 @@ def fail(message: str) -> int:
     return EXIT_ERROR
 
 
-def main(run: Callable[[], int], verbose: bool = True) -> Callable[[list[str]], None]:
-    """An absl main: refuses positional arguments, logs at INFO if `verbose`,
-    exits with `run()`'s code."""
+class OwnLinesFilter(std_logging.Filter):
+    """Passes records logged from this repository's files (or the running entry
+    point), and records of level WARNING and above from anywhere."""
+
+    def __init__(self, own_paths: tuple[str, ...] = OWN_PATHS):
+        super().__init__()
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+        self._own = own_paths + ((os.path.abspath(main_file),) if main_file else ())
+        self._known: dict[str, bool] = {}  # pathname -> ours?
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        if record.levelno >= std_logging.WARNING:
+            return True
+        ours = self._known.get(record.pathname)
+        if ours is None:
+            ours = os.path.abspath(record.pathname).startswith(self._own)
+            self._known[record.pathname] = ours
+        return ours
+
+
+def quiet_library_logs() -> OwnLinesFilter:
+    """Hides other libraries' INFO (and lower) log lines and tf_keras's "Input dict
+    contained keys" warning, from now on, in this process: a filter on absl's
+    handler, through which every Python logger's records go in an absl app."""
+    handler = logging.get_absl_handler()
+    for old in [f for f in handler.filters if isinstance(f, OwnLinesFilter)]:
+        handler.removeFilter(old)
+    own = OwnLinesFilter()
+    handler.addFilter(own)
+    warnings.filterwarnings("ignore", message=IGNORED_WARNING, category=UserWarning)
+    return own
+
+
+def main(run: Callable[..., int], verbose: bool = True,
+         positional: bool = False) -> Callable[[list[str]], None]:
+    """An absl main: logs at INFO if `verbose` (unless --verbosity is given), hides
+    library INFO lines below --verbosity=1 (`quiet_library_logs`), exits with
+    `run()`'s code. Positional arguments are refused, or with `positional` passed
+    on: `run(argv[1:])`."""
     def absl_main(argv: list[str]) -> None:
-        if len(argv) > 1:
+        if len(argv) > 1 and not positional:
             sys.exit(fail(f"unexpected arguments: {' '.join(argv[1:])}"))
-        if verbose:
+        if verbose and not flags.FLAGS["verbosity"].present:
             logging.set_verbosity(logging.INFO)
-        sys.exit(run())
+        if logging.get_verbosity() < logging.DEBUG:
+            quiet_library_logs()
+        try:
+            code = run(list(argv[1:])) if positional else run()
+        except UserError as err:
+            code = fail(one_line(err))
+        sys.exit(code)
     return absl_main

@@ -1,0 +1,84 @@
+"""What may change between the config a run was trained with and a later one.
+
+One set of structural keys, `STRUCTURAL_PREFIXES`, decides all three cases:
+
+- resuming training (training/workdir.py): `structural_differences` must be
+  empty, `other_differences` are only logged;
+- evaluating or exporting a checkpoint (evaluation/evaluator.py, which export
+  uses): `model_weight_differences` must be empty. Only the model's variables
+  are read there, so the training-only structural keys do not matter, nor the
+  input size (evaluating at another resolution is legitimate).
+
+Differences are dotted leaf key paths in schema order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from train_lib.config.schema import PipelineConfig, to_dict
+
+__all__ = [
+    "STRUCTURAL_PREFIXES",
+    "WEIGHT_INDEPENDENT_KEYS",
+    "model_weight_differences",
+    "other_differences",
+    "structural_differences",
+]
+
+# Keys whose change alters the model's variables or what its outputs mean: a
+# checkpoint written under one value cannot be resumed under another (the
+# optimizer type decides its slot variables). Loss weights, matching
+# thresholds and post-processing may change on resume.
+STRUCTURAL_PREFIXES = (
+    "model.architecture", "model.num_classes", "model.input_size", "model.min_level",
+    "model.max_level", "model.backbone.", "model.fpn.", "model.head.",
+    "model.anchor.num_scales", "model.anchor.aspect_ratios", "model.anchor.anchor_size",
+    "model.norm.", "train_config.optimizer.type",
+    # mixed_float16 wraps the optimizer in a loss-scale optimizer (other variables).
+    "train_config.mixed_precision",
+)
+
+# Structural keys that the model's variables do not depend on: a checkpoint may
+# be evaluated or exported under another value.
+WEIGHT_INDEPENDENT_KEYS = ("model.input_size",)
+
+
+def _leaves(data: Mapping, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, Mapping):
+            out.update(_leaves(value, path))
+        else:
+            out[path] = value
+    return out
+
+
+def _differences(old: PipelineConfig, new: PipelineConfig) -> list[str]:
+    a, b = _leaves(to_dict(old)), _leaves(to_dict(new))
+    return [path for path in a if a[path] != b.get(path)]
+
+
+def _is_structural(path: str) -> bool:
+    return path.startswith(STRUCTURAL_PREFIXES)
+
+
+def structural_differences(old: PipelineConfig, new: PipelineConfig) -> list[str]:
+    """Dotted leaf paths that differ and change the model's structure (schema
+    order); the trainer refuses to resume with them."""
+    return [p for p in _differences(old, new) if _is_structural(p)]
+
+
+def other_differences(old: PipelineConfig, new: PipelineConfig) -> list[str]:
+    """Dotted leaf paths that differ but may change on resume (schema order), for logging."""
+    return [p for p in _differences(old, new) if not _is_structural(p)]
+
+
+def model_weight_differences(trained: PipelineConfig, config: PipelineConfig) -> list[str]:
+    """Structural `model.` keys that differ between the config a checkpoint was trained
+    with and `config`, except WEIGHT_INDEPENDENT_KEYS: with any of them, the checkpoint's
+    model variables do not fit the model `config` builds (schema order)."""
+    return [key for key in structural_differences(trained, config)
+            if key.startswith("model.") and key not in WEIGHT_INDEPENDENT_KEYS]

@@ -1,0 +1,120 @@
+"""Pipeline config files -> validated PipelineConfig, and back.
+
+`load_config` reads a YAML file, applies `--params_override` (overrides.py)
+on top, converts strictly (coercion.py) and validates (schema.py);
+`config_from_dict` does the same for data built in code; `dump_config`
+writes a config so that `load_config` reads it back equal. Every user
+mistake raises ConfigError naming the file, the line and the key path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+
+from train_lib.config.coercion import Source, merge_into
+from train_lib.config.errors import ConfigError
+from train_lib.config.overrides import parse_params_override
+from train_lib.config.problems import raise_problems
+from train_lib.config.schema import PipelineConfig, to_dict
+from train_lib.config.yaml_io import parse_yaml, to_yaml_text
+
+__all__ = ["README_CONFIG_REFERENCE", "config_from_dict", "dump_config", "load_config"]
+
+README_CONFIG_REFERENCE = "README.md, section 'Config reference'"
+
+# A protobuf text message opens a block with `name {` (no colon before the brace).
+_PBTXT_BLOCK_RE = re.compile(r"^\s*[A-Za-z_]\w*\s*\{\s*(#.*)?$", re.MULTILINE)
+_PBTXT_SECTION_RE = re.compile(
+    r"^(model|train_config|train_input_reader|eval_config|eval_input_readers?|graph_rewriter)"
+    r"\s*:?\s*\{\s*(#.*)?$"
+)
+
+
+def _looks_like_pbtxt(text: str) -> bool:
+    """True if `text` reads like an OD API protobuf text pipeline.config."""
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if not lines:
+        return False
+    return bool(_PBTXT_SECTION_RE.match(lines[0]) or _PBTXT_BLOCK_RE.search("\n".join(lines)))
+
+
+def config_from_dict(data: Mapping, source: str = "<dict>") -> PipelineConfig:
+    """Strictly converts plain data (as from YAML) to a validated PipelineConfig.
+
+    Omitted keys and null sections keep their defaults.
+
+    Raises:
+        ConfigError: naming `source` and the key path, on an unknown key, a wrong
+            type or an invalid value.
+    """
+    config = merge_into(PipelineConfig(), data, Source(source))
+    raise_problems(config.problems(), source)
+    return config
+
+
+def _read_config_text(path: str) -> str:
+    """The text of the config file at `path`; ConfigError if it is missing or unreadable."""
+    if not os.path.isfile(path):
+        what = "is a directory, not a file" if os.path.isdir(path) else "not found"
+        raise ConfigError(
+            f"pipeline config {path} {what} (current directory: {os.getcwd()}); "
+            "check --pipeline_config_path"
+        )
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read pipeline config {path}: {e}") from None
+
+
+def load_config(path: str, params_override: str = "") -> PipelineConfig:
+    """Reads the YAML pipeline config at `path`, applies `params_override`, validates.
+
+    Args:
+        path: the YAML file.
+        params_override: a YAML/JSON mapping string or comma-separated `a.b.c=value`
+            pairs (values parsed as YAML), applied after the file; blank: none.
+
+    Raises:
+        ConfigError: with the file, line and key path of the problem (or all
+            invalid values at once).
+    """
+    text = _read_config_text(path)
+    if _looks_like_pbtxt(text):
+        raise ConfigError(
+            f"{path} looks like an OD API protobuf text pipeline.config (`section {{ ... }}` "
+            "blocks). This driver reads YAML with the same section names (model, train_config, "
+            "train_input_reader, eval_config, eval_input_reader) but its own keys; rewrite it "
+            f"as YAML, see {README_CONFIG_REFERENCE}"
+        )
+    data, lines = parse_yaml(text, path)
+    if data is None:
+        raise ConfigError(
+            f"{path} is empty; it must be a YAML mapping with sections such as `model:` and "
+            f"`train_config:` (write `{{}}` for all defaults), see {README_CONFIG_REFERENCE}"
+        )
+    config = merge_into(PipelineConfig(), data, Source(path, lines))
+    source = path
+    if params_override.strip():
+        override = parse_params_override(params_override)
+        config = merge_into(config, override, Source("--params_override"))
+        source = f"{path} with --params_override"
+    raise_problems(config.problems(), source)
+    return config
+
+
+def dump_config(config: PipelineConfig, path: str) -> None:
+    """Writes `config` as YAML to `path` (atomically) so that load_config reads it back equal.
+
+    Creates the parent directory if needed.
+    """
+    text = to_yaml_text(to_dict(config))
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)

@@ -1,0 +1,405 @@
+"""The pipeline config schema: one dataclass per section, each checking its own values.
+
+Sections: `model`, `train_config`, `train_input_reader`, `eval_config`,
+`eval_input_reader`, and the optional `shapes_dataset` (how to generate the
+built-in synthetic dataset when its files are absent). A field's default is
+the value used when the YAML omits the key.
+
+Every section has `problems(prefix)`: its invalid values, each as one
+"dotted.key is value; what to do" line (problems.py). `PipelineConfig.problems()`
+collects all of them, and `validate` raises them together in one ConfigError.
+
+Class ids follow the OD API: `model.num_classes` counts the object classes,
+whose ids in the label map are 1..num_classes; id 0 is the background.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass, field
+
+from train_lib.config.coercion import PATHS, STRING_OR_INTEGER, Source, merge_into
+from train_lib.config.problems import Checks, raise_problems
+
+ARCHITECTURES = ("retinanet",)
+BACKBONE_MODEL_IDS = {
+    "mobilenet": ("MobileNetV2", "MobileNetV3Small", "MobileNetV3Large"),
+    "resnet": ("18", "34", "50", "101"),
+}
+ACTIVATIONS = ("relu", "relu6", "swish", "hard_swish")
+OPTIMIZERS = ("sgd", "adam")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+LR_SCHEDULES = ("constant", "cosine", "step")
+FINE_TUNE_CHECKPOINT_TYPES = ("backbone", "detection")
+COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
+MIN_LEVEL, MAX_LEVEL = 2, 7
+
+
+# ---------------------------------------------------------------- model
+
+
+@dataclass
+class BackboneConfig:
+    type: str = "mobilenet"  # mobilenet | resnet
+    # mobilenet: MobileNetV2 | MobileNetV3Small | MobileNetV3Large
+    # resnet: 18 | 34 | 50 | 101 (given as a string or an int)
+    model_id: str = field(default="MobileNetV2", metadata=STRING_OR_INTEGER)
+    # MobileNet filter_size_scale / ResNet depth_multiplier.
+    width_multiplier: float = 1.0
+
+    def problems(self, prefix: str = "model.backbone") -> list[str]:
+        c = Checks(prefix)
+        c.choice("type", self.type, tuple(BACKBONE_MODEL_IDS))
+        if self.type in BACKBONE_MODEL_IDS:
+            c.choice("model_id", self.model_id, BACKBONE_MODEL_IDS[self.type],
+                     f" for {c.path('type')}: {self.type}")
+        c.need(self.width_multiplier > 0, "width_multiplier", self.width_multiplier, "must be > 0")
+        return c.problems
+
+
+@dataclass
+class FpnConfig:
+    num_filters: int = 256
+    use_separable_conv: bool = False
+
+    def problems(self, prefix: str = "model.fpn") -> list[str]:
+        c = Checks(prefix)
+        c.need(self.num_filters >= 1, "num_filters", self.num_filters, "must be >= 1")
+        return c.problems
+
+
+@dataclass
+class HeadConfig:
+    num_convs: int = 4
+    num_filters: int = 256
+    use_separable_conv: bool = False
+
+    def problems(self, prefix: str = "model.head") -> list[str]:
+        c = Checks(prefix)
+        c.need(self.num_filters >= 1, "num_filters", self.num_filters, "must be >= 1")
+        c.need(self.num_convs >= 0, "num_convs", self.num_convs, "must be >= 0")
+        return c.problems
+
+
+@dataclass
+class AnchorConfig:
+    num_scales: int = 3
+    aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    anchor_size: float = 4.0
+    match_threshold: float = 0.5
+    unmatched_threshold: float = 0.5
+
+    def problems(self, prefix: str = "model.anchor") -> list[str]:
+        c = Checks(prefix)
+        c.need(self.num_scales >= 1, "num_scales", self.num_scales, "must be >= 1")
+        c.need(len(self.aspect_ratios) > 0 and all(r > 0 for r in self.aspect_ratios),
+               "aspect_ratios", self.aspect_ratios,
+               "must be a non-empty list of positive numbers, e.g. [0.5, 1.0, 2.0]")
+        c.need(self.anchor_size > 0, "anchor_size", self.anchor_size, "must be > 0")
+        if not 0 < self.unmatched_threshold <= self.match_threshold <= 1:
+            c.problems.append(
+                f"{c.path('unmatched_threshold')} is {self.unmatched_threshold} and "
+                f"{c.path('match_threshold')} is {self.match_threshold}; they must satisfy "
+                "0 < unmatched_threshold <= match_threshold <= 1"
+            )
+        return c.problems
+
+
+@dataclass
+class LossConfig:
+    focal_loss_alpha: float = 0.25
+    focal_loss_gamma: float = 1.5
+    huber_loss_delta: float = 0.1
+    box_loss_weight: float = 50.0
+    l2_weight_decay: float = 4e-5
+
+    def problems(self, prefix: str = "model.loss") -> list[str]:
+        c = Checks(prefix)
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            c.need(value >= 0, f.name, value, "must be >= 0")
+        c.need(self.focal_loss_alpha <= 1, "focal_loss_alpha", self.focal_loss_alpha,
+               "must be in [0, 1]")
+        return c.problems
+
+
+@dataclass
+class PostProcessingConfig:
+    score_threshold: float = 0.05
+    iou_threshold: float = 0.5
+    max_detections: int = 100
+    pre_nms_top_k: int = 1000
+
+    def problems(self, prefix: str = "model.post_processing") -> list[str]:
+        c = Checks(prefix)
+        c.need(0 <= self.score_threshold < 1, "score_threshold", self.score_threshold,
+               "must be in [0, 1)")
+        c.need(0 < self.iou_threshold <= 1, "iou_threshold", self.iou_threshold,
+               "must be in (0, 1]")
+        c.need(self.max_detections >= 1, "max_detections", self.max_detections, "must be >= 1")
+        c.need(self.pre_nms_top_k >= self.max_detections, "pre_nms_top_k", self.pre_nms_top_k,
+               f"must be >= {c.path('max_detections')} ({self.max_detections})")
+        return c.problems
+
+
+@dataclass
+class NormConfig:
+    activation: str = "relu6"
+    use_sync_bn: bool = False
+    norm_momentum: float = 0.99
+    norm_epsilon: float = 0.001
+
+    def problems(self, prefix: str = "model.norm") -> list[str]:
+        c = Checks(prefix)
+        c.choice("activation", self.activation, ACTIVATIONS)
+        c.need(0 <= self.norm_momentum <= 1, "norm_momentum", self.norm_momentum,
+               "must be in [0, 1]")
+        c.need(self.norm_epsilon > 0, "norm_epsilon", self.norm_epsilon, "must be > 0")
+        return c.problems
+
+
+@dataclass
+class ModelConfig:
+    architecture: str = "retinanet"
+    num_classes: int = 1
+    input_size: list[int] = field(default_factory=lambda: [128, 128])  # [height, width]
+    min_level: int = 3
+    max_level: int = 5
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    fpn: FpnConfig = field(default_factory=FpnConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    anchor: AnchorConfig = field(default_factory=AnchorConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    post_processing: PostProcessingConfig = field(default_factory=PostProcessingConfig)
+    norm: NormConfig = field(default_factory=NormConfig)
+
+    def problems(self, prefix: str = "model") -> list[str]:
+        c = Checks(prefix)
+        c.choice("architecture", self.architecture, ARCHITECTURES)
+        c.problems += self.backbone.problems(c.path("backbone"))
+        c.need(self.num_classes >= 1, "num_classes", self.num_classes,
+               "must be >= 1 (the number of object classes; label map ids are 1..num_classes)")
+        levels = f"must be in [{MIN_LEVEL}, {MAX_LEVEL}]"
+        c.need(MIN_LEVEL <= self.min_level <= MAX_LEVEL, "min_level", self.min_level, levels)
+        c.need(MIN_LEVEL <= self.max_level <= MAX_LEVEL, "max_level", self.max_level, levels)
+        c.need(self.min_level <= self.max_level, "min_level", self.min_level,
+               f"must be <= {c.path('max_level')} ({self.max_level})")
+        c.problems += self._input_size_problems(prefix)
+        for name in ("fpn", "head", "anchor", "loss", "post_processing", "norm"):
+            c.problems += getattr(self, name).problems(c.path(name))
+        return c.problems
+
+    def _input_size_problems(self, prefix: str) -> list[str]:
+        size, path = self.input_size, f"{prefix}.input_size"
+        if len(size) != 2:
+            return [f"{path} is {size}; must be [height, width]"]
+        if not all(s > 0 for s in size):
+            return [f"{path} is {size}; height and width must be positive"]
+        if not MIN_LEVEL <= self.min_level <= self.max_level <= MAX_LEVEL:
+            return []  # reported above; the stride is unknown
+        stride = 2**self.max_level
+        if any(s % stride for s in size):
+            nearest = [max(stride, (s + stride // 2) // stride * stride) for s in size]
+            return [f"{path} {size} must be a multiple of 2**max_level = {stride} "
+                    f"({prefix}.max_level: {self.max_level}); try {nearest}"]
+        return []
+
+
+# ---------------------------------------------------------------- training
+
+
+@dataclass
+class OptimizerConfig:
+    type: str = "sgd"  # sgd | adam
+    momentum: float = 0.9  # sgd only
+    beta_1: float = 0.9  # adam only
+    beta_2: float = 0.999  # adam only
+    epsilon: float = 1e-7  # adam only
+    gradient_clip_norm: float = 0.0  # 0 disables clipping
+
+    def problems(self, prefix: str = "train_config.optimizer") -> list[str]:
+        c = Checks(prefix)
+        c.choice("type", self.type, OPTIMIZERS)
+        for name in ("momentum", "beta_1", "beta_2"):
+            value = getattr(self, name)
+            c.need(0 <= value < 1, name, value, "must be in [0, 1)")
+        c.need(self.epsilon > 0, "epsilon", self.epsilon, "must be > 0")
+        c.need(self.gradient_clip_norm >= 0, "gradient_clip_norm", self.gradient_clip_norm,
+               "must be >= 0 (0 disables clipping)")
+        return c.problems
+
+
+@dataclass
+class LearningRateConfig:
+    schedule: str = "cosine"  # constant | cosine | step
+    base: float = 0.01
+    warmup_steps: int = 0
+    warmup_start: float = 0.0  # learning rate at step 0 of the linear warmup
+    cosine_alpha: float = 0.0  # cosine: final rate as a fraction of `base`
+    boundaries: list[int] = field(default_factory=list)  # step: steps where the rate drops
+    decay_factor: float = 0.1  # step: multiplier applied at each boundary
+
+    def problems(self, prefix: str = "train_config.learning_rate", *,
+                 num_steps: int = 1000) -> list[str]:
+        """`num_steps` (train_config.num_steps) only shapes the suggested boundaries."""
+        c = Checks(prefix)
+        c.choice("schedule", self.schedule, LR_SCHEDULES)
+        c.need(self.base > 0, "base", self.base, "must be > 0")
+        # A warmup or boundary at or past num_steps is allowed: a short run (e.g.
+        # --num_train_steps=200 on a config with 500 warmup steps) simply stops first.
+        c.need(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "must be >= 0")
+        c.need(self.warmup_start >= 0, "warmup_start", self.warmup_start, "must be >= 0")
+        c.need(0 <= self.cosine_alpha <= 1, "cosine_alpha", self.cosine_alpha,
+               "must be in [0, 1]")
+        if self.schedule == "step":
+            b = self.boundaries
+            c.need(len(b) > 0, "boundaries", b,
+                   "the step schedule needs at least one boundary step, e.g. "
+                   f"[{num_steps * 2 // 3}, {num_steps * 8 // 9}]")
+            c.need(all(x > 0 for x in b) and all(x < y for x, y in itertools.pairwise(b)),
+                   "boundaries", b, "must be strictly increasing positive steps")
+            c.need(0 < self.decay_factor <= 1, "decay_factor", self.decay_factor,
+                   "must be in (0, 1]")
+        return c.problems
+
+
+@dataclass
+class AugmentationConfig:
+    random_horizontal_flip: bool = True
+    scale_min: float = 1.0  # scale jitter range; 1.0 and 1.0 disable it
+    scale_max: float = 1.0
+
+    def problems(self, prefix: str = "train_config.augmentation") -> list[str]:
+        if 0 < self.scale_min <= self.scale_max:
+            return []
+        return [f"{prefix}.scale_min is {self.scale_min} and scale_max is "
+                f"{self.scale_max}; they must satisfy 0 < scale_min <= scale_max (1.0 and 1.0 "
+                "disable scale jitter)"]
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 8
+    num_steps: int = 1000
+    seed: int = 42
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    learning_rate: LearningRateConfig = field(default_factory=LearningRateConfig)
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    steps_per_loop: int = 1  # training steps run inside one tf.function call
+    log_every_n: int = 100  # OD API: a log line every 100 steps
+    summary_every_n: int = 100
+    fine_tune_checkpoint: str = ""
+    fine_tune_checkpoint_type: str = "backbone"  # backbone | detection
+    # Keras mixed precision: float32 | mixed_float16 (GPUs) | mixed_bfloat16 (TPUs, CPUs).
+    mixed_precision: str = "float32"
+    jit_compile: bool = False  # compile each replica's step with XLA
+
+    def problems(self, prefix: str = "train_config") -> list[str]:
+        c = Checks(prefix)
+        for name in ("batch_size", "num_steps", "steps_per_loop", "log_every_n",
+                     "summary_every_n"):
+            c.need(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
+        c.problems += self.optimizer.problems(c.path("optimizer"))
+        c.choice("mixed_precision", self.mixed_precision, PRECISIONS)
+        c.problems += self.learning_rate.problems(c.path("learning_rate"),
+                                                  num_steps=self.num_steps)
+        c.problems += self.augmentation.problems(c.path("augmentation"))
+        c.choice("fine_tune_checkpoint_type", self.fine_tune_checkpoint_type,
+                 FINE_TUNE_CHECKPOINT_TYPES)
+        return c.problems
+
+
+# ---------------------------------------------------------------- inputs and eval
+
+
+@dataclass
+class InputReaderConfig:
+    # Files or globs; YAML may give one string.
+    input_path: list[str] = field(default_factory=list, metadata=PATHS)
+    label_map_path: str = ""
+    shuffle_buffer_size: int = 256
+    num_parallel_calls: int = -1  # -1: tf.data.AUTOTUNE
+
+    def problems(self, prefix: str) -> list[str]:
+        """`prefix` is train_input_reader or eval_input_reader."""
+        c = Checks(prefix)
+        c.need(self.shuffle_buffer_size >= 1, "shuffle_buffer_size", self.shuffle_buffer_size,
+               "must be >= 1 (1 disables shuffling)")
+        c.need(self.num_parallel_calls == -1 or self.num_parallel_calls >= 1,
+               "num_parallel_calls", self.num_parallel_calls, "must be -1 (autotune) or >= 1")
+        return c.problems
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 8
+    eval_every_n: int = 0  # in-process evaluation during training; 0 disables
+    metric_for_best: str = "AP"
+    num_visualizations: int = 4
+
+    def problems(self, prefix: str = "eval_config") -> list[str]:
+        c = Checks(prefix)
+        c.need(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
+        c.need(self.eval_every_n >= 0, "eval_every_n", self.eval_every_n,
+               "must be >= 0 (0 disables evaluation during training)")
+        c.choice("metric_for_best", self.metric_for_best, COCO_METRICS)
+        c.need(self.num_visualizations >= 0, "num_visualizations", self.num_visualizations,
+               "must be >= 0")
+        return c.problems
+
+
+@dataclass
+class ShapesDatasetConfig:
+    """Where and how to generate the synthetic shapes dataset when it is absent."""
+
+    output_dir: str = ""  # empty: no generation
+    num_train: int = 2000
+    num_val: int = 200
+    image_size: int = 128
+    num_shards: int = 4
+    seed: int = 0
+
+    def problems(self, prefix: str = "shapes_dataset") -> list[str]:
+        """Checked only when `output_dir` is set (otherwise nothing is generated)."""
+        c = Checks(prefix)
+        if self.output_dir:
+            for name in ("num_train", "num_val", "num_shards"):
+                c.need(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
+            c.need(self.image_size >= 16, "image_size", self.image_size, "must be >= 16")
+        return c.problems
+
+
+@dataclass
+class PipelineConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train_config: TrainConfig = field(default_factory=TrainConfig)
+    train_input_reader: InputReaderConfig = field(default_factory=InputReaderConfig)
+    eval_config: EvalConfig = field(default_factory=EvalConfig)
+    eval_input_reader: InputReaderConfig = field(default_factory=InputReaderConfig)
+    shapes_dataset: ShapesDatasetConfig = field(default_factory=ShapesDatasetConfig)
+
+    def problems(self) -> list[str]:
+        """Every invalid value of a well-typed config, as 'path is value; what to do' lines."""
+        return (self.model.problems("model")
+                + self.train_config.problems("train_config")
+                + self.train_input_reader.problems("train_input_reader")
+                + self.eval_input_reader.problems("eval_input_reader")
+                + self.eval_config.problems("eval_config")
+                + self.shapes_dataset.problems("shapes_dataset"))
+
+
+def to_dict(config: PipelineConfig) -> dict:
+    """The config as plain YAML-ready data."""
+    return dataclasses.asdict(config)
+
+
+def validate(config: PipelineConfig) -> None:
+    """Checks a config built in code by the same rules as a loaded one.
+
+    Raises:
+        ConfigError: a field of the wrong type (the first one found), else every
+            invalid value at once, each with its key path, value and the fix.
+    """
+    typed = merge_into(PipelineConfig(), to_dict(config), Source("config"))
+    raise_problems(typed.problems(), None)

@@ -1,0 +1,138 @@
+"""COCO box metrics of a built model over the eval dataset.
+
+- `Evaluator`: runs a model over the eval dataset and computes COCO metrics
+  (coco_metrics.py), keeping a few eval images with their detections drawn; its
+  traced inference function is reused across calls (one checkpoint after another,
+  or the live model during training).
+- `evaluate_model`: the metrics of a model, once.
+- `eval_inputs`: the files and label map to evaluate on.
+
+Evaluating checkpoints (one, or each of a training run) is continuous.py; where
+the results go (log, TensorBoard, eval_metrics.jsonl, best/) is recording.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from official.vision.ops import preprocess_ops
+
+from train_lib.config import PipelineConfig
+from train_lib.data import input_files, inputs
+from train_lib.errors import UserError
+from train_lib.evaluation.coco_metrics import CocoEvaluator
+from train_lib.report import visualize
+
+DETECTION_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
+VISUALIZATION_MIN_SCORE = 0.3  # detections drawn on the eval images in TensorBoard
+
+
+class EvalError(UserError, RuntimeError):
+    """Evaluation cannot go on; the message names the checkpoint or file and what to do."""
+
+
+def eval_inputs(config: PipelineConfig, on_train_data: bool = False
+                ) -> tuple[list[str], dict[int, str]]:
+    """(files, label map) to evaluate on: eval_input_reader, or train_input_reader with
+    `on_train_data`. Raises ConfigError when files or label map are missing or wrong."""
+    key = "train_input_reader" if on_train_data else "eval_input_reader"
+    reader = getattr(config, key)
+    files = input_files.resolve_input_files(reader, key)
+    return files, input_files.check_label_map(config, reader, key)
+
+
+class Evaluator:
+    """Runs `model` over the eval dataset and computes COCO metrics; the traced
+    inference function is reused across calls (e.g. one checkpoint after another)."""
+
+    def __init__(self, model, config: PipelineConfig, files: list[str],
+                 label_map: dict[int, str], sample_1_of_n: int = 1,
+                 strategy: tf.distribute.Strategy | None = None,
+                 log: Callable[[str], None] = logging.info):
+        if sample_1_of_n < 1:
+            raise ValueError(f"sample_1_of_n must be >= 1, got {sample_1_of_n}")
+        self.model, self.config, self.files, self.label_map = model, config, files, label_map
+        self.sample_1_of_n = sample_1_of_n
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.summary = ""  # COCO's printed summary of the last evaluation
+        self.pictures: list = []  # a few eval images with their detections drawn
+        self.num_images = 0
+        self._log = log
+
+        def replica_step(images, info):
+            # The image's own area inside the padded input: boxes are clipped to it.
+            valid = tf.cast(info["original_size"], tf.float32) * info["image_scale"]
+            outputs = model(images, image_shape=valid, training=False)
+            return {k: outputs[k] for k in DETECTION_KEYS}, info
+
+        @tf.function
+        def predict(images, info):
+            return self.strategy.run(replica_step, args=(images, info))
+
+        self._predict = predict
+
+    def evaluate(self) -> dict[str, float]:
+        """COCO metrics of the model's current weights (coco_metrics.METRIC_KEYS and
+        `AP/<class name>`). Raises EvalError on bad eval data or an empty eval set."""
+        dataset = inputs.build_eval_dataset(self.config, self.files, self.sample_1_of_n)
+        coco = CocoEvaluator(self.label_map)
+        local = self.strategy.experimental_local_results
+        try:
+            self.pictures = []
+            for images, info in self.strategy.experimental_distribute_dataset(dataset):
+                detections, info = self._predict(images, info)
+                for dets, inf in zip(local(detections), local(info), strict=True):
+                    coco.add_batch({k: v.numpy() for k, v in inf.items()},
+                                   {k: v.numpy() for k, v in dets.items()})
+                if len(self.pictures) < self.config.eval_config.num_visualizations:
+                    self._keep_pictures(local(images)[0].numpy(),
+                                        {k: v.numpy() for k, v in local(detections)[0].items()})
+        except tf.errors.OpError as err:
+            raise self._data_error(err) from None
+        if coco.duplicate_ids:
+            self._log(f"WARNING: {len(coco.duplicate_ids)} eval images repeat an earlier "
+                      f"image/source_id (e.g. {coco.duplicate_ids[0]}) and were ignored; "
+                      "COCO needs one id per image")
+        if coco.num_images == 0:
+            raise EvalError(f"the eval set has no examples ({', '.join(self.files)}, "
+                            f"1 of every {self.sample_1_of_n} examples)")
+        self.num_images = coco.num_images
+        metrics = coco.evaluate()
+        self.summary = coco.summary
+        return metrics
+
+    def _keep_pictures(self, images, detections) -> None:
+        """Adds images of this batch, with their detections scoring at least
+        VISUALIZATION_MIN_SCORE drawn, to `pictures` (eval_config.num_visualizations)."""
+        names = self.label_map
+        for i, image in enumerate(images):
+            if len(self.pictures) >= self.config.eval_config.num_visualizations:
+                return
+            shown = detections["detection_scores"][i] >= VISUALIZATION_MIN_SCORE
+            pixels = np.clip(image * np.array(preprocess_ops.STDDEV_RGB)
+                             + np.array(preprocess_ops.MEAN_RGB), 0, 255).astype(np.uint8)
+            self.pictures.append(visualize.draw_boxes(
+                pixels, detections["detection_boxes"][i][shown],
+                detections["detection_classes"][i][shown], names,
+                scores=detections["detection_scores"][i][shown], scale=2))
+
+    def _data_error(self, err: tf.errors.OpError) -> Exception:
+        explained = inputs.explain_input_error(err, self.files)
+        if explained is not None:
+            kind, detail = explained
+            return EvalError(f"{kind} eval data: {detail}")
+        if isinstance(err, tf.errors.InvalidArgumentError):
+            return EvalError(f"bad eval data: {err.message.splitlines()[0]}")
+        return err
+
+
+def evaluate_model(model, config: PipelineConfig, files: list[str], label_map: dict[int, str],
+                   sample_1_of_n: int = 1, strategy: tf.distribute.Strategy | None = None
+                   ) -> dict[str, float]:
+    """COCO box metrics of `model` on `files` (every `sample_1_of_n`-th example):
+    AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100 and `AP/<class name>`."""
+    return Evaluator(model, config, files, label_map, sample_1_of_n, strategy).evaluate()
+
