@@ -37,7 +37,7 @@ from train_lib.config import PipelineConfig, validate
 from train_lib.data import inputs, label_map
 from train_lib.families import build_model
 from train_lib.report import visualize
-from train_lib.training import distribute, workdir
+from train_lib.training import distribute, input_stream, workdir
 from train_lib.training import failures as train_errors
 from train_lib.training import fine_tune as fine_tune_lib
 from train_lib.training import hooks as hooks_lib
@@ -119,10 +119,10 @@ def train(
                 return TrainResult(start, "already_finished", start_step=start,
                                    last_checkpoint=_prefix(model_dir, manager.latest_step))
             examples_per_step = train_cfg.batch_size // role.num_workers
-            input_start = _input_start(_prefix(model_dir, restored), start,
+            input_start = input_stream.start_position(_prefix(model_dir, restored), start,
                                        examples_per_step, log)
             position.assign([input_start.epoch, input_start.offset])
-            iterator = _train_iterator(config, files, strategy, role, input_start, log)
+            iterator = input_stream.train_iterator(config, files, strategy, role, input_start, log)
             parts = _Parts(config, model_dir, files, strategy, role, model, optimizer,
                            iterator, position, input_start, start, examples_per_step,
                            manager, policy, log, progress)
@@ -199,49 +199,6 @@ def _check_same_step(strategy, role: distribute.Role, start: int) -> None:
         raise TrainError(f"the workers restored different steps ({steps}); they must all "
                          "see the chief's model_dir on a shared filesystem. This is the "
                          f"{role.name}.")
-
-
-POSITION_KEY = "input_position/.ATTRIBUTES/VARIABLE_VALUE"
-
-
-def _input_start(restored: str | None, start: int, examples_per_step: int,
-                 log: Callable[[str], None]) -> inputs.InputPosition:
-    """Where this worker's input stream resumes: the `input_position` that the
-    checkpoint `restored` holds; for a checkpoint without one (written by an
-    earlier version of this trainer) the position after the examples of `start`
-    steps, said in one log line."""
-    if restored is None:
-        return inputs.InputPosition()
-    reader = tf.train.load_checkpoint(restored)
-    if reader.has_tensor(POSITION_KEY):
-        epoch, offset = (int(v) for v in reader.get_tensor(POSITION_KEY))
-        return inputs.InputPosition(epoch, offset)
-    skip = start * examples_per_step
-    form = ("a tf.data iterator state" if any(name.startswith("iterator/") for name in
-                                              reader.get_variable_to_shape_map())
-            else "no input position")
-    log(f"{os.path.basename(restored)} holds {form} (written by an earlier version of "
-        f"this trainer): the input continues after the {skip} examples of {start} steps, "
-        "in this version's data order")
-    return inputs.InputPosition(0, skip)
-
-
-def _train_iterator(config: PipelineConfig, files: list[str], strategy, role: distribute.Role,
-                    start: inputs.InputPosition, log: Callable[[str], None]):
-    """The training batches from input position `start` on: with one replica a
-    plain tf.data iterator, with several tf.distribute's iterator over each
-    worker's shard."""
-    global_batch = config.train_config.batch_size
-    if start != inputs.InputPosition():
-        who, shard = ((f"{role.name} skips", "of its shard ") if role.num_workers > 1
-                      else ("skipping", ""))
-        log(f"input position: {who} the {start.offset} examples {shard}before the "
-            f"position in epoch {start.epoch} (read, not decoded)")
-    if strategy.num_replicas_in_sync == 1:
-        return iter(inputs.build_train_dataset(config, files, global_batch, start=start))
-    return iter(strategy.distribute_datasets_from_function(
-        lambda ctx: inputs.build_train_dataset(
-            config, files, ctx.get_per_replica_batch_size(global_batch), ctx, start=start)))
 
 
 def _prefix(model_dir: str, step: int | None) -> str | None:
