@@ -194,3 +194,20 @@ def test_input_pipeline_changed_between_runs_resumes_from_the_saved_position(tin
     # 4 more steps of 8 examples: 20 + 32 = 52 examples, 4 into epoch 1 (48 a epoch).
     assert tf.train.load_checkpoint(os.path.join(model_dir, "ckpt-9")).get_tensor(
         "input_position/.ATTRIBUTES/VARIABLE_VALUE").tolist() == [1, 4]
+
+
+def test_corrupt_eval_file_in_training_evaluation_is_a_user_error(tiny_dataset, tmp_path):
+    """In-training evaluation hitting a corrupt eval file: the step is saved, then one
+    UserError names the file (the CLI prints it as the error: line)."""
+    from train_lib.errors import UserError
+
+    bad = tmp_path / "val-bad.tfrecord"
+    bad.write_bytes(b"\x07" * 64)  # not a TFRecord
+    model_dir = str(tmp_path / "run")
+    config = make_tiny_config(tiny_dataset, num_steps=4)
+    config.eval_config.eval_every_n = 2
+    config.eval_input_reader.input_path = [str(bad)]
+    with pytest.raises(UserError) as err:
+        train(config, model_dir, checkpoint_every_n=2, record_summaries=False)
+    assert str(bad) in str(err.value)
+    assert ckpt_steps(model_dir) == [2]

@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING
 
 from train_lib.checkpointing.files import INVALID_DIR, STATE_FILE, parse_step
 from train_lib.checkpointing.lock import LOCK_FILE
-from train_lib.checkpointing.policy import CheckpointPolicy
+from train_lib.checkpointing.policy import FINAL_SAVE_REASONS, CheckpointPolicy, SaveReason
 
 if TYPE_CHECKING:
     from train_lib.report.inspect import CheckpointStatus, DirScan, EventSummary, Settings
 
-FINAL_REASONS = ("end", "signal", "error")  # the trainer's final saves (training/loop.py)
+FINAL_REASONS = FINAL_SAVE_REASONS  # the trainer's final saves
+STOPPED_EARLY = (SaveReason.SIGNAL, SaveReason.ERROR)  # final saves before num_steps
 
 
 def expected_steps(settings: Settings, summary: EventSummary) -> list[int] | None:
@@ -35,7 +36,7 @@ def expected_steps(settings: Settings, summary: EventSummary) -> list[int] | Non
     stop = None
     if summary.saves_since_resume:
         step, reason = summary.saves_since_resume[-1]
-        if reason in ("signal", "error") and start <= step < num:
+        if reason in STOPPED_EARLY and start <= step < num:
             stop = step
     rotating = set(policy.expected_checkpoints(num, start, stop))
     rotating |= {s for s, r in summary.saves if r in FINAL_REASONS and s < start}
@@ -210,7 +211,7 @@ def explain(present: list[int], summary: EventSummary, settings: Settings,
         lines.append(f"restores (resume points): {_count(summary.restores)}")
         if summary.saves_since_resume:
             step, reason = summary.saves_since_resume[-1]
-            if reason in ("signal", "error"):
+            if reason in STOPPED_EARLY:
                 lines.append(f"the last run stopped at step {step} ({reason}); starting the "
                              "trainer again continues it")
     names = ("checkpoint_every_n", "checkpoint_max_to_keep", "num_steps")

@@ -15,12 +15,13 @@ import tensorflow as tf  # noqa: E402
 
 from train_lib.checkpointing.events import read_events  # noqa: E402
 from train_lib.checkpointing.files import list_steps  # noqa: E402
+from train_lib.checkpointing.policy import SaveReason
 
 SAVE_STYLES = {  # reason -> (marker, colour, label)
-    "interval": ("o", "tab:blue", "saved (interval)"),
-    "end": ("*", "tab:green", "final save (end)"),
-    "signal": ("s", "tab:orange", "saved on a signal"),
-    "error": ("X", "tab:red", "saved before failing"),
+    SaveReason.INTERVAL: ("o", "tab:blue", "saved (interval)"),
+    SaveReason.END: ("*", "tab:green", "final save (end)"),
+    SaveReason.SIGNAL: ("s", "tab:orange", "saved on a signal"),
+    SaveReason.ERROR: ("X", "tab:red", "saved before failing"),
 }
 
 
