@@ -104,10 +104,17 @@ def _read(files_ds: tf.data.Dataset, num_files: int) -> tf.data.Dataset:
     )
 
 
-def _records(files: list[str], input_context) -> tf.data.Dataset:
-    """(filename, serialized record) pairs in file order, sharded per input pipeline."""
+def _records(files: list[str], input_context, order_seed: tf.Tensor | None = None
+             ) -> tf.data.Dataset:
+    """(filename, serialized record) pairs, sharded per input pipeline: in file
+    order, or with this pipeline's files permuted by (order_seed, their count)."""
     own, shard_records = _pipeline_files(files, input_context)
-    records = _read(tf.data.Dataset.from_tensor_slices(own), len(own))
+    names = tf.constant(own)
+    if order_seed is not None:
+        key = tf.stack([order_seed, tf.constant(len(own), tf.int64)])
+        names = tf.gather(names, tf.argsort(tf.random.stateless_uniform([len(own)],
+                                                                        seed=key)))
+    records = _read(tf.data.Dataset.from_tensor_slices(names), len(own))
     if shard_records:
         records = records.shard(input_context.num_input_pipelines,
                                 input_context.input_pipeline_id)
@@ -118,14 +125,8 @@ def _epoch_records(files: list[str], seed: int, shuffle_buffer_size: int, input_
                    epoch: tf.Tensor) -> tf.data.Dataset:
     """Epoch `epoch` of this pipeline's records as (filename, record, epoch, index in
     epoch), in an order seeded by (seed, epoch) alone."""
-    own, shard_records = _pipeline_files(files, input_context)
     epoch_seed = tf.constant(seed, tf.int64) * _EPOCH_SEED_STRIDE + epoch
-    order = tf.argsort(tf.random.stateless_uniform(
-        [len(own)], seed=tf.stack([epoch_seed, tf.constant(len(own), tf.int64)])))
-    records = _read(tf.data.Dataset.from_tensor_slices(tf.gather(own, order)), len(own))
-    if shard_records:
-        records = records.shard(input_context.num_input_pipelines,
-                                input_context.input_pipeline_id)
+    records = _records(files, input_context, order_seed=epoch_seed)
     records = records.shuffle(shuffle_buffer_size, seed=epoch_seed,
                               reshuffle_each_iteration=False)
     return records.enumerate().map(lambda index, pair: (pair[0], pair[1], epoch, index))
