@@ -32,6 +32,7 @@ OPTIMIZERS = ("sgd", "adam")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 LR_SCHEDULES = ("constant", "cosine", "step")
 FINE_TUNE_CHECKPOINT_TYPES = ("backbone", "detection")
+BAD_EXAMPLE_POLICIES = ("error", "skip")
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
 MIN_LEVEL, MAX_LEVEL = 2, 7
 
@@ -320,10 +321,20 @@ class InputReaderConfig:
     label_map_path: str = ""
     shuffle_buffer_size: int = 256
     num_parallel_calls: int = -1  # -1: tf.data.AUTOTUNE
+    # As the OD API's input reader: boxes of an example beyond this many are dropped
+    # (and counted in the log).
+    max_number_of_boxes: int = 100
+    # A record that breaks the data contract (data/example_checks.py): `error` stops
+    # with a message naming the file, the record and the rule; `skip` drops it and
+    # counts it by rule.
+    bad_example_policy: str = "error"
 
     def problems(self, prefix: str) -> list[str]:
         """`prefix` is train_input_reader or eval_input_reader."""
         c = Checks(prefix)
+        c.need(self.max_number_of_boxes >= 1, "max_number_of_boxes", self.max_number_of_boxes,
+               "must be >= 1")
+        c.choice("bad_example_policy", self.bad_example_policy, BAD_EXAMPLE_POLICIES)
         c.need(self.shuffle_buffer_size >= 1, "shuffle_buffer_size", self.shuffle_buffer_size,
                "must be >= 1 (1 disables shuffling)")
         c.need(self.num_parallel_calls == -1 or self.num_parallel_calls >= 1,
