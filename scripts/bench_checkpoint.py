@@ -44,8 +44,10 @@ def build_checkpoint(num_params: int) -> tf.train.Checkpoint:
 
 
 def build_trainer_checkpoint(config_path: str) -> tf.train.Checkpoint:
-    """The checkpoint train() writes for this config: model, optimizer, input position."""
+    """The checkpoint train() writes for this config: model, optimizer, input position,
+    data counts."""
     from train_lib.config import load_config
+    from train_lib.data.example_checks import COUNTERS
     from train_lib.families import build_model
     from train_lib.training.optimizer import build_optimizer
 
@@ -54,7 +56,9 @@ def build_trainer_checkpoint(config_path: str) -> tf.train.Checkpoint:
     optimizer = build_optimizer(config.train_config)
     optimizer.build(model.trainable_variables)
     position = tf.Variable([0, 3 * config.train_config.batch_size], dtype=tf.int64)
-    return tf.train.Checkpoint(model=model, optimizer=optimizer, input_position=position)
+    counts = tf.Variable(tf.zeros([len(COUNTERS)], tf.int64))
+    return tf.train.Checkpoint(model=model, optimizer=optimizer, input_position=position,
+                               data_counts=counts)
 
 
 def timed(fn) -> float:

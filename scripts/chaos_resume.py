@@ -100,7 +100,7 @@ def weights(prefix: str) -> dict:
 
     reader = tf.train.load_checkpoint(prefix)
     return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-            if name.startswith(("model/", "optimizer/", "input_position"))}
+            if name.startswith(("model/", "optimizer/", "input_position", "data_counts"))}
 
 
 @dataclasses.dataclass

@@ -77,12 +77,12 @@ def ckpt_steps(model_dir) -> list[int]:
 
 
 def run_trainer(*args: str, timeout: float = 600, env: dict | None = None,
-                **popen) -> subprocess.CompletedProcess:
-    """Runs model_main_tf2.py in a subprocess (with `env` added to the environment);
-    returns the completed process (text)."""
+                script: str = "model_main_tf2.py", **popen) -> subprocess.CompletedProcess:
+    """Runs model_main_tf2.py (or another `script` of the repository) in a subprocess
+    (with `env` added to the environment); returns the completed process (text)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
     return subprocess.run(
-        [sys.executable, os.path.join(REPO, "model_main_tf2.py"), *args],
+        [sys.executable, os.path.join(REPO, script), *args],
         capture_output=True, text=True, timeout=timeout, env=env, cwd=popen.get("cwd", REPO),
     )
 

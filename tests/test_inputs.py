@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from tests.conftest import make_tiny_config
-from train_lib.data import inputs
+from train_lib.data import example_checks, inputs
 
 
 def _files(pattern: str) -> list[str]:
@@ -38,7 +38,7 @@ def test_position_after_a_batch_restores_exactly(tiny_dataset):
     config = make_tiny_config(tiny_dataset)
     iterator = iter(inputs.build_train_dataset(config, files, 5))
     batches = [next(iterator) for _ in range(14)]
-    positions = [tuple(int(v) for v in position.numpy()) for _, _, position in batches]
+    positions = [tuple(int(v) for v in position.numpy()) for _, _, position, _ in batches]
     assert positions[0] == (0, 5) and positions[8] == (0, 45)
     assert positions[9] == (1, 2) and positions[13] == (1, 22)  # 48 per epoch
     for after in (4, 9, 10):
@@ -76,7 +76,7 @@ def test_skipping_examples_gives_the_batches_that_follow_them(tiny_dataset):
 
 def test_targets_have_positives_and_shapes_of_the_model(tiny_dataset):
     config = make_tiny_config(tiny_dataset)
-    images, labels, _ = next(iter(inputs.build_train_dataset(
+    images, labels, _, _ = next(iter(inputs.build_train_dataset(
         config, _files(tiny_dataset["train_pattern"]))))
     assert images.shape == (4, 64, 64, 3) and images.dtype == tf.float32
     assert set(labels["cls_targets"]) == {"3", "4", "5"}
@@ -101,7 +101,7 @@ def test_flip_is_a_mirror_chosen_by_the_key(tiny_dataset):
         images = {}
         for flip in (True, False):
             aug.random_horizontal_flip = flip
-            data = inputs._decode(config, tf.constant("f"), example)
+            data = example_checks.decode_and_check(example, 3, 100)
             images[flip] = inputs._train_example(config, key, data, labeler, anchors)[0].numpy()
         if np.array_equal(images[True], images[False]):
             outcomes.append("kept")

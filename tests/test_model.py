@@ -24,7 +24,7 @@ def test_backbones_build_and_give_finite_losses(tiny_dataset, backbone_type, mod
     config.model.backbone.model_id = model_id
     config.model.backbone.width_multiplier = width
     model = build_model(config.model)
-    images, labels, _ = next(iter(inputs.build_train_dataset(
+    images, labels, _, _ = next(iter(inputs.build_train_dataset(
         config, sorted(tf.io.gfile.glob(tiny_dataset["train_pattern"])))))
     outputs = model(images, training=True)
     num_columns = config.model.num_classes + 1  # background + label map ids

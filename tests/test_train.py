@@ -77,7 +77,8 @@ def test_label_outside_label_map_names_the_file(tiny_dataset, tmp_path):
     label_map.write_text("item { id: 1 name: 'square' }\nitem { id: 2 name: 'circle' }\n")
     config.model.num_classes = 2
     config.train_input_reader.label_map_path = str(label_map)
-    with pytest.raises(TrainError, match=r"label id outside the label map \(1..2\).*tfrecord"):
+    with pytest.raises(TrainError, match=r"tfrecord record \d+ .*label id is outside the label "
+                                         r"map \(ids 1..2\).*label_outside_label_map"):
         train(config, str(tmp_path / "run"), checkpoint_every_n=100)
 
 

@@ -63,10 +63,34 @@ def _read_config_text(path: str) -> str:
             "check --pipeline_config_path"
         )
     try:
-        with open(path, encoding="utf-8-sig") as f:
-            return f.read()
-    except (OSError, UnicodeDecodeError) as e:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
         raise ConfigError(f"cannot read pipeline config {path}: {e}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(_binary_message(path, data, e.start, f"byte 0x{data[e.start]:02x} "
+                                          "is not UTF-8 text")) from None
+    binary = _BINARY_RE.search(text)
+    if binary:
+        offset = len(text[:binary.start()].encode("utf-8"))
+        raise ConfigError(_binary_message(path, data, offset,
+                                          f"byte 0x{ord(binary.group()):02x} is not text"))
+    return text
+
+
+# Control characters other than tab, newline and carriage return never belong in a config.
+_BINARY_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _binary_message(path: str, data: bytes, offset: int, what: str) -> str:
+    """"file:line:column: <what>; ..." for binary content at byte `offset`."""
+    line = data.count(b"\n", 0, offset) + 1
+    column = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
+    return (f"{path}:{line}:{column}: {what}: the pipeline config must be a text file (YAML "
+            "or an OD API pipeline.config); check that --pipeline_config_path names the "
+            "right file and that it was saved as text")
 
 
 def load_config(path: str, params_override: str = "") -> PipelineConfig:

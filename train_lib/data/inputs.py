@@ -1,22 +1,28 @@
-"""tf.data pipelines over OD API TFRecords: decode, stateless augment, resize, targets.
+"""tf.data pipelines over OD API TFRecords: check, decode, stateless augment, targets.
 
 Contract:
-- `build_train_dataset` yields `(images, labels, position)` batches forever.
-  Images are float32 [B, H, W, 3], normalised; labels hold the RetinaNet targets
-  (`cls_targets`, `box_targets` per level, `cls_weights`, `box_weights`);
-  position is int64 [2], the `InputPosition` just after the batch's last example.
+- `build_train_dataset` yields `(images, labels, position, data_counts)` batches
+  forever. Images are float32 [B, H, W, 3], normalised; labels hold the RetinaNet
+  targets (`cls_targets`, `box_targets` per level, `cls_weights`, `box_weights`);
+  position is int64 [2], the `InputPosition` just after the batch's last example;
+  data_counts int64 [len(example_checks.COUNTERS)], what the data contract did in
+  this stream so far (examples read, skipped by rule, boxes tidied).
+- Every record is checked as it is read (example_checks.py): under
+  `bad_example_policy: error` the first invalid example stops the pipeline with a
+  message that names the file, the record, its source id and the rule
+  (`INPUT_ERROR_MARK` starts it); under `skip` it is dropped and counted. Images
+  without boxes are valid.
 - The stream is a sequence of epochs. Epoch e's order (file order and shuffle
   buffer) is seeded by (seed, e) alone, and every random choice of augmentation
   is a stateless op keyed by (seed, pipeline id, e, index in epoch). So an
   `InputPosition` (epoch, offset) of two integers determines the whole rest of
   the stream: a pipeline built to start there yields exactly the batches an
   uninterrupted one would, after reading (not decoding) at most `offset`
-  records. Checkpoints hold that position, not a tf.data iterator state. Same
+  records. Skipped records keep their place in that order, so skipping keeps
+  this. Checkpoints hold that position, not a tf.data iterator state. Same
   seed -> same batches.
-- `build_eval_dataset` yields each example once, without augmentation, with
-  what COCO evaluation needs to map detections back to the original image.
-- A label id outside 1..num_classes stops the pipeline with an error that
-  names the file and the source id (`INPUT_ERROR_MARK` starts the message).
+- `build_eval_dataset` yields each valid example once, without augmentation,
+  with what COCO evaluation needs to map detections back to the original image.
 """
 
 from __future__ import annotations
@@ -24,16 +30,13 @@ from __future__ import annotations
 import dataclasses
 
 import tensorflow as tf
-from official.vision.dataloaders import tf_example_decoder
 from official.vision.ops import anchor, box_ops, preprocess_ops
 
-from train_lib.config import PipelineConfig
+from train_lib.config import InputReaderConfig, PipelineConfig
+from train_lib.data import example_checks, records
 
 # Marks our own in-graph input errors so the trainer can show them cleanly.
 INPUT_ERROR_MARK = "INPUT_ERROR: "
-MAX_EVAL_INSTANCES = 100
-# Epoch e's shuffles are seeded by seed * _EPOCH_SEED_STRIDE + e.
-_EPOCH_SEED_STRIDE = 1_000_003
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,76 +63,54 @@ def _anchor_boxes(config: PipelineConfig) -> dict:
     return generator(image_size=tuple(model.input_size))
 
 
-def _decode(config: PipelineConfig, filename: tf.Tensor, record: tf.Tensor) -> dict:
-    """Decodes one OD API tf.Example and checks its class ids against the label map."""
-    data = tf_example_decoder.TfExampleDecoder().decode(record)
-    classes = data["groundtruth_classes"]
-    num_classes = config.model.num_classes
-    valid = tf.reduce_all((classes >= 1) & (classes <= num_classes))
-    check = tf.debugging.Assert(
-        valid,
-        [
-            f"{INPUT_ERROR_MARK}a label id outside the label map (1..{num_classes}) in file",
-            filename,
-            "source_id",
-            data["source_id"],
-            "labels",
-            classes,
-            "- fix the data or model.num_classes and the label map",
-        ],
-        summarize=20,
-    )
-    with tf.control_dependencies([check]):
-        data["groundtruth_classes"] = tf.identity(classes)
+def _checked(reader: InputReaderConfig, num_classes: int, filename: tf.Tensor,
+             record_index: tf.Tensor, record: tf.Tensor) -> dict:
+    """`example_checks.decode_and_check` of one record; under bad_example_policy
+    `error` an invalid example stops the pipeline with a message naming the file,
+    the record, its source id and the rule (`INPUT_ERROR_MARK` starts it)."""
+    data = example_checks.decode_and_check(record, num_classes, reader.max_number_of_boxes)
+    if reader.bad_example_policy == "error":
+        valid = tf.equal(data["rule"], 0)
+        message = tf.cond(valid, lambda: tf.constant(""), lambda: tf.strings.join([
+            INPUT_ERROR_MARK,
+            example_checks.error_message(data, filename, record_index, num_classes)]))
+        check = tf.debugging.Assert(valid, [message])
+        with tf.control_dependencies([check]):
+            data["image"] = tf.identity(data["image"])
     return data
 
 
-def _pipeline_files(files: list[str], input_context) -> tuple[list[str], bool]:
-    """This input pipeline's files, and whether its records must still be sharded
-    (fewer files than pipelines: each pipeline takes every n-th record instead)."""
-    num_pipelines = input_context.num_input_pipelines if input_context else 1
-    pipeline_id = input_context.input_pipeline_id if input_context else 0
-    if num_pipelines > 1 and len(files) >= num_pipelines:
-        return files[pipeline_id::num_pipelines], False
-    return files, num_pipelines > 1
+def _keep_and_count(skip_examples: int):
+    """A scan over (..., counts, valid) elements that puts the counts' running sum
+    in place of each element's counts and whether to keep it in place of `valid`.
+    The first `skip_examples` valid examples (and invalid ones among them) are
+    neither kept nor counted: a multi-replica stream resumes after that many
+    examples, not records."""
+    def step(state, element):
+        seen, total = state
+        *rest, counts, valid = element
+        past = seen >= skip_examples
+        total = tf.where(past, total + counts, total)
+        seen = seen + tf.cast(valid, tf.int64)
+        return (seen, total), (*rest, total, past & valid)
+    initial = (tf.constant(0, tf.int64),
+               tf.zeros([len(example_checks.COUNTERS)], tf.int64))
+    return initial, step
 
 
-def _read(files_ds: tf.data.Dataset, num_files: int) -> tf.data.Dataset:
-    """(filename, serialized record) pairs of the files in `files_ds`, interleaved."""
-    return files_ds.interleave(
-        lambda f: tf.data.TFRecordDataset(f).map(lambda r: (f, r)),
-        cycle_length=min(num_files, 4),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
+def _checked_stream(ds: tf.data.Dataset, parse, parallel, skip_examples: int = 0
+                    ) -> tf.data.Dataset:
+    """`parse` (returning (..., counts, valid)) over `ds`; each element then carries
+    the running data counts instead of its own, and invalid examples are dropped."""
+    ds = ds.map(parse, num_parallel_calls=parallel, deterministic=True)
+    initial, step = _keep_and_count(skip_examples)
+    ds = ds.scan(initial, step)
+    ds = ds.filter(lambda *element: element[-1])
+    return ds.map(lambda *element: element[:-1])
 
 
-def _records(files: list[str], input_context, order_seed: tf.Tensor | None = None
-             ) -> tf.data.Dataset:
-    """(filename, serialized record) pairs, sharded per input pipeline: in file
-    order, or with this pipeline's files permuted by (order_seed, their count)."""
-    own, shard_records = _pipeline_files(files, input_context)
-    names = tf.constant(own)
-    if order_seed is not None:
-        key = tf.stack([order_seed, tf.constant(len(own), tf.int64)])
-        names = tf.gather(names, tf.argsort(tf.random.stateless_uniform([len(own)],
-                                                                        seed=key)))
-    records = _read(tf.data.Dataset.from_tensor_slices(names), len(own))
-    if shard_records:
-        records = records.shard(input_context.num_input_pipelines,
-                                input_context.input_pipeline_id)
-    return records
-
-
-def _epoch_records(files: list[str], seed: int, shuffle_buffer_size: int, input_context,
-                   epoch: tf.Tensor) -> tf.data.Dataset:
-    """Epoch `epoch` of this pipeline's records as (filename, record, epoch, index in
-    epoch), in an order seeded by (seed, epoch) alone."""
-    epoch_seed = tf.constant(seed, tf.int64) * _EPOCH_SEED_STRIDE + epoch
-    records = _records(files, input_context, order_seed=epoch_seed)
-    records = records.shuffle(shuffle_buffer_size, seed=epoch_seed,
-                              reshuffle_each_iteration=False)
-    return records.enumerate().map(lambda index, pair: (pair[0], pair[1], epoch, index))
+def _parallel(reader: InputReaderConfig):
+    return tf.data.AUTOTUNE if reader.num_parallel_calls == -1 else reader.num_parallel_calls
 
 
 def _resize_and_pad(image, boxes, output_size, scale, offset_fraction):
@@ -213,16 +194,22 @@ def training_examples(config: PipelineConfig, files: list[str], count: int,
                       key_offset: int = 0) -> list[tuple]:
     """`count` training examples as the model sees them, for pictures: (uint8 image,
     boxes in pixels [N, 4] ymin, xmin, ymax, xmax, class ids [N]). Augmented with
-    keys (seed, key_offset + i), so a different offset shows other augmentations."""
-    records = tf.data.TFRecordDataset(files[:1]).take(count)
+    keys (seed, key_offset + i), so a different offset shows other augmentations.
+    Invalid examples are passed over."""
+    reader = config.train_input_reader
     base_key = tf.constant([config.train_config.seed, 1 << 20], tf.int64)
     examples = []
-    for index, record in enumerate(records):
-        data = _decode(config, tf.constant(files[0]), record)
+    for index, record in enumerate(tf.data.TFRecordDataset(files[:1]).take(4 * count)):
+        data = example_checks.decode_and_check(record, config.model.num_classes,
+                                               reader.max_number_of_boxes)
+        if int(data["rule"]) != 0:
+            continue
         key = tf.random.experimental.stateless_fold_in(base_key, key_offset + index)
         image, boxes, classes = _augment(config, key, data)
         examples.append((tf.cast(tf.clip_by_value(image, 0, 255), tf.uint8).numpy(),
                          boxes.numpy(), classes.numpy()))
+        if len(examples) == count:
+            break
     return examples
 
 
@@ -248,39 +235,46 @@ def build_train_dataset(
     input_context: tf.distribute.InputContext | None = None,
     start: InputPosition = InputPosition(),
 ) -> tf.data.Dataset:
-    """Infinite, deterministic training batches `(images, labels, position)` from
-    `start` on (see the module docstring).
+    """Infinite, deterministic training batches `(images, labels, position,
+    data_counts)` from `start` on (see the module docstring).
 
     `batch_size` is the per-pipeline batch (default: train_config.batch_size).
     The batches from `start` are exactly those a stream from the beginning yields
     after the examples before `start`; getting there reads, without decoding, the
-    `start.offset` records before it in its epoch.
+    `start.offset` records before it in its epoch. A multi-replica stream (with an
+    `input_context`) that skips bad examples counts its offset in examples, so it
+    decodes the examples it skips.
     """
     train = config.train_config
     reader = config.train_input_reader
+    num_classes = config.model.num_classes
     batch_size = batch_size or train.batch_size
     pipeline_id = input_context.input_pipeline_id if input_context else 0
-    parallel = tf.data.AUTOTUNE if reader.num_parallel_calls == -1 else reader.num_parallel_calls
     labeler = _labeler(config)
     anchors = _anchor_boxes(config)
     base_key = tf.constant([train.seed, pipeline_id], tf.int64)
 
     @tf.autograph.experimental.do_not_convert  # plain TF ops: autograph only adds start-up
-    def parse(filename, record, epoch, index):
-        data = _decode(config, filename, record)
+    def parse(filename, record_index, record, epoch, index):
+        data = _checked(reader, num_classes, filename, record_index, record)
         key = tf.random.experimental.stateless_fold_in(
             tf.random.experimental.stateless_fold_in(base_key, epoch), index)
         image, labels = _train_example(config, key, data, labeler, anchors)
-        return image, labels, tf.stack([epoch, index + 1])
+        return (image, labels, tf.stack([epoch, index + 1]), data["counts"],
+                tf.equal(data["rule"], 0))
 
     ds = tf.data.Dataset.range(start.epoch, tf.int64.max).flat_map(
-        lambda epoch: _epoch_records(files, train.seed, reader.shuffle_buffer_size,
-                                     input_context, epoch))
-    ds = ds.skip(start.offset)
-    ds = ds.map(parse, num_parallel_calls=parallel, deterministic=True)
+        lambda epoch: records.epoch_records(files, train.seed, reader.shuffle_buffer_size,
+                                            input_context, epoch))
+    offset_in_examples = input_context is not None and reader.bad_example_policy == "skip"
+    if not offset_in_examples:
+        ds = ds.skip(start.offset)
+    ds = _checked_stream(ds, parse, _parallel(reader),
+                         skip_examples=start.offset if offset_in_examples else 0)
     ds = ds.batch(batch_size, drop_remainder=True)
-    # A batch's position is that of its last example.
-    ds = ds.map(lambda images, labels, positions: (images, labels, positions[-1]))
+    # A batch's position and data counts are those of its last example.
+    ds = ds.map(lambda images, labels, positions, counts:
+                (images, labels, positions[-1], counts[-1]))
     ds = ds.prefetch(tf.data.AUTOTUNE)
     return ds.with_options(_options())
 
@@ -299,26 +293,32 @@ def preprocess_for_model(image: tf.Tensor, input_size: list[int]) -> tuple[tf.Te
     return _normalize(image), image_scale
 
 
-def _eval_example(config: PipelineConfig, data: dict):
-    """Resizes one example for the model and keeps its ground truth for COCO."""
+def _numeric_source_id(source_id: tf.Tensor) -> tf.Tensor:
+    """COCO's integer image id: a numeric image/source_id as it is, another one
+    hashed (COCO evaluation needs integers; the OD API allows any string)."""
+    numeric = tf.strings.regex_full_match(source_id, "[0-9]{1,18}")
+    return tf.cond(numeric, lambda: tf.strings.to_number(source_id, tf.int64),
+                   lambda: tf.strings.to_hash_bucket_fast(source_id, 1 << 62))
+
+
+def _eval_example(reader: InputReaderConfig, input_size: list[int], data: dict):
+    """Resizes one example for the model and keeps its ground truth for COCO,
+    padded to reader.max_number_of_boxes."""
+    limit = reader.max_number_of_boxes
     original_size = tf.shape(data["image"])[0:2]
-    image, image_scale = preprocess_for_model(data["image"], config.model.input_size)
-    num = tf.minimum(tf.shape(data["groundtruth_classes"])[0], MAX_EVAL_INSTANCES)
-    boxes = preprocess_ops.clip_or_pad_to_fixed_size(
-        data["groundtruth_boxes"][:MAX_EVAL_INSTANCES], MAX_EVAL_INSTANCES)
-    classes = preprocess_ops.clip_or_pad_to_fixed_size(
-        data["groundtruth_classes"][:MAX_EVAL_INSTANCES], MAX_EVAL_INSTANCES)
-    is_crowd = preprocess_ops.clip_or_pad_to_fixed_size(
-        tf.cast(data["groundtruth_is_crowd"], tf.int64)[:MAX_EVAL_INSTANCES],
-        MAX_EVAL_INSTANCES)
+    image, image_scale = preprocess_for_model(data["image"], input_size)
+
+    def padded(values):
+        return preprocess_ops.clip_or_pad_to_fixed_size(values, limit)
+
     info = {
-        "source_id": tf.strings.to_number(data["source_id"], tf.int64),
+        "source_id": _numeric_source_id(data["source_id"]),
         "original_size": original_size,
         "image_scale": image_scale,
-        "groundtruth_boxes": boxes,  # normalised ymin, xmin, ymax, xmax
-        "groundtruth_classes": classes,
-        "groundtruth_is_crowd": is_crowd,
-        "num_groundtruths": num,
+        "groundtruth_boxes": padded(data["groundtruth_boxes"]),  # normalised y0 x0 y1 x1
+        "groundtruth_classes": padded(data["groundtruth_classes"]),
+        "groundtruth_is_crowd": padded(tf.cast(data["groundtruth_is_crowd"], tf.int64)),
+        "num_groundtruths": tf.shape(data["groundtruth_classes"])[0],
     }
     return image, info
 
@@ -328,35 +328,52 @@ def build_eval_dataset(
     files: list[str],
     sample_1_of_n: int = 1,
     input_context: tf.distribute.InputContext | None = None,
+    reader: InputReaderConfig | None = None,
 ) -> tf.data.Dataset:
-    """Each example once, in file order, batched by eval_config.batch_size."""
-    reader = config.eval_input_reader
-    parallel = tf.data.AUTOTUNE if reader.num_parallel_calls == -1 else reader.num_parallel_calls
-    ds = _records(files, input_context)
+    """Each valid example once, in file order, batched by eval_config.batch_size, as
+    (images, info); info["data_counts"] holds the running data counts (see
+    example_checks.COUNTERS) up to each example. `reader` (default
+    eval_input_reader) sets the checks' policy and the box limit."""
+    reader = reader or config.eval_input_reader
+    num_classes = config.model.num_classes
+
+    @tf.autograph.experimental.do_not_convert
+    def parse(filename, record_index, record):
+        data = _checked(reader, num_classes, filename, record_index, record)
+        image, info = _eval_example(reader, config.model.input_size, data)
+        return image, info, data["counts"], tf.equal(data["rule"], 0)
+
+    ds = records.records(files, input_context)
     if sample_1_of_n > 1:
         ds = ds.shard(sample_1_of_n, 0)
-    ds = ds.map(
-        lambda f, r: _eval_example(config, _decode(config, f, r)),
-        num_parallel_calls=parallel,
-        deterministic=True,
-    )
+    ds = _checked_stream(ds, parse, _parallel(reader))
+    ds = ds.map(lambda image, info, counts: (image, {**info, "data_counts": counts}))
     ds = ds.batch(config.eval_config.batch_size, drop_remainder=False)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     return ds.with_options(_options())
 
 
-def explain_input_error(err: tf.errors.OpError, files: list[str]) -> tuple[str, str] | None:
+def explain_input_error(err: tf.errors.OpError, files: list[str], reader: InputReaderConfig,
+                        num_classes: int) -> tuple[str, str] | None:
     """What an input-pipeline error says about the data: ("bad", our in-graph check's
-    message, e.g. a label id outside the label map in a named file), ("corrupt",
-    which file and record cannot be read), or None when it is not one of those."""
+    message: file, record, source id, rule and what to do), ("corrupt", which file
+    and record cannot be read), ("bad", the first record that cannot be parsed or
+    decoded, found by reading them all again), or None when it is not one of those."""
     message = err.message
     if INPUT_ERROR_MARK in message:
         detail = message[message.index(INPUT_ERROR_MARK) + len(INPUT_ERROR_MARK):]
-        return "bad", " ".join(detail.split("\n")[0].split())
+        # The assertion prints the message with quotes escaped and a closing bracket.
+        detail = " ".join(detail.split("\n")[0].split()).replace("\\'", "'")
+        return "bad", detail.removesuffix("]")
     if isinstance(err, tf.errors.DataLossError):
         found = find_corrupt_tfrecord(files)
         return "corrupt", (f"{found[0]} is corrupt at record {found[1]} ({found[2]})" if found
                            else message.splitlines()[0])
+    if isinstance(err, tf.errors.InvalidArgumentError):
+        found = example_checks.find_bad_record(files, num_classes, reader.max_number_of_boxes)
+        if found is not None:
+            path, index, source_id, reason = found
+            return "bad", f"{path} record {index} (image/source_id {source_id!r}): {reason}"
     return None
 
 

@@ -120,7 +120,8 @@ class Evaluator:
                 scores=detections["detection_scores"][i][shown], scale=2))
 
     def _data_error(self, err: tf.errors.OpError) -> Exception:
-        explained = inputs.explain_input_error(err, self.files)
+        explained = inputs.explain_input_error(err, self.files, self.config.eval_input_reader,
+                                               self.config.model.num_classes)
         if explained is not None:
             kind, detail = explained
             return EvalError(f"{kind} eval data: {detail}")

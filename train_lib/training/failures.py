@@ -8,6 +8,7 @@ import re
 
 import tensorflow as tf
 
+from train_lib.config import PipelineConfig
 from train_lib.data import inputs
 from train_lib.errors import UserError
 
@@ -46,19 +47,20 @@ def worker_lost_error(err: Exception, step: int, who_am_i: str, last: str | None
         f"checkpoint ({last or 'none yet'}).")
 
 
-def translate_error(err: Exception, files: list[str], step: int) -> Exception:
-    """Input-pipeline errors become a TrainError that names the file; others pass."""
+def translate_error(err: Exception, files: list[str], config: PipelineConfig,
+                    step: int) -> Exception:
+    """Input-pipeline errors become a TrainError that names the file, the record and
+    the rule; others pass."""
     if not isinstance(err, tf.errors.OpError):
         return err
-    explained = inputs.explain_input_error(err, files)
+    explained = inputs.explain_input_error(err, files, config.train_input_reader,
+                                           config.model.num_classes)
     if explained is not None:
         kind, detail = explained
         if kind == "corrupt":
             return TrainError(f"corrupt training data at step {step}: {detail}. "
                               "Regenerate or remove that file.")
         return TrainError(f"bad training data at step {step}: {detail}")
-    if isinstance(err, tf.errors.InvalidArgumentError) and "image" in err.message.lower():
-        return TrainError(f"bad training data at step {step}: {err.message.splitlines()[0]}")
     return err
 
 

@@ -18,13 +18,17 @@ from train_lib.families import LOSS_KEYS, compute_losses
 
 def make_train_function(strategy, model, optimizer, config: PipelineConfig,
                          position: tf.Variable, start: inputs.InputPosition,
-                         start_step: int, examples_per_step: int):
+                         start_step: int, examples_per_step: int,
+                         data_counts: tf.Variable | None = None):
     """A tf.function running `num_steps` steps; returns the last step's reduced
     losses and whether every step's loss was finite (it stops at the first
     non-finite one). After each step `position` holds the input position after it:
     with one replica the position its batch carries; with several (whose
     per-replica positions a worker cannot combine in order) `start` plus the
     `examples_per_step` each step since `start_step` took from this worker's stream.
+    `data_counts` (if given) holds its value at the call of this function plus the
+    data counts of this worker's stream so far (the running counts its batches
+    carry; the largest of its replicas' is the latest).
 
     Each replica's loss is its share of the global batch's loss (normalised by the
     positives of the whole global batch; regularisation divided by the replica
@@ -33,10 +37,14 @@ def make_train_function(strategy, model, optimizer, config: PipelineConfig,
     the forward and backward pass of each replica is compiled with XLA."""
     num_replicas = strategy.num_replicas_in_sync
     replica_step = _replica_step(strategy, model, optimizer, config)
+    counts_base = None if data_counts is None else tf.constant(data_counts.numpy())
 
     def one_step(iterator):
-        images, labels, batch_position = next(iterator)
+        images, labels, batch_position, batch_counts = next(iterator)
         per_replica = strategy.run(replica_step, args=(images, labels))
+        if data_counts is not None:
+            local = strategy.experimental_local_results(batch_counts)
+            data_counts.assign(counts_base + tf.reduce_max(tf.stack(local), axis=0))
         if num_replicas == 1:
             position.assign(batch_position)
         else:

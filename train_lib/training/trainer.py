@@ -34,13 +34,14 @@ from absl import logging
 from train_lib.checkpointing import CheckpointManager, CheckpointPolicy, RunLock
 from train_lib.checkpointing.policy import StopReason
 from train_lib.config import PipelineConfig, validate
-from train_lib.data import inputs, label_map
+from train_lib.data import example_checks, inputs, label_map
 from train_lib.families import build_model
 from train_lib.report import visualize
 from train_lib.training import distribute, input_stream, workdir
 from train_lib.training import failures as train_errors
 from train_lib.training import fine_tune as fine_tune_lib
 from train_lib.training import hooks as hooks_lib
+from train_lib.training.data_report import REPORT_FILE, DataReportHook
 from train_lib.training.failures import TrainError
 from train_lib.training.loop import run_loop
 from train_lib.training.optimizer import build_learning_rate, build_optimizer
@@ -84,16 +85,32 @@ def train(
         config = copy.deepcopy(config)
         config.train_config.num_steps = num_train_steps
         validate(config)
-    train_cfg = config.train_config
-    num_steps = train_cfg.num_steps
     strategy = strategy or tf.distribute.get_strategy()
     role = distribute.role_of(strategy)
-    _check_batch_size(train_cfg.batch_size, strategy.num_replicas_in_sync)
-    progress = hooks_lib.ProgressLine(num_steps)
+    _check_batch_size(config.train_config.batch_size, strategy.num_replicas_in_sync)
+    progress = hooks_lib.ProgressLine(config.train_config.num_steps)
     log = progress.wrap(log)
     policy = CheckpointPolicy(checkpoint_every_n, max_to_keep, keep_checkpoint_every_n_hours)
+    created = role.is_chief and not os.path.exists(model_dir)
     if role.is_chief:
         workdir.prepare_model_dir(model_dir)
+    try:
+        return _train_locked(config, model_dir, strategy, role, policy, progress, log,
+                             async_checkpoint=async_checkpoint, deterministic=deterministic,
+                             record_summaries=record_summaries)
+    except BaseException:
+        if created:  # a failed start leaves no model_dir of its own behind
+            workdir.remove_if_unused(model_dir)
+        raise
+
+
+def _train_locked(config: PipelineConfig, model_dir: str, strategy, role: distribute.Role,
+                  policy: CheckpointPolicy, progress: hooks_lib.ProgressLine,
+                  log: Callable[[str], None], *, async_checkpoint: bool, deterministic: bool,
+                  record_summaries: bool) -> TrainResult:
+    """train() from the lock on: inputs, state, restore, the loop."""
+    train_cfg = config.train_config
+    num_steps = train_cfg.num_steps
     with RunLock(model_dir, log=log) if role.is_chief else contextlib.nullcontext():
         files = _prepare_inputs(config, model_dir, strategy, role, log)
         fine_tune = (fine_tune_lib.resolve_checkpoint(train_cfg.fine_tune_checkpoint)
@@ -101,7 +118,8 @@ def train(
         if deterministic:
             tf.config.experimental.enable_op_determinism()
         tf.keras.utils.set_random_seed(train_cfg.seed)
-        model, optimizer, position, checkpoint, required = _build_state(config, strategy)
+        model, optimizer, position, data_counts, checkpoint, required = _build_state(
+            config, strategy)
         worker_dir = None if role.is_chief else tempfile.mkdtemp(
             prefix=f"train_lib-worker{role.worker_index}-")
         if async_checkpoint and role.num_workers > 1:
@@ -124,8 +142,8 @@ def train(
             position.assign([input_start.epoch, input_start.offset])
             iterator = input_stream.train_iterator(config, files, strategy, role, input_start, log)
             parts = _Parts(config, model_dir, files, strategy, role, model, optimizer,
-                           iterator, position, input_start, start, examples_per_step,
-                           manager, policy, log, progress)
+                           iterator, position, data_counts, input_start, start,
+                           examples_per_step, manager, policy, log, progress)
             return _run(parts, start, record_summaries)
         finally:
             manager.close()
@@ -148,22 +166,26 @@ def _prepare_inputs(config: PipelineConfig, model_dir: str, strategy, role: dist
 
 
 def _build_state(config: PipelineConfig, strategy):
-    """The model, its optimizer, the input position and the checkpoints over them:
-    (model, optimizer, position, checkpoint that saves, checkpoint that must read
-    back for a checkpoint to be valid).
+    """The model, its optimizer, the input position, the data counts and the
+    checkpoints over them: (model, optimizer, position, data counts, checkpoint that
+    saves, checkpoint that must read back for a checkpoint to be valid).
 
-    Every checkpoint holds the input position: two integers, saved alike by sync
-    and async saves. All saved objects go into the constructor: TF's async
-    checkpointer saves only those, not attributes set later. A checkpoint is valid
-    when the model and optimizer read back (older ones hold no position)."""
+    Every checkpoint holds the input position (two integers) and the data counts
+    (example_checks.COUNTERS), saved alike by sync and async saves. All saved
+    objects go into the constructor: TF's async checkpointer saves only those, not
+    attributes set later. A checkpoint is valid when the model and optimizer read
+    back (older ones hold no position or counts)."""
     with strategy.scope():
         model = build_model(config.model, config.train_config.mixed_precision)
         optimizer = build_optimizer(config.train_config)
         optimizer.build(model.trainable_variables)
     position = tf.Variable([0, 0], dtype=tf.int64, trainable=False, name="input_position")
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, input_position=position)
-    return model, optimizer, position, checkpoint, tf.train.Checkpoint(model=model,
-                                                                       optimizer=optimizer)
+    data_counts = tf.Variable(tf.zeros([len(example_checks.COUNTERS)], tf.int64),
+                              trainable=False, name="data_counts")
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, input_position=position,
+                                     data_counts=data_counts)
+    required = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    return model, optimizer, position, data_counts, checkpoint, required
 
 
 def _restore(manager: CheckpointManager, model, optimizer, fine_tune: str | None,
@@ -218,6 +240,7 @@ class _Parts:
     optimizer: object
     iterator: object
     position: tf.Variable
+    data_counts: tf.Variable
     input_start: inputs.InputPosition
     start_step: int
     examples_per_step: int
@@ -229,14 +252,18 @@ class _Parts:
 
 def build_hooks(parts: _Parts, start: int, record_summaries: bool) -> list[hooks_lib.Hook]:
     """The hooks of a training run, in call order: logging first (its history feeds
-    TrainResult), then checkpoints (so an evaluation at the same step finds the
-    checkpoint on disk, and the final save precedes anything that reads it), the
-    progress line, in-training evaluation, summaries."""
+    TrainResult), what the data checks did, then checkpoints (so an evaluation at the
+    same step finds the checkpoint on disk, and the final save precedes anything that
+    reads it), the progress line, in-training evaluation, summaries."""
     train_cfg = parts.config.train_config
+    reader = parts.config.train_input_reader
     role = parts.role
     hooks: list[hooks_lib.Hook] = [
         hooks_lib.LogHook(train_cfg.log_every_n, train_cfg.num_steps, train_cfg.batch_size,
                           start, parts.log),
+        DataReportHook(train_cfg.log_every_n, parts.data_counts.numpy,
+                       os.path.join(parts.model_dir, REPORT_FILE) if role.is_chief else None,
+                       reader.bad_example_policy, reader.max_number_of_boxes, parts.log),
         hooks_lib.CheckpointHook(
             parts.manager, parts.policy, log=parts.log,
             state_is_finite=lambda: state_is_finite(parts.strategy, parts.model),
@@ -267,7 +294,8 @@ def _run(parts: _Parts, start: int, record_summaries: bool) -> TrainResult:
     config, manager = parts.config, parts.manager
     train_function = make_train_function(parts.strategy, parts.model, parts.optimizer,
                                           config, parts.position, parts.input_start,
-                                          parts.start_step, parts.examples_per_step)
+                                          parts.start_step, parts.examples_per_step,
+                                          parts.data_counts)
     steps = StepRunner(train_function, parts.iterator, parts.optimizer,
                        build_learning_rate(config.train_config))
     hooks = build_hooks(parts, start, record_summaries)
@@ -285,7 +313,7 @@ def _run(parts: _Parts, start: int, record_summaries: bool) -> TrainResult:
                 raise train_errors.worker_lost_error(
                     err, step, parts.role.name,
                     _prefix(parts.model_dir, manager.latest_step)) from err
-            raise train_errors.translate_error(err, parts.files, step) from err
+            raise train_errors.translate_error(err, parts.files, config, step) from err
     if end.reason == StopReason.NON_FINITE:
         raise train_errors.non_finite_error(end.step, end.outputs,
                                             _prefix(parts.model_dir, manager.latest_step))

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 from collections.abc import Callable
 
 from train_lib import config as config_lib
+from train_lib.checkpointing.files import list_steps
 from train_lib.config import ConfigError, PipelineConfig
 from train_lib.data import input_files
 
@@ -39,6 +41,13 @@ def prepare_model_dir(model_dir: str) -> None:
     except OSError as err:
         raise ModelDirError(f"--model_dir {model_dir} is not writable ({err.strerror}); "
                             "fix its permissions or choose another path") from None
+
+
+def remove_if_unused(model_dir: str) -> None:
+    """Removes `model_dir` (which this run created) unless it holds a checkpoint:
+    a run that failed before saving leaves nothing behind."""
+    if os.path.isdir(model_dir) and not list_steps(model_dir):
+        shutil.rmtree(model_dir, ignore_errors=True)
 
 
 def check_config_drift(config: PipelineConfig, model_dir: str,
