@@ -23,7 +23,7 @@ from train_lib.config import odapi_model, odapi_train
 from train_lib.config.errors import ConfigError
 from train_lib.config.odapi_fields import MESSAGES, OPAQUE, SUPPORTED_EXTRACTORS, S
 from train_lib.config.odapi_table import APPROX, EXACT, IGNORED, ROWS, UNSUPPORTED
-from train_lib.textproto import Node, parse
+from train_lib.textproto import LIST, Node, parse
 from train_lib.textproto import scalar_value as _value
 
 __all__ = ["OdapiConfig", "map_pipeline_config"]
@@ -134,10 +134,8 @@ class _Mapper:
             if row is None:
                 if any(path.startswith(c + ".") for c in covered):
                     continue  # inside a field decided whole by its row
-                if node.is_message and any(p.startswith(path + ".") for p in self.nodes):
-                    continue  # a container: its fields are decided
-                if node.is_message and not node.children and _message_type(path) == "Empty":
-                    continue
+                if node.is_message and _message_type(path) != OPAQUE:
+                    continue  # a described message: its fields are decided one by one
                 self.unsupported.append(f"{self.at(node)}: {path} (not supported)")
                 continue
             if row.only and (node.is_message or _written(node) not in row.only):
@@ -152,8 +150,9 @@ class _Mapper:
             elif row.status == APPROX and not row.kind:
                 self.approx(path, row.why)
             if row.kind and row.status in (EXACT, APPROX):
-                value = _value(node) if row.kind != "paths" else [
-                    _value(n) for n in nodes]
+                items = [c for n in nodes for c in (n.children if n.kind == LIST else [n])]
+                value = _value(items[0]) if row.kind not in ("paths", "floats") else [
+                    float(v) if row.kind == "floats" else v for v in map(_value, items)]
                 if row.kind == "float" and isinstance(value, int):
                     value = float(value)
                 if row.kind == "int" and not isinstance(value, int):

@@ -32,7 +32,7 @@ class Row:
     ours: str = ""
     why: str = ""
     only: tuple[str, ...] = ()  # the values (as written) the status holds for
-    kind: str = ""  # int | float | bool | str | paths: a plain conversion to `ours`
+    kind: str = ""  # int | float | bool | str | paths | floats: a plain conversion to `ours`
 
 
 M = "model.ssd."
@@ -165,7 +165,7 @@ ROWS: tuple[Row, ...] = (
     Row(M + "anchor_generator.multiscale_anchor_generator.anchor_scale", EXACT,
         "model.anchor.anchor_size", kind="float"),
     Row(M + "anchor_generator.multiscale_anchor_generator.aspect_ratios", EXACT,
-        "model.anchor.aspect_ratios"),
+        "model.anchor.aspect_ratios", kind="floats"),
     Row(M + "anchor_generator.multiscale_anchor_generator.scales_per_octave", EXACT,
         "model.anchor.num_scales", kind="int"),
     Row(M + "anchor_generator.multiscale_anchor_generator.normalize_coordinates", EXACT, "",
