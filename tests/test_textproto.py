@@ -147,3 +147,12 @@ def test_reads_an_od_api_pipeline_config():
     momentum = only(only(train, "optimizer"), "momentum_optimizer")
     assert (momentum.path, momentum.line) == ("train_config.optimizer.momentum_optimizer", 161)
     assert len(train.fields("data_augmentation_options")) == 2
+
+
+def test_scalar_values_of_a_pipeline_config():
+    from train_lib.textproto import scalar_value
+
+    root = parse("a: .08 b: 1e-8 c: 0x1F d: 2.5f e: true f: RELU_6, g: 'x' h: -3", "p.config")
+    values = [scalar_value(n) for n in root.children]
+    assert values == [0.08, 1e-8, 31, 2.5, True, "RELU_6", "x", -3]
+    assert [type(v) for v in values[:3]] == [float, float, int]

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from train_lib.errors import UserError
 
-__all__ = ["LIST", "MESSAGE", "SCALAR_KINDS", "Node", "TextProtoError", "parse"]
+__all__ = ["LIST", "MESSAGE", "SCALAR_KINDS", "Node", "TextProtoError", "parse", "scalar_value"]
 
 MESSAGE = "message"
 LIST = "list"
@@ -79,6 +79,23 @@ class Node:
             if child.name == name:
                 out.extend(child.children if child.kind == LIST else [child])
         return out
+
+
+def scalar_value(node: Node) -> int | float | bool | str:
+    """A scalar node's value as Python: numbers as int (decimal, hex, octal) or float
+    (`1.0f` allowed), `true`/`false` as bool, strings and other identifiers (enum
+    names) as str."""
+    if node.kind == "number":
+        text = node.value
+        if not text.lower().lstrip("+-").startswith("0x"):
+            text = text.rstrip("fF")
+        try:
+            return int(text, 0)
+        except ValueError:
+            return float(text)
+    if node.kind == "identifier" and node.value in ("true", "True", "false", "False"):
+        return node.value in ("true", "True")
+    return node.value
 
 
 # ---------------------------------------------------------------- tokenizer

@@ -1,9 +1,12 @@
-"""Pipeline config: YAML with the OD API's sections -> typed, validated dataclasses.
+"""Pipeline config: YAML with the OD API's sections, or the OD API's pipeline.config,
+-> typed, validated dataclasses.
 
 Modules:
 
 - schema.py     the dataclasses (one per section, each with its `problems()`), `validate`
-- loading.py    `load_config`, `config_from_dict`, `dump_config`
+- loading.py    `load_config` (YAML or OD API pipeline.config), `config_from_dict`, `dump_config`
+- odapi.py      an OD API pipeline.config -> our keys (odapi_fields.py: its messages;
+                odapi_table.py: what becomes of each field; odapi_model/odapi_train.py)
 - yaml_io.py    YAML text <-> data, with the line of every key; `YamlLoader`
 - coercion.py   strict conversion of plain data into the dataclasses (types, unknown keys)
 - problems.py   how invalid values are reported, all at once

@@ -1,7 +1,9 @@
 """Pipeline config files -> validated PipelineConfig, and back.
 
-`load_config` reads a YAML file, applies `--params_override` (overrides.py)
-on top, converts strictly (coercion.py) and validates (schema.py);
+`load_config` reads a YAML file or an OD API protobuf-text pipeline.config
+(decided from the content; odapi.py maps the latter to our keys), applies
+`--params_override` (overrides.py) on top, converts strictly (coercion.py)
+and validates (schema.py);
 `config_from_dict` does the same for data built in code; `dump_config`
 writes a config so that `load_config` reads it back equal. Every user
 mistake raises ConfigError naming the file, the line and the key path.
@@ -13,8 +15,11 @@ import os
 import re
 from collections.abc import Mapping
 
+from absl import logging
+
 from train_lib.config.coercion import Source, merge_into
 from train_lib.config.errors import ConfigError
+from train_lib.config.odapi import OdapiConfig, map_pipeline_config
 from train_lib.config.overrides import parse_params_override
 from train_lib.config.problems import raise_problems
 from train_lib.config.schema import PipelineConfig, to_dict
@@ -94,10 +99,12 @@ def _binary_message(path: str, data: bytes, offset: int, what: str) -> str:
 
 
 def load_config(path: str, params_override: str = "") -> PipelineConfig:
-    """Reads the YAML pipeline config at `path`, applies `params_override`, validates.
+    """Reads the pipeline config at `path`, applies `params_override`, validates.
 
     Args:
-        path: the YAML file.
+        path: our YAML, or an OD API protobuf-text pipeline.config (which of the two is
+            decided from the content). A pipeline.config's approximated fields are
+            logged one line each, its harmless unused fields in one warning.
         params_override: a YAML/JSON mapping string or comma-separated `a.b.c=value`
             pairs (values parsed as YAML), applied after the file; blank: none.
 
@@ -106,14 +113,13 @@ def load_config(path: str, params_override: str = "") -> PipelineConfig:
             invalid values at once).
     """
     text = _read_config_text(path)
+    odapi = None
     if _looks_like_pbtxt(text):
-        raise ConfigError(
-            f"{path} looks like an OD API protobuf text pipeline.config (`section {{ ... }}` "
-            "blocks). This driver reads YAML with the same section names (model, train_config, "
-            "train_input_reader, eval_config, eval_input_reader) but its own keys; rewrite it "
-            f"as YAML, see {README_CONFIG_REFERENCE}"
-        )
-    data, lines = parse_yaml(text, path)
+        odapi = map_pipeline_config(text, path)
+        _log_odapi_notes(odapi, path)
+        data, lines = odapi.data, odapi.lines
+    else:
+        data, lines = parse_yaml(text, path)
     if data is None:
         raise ConfigError(
             f"{path} is empty; it must be a YAML mapping with sections such as `model:` and "
@@ -125,8 +131,40 @@ def load_config(path: str, params_override: str = "") -> PipelineConfig:
         override = parse_params_override(params_override)
         config = merge_into(config, override, Source("--params_override"))
         source = f"{path} with --params_override"
+    if odapi is not None:
+        _check_configured(config, odapi, path)
     raise_problems(config.problems(), source)
     return config
+
+
+_PLACEHOLDER = "PATH_TO_BE_CONFIGURED"
+
+
+def _log_odapi_notes(odapi: OdapiConfig, path: str) -> None:
+    for note in odapi.approximations.values():
+        logging.info("%s", note)
+    if odapi.ignored:
+        logging.warning("%s: %d fields of this pipeline.config are not used (harmless here):"
+                        "\n  - %s", path, len(odapi.ignored), "\n  - ".join(odapi.ignored))
+
+
+def _check_configured(config: PipelineConfig, odapi: OdapiConfig, path: str) -> None:
+    """ConfigError naming the field if a path still holds the OD API's placeholder."""
+    values = {
+        "train_config.fine_tune_checkpoint": [config.train_config.fine_tune_checkpoint],
+        "train_input_reader.label_map_path": [config.train_input_reader.label_map_path],
+        "train_input_reader.input_path": config.train_input_reader.input_path,
+        "eval_input_reader.label_map_path": [config.eval_input_reader.label_map_path],
+        "eval_input_reader.input_path": config.eval_input_reader.input_path,
+    }
+    for key, found in values.items():
+        if any(_PLACEHOLDER in v for v in found):
+            origin = odapi.origins.get(key, key)
+            line = odapi.lines.get(key)
+            where = f"{path}:{line}" if line else path
+            raise ConfigError(
+                f"{where}: {origin} still holds {_PLACEHOLDER}: {[v for v in found if v]}; "
+                f"write the real path there, or give it with --params_override={key}=...")
 
 
 def dump_config(config: PipelineConfig, path: str) -> None:

@@ -24,8 +24,9 @@ from train_lib.config.problems import Checks, raise_problems
 
 ARCHITECTURES = ("retinanet",)
 BACKBONE_MODEL_IDS = {
-    "mobilenet": ("MobileNetV2", "MobileNetV3Small", "MobileNetV3Large"),
-    "resnet": ("18", "34", "50", "101"),
+    "mobilenet": ("MobileNetV2", "MobileNetV3Small", "MobileNetV3Large", "MobileNetV1"),
+    "resnet": ("18", "34", "50", "101", "152"),
+    "efficientnet": tuple(f"b{i}" for i in range(8)),
 }
 ACTIVATIONS = ("relu", "relu6", "swish", "hard_swish")
 OPTIMIZERS = ("sgd", "adam")
@@ -42,11 +43,12 @@ MIN_LEVEL, MAX_LEVEL = 2, 7
 
 @dataclass
 class BackboneConfig:
-    type: str = "mobilenet"  # mobilenet | resnet
-    # mobilenet: MobileNetV2 | MobileNetV3Small | MobileNetV3Large
-    # resnet: 18 | 34 | 50 | 101 (given as a string or an int)
+    type: str = "mobilenet"  # mobilenet | resnet | efficientnet
+    # mobilenet: MobileNetV2 | MobileNetV3Small | MobileNetV3Large | MobileNetV1
+    # resnet: 18 | 34 | 50 | 101 | 152 (given as a string or an int)
+    # efficientnet: b0 .. b7 (its width and depth come from the model_id)
     model_id: str = field(default="MobileNetV2", metadata=STRING_OR_INTEGER)
-    # MobileNet filter_size_scale / ResNet depth_multiplier.
+    # MobileNet filter_size_scale / ResNet depth_multiplier; EfficientNet: 1.0 only.
     width_multiplier: float = 1.0
 
     def problems(self, prefix: str = "model.backbone") -> list[str]:
@@ -56,6 +58,9 @@ class BackboneConfig:
             c.choice("model_id", self.model_id, BACKBONE_MODEL_IDS[self.type],
                      f" for {c.path('type')}: {self.type}")
         c.need(self.width_multiplier > 0, "width_multiplier", self.width_multiplier, "must be > 0")
+        if self.type == "efficientnet":
+            c.need(self.width_multiplier == 1.0, "width_multiplier", self.width_multiplier,
+                   "must be 1.0 for efficientnet (the model_id sets its width)")
         return c.problems
 
 

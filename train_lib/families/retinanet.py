@@ -31,6 +31,11 @@ def model_garden_config(model: ModelConfig) -> retinanet_cfg.RetinaNet:
                 model_id=bb.model_id, filter_size_scale=bb.width_multiplier
             ),
         )
+    elif bb.type == "efficientnet":
+        backbone = backbones.Backbone(
+            type="efficientnet",
+            efficientnet=backbones.EfficientNet(model_id=bb.model_id, se_ratio=0.25),
+        )
     else:
         backbone = backbones.Backbone(
             type="resnet",

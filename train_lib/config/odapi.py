@@ -1,0 +1,197 @@
+"""An OD API protobuf-text pipeline.config -> our config data, field by field.
+
+`map_pipeline_config(text, source)` parses the text (train_lib/textproto.py),
+checks every field name against the OD API's messages (odapi_fields.py: a
+typo is an error naming the nearest known field), and decides each field by
+its row in odapi_table.py: exact and approximated fields become our keys,
+ignored ones are listed in one warning, unsupported ones in one error. Fields
+that combine (backbone and levels, anchors, box-loss scaling, learning-rate
+schedules, augmentation) are computed here. Nothing is dropped silently.
+
+The result is plain data in our keys (as YAML would give), the pipeline.config
+line of each key, and the notes to log; loading.py merges and validates it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from train_lib.config import odapi_model, odapi_train
+from train_lib.config.errors import ConfigError
+from train_lib.config.odapi_fields import MESSAGES, OPAQUE, SUPPORTED_EXTRACTORS, S
+from train_lib.config.odapi_table import APPROX, EXACT, IGNORED, ROWS, UNSUPPORTED
+from train_lib.textproto import LIST, Node, parse
+from train_lib.textproto import scalar_value as _value
+
+__all__ = ["OdapiConfig", "map_pipeline_config"]
+
+_ROWS = {row.path: row for row in ROWS}
+
+
+@dataclass
+class OdapiConfig:
+    """A mapped pipeline.config.
+
+    Attributes:
+        data: our config as nested plain data (as parsed YAML).
+        lines: our dotted key -> its line in the pipeline.config.
+        origins: our dotted key -> the OD API field path it came from.
+        approximations: our dotted key (or the OD API path) -> why, one log line each.
+        ignored: "file:line: path (why)" of the harmless fields not used.
+    """
+
+    data: dict = field(default_factory=dict)
+    lines: dict[str, int] = field(default_factory=dict)
+    origins: dict[str, str] = field(default_factory=dict)
+    approximations: dict[str, str] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)
+
+
+def _written(node: Node) -> str:
+    return node.value
+
+
+class _Mapper:
+    def __init__(self, root: Node, source: str):
+        self.source = source
+        self.nodes: dict[str, list[Node]] = defaultdict(list)
+        self.out = OdapiConfig()
+        self.unsupported: list[str] = []
+        self._walk(root, "TrainEvalPipelineConfig")
+
+    # ------------------------------------------------------------ reading
+    def at(self, node: Node) -> str:
+        return f"{self.source}:{node.line}"
+
+    def _walk(self, message: Node, mtype: str) -> None:
+        """Checks every field name and kind below `message`; records the nodes by path."""
+        known = MESSAGES[mtype]
+        for child in message.children:
+            ftype = known.get(child.name)
+            if ftype is None:
+                parent = message.path
+                close = difflib.get_close_matches(child.name, list(known), n=1, cutoff=0.5)
+                hint = (f"; did you mean `{f'{parent}.' if parent else ''}{close[0]}`?" if close
+                        else f"; known fields here: {', '.join(known)}")
+                raise ConfigError(f"{self.source}:{child.line}:{child.column}: unknown field "
+                                  f"`{child.path}`{hint}")
+            if (ftype == S) == child.is_message:
+                want = "a value (`name: value`)" if ftype == S else "a message (`name { ... }`)"
+                raise ConfigError(f"{self.source}:{child.line}:{child.column}: `{child.path}` "
+                                  f"must be {want}")
+            self.nodes[child.path].append(child)
+            if ftype not in (S, OPAQUE) and child.path not in _ROWS:
+                self._walk(child, ftype)
+
+    def one(self, path: str) -> Node | None:
+        found = self.nodes.get(path, [])
+        if len(found) > 1 and not path.endswith(("aspect_ratios", "input_path", "metrics_set",
+                                                 "schedule", "step", "learning_rate")):
+            self.unsupported.append(f"{self.at(found[1])}: {path} (given {len(found)} times; "
+                                    "give it once)")
+        return found[0] if found else None
+
+    def get(self, path: str, default: Any = None) -> Any:
+        node = self.one(path)
+        return default if node is None else _value(node)
+
+    # ------------------------------------------------------------ writing
+    def set(self, key: str, value: Any, origin: str, note: str = "") -> None:
+        """Sets our dotted `key`; `note` (if any) says why it is approximated."""
+        target = self.out.data
+        *parents, leaf = key.split(".")
+        for name in parents:
+            target = target.setdefault(name, {})
+        target[leaf] = value
+        node = self.one(origin)
+        if node is not None:
+            self.out.lines.setdefault(key, node.line)
+            self.out.origins.setdefault(key, origin)
+        if note:
+            where = f"{self.at(node)}: " if node is not None else f"{self.source}: "
+            self.out.approximations[key] = f"{where}{origin} approximated as {key}: {note}"
+
+    def approx(self, path: str, note: str) -> None:
+        node = self.one(path)
+        if node is not None:
+            self.out.approximations[path] = f"{self.at(node)}: {path} approximated: {note}"
+
+    def refuse(self, path: str, why: str) -> None:
+        node = self.one(path)
+        where = self.at(node) if node is not None else self.source
+        self.unsupported.append(f"{where}: {path} ({why})")
+
+    # ------------------------------------------------------------ the table
+    def classify(self) -> None:
+        """Applies each field's row: plain conversions, notes, warnings, refusals."""
+        covered = [p for p in self.nodes if p in _ROWS]
+        for path, nodes in self.nodes.items():
+            row = _ROWS.get(path)
+            node = nodes[0]
+            if row is None:
+                if any(path.startswith(c + ".") for c in covered):
+                    continue  # inside a field decided whole by its row
+                if node.is_message and _message_type(path) != OPAQUE:
+                    continue  # a described message: its fields are decided one by one
+                self.unsupported.append(f"{self.at(node)}: {path} (not supported)")
+                continue
+            if row.only and (node.is_message or _written(node) not in row.only):
+                shown = "{...}" if node.is_message else _written(node)
+                self.unsupported.append(f"{self.at(node)}: {path}: {shown} ({row.why}; only "
+                                        f"{' / '.join(row.only)})")
+            elif row.status == UNSUPPORTED:
+                self.unsupported.append(f"{self.at(node)}: {path} ({row.why})")
+            elif row.status == IGNORED:
+                self.out.ignored.append(f"{self.at(node)}: {path}"
+                                        + (f" ({row.why})" if row.why else ""))
+            elif row.status == APPROX and not row.kind:
+                self.approx(path, row.why)
+            if row.kind and row.status in (EXACT, APPROX):
+                items = [c for n in nodes for c in (n.children if n.kind == LIST else [n])]
+                value = _value(items[0]) if row.kind not in ("paths", "floats") else [
+                    float(v) if row.kind == "floats" else v for v in map(_value, items)]
+                if row.kind == "float" and isinstance(value, int):
+                    value = float(value)
+                if row.kind == "int" and not isinstance(value, int):
+                    self.unsupported.append(f"{self.at(node)}: {path}: {node.value} (must be "
+                                            "an integer)")
+                    continue
+                self.set(row.ours, value, path, row.why if row.status == APPROX else "")
+
+
+def _message_type(path: str) -> str:
+    mtype = "TrainEvalPipelineConfig"
+    for name in path.split("."):
+        mtype = MESSAGES.get(mtype, {}).get(name, OPAQUE)
+    return mtype
+
+
+def map_pipeline_config(text: str, source: str) -> OdapiConfig:
+    """Maps the pipeline.config `text` (named `source` in messages) to our config data.
+
+    Raises:
+        ConfigError (TextProtoError for syntax): a syntax error (file:line:column), an
+            unknown field (its path and the nearest known one), a field of the wrong
+            kind, or every unsupported field at once, each by file:line and path.
+    """
+    m = _Mapper(parse(text, source), source)
+    if m.one("model.ssd") is None:
+        arch = [n.name for n in (m.one("model").children if m.one("model") else [])]
+        if not arch:
+            raise ConfigError(f"{source}: no `model.ssd {{ ... }}`; supported: the ssd "
+                              f"meta-architecture with feature extractors "
+                              f"{', '.join(SUPPORTED_EXTRACTORS)}")
+    m.classify()
+    if m.one("model.ssd") is not None:
+        odapi_model.map_model(m)
+    odapi_train.map_training(m)
+    if m.unsupported:
+        count = len(m.unsupported)
+        raise ConfigError(
+            f"{source}: {count} field{'s' if count > 1 else ''} of this pipeline.config "
+            "cannot be honoured (ignoring them would change what is trained); remove or change "
+            "them (README.md, 'Coming from the OD API'):\n  - " + "\n  - ".join(m.unsupported))
+    return m.out

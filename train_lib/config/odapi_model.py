@@ -1,0 +1,220 @@
+"""The `model.ssd` fields of a pipeline.config that combine into our `model` keys.
+
+Called by odapi.py after the plain fields are mapped: the backbone and levels
+(from the feature extractor's type), the anchors, the input size, the one
+norm/activation setting, the head width, and the box-loss scaling. Each
+approximation is noted with why; what cannot be honoured is refused.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import TYPE_CHECKING
+
+from train_lib.config.odapi_fields import SUPPORTED_EXTRACTORS
+from train_lib.config.schema import MAX_LEVEL
+from train_lib.textproto import scalar_value
+
+if TYPE_CHECKING:
+    from train_lib.config.odapi import _Mapper
+
+__all__ = ["map_model"]
+
+M = "model.ssd."
+FE = M + "feature_extractor."
+SSD_ANCHORS = M + "anchor_generator.ssd_anchor_generator"
+MULTISCALE = M + "anchor_generator.multiscale_anchor_generator."
+ACTIVATIONS = {"RELU_6": "relu6", "RELU": "relu", "SWISH": "swish"}
+
+
+def child_value(node, name: str, default):
+    """The value of field `name` of message `node` (all values for a repeated one)."""
+    values = [scalar_value(n) for n in node.fields(name)] if node is not None else []
+    if not values:
+        return default
+    return values if isinstance(default, list) else values[0]
+
+
+def _backbone(m: _Mapper) -> str:
+    """Sets model.backbone from the feature extractor's type; returns the decoder kind."""
+    kind = m.get(FE + "type", "")
+    origin = FE + "type"
+    if match := re.fullmatch(r"ssd_resnet(50|101|152)_v1_fpn_keras", kind):
+        m.set("model.backbone.type", "resnet", origin)
+        m.set("model.backbone.model_id", match.group(1), origin,
+              f"Model Garden's ResNet-{match.group(1)} (v1.5: the stride in the 3x3 conv) "
+              f"and its FPN for the OD API's Keras ResNet-{match.group(1)} v1 FPN")
+        return "fpn"
+    if kind in ("ssd_mobilenet_v1_fpn_keras", "ssd_mobilenet_v2_fpn_keras"):
+        version = "V1" if "v1" in kind else "V2"
+        m.set("model.backbone.type", "mobilenet", origin)
+        m.set("model.backbone.model_id", f"MobileNet{version}", origin,
+              f"Model Garden's MobileNet{version} and its FPN for the OD API's Keras "
+              f"MobileNet{version} FPN (the same layers, other implementations)")
+        return "fpn"
+    if kind == "ssd_mobilenet_v2_keras":
+        m.set("model.backbone.type", "mobilenet", origin)
+        m.set("model.backbone.model_id", "MobileNetV2", origin,
+              "Model Garden's MobileNetV2 with an FPN over levels 4 and up stands in for the "
+              "OD API's SSD feature maps (stride 16 and 32 and extra stride-2 layers, no FPN)")
+        return "ssd"
+    if match := re.fullmatch(r"ssd_efficientnet-(b[0-7])_bifpn_keras", kind):
+        m.set("model.backbone.type", "efficientnet", origin)
+        m.set("model.backbone.model_id", match.group(1), origin,
+              f"Model Garden's EfficientNet-{match.group(1)} with an FPN (Model Garden has no "
+              "BiFPN: one top-down pass instead of repeated weighted BiFPN layers)")
+        if m.get(FE + "depth_multiplier", 1.0) != 1.0:
+            m.refuse(FE + "depth_multiplier", "EfficientNet's width comes from b0..b7; only 1.0")
+        return "bifpn"
+    m.refuse(origin, f"feature extractor {kind!r} is not supported; supported: "
+                     f"{', '.join(SUPPORTED_EXTRACTORS)}")
+    return "none"
+
+
+def _levels(m: _Mapper, decoder: str) -> tuple[int, int]:
+    """Sets model.min_level / max_level; returns them."""
+    if decoder in ("fpn", "bifpn"):
+        block = FE + decoder
+        low, high = m.get(block + ".min_level", 3), m.get(block + ".max_level", 7)
+        m.set("model.min_level", low, block)
+        m.set("model.max_level", high, block)
+    elif decoder == "ssd":
+        node = m.one(SSD_ANCHORS)
+        layers = child_value(node, "num_layers", 6)
+        low, high = 4, min(4 + layers - 1, MAX_LEVEL)
+        note = (f"SSD's {layers} feature maps from stride 16 become levels {low}..{high}"
+                + (f" (Model Garden's levels end at {MAX_LEVEL})" if 3 + layers > MAX_LEVEL
+                   else ""))
+        m.set("model.min_level", low, SSD_ANCHORS)
+        m.set("model.max_level", high, SSD_ANCHORS, note)
+    else:
+        return 3, 5
+    for name, level in (("min_level", low), ("max_level", high)):
+        given = m.get(MULTISCALE + name)
+        if given is not None and given != level:
+            m.refuse(MULTISCALE + name, f"{given} differs from the feature extractor's {level}; "
+                                        "anchors must be on the FPN's levels")
+    return low, high
+
+
+def _input_size(m: _Mapper, max_level: int) -> int:
+    """Sets model.input_size, rounded to multiples of 2**max_level; returns the height."""
+    stride = 2**max_level
+    fixed = M + "image_resizer.fixed_shape_resizer."
+    keep = M + "image_resizer.keep_aspect_ratio_resizer."
+    if m.one(fixed + "height") is not None or m.one(fixed[:-1]) is not None:
+        size, origin = [m.get(fixed + "height", 300), m.get(fixed + "width", 300)], fixed + "height"
+    elif m.one(keep[:-1]) is not None:
+        side = m.get(keep + "max_dimension", 1024)
+        size, origin = [side, side], keep + "max_dimension"
+    else:
+        return 128
+    rounded = [max(stride, (s + stride // 2) // stride * stride) for s in size]
+    note = (f"{size} rounded to {rounded}, multiples of 2**max_level = {stride}"
+            if rounded != size else "")
+    m.set("model.input_size", rounded, origin, note)
+    return size[0]
+
+
+def _anchors(m: _Mapper, min_level: int, image_height: int) -> None:
+    node = m.one(SSD_ANCHORS)
+    if node is None:
+        return
+    min_scale = child_value(node, "min_scale", 0.2)
+    ratios = [float(r) for r in child_value(node, "aspect_ratios", [1.0, 2.0, 0.5, 3.0, 0.3333])]
+    interpolated = child_value(node, "interpolated_scale_aspect_ratio", 1.0)
+    size = round(min_scale * image_height / 2**min_level, 3)
+    m.set("model.anchor.anchor_size", size, SSD_ANCHORS,
+          f"min_scale {min_scale} of {image_height} px on level {min_level}")
+    m.set("model.anchor.aspect_ratios", ratios, SSD_ANCHORS)
+    m.set("model.anchor.num_scales", 2 if interpolated > 0 else 1, SSD_ANCHORS)
+
+
+def _norm(m: _Mapper) -> None:
+    """The feature extractor's conv_hyperparams set model.norm and the L2 weight; the box
+    predictor's must agree (one setting serves all), else that is noted."""
+    hp = FE + "conv_hyperparams."
+    keys = {"activation": "model.norm.activation", "batch_norm.decay": "model.norm.norm_momentum",
+            "batch_norm.epsilon": "model.norm.norm_epsilon",
+            "regularizer.l2_regularizer.weight": "model.loss.l2_weight_decay"}
+    ours = {}
+    for name, key in keys.items():
+        value = m.get(hp + name)
+        if value is None:
+            continue
+        if name == "activation":
+            value = ACTIVATIONS.get(value, value)
+        else:
+            value = float(value)
+        ours[name] = value
+        m.set(key, value, hp + name)
+    if m.one(hp + "batch_norm") is None and m.one(hp[:-1]) is not None:
+        m.approx(hp[:-1], "no batch_norm: batch norm is used all the same")
+    for predictor in ("weight_shared_convolutional_box_predictor", "convolutional_box_predictor"):
+        other = f"{M}box_predictor.{predictor}.conv_hyperparams."
+        for name, value in ours.items():
+            theirs = m.get(other + name)
+            if name == "activation":
+                theirs = ACTIVATIONS.get(theirs, theirs)
+            if theirs is not None and theirs != value:
+                m.approx(other + name, f"{theirs} differs from the feature extractor's {value}; "
+                                       "one norm/activation setting serves all, the feature "
+                                       "extractor's is used")
+
+
+def _head(m: _Mapper) -> None:
+    cb = M + "box_predictor.convolutional_box_predictor."
+    if m.one(cb[:-1]) is None:
+        return
+    depth = m.get(cb + "max_depth", 0) or m.get(cb + "min_depth", 0)
+    if depth:
+        m.set("model.head.num_filters", depth, cb + "max_depth")
+    elif m.get(cb + "num_layers_before_predictor", 0) == 0:
+        m.set("model.head.num_convs", 0, cb + "num_layers_before_predictor")
+    m.approx(cb[:-1], "Model Garden's RetinaNet head shares its weights across levels (the "
+                      "OD API's convolutional predictor has one per level)")
+
+
+def _losses(m: _Mapper) -> None:
+    focal = M + "loss.classification_loss.weighted_sigmoid_focal"
+    if m.one(focal) is not None:
+        if m.one(focal + ".alpha") is None:
+            m.set("model.loss.focal_loss_alpha", 0.5, focal,
+                  "no alpha: the OD API weighs positives and negatives alike; 0.5 does too "
+                  "(at half the loss)")
+        if m.one(focal + ".gamma") is None:
+            m.set("model.loss.focal_loss_gamma", 2.0, focal)
+    smooth = M + "loss.localization_loss.weighted_smooth_l1"
+    if m.one(smooth) is None:
+        return
+    coder = M + "box_coder.faster_rcnn_box_coder"
+    node = m.one(coder)
+    scales = [float(child_value(node, n, d)) for n, d in (
+        ("y_scale", 10.0), ("x_scale", 10.0), ("height_scale", 5.0), ("width_scale", 5.0))] \
+        if node is not None else [1.0] * 4
+    delta = float(m.get(smooth + ".delta", 1.0))
+    mean_square = sum(s * s for s in scales) / 4
+    per_code = 1.0 if m.get(M + "normalize_loc_loss_by_codesize", False) else 4.0
+    weight = (float(m.get(M + "loss.localization_weight", 1.0))
+              / float(m.get(M + "loss.classification_weight", 1.0)))
+    m.set("model.loss.huber_loss_delta", round(delta / scales[0], 6), smooth,
+          f"smooth L1 delta {delta} on targets scaled by {scales[0]:g} is a Huber delta of "
+          f"{delta / scales[0]:g} on Model Garden's unscaled targets")
+    m.set("model.loss.box_loss_weight", round(weight * mean_square * per_code, 6), smooth,
+          f"localization/classification weight {weight:g} x mean squared box-coder scale "
+          f"{mean_square:g}" + (" x 4 coordinates" if per_code > 1 else ""))
+    if not math.isclose(weight, 1.0):
+        m.approx(M + "loss.classification_weight", "the class loss weighs 1 here; the box "
+                                                  "weight keeps the ratio")
+
+
+def map_model(m: _Mapper) -> None:
+    """Maps the combined `model.ssd` fields (see the module docstring)."""
+    decoder = _backbone(m)
+    min_level, max_level = _levels(m, decoder)
+    height = _input_size(m, max_level)
+    _anchors(m, min_level, height)
+    _norm(m)
+    _head(m)
+    _losses(m)

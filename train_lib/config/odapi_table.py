@@ -1,0 +1,388 @@
+"""What becomes of each OD API pipeline.config field: the one table of the mapping.
+
+Each `Row` is one field path as written in a pipeline.config and its fate:
+
+- `exact`: the same meaning under our key;
+- `approximated`: the nearest thing Model Garden has; logged once, with why;
+- `ignored`: harmless here; all of them are listed in one warning;
+- `unsupported`: ignoring it would change what is trained; all of them are
+  listed in one error.
+
+`only` restricts a row to the values it holds for (`freeze_batchnorm` is exact
+only when false); any other value is unsupported, with the row's `why`. `kind`
+names the plain conversion of a scalar to `ours` (int, float, bool, str,
+paths); rows without it are computed by `odapi.py` from several fields. A
+known field (odapi_fields.py) without a row is unsupported. README.md's table
+"Coming from the OD API" is `markdown_table()`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["APPROX", "EXACT", "IGNORED", "ROWS", "UNSUPPORTED", "Row", "markdown_table"]
+
+EXACT, APPROX, IGNORED, UNSUPPORTED = "exact", "approximated", "ignored", "unsupported"
+
+
+@dataclass(frozen=True)
+class Row:
+    path: str
+    status: str
+    ours: str = ""
+    why: str = ""
+    only: tuple[str, ...] = ()  # the values (as written) the status holds for
+    kind: str = ""  # int | float | bool | str | paths | floats: a plain conversion to `ours`
+
+
+M = "model.ssd."
+FE = M + "feature_extractor."
+WS = M + "box_predictor.weight_shared_convolutional_box_predictor."
+CB = M + "box_predictor.convolutional_box_predictor."
+T = "train_config."
+OPT = T + "optimizer."
+AUG = T + "data_augmentation_options."
+_ONE_NORM = "one norm/activation setting serves backbone, FPN and head"
+
+
+def _hyperparams(prefix: str, ours_too: bool) -> list[Row]:
+    """Rows of a conv_hyperparams block; `ours_too`: it sets our keys (else it is compared)."""
+    p = prefix + "conv_hyperparams."
+    key = (lambda k: k) if ours_too else (lambda k: "")
+    why = "" if ours_too else f"must agree with the feature extractor's: {_ONE_NORM}"
+    return [
+        Row(p + "activation", EXACT, key("model.norm.activation"), why,
+            only=("RELU_6", "RELU", "SWISH")),
+        Row(p + "regularizer.l2_regularizer.weight", EXACT, key("model.loss.l2_weight_decay"),
+            why),
+        Row(p + "initializer", APPROX, "",
+            "Model Garden's layers keep their own initializers (normal, stddev 0.01 in the "
+            "head, as the OD API's; He/Glorot elsewhere)"),
+        Row(p + "batch_norm.decay", EXACT, key("model.norm.norm_momentum"), why),
+        Row(p + "batch_norm.epsilon", EXACT, key("model.norm.norm_epsilon"), why),
+        Row(p + "batch_norm.scale", EXACT, "", "batch norm always scales", only=("true",)),
+        Row(p + "batch_norm.center", EXACT, "", "batch norm always centers", only=("true",)),
+        Row(p + "batch_norm.train", EXACT, "", "batch norm is always trained",
+            only=("true",)),
+        Row(p + "sync_batch_norm", EXACT, key("model.norm.use_sync_bn"), why, kind="bool"),
+        Row(p + "force_use_bias", APPROX, "",
+            "Model Garden decides per layer whether a conv before batch norm has a bias"),
+        Row(p + "regularize_depthwise", APPROX, "",
+            "Model Garden regularises the depthwise kernels as it builds them"),
+        Row(p + "op", EXACT, "", "only convolutional hyperparams", only=("CONV",)),
+    ]
+
+
+ROWS: tuple[Row, ...] = (
+    # ---------------------------------------------------------------- meta-architecture
+    Row("model.faster_rcnn", UNSUPPORTED, "",
+        "only the ssd meta-architecture is supported (as Model Garden's RetinaNet)"),
+    Row("model.center_net", UNSUPPORTED, "",
+        "only the ssd meta-architecture is supported (as Model Garden's RetinaNet)"),
+    Row("model.experimental_model", UNSUPPORTED, "",
+        "only the ssd meta-architecture is supported (as Model Garden's RetinaNet)"),
+    Row(M + "num_classes", EXACT, "model.num_classes", kind="int"),
+    Row(M + "freeze_batchnorm", EXACT, "", "frozen batch norm is not supported",
+        only=("false",)),
+    Row(M + "inplace_batchnorm_update", IGNORED, "",
+        "TF1 graph option; Keras updates batch norm in place"),
+    Row(M + "encode_background_as_zeros", APPROX, "model.num_classes",
+        "Model Garden's class head has a background column 0 (num_classes + 1 sigmoid "
+        "outputs, background trained as a negative class)"),
+    Row(M + "add_background_class", APPROX, "model.num_classes",
+        "Model Garden's class head always has a background column 0"),
+    Row(M + "negative_class_weight", EXACT, "", "negatives always weigh 1", only=("1", "1.0")),
+    Row(M + "normalize_loss_by_num_matches", APPROX, "",
+        "losses are divided by (matched anchors + 1)", only=("true",)),
+    Row(M + "normalize_loc_loss_by_codesize", APPROX, "model.loss.box_loss_weight",
+        "Keras' Huber loss averages over the 4 box coordinates; without this the box "
+        "weight is multiplied by 4"),
+    Row(M + "return_raw_detections_during_predict", IGNORED, "",
+        "the exported signature has the OD API's detection outputs"),
+    # ---------------------------------------------------------------- feature extractor
+    Row(FE + "type", APPROX, "model.backbone",
+        "the nearest Model Garden backbone and FPN (logged per type: BiFPN and SSD's extra "
+        "layers become an FPN)"),
+    Row(FE + "depth_multiplier", EXACT, "model.backbone.width_multiplier",
+        "EfficientNet takes its width from model_id (only 1.0)"),
+    Row(FE + "min_depth", APPROX, "",
+        "Model Garden rounds channels to multiples of 8 instead of flooring at min_depth "
+        "(the same for depth_multiplier >= 1)"),
+    Row(FE + "override_base_feature_extractor_hyperparams", APPROX, "",
+        f"{_ONE_NORM}, the backbone's included"),
+    Row(FE + "use_depthwise", EXACT, "model.fpn.use_separable_conv", kind="bool"),
+    Row(FE + "pad_to_multiple", EXACT, "",
+        "inputs are already multiples of 2**max_level (model.input_size)"),
+    Row(FE + "use_explicit_padding", EXACT, "", "Model Garden pads 'same'", only=("false",)),
+    Row(FE + "fpn.min_level", EXACT, "model.min_level", kind="int"),
+    Row(FE + "fpn.max_level", EXACT, "model.max_level", kind="int"),
+    Row(FE + "fpn.additional_layer_depth", EXACT, "model.fpn.num_filters", kind="int"),
+    Row(FE + "bifpn.min_level", EXACT, "model.min_level", kind="int"),
+    Row(FE + "bifpn.max_level", EXACT, "model.max_level", kind="int"),
+    Row(FE + "bifpn.num_filters", EXACT, "model.fpn.num_filters", kind="int"),
+    Row(FE + "bifpn.num_iterations", APPROX, "",
+        "Model Garden has no BiFPN: one top-down FPN pass instead of repeated BiFPN layers"),
+    Row(FE + "bifpn.combine_method", APPROX, "", "FPN adds its inputs"),
+    Row(FE + "bifpn.use_native_resize_op", IGNORED, "", "FPN upsamples by nearest neighbour"),
+    *_hyperparams(FE, ours_too=True),
+    # ---------------------------------------------------------------- box predictor
+    Row(WS + "depth", EXACT, "model.head.num_filters", kind="int"),
+    Row(WS + "num_layers_before_predictor", EXACT, "model.head.num_convs", kind="int"),
+    Row(WS + "kernel_size", EXACT, "", "Model Garden's head convs are 3x3", only=("3",)),
+    Row(WS + "use_depthwise", EXACT, "model.head.use_separable_conv", kind="bool"),
+    Row(WS + "class_prediction_bias_init", APPROX, "",
+        "Model Garden initialises the class bias for a prior of 0.01 (-4.595)"),
+    Row(WS + "box_code_size", EXACT, "", "boxes have 4 coordinates", only=("4",)),
+    Row(WS + "share_prediction_tower", EXACT, "", "class and box towers are separate",
+        only=("false",)),
+    Row(WS + "use_dropout", EXACT, "", "no dropout in the head", only=("false",)),
+    Row(WS + "dropout_keep_probability", IGNORED, "", "unused without use_dropout"),
+    Row(WS + "score_converter", EXACT, "", "scores are sigmoids of the logits",
+        only=("IDENTITY",)),
+    *_hyperparams(WS, ours_too=False),
+    Row(CB + "num_layers_before_predictor", EXACT, "model.head.num_convs", kind="int"),
+    Row(CB + "max_depth", APPROX, "model.head.num_filters",
+        "the head's towers have one width (max_depth, else the FPN's)"),
+    Row(CB + "min_depth", APPROX, "model.head.num_filters",
+        "the head's towers have one width (max_depth, else the FPN's)"),
+    Row(CB + "kernel_size", APPROX, "",
+        "Model Garden's head convs are 3x3, shared across levels (the OD API's "
+        "convolutional predictor has one per level)"),
+    Row(CB + "use_depthwise", EXACT, "model.head.use_separable_conv", kind="bool"),
+    Row(CB + "class_prediction_bias_init", APPROX, "",
+        "Model Garden initialises the class bias for a prior of 0.01 (-4.595)"),
+    Row(CB + "box_code_size", EXACT, "", "boxes have 4 coordinates", only=("4",)),
+    Row(CB + "use_dropout", EXACT, "", "no dropout in the head", only=("false",)),
+    Row(CB + "dropout_keep_probability", IGNORED, "", "unused without use_dropout"),
+    Row(CB + "apply_sigmoid_to_scores", EXACT, "", "scores are sigmoids at inference",
+        only=("false",)),
+    *_hyperparams(CB, ours_too=False),
+    # ---------------------------------------------------------------- anchors, resizer
+    Row(M + "anchor_generator.multiscale_anchor_generator.min_level", EXACT, "model.min_level",
+        "must equal the feature extractor's"),
+    Row(M + "anchor_generator.multiscale_anchor_generator.max_level", EXACT, "model.max_level",
+        "must equal the feature extractor's"),
+    Row(M + "anchor_generator.multiscale_anchor_generator.anchor_scale", EXACT,
+        "model.anchor.anchor_size", kind="float"),
+    Row(M + "anchor_generator.multiscale_anchor_generator.aspect_ratios", EXACT,
+        "model.anchor.aspect_ratios", kind="floats"),
+    Row(M + "anchor_generator.multiscale_anchor_generator.scales_per_octave", EXACT,
+        "model.anchor.num_scales", kind="int"),
+    Row(M + "anchor_generator.multiscale_anchor_generator.normalize_coordinates", EXACT, "",
+        "anchors are in pixels internally; boxes come out normalised"),
+    Row(M + "anchor_generator.ssd_anchor_generator", APPROX, "model.anchor",
+        "Model Garden's anchors are anchor_size * 2**level on each level: the lowest "
+        "layer's min_scale sets anchor_size, aspect_ratios are kept, the interpolated "
+        "scale becomes a second scale per octave"),
+    Row(M + "image_resizer.fixed_shape_resizer.height", APPROX, "model.input_size",
+        "images are scaled keeping their aspect ratio and padded to input_size (the OD API "
+        "stretches); rounded to a multiple of 2**max_level"),
+    Row(M + "image_resizer.fixed_shape_resizer.width", APPROX, "model.input_size",
+        "as height"),
+    Row(M + "image_resizer.fixed_shape_resizer.resize_method", EXACT, "", "bilinear",
+        only=("BILINEAR",)),
+    Row(M + "image_resizer.keep_aspect_ratio_resizer.max_dimension", EXACT,
+        "model.input_size", "scaled keeping the aspect ratio, padded to a square; rounded "
+        "to a multiple of 2**max_level"),
+    Row(M + "image_resizer.keep_aspect_ratio_resizer.min_dimension", APPROX, "",
+        "the longer side alone decides the scale"),
+    Row(M + "image_resizer.keep_aspect_ratio_resizer.pad_to_max_dimension", EXACT, "",
+        "inputs are padded to input_size", only=("true",)),
+    Row(M + "image_resizer.keep_aspect_ratio_resizer.resize_method", EXACT, "", "bilinear",
+        only=("BILINEAR",)),
+    # ---------------------------------------------------------------- targets and losses
+    Row(M + "box_coder.faster_rcnn_box_coder", APPROX,
+        "model.loss.huber_loss_delta, model.loss.box_loss_weight",
+        "Model Garden encodes box targets unscaled: the scales are folded into the Huber "
+        "delta (delta / y_scale) and the box weight (mean squared scale)"),
+    Row(M + "matcher.argmax_matcher.matched_threshold", EXACT, "model.anchor.match_threshold",
+        kind="float"),
+    Row(M + "matcher.argmax_matcher.unmatched_threshold", EXACT,
+        "model.anchor.unmatched_threshold", kind="float"),
+    Row(M + "matcher.argmax_matcher.ignore_thresholds", EXACT, "", "thresholds always apply",
+        only=("false",)),
+    Row(M + "matcher.argmax_matcher.negatives_lower_than_unmatched", EXACT, "",
+        "below unmatched_threshold is negative", only=("true",)),
+    Row(M + "matcher.argmax_matcher.force_match_for_each_row", EXACT, "",
+        "every box is matched to its best anchor", only=("true",)),
+    Row(M + "matcher.argmax_matcher.use_matmul_gather", IGNORED, "", "an implementation choice"),
+    Row(M + "similarity_calculator.iou_similarity", EXACT, "", "IoU"),
+    Row(M + "loss.classification_loss.weighted_sigmoid_focal.alpha", EXACT,
+        "model.loss.focal_loss_alpha", "absent: 0.5 (approximated: the OD API then weighs "
+        "positives and negatives alike)", kind="float"),
+    Row(M + "loss.classification_loss.weighted_sigmoid_focal.gamma", EXACT,
+        "model.loss.focal_loss_gamma", kind="float"),
+    Row(M + "loss.localization_loss.weighted_smooth_l1.delta", APPROX,
+        "model.loss.huber_loss_delta", "divided by the box coder's y_scale (see box_coder)"),
+    Row(M + "loss.classification_weight", APPROX, "model.loss.box_loss_weight",
+        "the box weight becomes localization_weight / classification_weight; the class "
+        "loss weighs 1"),
+    Row(M + "loss.localization_weight", APPROX, "model.loss.box_loss_weight",
+        "see classification_weight"),
+    Row(M + "post_processing.batch_non_max_suppression.score_threshold", EXACT,
+        "model.post_processing.score_threshold", kind="float"),
+    Row(M + "post_processing.batch_non_max_suppression.iou_threshold", EXACT,
+        "model.post_processing.iou_threshold", kind="float"),
+    Row(M + "post_processing.batch_non_max_suppression.max_total_detections", EXACT,
+        "model.post_processing.max_detections", kind="int"),
+    Row(M + "post_processing.batch_non_max_suppression.max_detections_per_class", APPROX, "",
+        "Model Garden's NMS keeps pre_nms_top_k candidates, then max_detections in all"),
+    Row(M + "post_processing.batch_non_max_suppression.use_static_shapes", IGNORED, "",
+        "an implementation choice"),
+    Row(M + "post_processing.batch_non_max_suppression.use_combined_nms", IGNORED, "",
+        "an implementation choice"),
+    Row(M + "post_processing.batch_non_max_suppression.use_class_agnostic_nms", EXACT, "",
+        "NMS is per class", only=("false",)),
+    Row(M + "post_processing.batch_non_max_suppression.change_coordinate_frame", IGNORED, "",
+        "boxes come out normalised to the image"),
+    Row(M + "post_processing.score_converter", EXACT, "", "sigmoid scores", only=("SIGMOID",)),
+    Row(M + "post_processing.logit_scale", EXACT, "", "logits are not rescaled",
+        only=("1", "1.0")),
+    # ---------------------------------------------------------------- train_config
+    Row(T + "batch_size", EXACT, "train_config.batch_size", kind="int"),
+    Row(T + "num_steps", EXACT, "train_config.num_steps", "0 (train forever) is not supported",
+        kind="int"),
+    Row(T + "gradient_clipping_by_norm", EXACT, "train_config.optimizer.gradient_clip_norm",
+        kind="float"),
+    Row(T + "fine_tune_checkpoint", EXACT, "train_config.fine_tune_checkpoint", kind="str"),
+    Row(T + "fine_tune_checkpoint_type", EXACT, "train_config.fine_tune_checkpoint_type",
+        "classification -> backbone, detection -> detection; full and fine_tune -> "
+        "detection (approximated: the class layer starts fresh)"),
+    Row(T + "from_detection_checkpoint", EXACT, "train_config.fine_tune_checkpoint_type",
+        "true -> detection"),
+    Row(T + "fine_tune_checkpoint_version", EXACT, "", "TF2 object-based checkpoints",
+        only=("V2",)),
+    Row(T + "load_all_detection_checkpoint_vars", IGNORED, "",
+        "detection checkpoints load all but the class layer"),
+    Row(T + "use_bfloat16", EXACT, "train_config.mixed_precision", "true -> mixed_bfloat16"),
+    Row(T + "max_number_of_boxes", EXACT, "train_input_reader.max_number_of_boxes",
+        kind="int"),
+    Row(T + "unpad_groundtruth_tensors", IGNORED, "", "boxes are padded per batch"),
+    Row(T + "sync_replicas", IGNORED, "", "TF1 option; tf.distribute is synchronous"),
+    Row(T + "startup_delay_steps", IGNORED, "", "TF1 option"),
+    Row(T + "replicas_to_aggregate", IGNORED, "", "TF1 option"),
+    Row(T + "batch_queue_capacity", IGNORED, "", "TF1 input queues"),
+    Row(T + "num_batch_queue_threads", IGNORED, "", "TF1 input queues"),
+    Row(T + "prefetch_queue_capacity", IGNORED, "", "TF1 input queues"),
+    Row(T + "keep_checkpoint_every_n_hours", IGNORED, "",
+        "use the flag --keep_checkpoint_every_n_hours"),
+    Row(T + "retain_original_images", IGNORED, "", "summaries show the augmented images"),
+    Row(T + "summarize_gradients", IGNORED, "", "gradients are not summarised"),
+    Row(T + "add_regularization_loss", EXACT, "", "the L2 loss is always added",
+        only=("true",)),
+    Row(T + "merge_multiple_label_boxes", EXACT, "", "not supported", only=("false",)),
+    Row(T + "use_multiclass_scores", EXACT, "", "not supported", only=("false",)),
+    Row(T + "bias_grad_multiplier", EXACT, "", "not supported", only=("0", "0.0")),
+    Row(OPT + "rms_prop_optimizer", UNSUPPORTED, "",
+        "supported: momentum_optimizer (sgd), adam_optimizer"),
+    Row(OPT + "use_moving_average", EXACT, "", "moving averages are not supported",
+        only=("false",)),
+    Row(OPT + "moving_average_decay", IGNORED, "", "unused without use_moving_average"),
+    Row(OPT + "momentum_optimizer.momentum_optimizer_value", EXACT,
+        "train_config.optimizer.momentum", "optimizer.type: sgd", kind="float"),
+    Row(OPT + "adam_optimizer.epsilon", EXACT, "train_config.optimizer.epsilon",
+        "optimizer.type: adam; absent: 1e-8 as the OD API", kind="float"),
+    *(Row(f"{OPT}{o}.learning_rate.{f}", EXACT, "train_config.learning_rate" + k, w)
+      for o in ("momentum_optimizer", "adam_optimizer") for f, k, w in (
+        ("constant_learning_rate.learning_rate", ".base", "schedule: constant"),
+        ("cosine_decay_learning_rate.learning_rate_base", ".base", "schedule: cosine"),
+        ("cosine_decay_learning_rate.total_steps", "",
+         "approximated unless it equals num_steps: the cosine ends at num_steps"),
+        ("cosine_decay_learning_rate.warmup_learning_rate", ".warmup_start", ""),
+        ("cosine_decay_learning_rate.warmup_steps", ".warmup_steps", ""),
+        ("cosine_decay_learning_rate.hold_base_rate_steps", "", "only 0"),
+        ("exponential_decay_learning_rate.initial_learning_rate", ".base", "schedule: step"),
+        ("exponential_decay_learning_rate.decay_steps", ".boundaries",
+         "every multiple of decay_steps below num_steps"),
+        ("exponential_decay_learning_rate.decay_factor", ".decay_factor", ""),
+        ("exponential_decay_learning_rate.staircase", "",
+         "approximated when false: the rate drops in steps"),
+        ("exponential_decay_learning_rate.burnin_learning_rate", ".warmup_start",
+         "approximated: a linear warmup instead of a constant burn-in"),
+        ("exponential_decay_learning_rate.burnin_steps", ".warmup_steps", "as burn-in"),
+        ("exponential_decay_learning_rate.min_learning_rate", "", "only 0"),
+        ("manual_step_learning_rate.initial_learning_rate", ".base", "schedule: step"),
+        ("manual_step_learning_rate.schedule.step", ".boundaries", ""),
+        ("manual_step_learning_rate.schedule.learning_rate", ".decay_factor",
+         "approximated unless each rate is the previous one times the same factor"),
+        ("manual_step_learning_rate.warmup", ".warmup_steps",
+         "true: a linear warmup to the first schedule step"),
+      )),
+    Row(AUG + "random_horizontal_flip", EXACT, "train_config.augmentation."
+        "random_horizontal_flip", "probability 0.5 only; keypoint_flip_permutation unused"),
+    Row(AUG + "random_scale_crop_and_pad_to_square.scale_min", EXACT,
+        "train_config.augmentation.scale_min"),
+    Row(AUG + "random_scale_crop_and_pad_to_square.scale_max", EXACT,
+        "train_config.augmentation.scale_max"),
+    Row(AUG + "random_scale_crop_and_pad_to_square.output_size", EXACT, "",
+        "the crop is model.input_size"),
+    Row(AUG + "random_image_scale", APPROX, "train_config.augmentation.scale_min/max",
+        "min/max_scale_ratio as our scale jitter (scale, then crop or pad)"),
+    Row(AUG + "ssd_random_crop", APPROX, "train_config.augmentation.scale_max",
+        "a crop of area a is a zoom by 1/sqrt(a): scale jitter [1, 1/sqrt(0.1)] (its "
+        "operations' smallest area); no aspect-ratio change, no box-overlap constraint"),
+    Row(AUG + "random_crop_image", APPROX, "train_config.augmentation.scale_min/max",
+        "a crop of area a is a zoom by 1/sqrt(a): scale jitter [1/sqrt(max_area), "
+        "1/sqrt(min_area)]; no aspect-ratio change, no box-overlap constraint"),
+    # ---------------------------------------------------------------- input readers, eval
+    *(Row(f"{r}.{f}", s, o, w, kind=k) for r in ("train_input_reader", "eval_input_reader")
+      for f, s, o, w, k in (
+        ("tf_record_input_reader.input_path", EXACT, f"{r}.input_path", "files or globs",
+         "paths"),
+        ("label_map_path", EXACT, f"{r}.label_map_path", "", "str"),
+        ("shuffle", EXACT, f"{r}.shuffle_buffer_size", "false -> 1", ""),
+        ("shuffle_buffer_size", EXACT, f"{r}.shuffle_buffer_size", "", "int"),
+        ("max_number_of_boxes", EXACT, f"{r}.max_number_of_boxes", "", "int"),
+        ("num_parallel_map_calls", EXACT, f"{r}.num_parallel_calls", "", "int"),
+        ("num_epochs", IGNORED, "", "training repeats; evaluation reads once", ""),
+        ("sample_1_of_n_examples", IGNORED, "",
+         "use the flag --sample_1_of_n_eval_examples", ""),
+        ("name", IGNORED, "", "", ""),
+        ("num_readers", IGNORED, "", "tf.data decides", ""),
+        ("num_parallel_batches", IGNORED, "", "tf.data decides", ""),
+        ("num_prefetch_batches", IGNORED, "", "tf.data decides", ""),
+        ("read_block_length", IGNORED, "", "tf.data decides", ""),
+        ("filenames_shuffle_buffer_size", IGNORED, "", "files are shuffled per epoch", ""),
+        ("queue_capacity", IGNORED, "", "deprecated", ""),
+        ("min_after_dequeue", IGNORED, "", "deprecated", ""),
+        ("prefetch_size", IGNORED, "", "deprecated", ""),
+        ("include_source_id", IGNORED, "", "source ids are always read", ""),
+        ("mask_type", IGNORED, "", "masks are not read", ""),
+        ("input_type", EXACT, "", "tf.Example records", ""),
+        ("use_display_name", IGNORED, "", "classes are read by id", ""),
+      )),
+    Row("eval_config.batch_size", EXACT, "eval_config.batch_size", kind="int"),
+    Row("eval_config.num_visualizations", EXACT, "eval_config.num_visualizations", kind="int"),
+    Row("eval_config.metrics_set", EXACT, "", "COCO detection metrics",
+        only=("coco_detection_metrics",)),
+    Row("eval_config.use_moving_averages", EXACT, "", "moving averages are not supported",
+        only=("false",)),
+    Row("eval_config.include_metrics_per_category", IGNORED, "", "per-class AP is always given"),
+    *(Row(f"eval_config.{f}", IGNORED, "", w) for f, w in (
+        ("eval_interval_secs", "new checkpoints are evaluated as they appear "
+                               "(--eval_timeout)"),
+        ("num_examples", "the whole eval set is evaluated"),
+        ("max_evals", "deprecated"),
+        ("min_score_threshold", "visualisation only"),
+        ("max_num_boxes_to_visualize", "visualisation only"),
+        ("visualize_groundtruth_boxes", "visualisation only"),
+        ("retain_original_images", "visualisation only"),
+        ("skip_scores", "visualisation only"),
+        ("skip_labels", "visualisation only"),
+        ("all_metrics_per_category", "per-class AP is always given"),
+    )),
+)
+
+
+def markdown_table() -> str:
+    """ROWS as the README's Markdown table (OD API field, our key, status: why)."""
+    lines = ["| OD API field | our key | status |", "| --- | --- | --- |"]
+    for row in ROWS:
+        status = row.status
+        if row.only:
+            status += f" (only {' / '.join(row.only)})"
+        if row.why:
+            status += f": {row.why}"
+        ours = f"`{row.ours}`" if row.ours else ""
+        lines.append(f"| `{row.path}` | {ours} | {status.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
