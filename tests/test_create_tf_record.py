@@ -328,3 +328,25 @@ def test_script_prints_the_summary_or_one_error_line(shapes_images, tmp_path):
     assert "missing columns width, height, ymin, xmax, ymax" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not os.path.exists(tmp_path / "bad")
+
+
+def test_the_example_annotations_convert_alike(tmp_path):
+    """examples/annotations (the README's commands): VOC and CSV give the same bytes,
+    and COCO's two splits share one label map."""
+    root = os.path.join(REPO, "examples", "annotations")
+    images = os.path.join(root, "images")
+    voc = convert("voc", os.path.join(root, "voc"), images, str(tmp_path / "voc" / "all.record"))
+    csv = convert("csv", os.path.join(root, "labels.csv"), images,
+                  str(tmp_path / "csv" / "all.record"))
+    for name in ("all.record", "label_map.pbtxt"):
+        assert (tmp_path / "voc" / name).read_bytes() == (tmp_path / "csv" / name).read_bytes()
+    assert voc.images == csv.images == 8 and voc.boxes == csv.boxes
+    train = convert("coco", os.path.join(root, "coco_train.json"), images,
+                    str(tmp_path / "coco" / "train.record"), num_shards=2)
+    val = convert("coco", os.path.join(root, "coco_val.json"), images,
+                  str(tmp_path / "coco" / "val.record"), label_map_path=train.label_map_path)
+    assert (train.images, val.images) == (6, 2)
+    assert train.boxes + val.boxes == csv.boxes
+    records = _read_records(train.pattern) + _read_records(val.pattern)
+    assert sorted(r["source_id"] for r in records) == [str(i) for i in range(1, 9)]
+    assert {r["format"] for r in records} == {"jpeg", "png"}

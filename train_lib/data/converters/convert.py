@@ -42,7 +42,7 @@ def read_annotations(fmt: str, annotations_path: str, image_dir: str,
 
 def _output_label_map(output_path: str, ids: dict[str, int]) -> str:
     """Where the label map is written; refuses to replace one with other classes."""
-    path = os.path.join(os.path.dirname(os.path.abspath(output_path)), LABEL_MAP_NAME)
+    path = os.path.join(os.path.dirname(output_path), LABEL_MAP_NAME)
     if os.path.exists(path):
         existing = {name: i for i, name in load_label_map(path).items()}
         if existing != ids:

@@ -43,13 +43,17 @@ def _counts(counter: collections.Counter) -> str:
     return ", ".join(f"{n} {reason}" for reason, n in sorted(counter.items()))
 
 
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
+
+
 def format_summary(summary: Summary) -> list[str]:
     """The lines printed at the end of a conversion."""
     size = sum(os.path.getsize(p) for p in summary.files if os.path.exists(p))
     total = sum(summary.boxes.values())
     lines = [f"wrote {summary.images} images with {total} boxes to {summary.pattern} "
              f"({len(summary.files)} file{'s' * (len(summary.files) > 1)}, "
-             f"{size / 1e6:.1f} MB)"]
+             f"{_size(size)})"]
     per_class = ", ".join(f"{name} (id {summary.class_ids[name]}) {summary.boxes[name]}"
                           for name in sorted(summary.boxes, key=summary.class_ids.get))
     lines.append(f"boxes per class: {per_class or 'none'}")
