@@ -219,7 +219,7 @@ def test_missing_or_broken_images_are_skipped_or_refused_with_strict(shapes_imag
                                                rf"{reason}: .*--strict"):
             convert("csv", str(tmp_path / "one_bad.csv"), str(image_dir),
                     str(out / "train.record"), num_shards=2, strict=True)
-        assert _files(out) == []  # no shard, no temporary, no label map
+        assert not os.path.exists(out)  # no shard, no temporary, no label map
 
 
 @pytest.mark.parametrize("case, match", [
@@ -229,6 +229,7 @@ def test_missing_or_broken_images_are_skipped_or_refused_with_strict(shapes_imag
     ("csv_missing_column", r"labels\.csv: missing column ymax; the header must name"),
     ("label_not_in_map", r"class 'triangle' of the annotations is not in it"),
     ("label_map_exists", r"already exists with other classes .* --label_map_path="),
+    ("output_is_a_directory", r"--output_path .*/out is a directory; name the TFRecord file"),
 ])
 def test_bad_annotations_are_one_error_and_nothing_is_written(shapes_images, tmp_path, case,
                                                               match):
@@ -253,13 +254,17 @@ def test_bad_annotations_are_one_error_and_nothing_is_written(shapes_images, tmp
         fmt, path, label_map = "csv", tmp_path / "labels.csv", tmp_path / "two.pbtxt"
         _write_csv(path, images)
         write_label_map(str(label_map), {1: "square", 2: "circle"})
-    else:
+    elif case == "label_map_exists":
         _write_coco(path, images)
         out.mkdir()
         write_label_map(str(out / "label_map.pbtxt"), {1: "cat", 2: "dog"})
+    else:
+        _write_coco(path, images)
+        out.mkdir()
     before = _files(out)
+    output_path = out if case == "output_is_a_directory" else out / "train.record"
     with pytest.raises(ConvertError, match=match):
-        convert(fmt, str(path), shapes_images["dir"], str(out / "train.record"),
+        convert(fmt, str(path), shapes_images["dir"], str(output_path),
                 label_map_path=str(label_map) if label_map else None)
     assert _files(out) == before
 

@@ -86,6 +86,9 @@ def convert(fmt: str, annotations_path: str, image_dir: str, output_path: str,
     """
     if num_shards < 1:
         raise ConvertError(f"--num_shards must be at least 1, got {num_shards}")
+    if output_path.endswith(("/", os.sep)) or os.path.isdir(output_path):
+        raise ConvertError(f"--output_path {output_path} is a directory; name the TFRecord "
+                           "file to write, e.g. data/mine/train.record")
     if not os.path.isdir(image_dir):
         raise ConvertError(f"--image_dir {image_dir} is not a directory; point it at the "
                            "folder the annotations' file names are relative to")

@@ -4,7 +4,8 @@ Names follow the OD API's dataset tools: one shard is `output_path` itself; N > 
 shards are `output_path-0000K-of-0000N` (read them with the glob
 `output_path-?????-of-0000N`). Record i goes to shard i % N. Every shard is
 written under a hidden temporary name beside it and renamed only by `commit()`;
-an error (or no commit) removes the temporary files and leaves earlier files alone.
+an error (or no commit) removes the temporary files (and the output directory if
+it made it), leaving earlier files alone.
 """
 
 from __future__ import annotations
@@ -47,9 +48,13 @@ class ShardedWriter:
         self._writers: list[tf.io.TFRecordWriter] = []
         self.count = 0
         self._committed = False
+        self._made_dir: str | None = None
 
     def __enter__(self) -> ShardedWriter:
-        os.makedirs(os.path.dirname(os.path.abspath(self.paths[0])), exist_ok=True)
+        directory = os.path.dirname(os.path.abspath(self.paths[0]))
+        if not os.path.isdir(directory):
+            os.makedirs(directory)
+            self._made_dir = directory
         self._writers = [tf.io.TFRecordWriter(t) for t in self._temps]
         return self
 
@@ -74,3 +79,5 @@ class ShardedWriter:
         for temp in self._temps:
             if os.path.exists(temp):
                 os.remove(temp)
+        if self._made_dir and not os.listdir(self._made_dir):
+            os.rmdir(self._made_dir)
