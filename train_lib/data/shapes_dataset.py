@@ -15,7 +15,6 @@ the same arguments always give byte-identical files.
 from __future__ import annotations
 
 import glob
-import hashlib
 import io
 import math
 import os
@@ -29,6 +28,7 @@ from PIL import Image, ImageDraw
 
 from train_lib.config import ConfigError
 from train_lib.data.label_map import write_label_map
+from train_lib.data.tf_example import make_od_example, serialize
 
 __all__ = [
     "CLASS_NAMES",
@@ -194,36 +194,11 @@ def make_example(seed: int, split: str, index: int, image_size: int) -> tf.train
     heights = np.rint((boxes[:, 2] - boxes[:, 0]) * np.float64(image_size))
     widths = np.rint((boxes[:, 3] - boxes[:, 1]) * np.float64(image_size))
     areas = heights * widths
-    num = len(rendered.labels)
-
-    def _bytes(values: list[bytes]):
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
-
-    def _floats(values: np.ndarray):
-        return tf.train.Feature(float_list=tf.train.FloatList(value=values.tolist()))
-
-    def _ints(values: list[int]):
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-
-    feature = {
-        "image/encoded": _bytes([encoded]),
-        "image/format": _bytes([b"jpeg"]),
-        "image/filename": _bytes([f"{split}_{index:06d}.jpg".encode()]),
-        "image/source_id": _bytes([sid.encode()]),
-        "image/key/sha256": _bytes([hashlib.sha256(encoded).hexdigest().encode()]),
-        "image/height": _ints([image_size]),
-        "image/width": _ints([image_size]),
-        "image/object/bbox/ymin": _floats(boxes[:, 0]),
-        "image/object/bbox/xmin": _floats(boxes[:, 1]),
-        "image/object/bbox/ymax": _floats(boxes[:, 2]),
-        "image/object/bbox/xmax": _floats(boxes[:, 3]),
-        "image/object/class/label": _ints(rendered.labels.tolist()),
-        "image/object/class/text": _bytes([CLASS_NAMES[int(c)].encode() for c in rendered.labels]),
-        "image/object/area": _floats(areas.astype(np.float32)),
-        "image/object/is_crowd": _ints([0] * num),
-        "image/object/difficult": _ints([0] * num),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=feature))
+    return make_od_example(
+        encoded=encoded, image_format="jpeg", filename=f"{split}_{index:06d}.jpg",
+        source_id=sid, height=image_size, width=image_size, boxes=boxes,
+        labels=rendered.labels.tolist(),
+        texts=[CLASS_NAMES[int(c)] for c in rendered.labels], areas=areas)
 
 
 def _num_val_shards(num_val: int) -> int:
@@ -261,8 +236,7 @@ def _write_split(directory: str, split: str, count: int, num_shards: int, seed: 
     try:
         for index in range(count):
             example = make_example(seed, split, index, image_size)
-            # deterministic=True sorts the feature map, so the bytes never depend on hashing.
-            writers[index % num_shards].write(example.SerializeToString(deterministic=True))
+            writers[index % num_shards].write(serialize(example))
     finally:
         for writer in writers:
             writer.close()

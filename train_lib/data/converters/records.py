@@ -1,0 +1,95 @@
+"""The plain per-image records every annotation reader produces, and their checks.
+
+A reader (coco.py, voc.py, csv_format.py) turns its format into `Annotations`: one
+`ImageRecord` per image, in a fixed order, each with its `ObjectRecord`s in pixel
+coordinates, the classes the source declares, and the annotations it skipped by
+reason. No TensorFlow here: bad annotations fail before the slow import.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+
+from train_lib.errors import UserError
+
+__all__ = ["EMPTY_BOX", "Annotations", "ConvertError", "ImageRecord", "ObjectRecord",
+           "check_box"]
+
+EMPTY_BOX = "box with zero width or height"
+# A box may overhang its image by this many pixels (rounding in labelling tools);
+# it is clipped to the image. Further out it is an error.
+BOX_TOLERANCE_PX = 1.0
+
+
+class ConvertError(UserError, ValueError):
+    """Annotations or images that cannot be converted; names the file, the record and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectRecord:
+    """One labelled box in pixels: 0 <= xmin < xmax <= width, 0 <= ymin < ymax <= height."""
+
+    class_name: str
+    xmin: float
+    ymin: float
+    xmax: float
+    ymax: float
+    difficult: bool = False
+    area: float | None = None  # the source's area (COCO: the segment's), else the box's
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRecord:
+    """One image: its file, its numeric source id, its annotated size and its boxes."""
+
+    path: str  # the image file to embed
+    filename: str  # as the annotations name it (image/filename)
+    source_id: int
+    width: int
+    height: int
+    objects: tuple[ObjectRecord, ...]
+
+
+@dataclasses.dataclass
+class Annotations:
+    """What a reader returns.
+
+    `images` in a fixed order (the output's order); `class_ids` the source's own
+    {name: id} where it has one (COCO's categories), else None (ids are then given by
+    name); `skipped` counts annotations left out, by reason.
+    """
+
+    images: list[ImageRecord]
+    class_ids: dict[str, int] | None
+    skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+
+
+def check_box(where: str, xmin: float, ymin: float, xmax: float, ymax: float,
+              width: int, height: int) -> tuple[float, float, float, float] | None:
+    """The box clipped to its image if it overhangs by at most BOX_TOLERANCE_PX;
+    None if it has no area (the caller skips it with a count, reason EMPTY_BOX).
+
+    Raises ConvertError naming `where` (file and record) if a box lies outside its
+    image by more than the tolerance, a max is below its min (swapped coordinates),
+    or the image size is not positive.
+    """
+    if width <= 0 or height <= 0:
+        raise ConvertError(f"{where}: image size {width}x{height} is not positive; "
+                           "fix the annotation's width and height")
+    if xmax < xmin or ymax < ymin:
+        raise ConvertError(
+            f"{where}: box (xmin {xmin:g}, ymin {ymin:g}, xmax {xmax:g}, ymax {ymax:g}) has a "
+            "max below its min; check the column order (xmin, ymin, xmax, ymax)")
+    tol = BOX_TOLERANCE_PX
+    if xmin < -tol or ymin < -tol or xmax > width + tol or ymax > height + tol:
+        raise ConvertError(
+            f"{where}: box (xmin {xmin:g}, ymin {ymin:g}, xmax {xmax:g}, ymax {ymax:g}) lies "
+            f"outside its {width}x{height} image; fix the box or the image size "
+            "(coordinates are pixels, origin at the top left)")
+    xmin, ymin = max(0.0, xmin), max(0.0, ymin)
+    xmax, ymax = min(float(width), xmax), min(float(height), ymax)
+    if xmax <= xmin or ymax <= ymin:
+        return None
+    return xmin, ymin, xmax, ymax
+
