@@ -19,9 +19,9 @@ this order; the first that fails is the example's `rule` (0 when it is valid):
 A valid example is tidied, not refused, where the OD API's users expect it:
 coordinates within `TOLERANCE` outside [0, 1] are clipped, boxes of zero area
 dropped, boxes beyond `max_boxes` dropped; each is counted. Images with no box
-are valid (negative examples). An invalid example's image is a 1x1 placeholder
-and its boxes are empty, so the pipeline can drop it (bad_example_policy: skip)
-or stop at it with `error_message` (error).
+are valid (negative examples). An invalid example keeps no box (its image is a
+1x1 placeholder when it is not a decodable image), so the pipeline can drop it
+(bad_example_policy: skip) or stop at it with `error_message` (error).
 
 Every example also gets `counts`, int64 [len(COUNTERS)]: 1 for `examples`, 1 in
 its rule's slot when invalid, and its tidied boxes. Summed over a stream they say
@@ -44,7 +44,7 @@ TOLERANCE = 0.01
 # Coordinates reaching this are taken for pixel coordinates (the classic mistake).
 PIXEL_HINT = 2.0
 # The last bytes searched for an image's end marker (some writers pad after it).
-_TAIL_BYTES = 4096
+_TAIL_BYTES = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,32 +94,24 @@ _FEATURES = {
 }
 
 
-def _bytes_at(data: tf.Tensor, start, length: int) -> tf.Tensor:
-    return tf.io.decode_raw(tf.strings.substr(data, start, length), tf.uint8)
-
-
 def _image_format(encoded: tf.Tensor) -> tf.Tensor:
     """0 unknown, 1 JPEG, 2 PNG, 3 GIF, 4 BMP, from the file's first bytes."""
-    head = tf.pad(_bytes_at(encoded, 0, 4), [[0, 4]])[:4]
-    head = tf.cast(head, tf.int32)
-    jpeg = (head[0] == 0xFF) & (head[1] == 0xD8) & (head[2] == 0xFF)
-    png = (head[0] == 0x89) & (head[1] == 0x50) & (head[2] == 0x4E) & (head[3] == 0x47)
-    gif = (head[0] == 0x47) & (head[1] == 0x49) & (head[2] == 0x46)
-    bmp = (head[0] == 0x42) & (head[1] == 0x4D)
-    return tf.where(jpeg, 1, tf.where(png, 2, tf.where(gif, 3, tf.where(bmp, 4, 0))))
+    def starts(magic: bytes) -> tf.Tensor:
+        return tf.equal(tf.strings.substr(encoded, 0, len(magic)), magic)
+    return tf.where(starts(b"\xff\xd8\xff"), 1, tf.where(starts(b"\x89PNG"), 2, tf.where(
+        starts(b"GIF8"), 3, tf.where(starts(b"BM"), 4, 0))))
 
 
 def _has_end_marker(encoded: tf.Tensor, image_format: tf.Tensor) -> tf.Tensor:
     """Whether a JPEG's FF D9 or a PNG's IEND chunk is in the file's last bytes
     (a cut-short file lacks it); GIF and BMP are not checked."""
     length = tf.strings.length(encoded)
-    tail = tf.cast(_bytes_at(encoded, tf.maximum(length - _TAIL_BYTES, 0), _TAIL_BYTES),
-                   tf.int32)
-    tail = tf.concat([tail, tf.zeros([3], tf.int32)], 0)
-    n = tf.shape(tail)[0] - 3
-    jpeg_end = tf.reduce_any((tail[:n] == 0xFF) & (tail[1:n + 1] == 0xD9))
-    png_end = tf.reduce_any((tail[:n] == 0x49) & (tail[1:n + 1] == 0x45)
-                            & (tail[2:n + 2] == 0x4E) & (tail[3:n + 3] == 0x44))
+    tail = tf.io.decode_raw(tf.strings.substr(encoded, tf.maximum(length - _TAIL_BYTES, 0),
+                                              _TAIL_BYTES), tf.uint8)
+    tail = tf.cast(tail, tf.int32)
+    pairs = tail[:-1] * 256 + tail[1:]  # each two consecutive bytes
+    jpeg_end = tf.reduce_any(pairs == 0xFFD9)
+    png_end = tf.reduce_any((pairs[:-2] == 0x4945) & (pairs[2:] == 0x4E44))  # "IEND"
     return tf.where(image_format == 1, jpeg_end, tf.where(image_format == 2, png_end, True))
 
 
@@ -137,8 +129,8 @@ def decode_and_check(record: tf.Tensor, num_classes: int, max_boxes: int) -> dic
     Returns a dict: `image` uint8 [H, W, 3], `groundtruth_boxes` float32 [N, 4]
     (normalised ymin, xmin, ymax, xmax, tidied), `groundtruth_classes` int64 [N],
     `groundtruth_is_crowd` bool [N], `source_id` string, `rule` int32 (0: valid),
-    `detail` string (what the rule saw, for messages), `counts` int64
-    [len(COUNTERS)].
+    `counts` int64 [len(COUNTERS)], and `facts` (what the rules saw, for
+    `error_message`). Few branches: this runs for every record read.
     """
     parsed = tf.io.parse_single_example(record, _FEATURES)
     encoded = parsed["image/encoded"]
@@ -147,7 +139,6 @@ def decode_and_check(record: tf.Tensor, num_classes: int, max_boxes: int) -> dic
     crowd = tf.sparse.to_dense(parsed["image/object/is_crowd"])
 
     image_format = _image_format(encoded)
-    no_image = tf.strings.length(encoded) == 0
     image_ok = (image_format > 0) & _has_end_marker(encoded, image_format)
     image = tf.cond(
         image_ok,
@@ -161,63 +152,58 @@ def decode_and_check(record: tf.Tensor, num_classes: int, max_boxes: int) -> dic
 
     sizes = tf.stack([tf.size(c) for c in coords] + [tf.size(labels)])
     counts_differ = tf.reduce_any(sizes != sizes[0])
-    boxes = tf.cond(counts_differ, lambda: tf.zeros([0, 4]), lambda: tf.stack(coords, axis=1))
-    finite = tf.reduce_all(tf.math.is_finite(boxes))
-    safe = tf.where(tf.math.is_finite(boxes), boxes, 0.0)
-    largest = tf.reduce_max(tf.concat([tf.reshape(safe, [-1]), [0.0]], 0))
-    smallest = tf.reduce_min(tf.concat([tf.reshape(safe, [-1]), [0.0]], 0))
-    outside = (largest > 1.0 + TOLERANCE) | (smallest < -TOLERANCE)
+    num = tf.reduce_min(sizes)
+    boxes = tf.stack([c[:num] for c in coords], axis=1)
+    labels = labels[:num]
+    finite = tf.math.is_finite(boxes)
+    safe = tf.where(finite, boxes, 0.0)
+    flat = tf.concat([tf.reshape(safe, [-1]), [0.0]], 0)
+    largest, smallest = tf.reduce_max(flat), tf.reduce_min(flat)
     inverted = tf.reduce_any((safe[:, 0] - safe[:, 2] > TOLERANCE)
                              | (safe[:, 1] - safe[:, 3] > TOLERANCE))
-    safe_labels = labels
-    bad_label = ~counts_differ & tf.reduce_any((safe_labels < 1) | (safe_labels > num_classes))
-
     rule = _first_failure([
-        ("no_image", no_image),
+        ("no_image", tf.strings.length(encoded) == 0),
         ("not_an_image", image_format == 0),
         ("truncated_image", ~image_ok),
         ("count_mismatch", counts_differ),
         ("size_mismatch", size_wrong),
-        ("non_finite_box", ~finite),
+        ("non_finite_box", ~tf.reduce_all(finite)),
         ("pixel_coordinates", largest >= PIXEL_HINT),
-        ("box_outside_image", outside),
+        ("box_outside_image", (largest > 1.0 + TOLERANCE) | (smallest < -TOLERANCE)),
         ("inverted_box", inverted),
-        ("label_outside_label_map", bad_label),
+        ("label_outside_label_map", tf.reduce_any((labels < 1) | (labels > num_classes))),
     ])
     valid = tf.equal(rule, 0)
-    detail = tf.cond(valid, lambda: tf.constant(""), lambda: _detail(
-        rule, sizes, height, width, shape, largest, smallest, safe_labels))
 
-    # Tidy a valid example: clip, drop zero-area boxes, keep at most max_boxes.
-    boxes = tf.where(valid, safe, tf.zeros_like(safe))[: tf.where(valid, tf.shape(safe)[0], 0)]
-    clipped = tf.clip_by_value(boxes, 0.0, 1.0)
-    num_clipped = tf.reduce_sum(tf.cast(tf.reduce_any(clipped != boxes, axis=1), tf.int64))
-    area_ok = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    # Tidy a valid example: clip, drop zero-area boxes, keep at most max_boxes. An
+    # invalid one keeps no box (it is dropped or stops the pipeline).
+    clipped = tf.clip_by_value(safe, 0.0, 1.0)
+    tidy = tf.cast(valid, tf.int64)
+    area_ok = valid & (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
     keep = tf.where(area_ok)[:, 0]
-    num_zero_area = tf.size(area_ok, tf.int64) - tf.size(keep, tf.int64)
+    num_clipped = tidy * tf.reduce_sum(tf.cast(tf.reduce_any(clipped != safe, axis=1),
+                                               tf.int64))
+    num_zero_area = tidy * (tf.size(area_ok, tf.int64) - tf.size(keep, tf.int64))
     num_over = tf.maximum(tf.size(keep, tf.int64) - max_boxes, 0)
     keep = keep[:max_boxes]
-    num_boxes = tf.shape(boxes)[0]
-    classes = tf.gather(safe_labels[:num_boxes], keep)
-    is_crowd = tf.cond(tf.size(crowd) == tf.size(labels),
-                       lambda: tf.gather(crowd[:num_boxes], keep) > 0,
-                       lambda: tf.zeros_like(classes, tf.bool))
+    crowd = tf.pad(crowd, [[0, tf.maximum(num - tf.size(crowd), 0)]])[:num]
     one_hot = tf.one_hot(rule, len(RULES), dtype=tf.int64)[1:]
-    counts = tf.concat([[1], one_hot, tf.stack([num_clipped, num_zero_area, num_over])], 0)
     return {
-        "image": tf.cond(valid, lambda: image, lambda: tf.zeros([1, 1, 3], tf.uint8)),
+        "image": image,
         "groundtruth_boxes": tf.gather(clipped, keep),
-        "groundtruth_classes": classes,
-        "groundtruth_is_crowd": is_crowd,
+        "groundtruth_classes": tf.gather(labels, keep),
+        "groundtruth_is_crowd": tf.gather(crowd, keep) > 0,
         "source_id": parsed["image/source_id"],
         "rule": rule,
-        "detail": detail,
-        "counts": counts,
+        "counts": tf.concat([[1], one_hot, tf.stack([num_clipped, num_zero_area, num_over])],
+                            0),
+        "facts": {"sizes": sizes, "height": height, "width": width, "shape": shape,
+                  "largest": largest, "smallest": smallest, "labels": labels},
     }
 
 
 def _detail(rule, sizes, height, width, shape, largest, smallest, labels) -> tf.Tensor:
-    """What the failed rule saw, e.g. "largest coordinate 245.0"."""
+    """What the failed rule saw, e.g. "largest coordinate 245"."""
     def s(value):
         return tf.strings.as_string(value, shortest=value.dtype.is_floating)
 
@@ -248,7 +234,7 @@ def error_message(data: dict, filename: tf.Tensor, record_index: tf.Tensor,
     rule = data["rule"]
     problems = tf.constant([r.problem for r in RULES])
     fixes = tf.constant([r.fix for r in RULES])
-    detail = data["detail"]
+    detail = _detail(rule, **data["facts"])
     label_range = f" (ids 1..{num_classes})"
     return tf.strings.join([
         filename, " record ", tf.strings.as_string(record_index),

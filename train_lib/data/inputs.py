@@ -28,6 +28,7 @@ Contract:
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import tensorflow as tf
 from official.vision.ops import anchor, box_ops, preprocess_ops
@@ -66,15 +67,14 @@ def _anchor_boxes(config: PipelineConfig) -> dict:
 def _checked(reader: InputReaderConfig, num_classes: int, filename: tf.Tensor,
              record_index: tf.Tensor, record: tf.Tensor) -> dict:
     """`example_checks.decode_and_check` of one record; under bad_example_policy
-    `error` an invalid example stops the pipeline with a message naming the file,
-    the record, its source id and the rule (`INPUT_ERROR_MARK` starts it)."""
+    `error` an invalid example stops the pipeline with an assertion that names its
+    file and record (`INPUT_ERROR_MARK` first). The message the user sees is
+    written on the host from that record (`explain_input_error`): in the graph,
+    the check costs one op per example."""
     data = example_checks.decode_and_check(record, num_classes, reader.max_number_of_boxes)
     if reader.bad_example_policy == "error":
-        valid = tf.equal(data["rule"], 0)
-        message = tf.cond(valid, lambda: tf.constant(""), lambda: tf.strings.join([
-            INPUT_ERROR_MARK,
-            example_checks.error_message(data, filename, record_index, num_classes)]))
-        check = tf.debugging.Assert(valid, [message])
+        check = tf.debugging.Assert(tf.equal(data["rule"], 0), [
+            INPUT_ERROR_MARK, filename, tf.cast(record_index, tf.int32)])
         with tf.control_dependencies([check]):
             data["image"] = tf.identity(data["image"])
     return data
@@ -98,15 +98,30 @@ def _keep_and_count(skip_examples: int):
     return initial, step
 
 
-def _checked_stream(ds: tf.data.Dataset, parse, parallel, skip_examples: int = 0
-                    ) -> tf.data.Dataset:
-    """`parse` (returning (..., counts, valid)) over `ds`; each element then carries
-    the running data counts instead of its own, and invalid examples are dropped."""
+def _checked_batches(ds: tf.data.Dataset, parse, parallel, batch_size: int,
+                     drop_remainder: bool, skip_bad: bool, skip_examples: int = 0
+                     ) -> tf.data.Dataset:
+    """Batches of `parse` (returning (..., counts, valid)) over `ds`, whose last
+    element is the running data counts [B, len(COUNTERS)] up to each example.
+
+    With `skip_bad` invalid examples are dropped (and `skip_examples` valid ones
+    passed over first), which needs a scan per example; otherwise no invalid
+    example gets this far (its check stopped the pipeline) and the counts are
+    summed per batch, which costs next to nothing."""
     ds = ds.map(parse, num_parallel_calls=parallel, deterministic=True)
-    initial, step = _keep_and_count(skip_examples)
-    ds = ds.scan(initial, step)
-    ds = ds.filter(lambda *element: element[-1])
-    return ds.map(lambda *element: element[:-1])
+    if skip_bad or skip_examples:
+        initial, step = _keep_and_count(skip_examples)
+        ds = ds.scan(initial, step)
+        ds = ds.filter(lambda *element: element[-1])
+        ds = ds.map(lambda *element: element[:-1])
+        return ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(lambda *element: element[:-1])
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+
+    def running(total, batch):
+        counts = total + tf.cumsum(batch[-1], axis=0)
+        return counts[-1], (*batch[:-1], counts)
+    return ds.scan(tf.zeros([len(example_checks.COUNTERS)], tf.int64), running)
 
 
 def _parallel(reader: InputReaderConfig):
@@ -269,9 +284,9 @@ def build_train_dataset(
     offset_in_examples = input_context is not None and reader.bad_example_policy == "skip"
     if not offset_in_examples:
         ds = ds.skip(start.offset)
-    ds = _checked_stream(ds, parse, _parallel(reader),
-                         skip_examples=start.offset if offset_in_examples else 0)
-    ds = ds.batch(batch_size, drop_remainder=True)
+    ds = _checked_batches(ds, parse, _parallel(reader), batch_size, drop_remainder=True,
+                          skip_bad=reader.bad_example_policy == "skip",
+                          skip_examples=start.offset if offset_in_examples else 0)
     # A batch's position and data counts are those of its last example.
     ds = ds.map(lambda images, labels, positions, counts:
                 (images, labels, positions[-1], counts[-1]))
@@ -346,35 +361,42 @@ def build_eval_dataset(
     ds = records.records(files, input_context)
     if sample_1_of_n > 1:
         ds = ds.shard(sample_1_of_n, 0)
-    ds = _checked_stream(ds, parse, _parallel(reader))
-    ds = ds.map(lambda image, info, counts: (image, {**info, "data_counts": counts}))
-    ds = ds.batch(config.eval_config.batch_size, drop_remainder=False)
+    ds = _checked_batches(ds, parse, _parallel(reader), config.eval_config.batch_size,
+                          drop_remainder=False, skip_bad=reader.bad_example_policy == "skip")
+    ds = ds.map(lambda images, info, counts: (images, {**info, "data_counts": counts}))
     ds = ds.prefetch(tf.data.AUTOTUNE)
     return ds.with_options(_options())
 
 
 def explain_input_error(err: tf.errors.OpError, files: list[str], reader: InputReaderConfig,
                         num_classes: int) -> tuple[str, str] | None:
-    """What an input-pipeline error says about the data: ("bad", our in-graph check's
-    message: file, record, source id, rule and what to do), ("corrupt", which file
-    and record cannot be read), ("bad", the first record that cannot be parsed or
-    decoded, found by reading them all again), or None when it is not one of those."""
-    message = err.message
-    if INPUT_ERROR_MARK in message:
-        detail = message[message.index(INPUT_ERROR_MARK) + len(INPUT_ERROR_MARK):]
-        # The assertion prints the message with quotes escaped and a closing bracket.
-        detail = " ".join(detail.split("\n")[0].split()).replace("\\'", "'")
-        return "bad", detail.removesuffix("]")
+    """What an input-pipeline error says about the data: ("bad", "<file> record <i>
+    (image/source_id '<id>'): <rule's problem>; <what to do> (rule <name>)") for a
+    record our checks stopped at or that cannot be parsed or decoded (found by
+    reading the records again), ("corrupt", which file and record cannot be read),
+    or None when it is not one of those."""
+    found = _ASSERTION_RE.search(err.message)
+    if found:
+        path, index = found.group(1), int(found.group(2))
+        record = next(iter(tf.data.TFRecordDataset(path).skip(index).take(1)))
+        reason = example_checks.explain_record(path, index, record, num_classes,
+                                               reader.max_number_of_boxes)
+        return "bad", (f"{path} record {index} (image/source_id "
+                       f"'{example_checks.source_id_of(record)}'): {reason}")
     if isinstance(err, tf.errors.DataLossError):
         found = find_corrupt_tfrecord(files)
         return "corrupt", (f"{found[0]} is corrupt at record {found[1]} ({found[2]})" if found
-                           else message.splitlines()[0])
+                           else err.message.splitlines()[0])
     if isinstance(err, tf.errors.InvalidArgumentError):
         found = example_checks.find_bad_record(files, num_classes, reader.max_number_of_boxes)
         if found is not None:
             path, index, source_id, reason = found
-            return "bad", f"{path} record {index} (image/source_id {source_id!r}): {reason}"
+            return "bad", f"{path} record {index} (image/source_id '{source_id}'): {reason}"
     return None
+
+
+# How TensorFlow prints `_checked`'s assertion: [INPUT_ERROR: ] [<file>] [<record>].
+_ASSERTION_RE = re.compile(re.escape(INPUT_ERROR_MARK) + r"\] \[(.*?)\] \[(\d+)\]")
 
 
 def find_corrupt_tfrecord(files: list[str]) -> tuple[str, int, str] | None:
