@@ -45,8 +45,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--summary_every_n", type=int, default=20)
     args = parser.parse_args()
-    override = (f"train_config: {{log_every_n: {args.summary_every_n}, "
-                f"summary_every_n: {args.summary_every_n}}}")
+    override = (f"{{train_config: {{log_every_n: {args.summary_every_n}, "
+                f"summary_every_n: {args.summary_every_n}}}, "
+                "eval_config: {eval_at_end: false}}")  # training steps alone
     config = load_config(args.pipeline_config_path, override)
     plain = seconds_per_step(config, args.steps, summaries=False)
     with_summaries = seconds_per_step(config, args.steps, summaries=True)

@@ -137,6 +137,7 @@ def make_config(work_dir: str, num_steps: int) -> str:
         reader.label_map_path = data["label_map_path"]
     config.train_input_reader.shuffle_buffer_size = 16
     config.eval_config.eval_every_n = 0
+    config.eval_config.eval_at_end = False
     config.shapes_dataset.output_dir = ""
     path = os.path.join(work_dir, "tiny.yaml")
     dump_config(config, path)

@@ -3,12 +3,20 @@ r"""Runs an exported detector on images and draws what it finds.
     python scripts/detect.py --saved_model_dir=exported/shapes/saved_model \
         --output_dir=detections images/a.jpg images/b.png
     python scripts/detect.py --saved_model_dir=... --image_pattern='images/*.jpg' ...
+    python scripts/detect.py --saved_model_dir=... --output_dir=detections \
+        --input_tfrecord='data/shapes/val-*.tfrecord' --num_images=4
 
-For each image writes <output_dir>/<name>_detections.png with a box and
-"class: score" for every detection scoring at least --min_score_threshold, and
-prints one line per image. The label map defaults to the exporter's
-label_map.pbtxt beside the saved_model directory. Exit codes: 0 done, 1 error
-(one `error:` line).
+Images come from the arguments, --image_pattern, and the first --num_images
+records of --input_tfrecord (OD API tf.Examples; named by image/source_id). The
+shapes dataset generator also writes a few val images as files, in
+data/shapes/samples/. For each image writes <output_dir>/<name>_detections.png
+with a box and "class: score" for every detection scoring at least
+--min_score_threshold (labels inside the picture, never over each other; an image
+smaller than 256 px is drawn enlarged), and prints one line per image. The label
+map defaults to the exporter's label_map.pbtxt beside the saved_model directory.
+Exit codes: 0 done, 1 error (one `error:` line).
+Logs: this repository's lines only (and any library's errors); --verbosity=1
+(-v 1) adds the warnings, INFO and debug lines of TensorFlow and tf_keras.
 """
 
 from __future__ import annotations
@@ -23,8 +31,6 @@ from absl import app, flags, logging  # noqa: E402
 
 from train_lib import cli  # noqa: E402
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
-
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("saved_model_dir", None,
@@ -36,6 +42,12 @@ flags.DEFINE_string("label_map_path", None,
 flags.DEFINE_float("min_score_threshold", 0.5, "Draw detections scoring at least this.")
 flags.DEFINE_string("output_dir", None, "Where <name>_detections.png files go.")
 flags.DEFINE_string("image_pattern", None, "A glob of images, in addition to the arguments.")
+flags.DEFINE_string("input_tfrecord", None,
+                    "TFRecords of OD API tf.Examples (a file or a glob, e.g. "
+                    "'data/shapes/val-*.tfrecord'): detect on the images of their first "
+                    "--num_images records too, named by image/source_id.")
+flags.DEFINE_integer("num_images", 4, "With --input_tfrecord: how many records to use.",
+                     lower_bound=1)
 
 def default_label_map_path(saved_model_dir: str) -> str | None:
     """label_map.pbtxt beside the saved_model directory (as the exporter writes it), else
@@ -48,21 +60,34 @@ def default_label_map_path(saved_model_dir: str) -> str | None:
     return None
 
 
-def draw_detections(image, boxes, scores, classes, names: dict[int, str],
-                    min_score: float):
-    """A copy of `image` (uint8 [H, W, 3]) with each detection scoring >= `min_score`
-    drawn: its box (normalised ymin, xmin, ymax, xmax) and "class: score".
-    Returns (the drawing as uint8 [H, W, 3], how many were drawn)."""
-    import numpy as np
+def tfrecord_images(pattern: str, count: int) -> list[tuple[str, bytes]]:
+    """(name, encoded image) of the first `count` records of the files matching
+    `pattern` (sorted); the name is the record's image/source_id, else tfrecord-<i>.
+    Raises UserError for no file, unreadable records or records without an image."""
+    import tensorflow as tf
 
-    from train_lib.report.visualize import draw_boxes
+    from train_lib.errors import UserError
 
-    keep = np.asarray(scores) >= min_score
-    height, width = image.shape[:2]
-    pixels = np.asarray(boxes, np.float64)[keep] * [height, width, height, width]
-    drawn = draw_boxes(image, pixels, np.asarray(classes)[keep], names,
-                       scores=np.asarray(scores)[keep])
-    return drawn, int(keep.sum())
+    files = sorted(tf.io.gfile.glob(pattern))
+    if not files:
+        raise UserError(f"--input_tfrecord {pattern!r} matches no file")
+    spec = {"image/encoded": tf.io.FixedLenFeature([], tf.string, default_value=""),
+            "image/source_id": tf.io.FixedLenFeature([], tf.string, default_value="")}
+    out = []
+    try:
+        for i, record in enumerate(tf.data.TFRecordDataset(files).take(count)):
+            parsed = tf.io.parse_single_example(record, spec)
+            encoded = parsed["image/encoded"].numpy()
+            if not encoded:
+                raise UserError(f"record {i} of --input_tfrecord {pattern!r} has no "
+                                "image/encoded: give OD API tf.Example records")
+            name = parsed["image/source_id"].numpy().decode("utf-8", "replace")
+            out.append((name or f"tfrecord-{i}", encoded))
+    except tf.errors.OpError as err:
+        raise UserError(f"cannot read --input_tfrecord {pattern!r} ({', '.join(files)}): "
+                        f"{err.message.splitlines()[0]}; give TFRecord files of OD API "
+                        "tf.Examples") from None
+    return out
 
 
 def run(paths: list[str]) -> int:
@@ -82,8 +107,9 @@ def run(paths: list[str]) -> int:
         if not matched:
             return cli.fail(f"--image_pattern {FLAGS.image_pattern!r} matches no file")
         paths = paths + matched
-    if not paths:
-        return cli.fail("no images: give image files as arguments or --image_pattern")
+    if not paths and not FLAGS.input_tfrecord:
+        return cli.fail("no images: give image files as arguments, --image_pattern or "
+                        "--input_tfrecord")
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
         return cli.fail(f"image not found: {missing[0]}")
@@ -95,37 +121,46 @@ def run(paths: list[str]) -> int:
         logging.warning("no label map found beside %s: classes are shown as ids",
                         FLAGS.saved_model_dir)
 
+    import io
+
     import numpy as np
     import tensorflow as tf
     from PIL import Image
 
+    from train_lib.report.visualize import draw_detections
+
+    images: list[tuple[str, str, object]] = [  # (shown as, output name, file or bytes)
+        (path, os.path.splitext(os.path.basename(path))[0], path) for path in paths]
+    if FLAGS.input_tfrecord:
+        images += [(f"{FLAGS.input_tfrecord}[{name}]", name, io.BytesIO(encoded))
+                   for name, encoded in tfrecord_images(FLAGS.input_tfrecord,
+                                                        FLAGS.num_images)]
     detect = tf.saved_model.load(FLAGS.saved_model_dir).signatures["serving_default"]
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     written: set[str] = set()
-    for path in paths:
+    for shown, name, source in images:
         try:
-            with Image.open(path) as opened:
+            with Image.open(source) as opened:
                 image = np.asarray(opened.convert("RGB"))
         except OSError as err:
-            return cli.fail(f"cannot read image {path}: {err}")
+            return cli.fail(f"cannot read image {shown}: {err}")
         out = detect(input_tensor=tf.constant(image[np.newaxis], tf.uint8))
         num = int(out["num_detections"][0])
         drawn, count = draw_detections(
             image, out["detection_boxes"][0, :num].numpy(),
             out["detection_scores"][0, :num].numpy(),
             out["detection_classes"][0, :num].numpy(), names, FLAGS.min_score_threshold)
-        name = os.path.splitext(os.path.basename(path))[0]
         target = os.path.join(FLAGS.output_dir, f"{name}_detections.png")
-        for n in range(2, len(paths) + 2):  # two images of the same name
+        for n in range(2, len(images) + 2):  # two images of the same name
             if target not in written:
                 break
             target = os.path.join(FLAGS.output_dir, f"{name}_{n}_detections.png")
         written.add(target)
         Image.fromarray(drawn).save(target)
-        print(f"{path}: {count} detections with score >= {FLAGS.min_score_threshold:g} -> "
+        print(f"{shown}: {count} detections with score >= {FLAGS.min_score_threshold:g} -> "
               f"{target}")
     return 0
 
 
 if __name__ == "__main__":
-    app.run(cli.main(run, positional=True))
+    app.run(cli.main(run, positional=True, library_warnings=False))

@@ -7,8 +7,8 @@ writes exported/shapes/saved_model (signature serving_default: input_tensor uint
 [1, H, W, 3] -> detection_boxes (normalised), detection_scores, detection_classes,
 num_detections), exported/shapes/checkpoint/, pipeline.yaml and label_map.pbtxt.
 See train_lib/export/saved_model.py. Exit codes: 0 exported, 1 error (one `error:` line).
-Logs: this repository's INFO lines and warnings from any library; --verbosity=1
-(-v 1) adds the INFO and debug lines of TensorFlow, Model Garden and tf_keras.
+Logs: this repository's lines only (and any library's errors); --verbosity=1
+(-v 1) adds the warnings, INFO and debug lines of TensorFlow, Model Garden and tf_keras.
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags, logging  # noqa: E402
 
 from train_lib import cli  # noqa: E402
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
 
 FLAGS = flags.FLAGS
 
@@ -68,4 +66,4 @@ def run() -> int:
 
 
 if __name__ == "__main__":
-    app.run(cli.main(run))
+    app.run(cli.main(run, library_warnings=False))

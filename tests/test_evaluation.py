@@ -123,6 +123,12 @@ def test_continuous_eval_of_a_finished_run(trained_run, trained_config, tmp_path
     assert again.stop_reason == "finished" and again.evaluated == []
     assert len(evaluation.read_eval_records(out)) == 2
     assert again.best_step == best_step
+    # ... and says what the final checkpoint scored, from eval_metrics.jsonl.
+    final = [line for line in logs if line.startswith("ckpt-4, the final checkpoint, as "
+                                                      "evaluated at ")]
+    assert len(final) == 1, logs
+    assert f"AP={result.metrics[4]['AP']:.4f}, AP50={result.metrics[4]['AP50']:.4f}" in final[0]
+    assert logs[logs.index(final[0]) + 1].startswith("AP per class: square=")
 
 
 def _write_state(directory: str, steps: list[int]) -> None:
@@ -189,16 +195,40 @@ def test_gone_and_invalid_checkpoints_are_skipped(trained_run, trained_config, t
     assert [r["step"] for r in evaluation.read_eval_records(out)] == [4]
 
 
-def test_waiting_for_a_first_checkpoint_ends_at_the_timeout(trained_config, tmp_path):
-    empty = str(tmp_path / "not_yet")
+def test_waiting_for_a_first_checkpoint_ends_at_the_timeout(trained_run, trained_config,
+                                                           tmp_path):
+    """A run that started (pipeline.yaml written) but has not saved yet is waited for."""
+    started = tmp_path / "not_yet"
+    started.mkdir()
+    shutil.copy(os.path.join(trained_run["model_dir"], "pipeline.yaml"), started)
     logs: list[str] = []
     start = time.monotonic()
-    result = continuous_eval(trained_config, empty, str(tmp_path / "out"), eval_timeout=1,
-                             poll_seconds=0.2, log=logs.append)
+    result = continuous_eval(trained_config, str(started), str(tmp_path / "out"),
+                             eval_timeout=1, poll_seconds=0.2, log=logs.append)
     assert 1.0 <= time.monotonic() - start < 10
     assert result.stop_reason == "timeout" and result.evaluated == []
-    assert f"waiting for a new checkpoint in {empty} (timeout in 1 s)" in logs
-    assert "timeout" in logs[-1] and empty in logs[-1]
+    assert f"waiting for a new checkpoint in {started} (timeout in 1 s)" in logs
+    assert "timeout" in logs[-1] and str(started) in logs[-1]
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "foreign"])
+def test_checkpoint_dir_that_is_no_training_run_fails_at_once(trained_config, tmp_path, kind):
+    """A typo or the wrong directory: one EvalError naming it, no waiting."""
+    checkpoint_dir = tmp_path / "runs" / "shapes"
+    if kind != "missing":
+        checkpoint_dir.mkdir(parents=True)
+    if kind == "foreign":
+        (checkpoint_dir / "notes.txt").write_text("not a model_dir")
+    start = time.monotonic()
+    with pytest.raises(EvalError) as err:
+        continuous_eval(trained_config, str(checkpoint_dir), str(tmp_path / "out"),
+                        eval_timeout=600, poll_seconds=0.2)
+    assert time.monotonic() - start < 5
+    message = str(err.value)
+    assert message.startswith(f"--checkpoint_dir {checkpoint_dir} ")
+    assert ("does not exist" if kind == "missing" else "holds nothing of a training run") \
+        in message
+    assert "give the --model_dir of a training run" in message
 
 
 def test_checkpoint_of_another_model_is_a_clear_error(trained_run, trained_config, tmp_path):
@@ -290,11 +320,27 @@ def test_cli_evaluates_a_finished_run_and_ends_by_itself(trained_run, tmp_path):
 
 @pytest.mark.slow
 def test_cli_waits_for_checkpoints_and_ends_at_the_timeout(trained_run, tmp_path):
-    empty = tmp_path / "empty"
-    empty.mkdir()
+    started = tmp_path / "started"  # training began (pipeline.yaml) but saved nothing yet
+    started.mkdir()
+    shutil.copy(os.path.join(trained_run["model_dir"], "pipeline.yaml"), started)
     proc = run_trainer(f"--pipeline_config_path={trained_run['model_dir']}/pipeline.yaml",
-                       f"--checkpoint_dir={empty}", f"--model_dir={tmp_path / 'out'}",
+                       f"--checkpoint_dir={started}", f"--model_dir={tmp_path / 'out'}",
                        "--eval_timeout=2", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"waiting for a new checkpoint in {empty} (timeout in 2 s)" in proc.stderr
+    assert f"waiting for a new checkpoint in {started} (timeout in 2 s)" in proc.stderr
     assert "(timeout; raise --eval_timeout to wait longer)" in proc.stderr
+
+
+@pytest.mark.slow
+def test_cli_checkpoint_dir_that_does_not_exist_is_one_error_line(trained_run, tmp_path):
+    missing = tmp_path / "runs" / "shapse"
+    proc = run_trainer(f"--pipeline_config_path={trained_run['model_dir']}/pipeline.yaml",
+                       f"--checkpoint_dir={missing}", f"--model_dir={missing}",
+                       "--eval_timeout=600", timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: --checkpoint_dir {missing} does not exist; give the "
+                      "--model_dir of a training run (model_main_tf2.py "
+                      "--pipeline_config_path=... --model_dir=<dir> trains one)"], proc.stderr
+    assert not missing.exists()  # nothing created on the way

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -139,9 +140,10 @@ def test_export_without_a_checkpoint_is_a_clear_error(trained_config, tmp_path):
 
 
 def _script(name: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Runs scripts/<name> as a user would (TF_CPP_MIN_LOG_LEVEL unset)."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     return subprocess.run([sys.executable, os.path.join(REPO, "scripts", name), *args],
-                          capture_output=True, text=True, timeout=timeout, cwd=REPO,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
 
 
 def test_exporter_refuses_other_input_types(tmp_path):
@@ -154,24 +156,58 @@ def test_exporter_refuses_other_input_types(tmp_path):
 
 
 @pytest.mark.slow
-def test_exporter_and_detect_scripts(trained_run, tmp_path):
+def test_exporter_and_detect_scripts(trained_run, tiny_dataset, tmp_path):
+    """The scripts work and are quiet: our lines only (no "Skipping full serialization"
+    warnings, no TensorFlow start-up errors); --verbosity=1 shows the libraries' lines."""
     out = tmp_path / "exported"
     proc = _script("exporter_main_v2.py", "--input_type=image_tensor",
                    f"--trained_checkpoint_dir={trained_run['model_dir']}",
                    f"--output_directory={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"ckpt-4 with the config {trained_run['model_dir']}/pipeline.yaml" in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 2, proc.stderr[-3000:]
+    assert f"ckpt-4 with the config {trained_run['model_dir']}/pipeline.yaml" in lines[0]
+    assert lines[1].endswith(f"wrote {out}/saved_model")
     assert (out / "saved_model" / "saved_model.pb").is_file()
     assert (out / "label_map.pbtxt").is_file() and (out / "pipeline.yaml").is_file()
 
     Image.fromarray(_test_image()).save(tmp_path / "shapes.jpg")
     proc = _script("detect.py", f"--saved_model_dir={out}/saved_model",
                    f"--output_dir={tmp_path}/drawn", "--min_score_threshold=0.0",
-                   str(tmp_path / "shapes.jpg"))
+                   str(tmp_path / "shapes.jpg"),
+                   f"--input_tfrecord={tiny_dataset['val_pattern']}", "--num_images=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr == ""
     drawn = tmp_path / "drawn" / "shapes_detections.png"
     assert f"shapes.jpg: 100 detections with score >= 0 -> {drawn}" in proc.stdout
     with Image.open(drawn) as picture:
-        assert picture.size == (WIDTH, HEIGHT)
+        assert picture.size == (WIDTH * 6, HEIGHT * 6)  # small images are drawn enlarged
         pixels = np.asarray(picture.convert("RGB"))
-    assert not np.array_equal(pixels, _test_image())  # boxes were drawn
+    assert not np.array_equal(pixels[::6, ::6], _test_image())  # boxes were drawn
+    for source_id in ("1000001", "1000002"):  # the first two val records, by source id
+        assert (f"{tiny_dataset['val_pattern']}[{source_id}]: 100 detections with score >= 0 "
+                f"-> {tmp_path}/drawn/{source_id}_detections.png") in proc.stdout
+        with Image.open(tmp_path / "drawn" / f"{source_id}_detections.png") as picture:
+            assert picture.size == (256, 256)
+
+    verbose = _script("detect.py", f"--saved_model_dir={out}/saved_model",
+                      f"--output_dir={tmp_path}/drawn", str(tmp_path / "shapes.jpg"),
+                      "--verbosity=1")
+    assert verbose.returncode == 0, verbose.stderr[-3000:]
+    files = set(re.findall(r"^[IWEF]\d{4} \S+\s+\d+ (\S+):\d+\]", verbose.stderr, re.M))
+    assert files - {"detect.py"}, verbose.stderr  # library lines are back
+
+
+@pytest.mark.slow
+def test_detect_script_errors(tmp_path):
+    bad = tmp_path / "bad.tfrecord"
+    bad.write_bytes(b"\x07" * 64)
+    (tmp_path / "model" / "saved_model").mkdir(parents=True)
+    (tmp_path / "model" / "saved_model" / "saved_model.pb").write_bytes(b"")
+    for flag, expected in ((f"--input_tfrecord={tmp_path}/none-*.tfrecord", "matches no file"),
+                           (f"--input_tfrecord={bad}", "cannot read --input_tfrecord")):
+        proc = _script("detect.py", f"--saved_model_dir={tmp_path}/model/saved_model",
+                       f"--output_dir={tmp_path}/drawn", flag)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and expected in errors[0], proc.stderr

@@ -160,3 +160,37 @@ def test_a_hook_failing_at_the_end_of_an_error_does_not_hide_the_error(tmp_path)
     with pytest.raises(RuntimeError, match="step 3 failed"):
         run_loop(FakeSteps(fail_at=3), hooks, num_steps=10, steps_per_loop=10)
     assert [c[:2] for c in calls] == [("first", "end"), ("second", "end")]
+
+
+@pytest.mark.parametrize(("num_steps", "stop_at", "fail_at", "evaluated"), [
+    (12, None, None, [(4, [4]), (8, [4, 8]), (12, [4, 8, 12])]),  # the end, once
+    (10, None, None, [(4, [4]), (8, [4, 8]), (10, [4, 8, 10])]),  # whatever num_steps is
+    (100, 6, None, [(4, [4])]),  # a signal: no final evaluation (stop fast)
+    (100, None, 6, [(4, [4])]),  # an error: none either
+])
+def test_eval_hook_evaluates_the_final_step_once_after_the_final_save(
+        tmp_path, num_steps, stop_at, fail_at, evaluated):
+    """EvalHook(every_n, final_step): every multiple of every_n before the end, then the
+    final step in `end` (only when the run finished), with its checkpoint on disk."""
+    from train_lib.training.hooks import EvalHook
+
+    seen: list = []
+    hook = EvalHook(4, lambda step: seen.append((step, ckpt_steps(tmp_path))),
+                    final_step=num_steps)
+    try:
+        _run(tmp_path, FakeSteps(fail_at=fail_at), num_steps, every_n=4, steps_per_loop=3,
+             stop_at=stop_at, extra=[hook])
+    except RuntimeError:
+        assert fail_at is not None
+    assert seen == evaluated
+
+
+def test_eval_hook_without_final_step_evaluates_multiples_only(tmp_path):
+    from train_lib.training.hooks import EvalHook
+
+    seen: list[int] = []
+    _run(tmp_path, FakeSteps(), 10, every_n=4, extra=[EvalHook(4, seen.append)])
+    assert seen == [4, 8]
+    seen.clear()  # every_n 0 and a final step: the end alone
+    _run(tmp_path / "b", FakeSteps(), 10, extra=[EvalHook(0, seen.append, final_step=10)])
+    assert seen == [10]

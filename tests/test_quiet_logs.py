@@ -33,6 +33,17 @@ def test_filter_passes_our_lines_and_anyones_warnings(pathname, level, shown):
     assert OwnLinesFilter().filter(_record(pathname, level)) is shown
 
 
+@pytest.mark.parametrize(("pathname", "level", "shown"), [
+    (os.path.join(REPO, "scripts", "exporter_main_v2.py"), logging.INFO, True),
+    (os.path.join(REPO, "train_lib", "export", "saved_model.py"), logging.WARNING, True),
+    (LIBRARY_FILE, logging.WARNING, False),  # e.g. "Skipping full serialization ..."
+    (LIBRARY_FILE, logging.ERROR, True),
+])
+def test_without_library_warnings_only_our_lines_and_errors_pass(pathname, level, shown):
+    """Export and detect (cli.main(..., library_warnings=False)): our lines only."""
+    assert OwnLinesFilter(library_warnings=False).filter(_record(pathname, level)) is shown
+
+
 def _run(model_dir, *extra: str):
     proc = run_trainer(*extra, f"--model_dir={model_dir}", "--num_train_steps=2",
                        "--checkpoint_every_n=2", "--record_summaries=false")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import re
 import subprocess
 import sys
 
@@ -57,17 +58,19 @@ def _split_index(source_id: str) -> tuple[str, int]:
 
 def _file_bytes(directory: str) -> dict[str, bytes]:
     out = {}
-    for name in sorted(os.listdir(directory)):
-        with open(os.path.join(directory, name), "rb") as f:
-            out[name] = f.read()
+    for root, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, directory)] = f.read()
     return out
 
 
 def test_files_written(dataset):
     out_dir = os.path.dirname(dataset["label_map_path"])
     assert sorted(os.listdir(out_dir)) == [
-        "label_map.pbtxt", "train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord",
-        "val-00000-of-00001.tfrecord",
+        "label_map.pbtxt", "samples", "train-00000-of-00002.tfrecord",
+        "train-00001-of-00002.tfrecord", "val-00000-of-00001.tfrecord",
     ]
     assert sorted(glob.glob(dataset["train_pattern"])) == [
         os.path.join(out_dir, "train-00000-of-00002.tfrecord"),
@@ -75,7 +78,9 @@ def test_files_written(dataset):
     ]
     assert glob.glob(dataset["val_pattern"]) == [
         os.path.join(out_dir, "val-00000-of-00001.tfrecord")]
-    assert sorted(dataset["files"]) == sorted(os.path.join(out_dir, n) for n in os.listdir(out_dir))
+    assert sorted(dataset["files"]) == sorted(os.path.join(root, n)
+                                              for root, _, names in os.walk(out_dir)
+                                              for n in names)
     # The temporary sibling was renamed away: the parent holds only the dataset directory.
     assert os.listdir(os.path.dirname(out_dir)) == ["data"]
 
@@ -205,6 +210,20 @@ def test_single_object_is_visible_against_background(examples):
         assert np.linalg.norm(inside - outside) > 60.0
 
 
+def test_sample_images_are_the_first_val_records_jpegs(dataset):
+    """samples/val-0000K.jpg: byte for byte the JPEG of val record K, for detect.py."""
+    out_dir = os.path.dirname(dataset["label_map_path"])
+    samples = sorted(os.listdir(os.path.join(out_dir, "samples")))
+    assert samples == [f"val-{k:05d}.jpg" for k in range(shapes_dataset.NUM_SAMPLES)]
+    assert dataset["samples"] == [os.path.join(out_dir, "samples", n) for n in samples]
+    records = [tf.train.Example.FromString(r.numpy())
+               for r in tf.data.TFRecordDataset(glob.glob(dataset["val_pattern"]))]
+    for k, path in enumerate(dataset["samples"]):
+        with open(path, "rb") as f:
+            assert f.read() == records[k].features.feature[
+                "image/encoded"].bytes_list.value[0]
+
+
 def test_same_seed_gives_identical_files_and_other_seed_differs(dataset, tmp_path):
     first = _file_bytes(os.path.dirname(dataset["label_map_path"]))
     again = _file_bytes(os.path.dirname(_generate(tmp_path / "again")["label_map_path"]))
@@ -269,12 +288,31 @@ def test_cli_writes_the_dataset(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(out)) == [
-        "label_map.pbtxt", "train-00000-of-00001.tfrecord", "val-00000-of-00001.tfrecord"]
+        "label_map.pbtxt", "samples", "train-00000-of-00001.tfrecord",
+        "val-00000-of-00001.tfrecord"]
+    assert sorted(os.listdir(out / "samples")) == ["val-00000.jpg", "val-00001.jpg"]
     assert str(out / "label_map.pbtxt") in result.stdout
     train = read_examples(str(out / "train-*.tfrecord"))
     assert [e["source_id"] for e in train] == ["1", "2", "3"]
     np.testing.assert_array_equal(train[2]["boxes"], render_image(7, "train", 2, 32).boxes)
     assert load_label_map(str(out / "label_map.pbtxt")) == CLASS_NAMES
+
+
+@pytest.mark.slow
+def test_cli_help_defaults_are_the_default_configs():
+    """make_shapes_dataset.py --help states the defaults of the dataset the default
+    config names (its shapes_dataset section)."""
+    import yaml
+
+    with open(os.path.join(REPO, "configs", "shapes_retinanet.yaml")) as f:
+        section = yaml.safe_load(f)["shapes_dataset"]
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "scripts", "make_shapes_dataset.py"), "--help"],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert "--num_train" in result.stdout, result.stderr  # absl exits 1 after --help
+    for key in ("num_train", "num_val", "image_size", "num_shards", "seed"):
+        match = re.search(rf"--{key}: .*?\(default: '(\d+)'\)", result.stdout, re.DOTALL)
+        assert match and int(match.group(1)) == section[key], (key, result.stdout)
 
 
 def test_cli_requires_output_dir():

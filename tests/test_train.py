@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -212,3 +213,45 @@ def test_corrupt_eval_file_in_training_evaluation_is_a_user_error(tiny_dataset, 
         train(config, model_dir, checkpoint_every_n=2, record_summaries=False)
     assert str(bad) in str(err.value)
     assert ckpt_steps(model_dir) == [2]
+
+
+def test_a_finished_run_ends_by_evaluating_with_ap_per_class_in_the_log(tiny_dataset,
+                                                                        tmp_path):
+    """eval_config.eval_at_end: a 10-step run (no eval_every_n, no interval save) is
+    evaluated at its end, after the final save; the log has AP, AP50 and AP per class
+    by label-map name; the record and best/ point at the final checkpoint."""
+    from train_lib.evaluation import eval_files
+
+    model_dir = str(tmp_path / "run")
+    config = make_tiny_config(tiny_dataset, num_steps=10)
+    config.eval_config.eval_at_end = True
+    config.model.post_processing.score_threshold = 0.0  # an untrained model's detections
+    lines: list[str] = []
+    train(config, model_dir, checkpoint_every_n=1000, record_summaries=False,
+          log=lines.append)
+    headline = [line for line in lines if line.startswith("evaluated step ")]
+    assert len(headline) == 1 and headline[0].startswith("evaluated step 10 on 8 images")
+    assert re.search(r": AP=\d\.\d{4}, AP50=\d\.\d{4}, AP75=", headline[0]), headline
+    per_class = lines[lines.index(headline[0]) + 1]
+    assert re.fullmatch(r"AP per class: square=-?\d\.\d{4}, circle=-?\d\.\d{4}, "
+                        r"triangle=-?\d\.\d{4}", per_class), per_class
+    assert lines.index(headline[0]) > lines.index(
+        next(line for line in lines if line.startswith("saved ckpt-10 (end)")))
+    records = eval_files.read_eval_records(model_dir)
+    assert [(r["step"], r["checkpoint"]) for r in records] == [
+        (10, os.path.abspath(os.path.join(model_dir, "ckpt-10")))]
+    assert eval_files.read_best(model_dir)["step"] == 10
+
+
+def test_final_evaluation_needs_an_eval_split_and_may_be_turned_off(tiny_dataset):
+    from train_lib.training.trainer import _in_training_eval_plan
+
+    config = make_tiny_config(tiny_dataset)
+    config.eval_config.eval_at_end = True
+    assert _in_training_eval_plan(config) == (0, True)
+    config.eval_config.eval_every_n = 5
+    config.eval_config.eval_at_end = False
+    assert _in_training_eval_plan(config) == (5, False)
+    config.eval_config.eval_at_end = True
+    config.eval_input_reader.input_path = []
+    assert _in_training_eval_plan(config) == (5, False)

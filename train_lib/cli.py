@@ -10,8 +10,12 @@
 - Quiet logs: at the default verbosity, `main` shows the log lines of this
   repository (train_lib/, scripts/, model_main_tf2.py) and WARNING and above
   from anyone; the INFO chatter of Model Garden, TensorFlow and tf_keras (and
-  tf_keras's "Input dict contained keys" warning) is hidden. absl's own
-  `--verbosity=1` (`-v 1`) shows everything again (`quiet_library_logs`).
+  tf_keras's "Input dict contained keys" warning) is hidden. Entry points whose
+  library warnings say nothing to a user (the exporter's ten "Skipping full
+  serialization ... because it is not built") pass `library_warnings=False`:
+  then only this repository's lines and anyone's errors show, and TensorFlow's
+  C++ start-up errors (no GPU) are hidden too. absl's own `--verbosity=1`
+  (`-v 1`) shows everything again (`quiet_library_logs`).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ OWN_PATHS = (os.path.join(REPO_ROOT, "train_lib") + os.sep,
              os.path.join(REPO_ROOT, "scripts") + os.sep,
              os.path.join(REPO_ROOT, "model_main_tf2.py"))
 # tf_keras warns on every call of Model Garden's FPN over the backbone's level-6 output.
+CPP_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
 IGNORED_WARNING = r"Input dict contained keys .* which did not match any model input"
 
 
@@ -45,16 +50,18 @@ def fail(message: str) -> int:
 
 class OwnLinesFilter(std_logging.Filter):
     """Passes records logged from this repository's files (or the running entry
-    point), and records of level WARNING and above from anywhere."""
+    point), and records of level WARNING (ERROR without `library_warnings`) and
+    above from anywhere."""
 
-    def __init__(self, own_paths: tuple[str, ...] = OWN_PATHS):
+    def __init__(self, own_paths: tuple[str, ...] = OWN_PATHS, library_warnings: bool = True):
         super().__init__()
+        self._min_level = std_logging.WARNING if library_warnings else std_logging.ERROR
         main_file = getattr(sys.modules.get("__main__"), "__file__", None)
         self._own = own_paths + ((os.path.abspath(main_file),) if main_file else ())
         self._known: dict[str, bool] = {}  # pathname -> ours?
 
     def filter(self, record: std_logging.LogRecord) -> bool:
-        if record.levelno >= std_logging.WARNING:
+        if record.levelno >= self._min_level:
             return True
         ours = self._known.get(record.pathname)
         if ours is None:
@@ -63,32 +70,40 @@ class OwnLinesFilter(std_logging.Filter):
         return ours
 
 
-def quiet_library_logs() -> OwnLinesFilter:
+def quiet_library_logs(library_warnings: bool = True) -> OwnLinesFilter:
     """Hides other libraries' INFO (and lower) log lines and tf_keras's "Input dict
     contained keys" warning, from now on, in this process: a filter on absl's
-    handler, through which every Python logger's records go in an absl app."""
+    handler, through which every Python logger's records go in an absl app.
+    Without `library_warnings`, their warnings too (log records and Python
+    warnings), and TensorFlow's C++ log below FATAL if TensorFlow is not loaded
+    yet and TF_CPP_MIN_LOG_LEVEL is not set by the user."""
     handler = logging.get_absl_handler()
     for old in [f for f in handler.filters if isinstance(f, OwnLinesFilter)]:
         handler.removeFilter(old)
-    own = OwnLinesFilter()
+    own = OwnLinesFilter(library_warnings=library_warnings)
     handler.addFilter(own)
     warnings.filterwarnings("ignore", message=IGNORED_WARNING, category=UserWarning)
+    if not library_warnings:
+        warnings.simplefilter("ignore")
+        if "tensorflow" not in sys.modules:
+            os.environ.setdefault(CPP_LOG_LEVEL, "3")
     return own
 
 
-def main(run: Callable[..., int], verbose: bool = True,
-         positional: bool = False) -> Callable[[list[str]], None]:
+def main(run: Callable[..., int], verbose: bool = True, positional: bool = False,
+         library_warnings: bool = True) -> Callable[[list[str]], None]:
     """An absl main: logs at INFO if `verbose` (unless --verbosity is given), hides
-    library INFO lines below --verbosity=1 (`quiet_library_logs`), exits with
-    `run()`'s code. Positional arguments are refused, or with `positional` passed
-    on: `run(argv[1:])`."""
+    library INFO lines (and without `library_warnings` their warnings) below
+    --verbosity=1 (`quiet_library_logs`), exits with `run()`'s code. Positional
+    arguments are refused, or with `positional` passed on: `run(argv[1:])`."""
     def absl_main(argv: list[str]) -> None:
         if len(argv) > 1 and not positional:
             sys.exit(fail(f"unexpected arguments: {' '.join(argv[1:])}"))
         if verbose and not flags.FLAGS["verbosity"].present:
             logging.set_verbosity(logging.INFO)
         if logging.get_verbosity() < logging.DEBUG:
-            quiet_library_logs()
+            quiet_library_logs(library_warnings)
+        os.environ.setdefault(CPP_LOG_LEVEL, "2")  # TensorFlow's C++ start-up chatter
         try:
             code = run(list(argv[1:])) if positional else run()
         except UserError as err:

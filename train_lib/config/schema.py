@@ -351,6 +351,8 @@ class InputReaderConfig:
 class EvalConfig:
     batch_size: int = 8
     eval_every_n: int = 0  # in-process evaluation during training; 0 disables
+    # Evaluate the final step of a run that reaches num_steps (eval split configured).
+    eval_at_end: bool = True
     metric_for_best: str = "AP"
     num_visualizations: int = 4
 

@@ -54,6 +54,8 @@ MIN_IMAGE_SIZE = 32
 VAL_EXAMPLES_PER_SHARD = 1000
 JPEG_QUALITY = 95
 LABEL_MAP_NAME = "label_map.pbtxt"
+SAMPLES_DIR = "samples"  # the first NUM_SAMPLES val images as JPEG files, for detect.py
+NUM_SAMPLES = 4
 
 _NOISE_STDDEV = 8.0
 _MIN_BACKGROUND_DISTANCE = 120.0  # Euclidean RGB distance, object colour vs background
@@ -212,8 +214,10 @@ def _shard_name(split: str, shard: int, num_shards: int) -> str:
 def dataset_paths(output_dir: str, num_shards: int = 4, num_val: int = 200) -> dict:
     """The paths `generate` writes for these arguments, without generating anything.
 
-    Keys: 'train_pattern', 'val_pattern' (glob patterns), 'label_map_path', and
-    'files' (every file path of the complete dataset, label map included).
+    Keys: 'train_pattern', 'val_pattern' (glob patterns), 'label_map_path',
+    'samples' (the sample images: samples/val-00000.jpg, ..., the first
+    NUM_SAMPLES val images, byte for byte the JPEGs of their records), and 'files'
+    (every file path of the complete dataset, label map and samples included).
     """
     num_val_shards = _num_val_shards(num_val)
     files = [os.path.join(output_dir, _shard_name("train", k, num_shards))
@@ -221,12 +225,27 @@ def dataset_paths(output_dir: str, num_shards: int = 4, num_val: int = 200) -> d
     files += [os.path.join(output_dir, _shard_name("val", k, num_val_shards))
               for k in range(num_val_shards)]
     files.append(os.path.join(output_dir, LABEL_MAP_NAME))
+    samples = [os.path.join(output_dir, SAMPLES_DIR, _sample_name(i))
+               for i in range(min(NUM_SAMPLES, num_val))]
+    files += samples
     return {
         "train_pattern": os.path.join(output_dir, f"train-?????-of-{num_shards:05d}.tfrecord"),
         "val_pattern": os.path.join(output_dir, f"val-?????-of-{num_val_shards:05d}.tfrecord"),
         "label_map_path": os.path.join(output_dir, LABEL_MAP_NAME),
+        "samples": samples,
         "files": files,
     }
+
+
+def _sample_name(index: int) -> str:
+    return f"val-{index:05d}.jpg"
+
+
+def _write_samples(directory: str, count: int, seed: int, image_size: int) -> None:
+    os.makedirs(os.path.join(directory, SAMPLES_DIR))
+    for index in range(count):
+        with open(os.path.join(directory, SAMPLES_DIR, _sample_name(index)), "wb") as f:
+            f.write(_encode_jpeg(render_image(seed, "val", index, image_size).image))
 
 
 def _write_split(directory: str, split: str, count: int, num_shards: int, seed: int,
@@ -243,7 +262,7 @@ def _write_split(directory: str, split: str, count: int, num_shards: int, seed: 
 
 
 def _is_dataset_file(name: str) -> bool:
-    return name == LABEL_MAP_NAME or (
+    return name in (LABEL_MAP_NAME, SAMPLES_DIR) or (
         name.endswith(".tfrecord") and name.startswith(("train-", "val-"))
     )
 
@@ -253,7 +272,8 @@ def generate(output_dir: str, num_train: int = 2000, num_val: int = 200, image_s
     """Writes the dataset to `output_dir` and returns dataset_paths(...) for it.
 
     Files: train-0000K-of-0000N.tfrecord (num_shards shards, image i in shard i % N),
-    val-0000K-of-0000M.tfrecord (one shard per 1000 images) and label_map.pbtxt.
+    val-0000K-of-0000M.tfrecord (one shard per 1000 images), label_map.pbtxt and
+    samples/val-0000K.jpg (the first NUM_SAMPLES val images as files).
     Everything is written to a temporary sibling directory that is renamed to
     `output_dir` only when complete. An existing `output_dir` is replaced if it is
     empty or holds only dataset files; otherwise FileExistsError. Bad arguments raise
@@ -288,6 +308,7 @@ def generate(output_dir: str, num_train: int = 2000, num_val: int = 200, image_s
         _write_split(tmp_dir, "train", num_train, num_shards, seed, image_size)
         _write_split(tmp_dir, "val", num_val, _num_val_shards(num_val), seed, image_size)
         write_label_map(os.path.join(tmp_dir, LABEL_MAP_NAME), CLASS_NAMES)
+        _write_samples(tmp_dir, min(NUM_SAMPLES, num_val), seed, image_size)
         os.chmod(tmp_dir, 0o755)  # mkdtemp makes it 0o700
         if os.path.exists(output_dir):
             old_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.old-",

@@ -43,7 +43,7 @@ from train_lib.evaluation.eval_files import (
     recorded_num_steps,
 )
 from train_lib.evaluation.evaluator import EvalError, Evaluator, eval_inputs, evaluate_model
-from train_lib.evaluation.recording import MetricsRecorder
+from train_lib.evaluation.recording import MetricsRecorder, metrics_lines
 from train_lib.families import build_model
 
 _STAGING_PREFIX = ".eval_tmp-"  # checkpoint files linked here while being evaluated
@@ -213,11 +213,17 @@ def continuous_eval(
     Checkpoints already recorded in eval_metrics.jsonl (same dir and split) are not
     evaluated again. Returns after the checkpoint whose step reaches the run's
     num_steps ("finished"), or when no new checkpoint came for `eval_timeout`
-    seconds ("timeout"). Raises ConfigError (inputs) or EvalError (a checkpoint
-    that does not fit the config's model, bad eval data).
+    seconds ("timeout"); a finished run whose checkpoints were all evaluated before
+    logs the final checkpoint's recorded metrics. Raises ConfigError (inputs) or
+    EvalError (a checkpoint_dir that is not a training run's, see
+    eval_files.training_run_problem; a checkpoint that does not fit the config's
+    model; bad eval data).
     """
     files, label_map = eval_inputs(config, eval_on_train_data)
     split = "eval_train" if eval_on_train_data else "eval"
+    problem = eval_files.training_run_problem(checkpoint_dir)
+    if problem is not None:
+        raise EvalError(problem)
     try:
         os.makedirs(model_dir, exist_ok=True)
     except OSError as err:
@@ -251,6 +257,20 @@ def _evaluated_before(model_dir: str, checkpoint_dir: str, split: str,
     return done
 
 
+def _log_recorded(runner: _RunEvaluator, step: int, log: Callable[[str], None]) -> None:
+    """Logs the metrics eval_metrics.jsonl holds for ckpt-<step> (evaluated before)."""
+    prefix = os.path.join(runner.checkpoint_dir, f"ckpt-{step}")
+    record = eval_files.find_eval_record(runner.model_dir, prefix, runner.split)
+    if record is None:
+        return
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.get("wall_time", 0)))
+    headline, *per_class = metrics_lines(record["metrics"])
+    log(f"ckpt-{step}, the final checkpoint, as evaluated at {when} (from "
+        f"{os.path.join(runner.model_dir, EVAL_METRICS_FILE)}): {headline}")
+    for line in per_class:
+        log(line)
+
+
 def _watch(runner: _RunEvaluator, done: set[int], result: ContinuousEvalResult,
            eval_timeout: float, poll_seconds: float, log: Callable[[str], None]) -> None:
     """Evaluates the checkpoints of runner.checkpoint_dir not in `done` as they come,
@@ -275,6 +295,8 @@ def _watch(runner: _RunEvaluator, done: set[int], result: ContinuousEvalResult,
         if done and num_steps is not None and max(done) >= num_steps:
             log(f"training finished (ckpt-{max(done)} reaches num_steps {num_steps} of "
                 f"{os.path.join(checkpoint_dir, PIPELINE_FILE)}): evaluation done")
+            if max(done) not in result.evaluated:
+                _log_recorded(runner, max(done), log)
             result.stop_reason = "finished"
             return
         remaining = deadline - time.monotonic()

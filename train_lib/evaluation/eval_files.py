@@ -30,7 +30,9 @@ from collections.abc import Mapping
 
 import yaml
 
+from train_lib.checkpointing.events import EVENTS_FILE
 from train_lib.checkpointing.files import list_steps, parse_step
+from train_lib.checkpointing.lock import LOCK_FILE
 from train_lib.jsonl import read_jsonl
 from train_lib.training.workdir import PIPELINE_FILE
 
@@ -66,6 +68,31 @@ def checkpoint_steps(checkpoint_dir: str) -> list[int]:
     return sorted({s for s in map(parse_step, paths) if s is not None})
 
 
+def training_run_problem(checkpoint_dir: str) -> str | None:
+    """Why `checkpoint_dir` is not a training run's model_dir to evaluate, or None.
+
+    A training run's model_dir holds checkpoints (ckpt-*), or, before its first
+    save, what the trainer writes at start (pipeline.yaml, train.lock,
+    checkpoints.jsonl): then evaluation waits for checkpoints. A directory that
+    does not exist, or holds none of these, is a mistake (a typo, the wrong dir).
+    """
+    hint = ("give the --model_dir of a training run (model_main_tf2.py "
+            "--pipeline_config_path=... --model_dir=<dir> trains one)")
+    if not os.path.exists(checkpoint_dir):
+        return f"--checkpoint_dir {checkpoint_dir} does not exist; {hint}"
+    if not os.path.isdir(checkpoint_dir):
+        return f"--checkpoint_dir {checkpoint_dir} is not a directory; {hint}"
+    try:
+        names = os.listdir(checkpoint_dir)
+    except OSError as err:
+        return f"--checkpoint_dir {checkpoint_dir} cannot be read ({err.strerror})"
+    signs = {PIPELINE_FILE, LOCK_FILE, EVENTS_FILE, STATE_FILE}
+    if any(name in signs or name.startswith("ckpt-") for name in names):
+        return None
+    return (f"--checkpoint_dir {checkpoint_dir} holds nothing of a training run (no "
+            f"ckpt-*, {PIPELINE_FILE}, {LOCK_FILE} or {EVENTS_FILE}); {hint}")
+
+
 def recorded_num_steps(checkpoint_dir: str) -> int | None:
     """train_config.num_steps of the run's pipeline.yaml (the trainer keeps it current)."""
     try:
@@ -83,6 +110,15 @@ def recorded_num_steps(checkpoint_dir: str) -> int | None:
 def read_eval_records(model_dir: str) -> list[dict]:
     """The lines of `<model_dir>/eval_metrics.jsonl`, oldest first (bad lines skipped)."""
     return read_jsonl(os.path.join(model_dir, EVAL_METRICS_FILE))
+
+
+def find_eval_record(model_dir: str, checkpoint: str, split: str) -> dict | None:
+    """The newest record of eval_metrics.jsonl for the checkpoint prefix `checkpoint`
+    (an absolute path) on `split`, or None."""
+    found = [r for r in read_eval_records(model_dir)
+             if r.get("checkpoint") == checkpoint and r.get("split") == split
+             and isinstance(r.get("metrics"), dict)]
+    return found[-1] if found else None
 
 
 def append_eval_record(model_dir: str, record: Mapping) -> None:

@@ -1,7 +1,8 @@
 """Where an evaluation's results go: `MetricsRecorder`, for continuous and
 in-training evaluation alike.
 
-    log                      one line of metrics, then COCO's printed summary
+    log                      one line of metrics, one of AP per class by its label-map
+                             name (`metrics_lines`), then COCO's printed summary
     <model_dir>/<split>/     TensorBoard scalars, named as the OD API names them
                              (`summary_name`), and a few eval images with detections
     eval_metrics.jsonl       one line per evaluation: step, checkpoint, split,
@@ -49,6 +50,17 @@ def summary_name(key: str) -> str:
     return SUMMARY_NAMES.get(key, f"DetectionBoxes/{key}")
 
 
+def metrics_lines(metrics: dict[str, float]) -> list[str]:
+    """The log lines of a set of metrics: "AP=..., AP50=..., ..." (METRIC_KEYS), and
+    "AP per class: <name>=..., ..." when the metrics hold AP/<class name>."""
+    lines = [", ".join(f"{k}={metrics[k]:.4f}" for k in METRIC_KEYS if k in metrics)]
+    per_class = [(k[len(PER_CLASS_PREFIX):], v) for k, v in metrics.items()
+                 if k.startswith(PER_CLASS_PREFIX)]
+    if per_class:
+        lines.append("AP per class: " + ", ".join(f"{name}={value:.4f}"
+                                                  for name, value in per_class))
+    return lines
+
 
 class MetricsRecorder:
     """Where an evaluation's results go, for continuous and in-training evaluation
@@ -65,9 +77,10 @@ class MetricsRecorder:
                seconds: float, prefix: str | None, copy_from: str | None = None) -> None:
         """`prefix`: the checkpoint evaluated (None: weights not saved at this step,
         so no best copy); `copy_from`: where to copy its files from (default prefix)."""
+        headline, *per_class = metrics_lines(metrics)
         self._log(f"evaluated step {step} on {evaluator.num_images} images in {seconds:.1f} s: "
-                  + ", ".join(f"{k}={metrics[k]:.4f}" for k in METRIC_KEYS))
-        for line in evaluator.summary.splitlines():
+                  + headline)
+        for line in [*per_class, *evaluator.summary.splitlines()]:
             self._log(line)
         self._write_summaries(step, metrics, evaluator.pictures)
         record = {"step": step, "checkpoint": prefix and os.path.abspath(prefix),

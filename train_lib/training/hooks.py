@@ -216,14 +216,24 @@ absl_logging.ABSLLogger.register_frame_to_skip(__file__, "logged")
 
 
 class EvalHook(Hook):
-    """In-training evaluation at every positive multiple of `every_n`:
-    `evaluate(step)` measures the live model and records the metrics. Placed after
-    the CheckpointHook, so a checkpoint saved at the same step is already on disk."""
+    """In-training evaluation: `evaluate(step)` measures the live model and records
+    the metrics at every positive multiple of `every_n` (0: none), and, with
+    `final_step`, once when the run finishes there (reason FINISHED; not after a
+    signal or an error). The step `final_step` itself is then left to `end`, so
+    it is evaluated once, after the final save. Placed after the CheckpointHook,
+    so a checkpoint saved at the same step is already on disk."""
 
-    def __init__(self, every_n: int, evaluate: Callable[[int], None]):
+    def __init__(self, every_n: int, evaluate: Callable[[int], None],
+                 final_step: int | None = None):
         self.every_n = every_n
         self._evaluate = evaluate
+        self._final_step = final_step
 
     def after_steps(self, step: int, outputs: StepOutputs) -> None:
-        if self.wants(step):
+        if self.wants(step) and (self._final_step is None or step < self._final_step):
+            self._evaluate(step)
+
+    def end(self, step: int, reason: StopReason, error: BaseException | None = None) -> None:
+        if self._final_step is not None and reason == StopReason.FINISHED \
+                and step >= self._final_step:
             self._evaluate(step)

@@ -254,7 +254,9 @@ def build_hooks(parts: _Parts, start: int, record_summaries: bool) -> list[hooks
     """The hooks of a training run, in call order: logging first (its history feeds
     TrainResult), what the data checks did, then checkpoints (so an evaluation at the
     same step finds the checkpoint on disk, and the final save precedes anything that
-    reads it), the progress line, in-training evaluation, summaries."""
+    reads it), the progress line, in-training evaluation (every
+    eval_config.eval_every_n steps and, with eval_config.eval_at_end, the final
+    step), summaries."""
     train_cfg = parts.config.train_config
     reader = parts.config.train_input_reader
     role = parts.role
@@ -273,19 +275,30 @@ def build_hooks(parts: _Parts, start: int, record_summaries: bool) -> list[hooks
                 error, role.num_workers)),
         parts.progress,
     ]
-    eval_every_n = parts.config.eval_config.eval_every_n
-    if eval_every_n and role.num_workers > 1:
-        parts.log(f"eval_config.eval_every_n ({eval_every_n}) is ignored in a multi-worker "
+    eval_every_n, at_end = _in_training_eval_plan(parts.config)
+    if (eval_every_n or at_end) and role.num_workers > 1:
+        what = (f"eval_config.eval_every_n ({eval_every_n})" if eval_every_n
+                else "the final evaluation (eval_config.eval_at_end)")
+        parts.log(f"{what} is ignored in a multi-worker "
                   "job (evaluation would stall every worker); evaluate alongside with "
                   f"model_main_tf2.py --checkpoint_dir={parts.model_dir} --model_dir=<dir>")
-    elif eval_every_n:
-        hooks.append(hooks_lib.EvalHook(eval_every_n, _in_training_eval(parts)))
+    elif eval_every_n or at_end:
+        hooks.append(hooks_lib.EvalHook(eval_every_n, _in_training_eval(parts),
+                                        final_step=train_cfg.num_steps if at_end else None))
     if record_summaries and role.is_chief:
         writer = tf.summary.create_file_writer(os.path.join(parts.model_dir, "train"))
         hooks.append(hooks_lib.SummaryHook(
             writer, train_cfg.summary_every_n, train_cfg.batch_size, start,
             pictures=_training_pictures(parts.config, parts.files)))
     return hooks
+
+
+def _in_training_eval_plan(config: PipelineConfig) -> tuple[int, bool]:
+    """(evaluate every n steps, evaluate the final step): eval_config.eval_every_n,
+    and eval_config.eval_at_end when an eval split is configured."""
+    eval_cfg = config.eval_config
+    return eval_cfg.eval_every_n, bool(eval_cfg.eval_at_end
+                                       and config.eval_input_reader.input_path)
 
 
 def _run(parts: _Parts, start: int, record_summaries: bool) -> TrainResult:
