@@ -26,8 +26,6 @@ from absl import app, flags  # noqa: E402
 
 from train_lib import cli  # noqa: E402
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
-
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("pipeline_config_path", None, "The pipeline config whose data to check.")
@@ -65,4 +63,4 @@ def run() -> int:
 
 
 if __name__ == "__main__":
-    app.run(cli.main(run, verbose=False))
+    app.run(cli.main(run, verbose=False, library_warnings=False))

@@ -136,7 +136,8 @@ def test_negatives_grayscale_rgba_png_jpeg_and_300_boxes_train_and_evaluate(tiny
                                                                            tmp_path):
     """Images without boxes, a grayscale PNG, an RGBA PNG, JPEGs and a record of 300
     boxes train (losses finite), are evaluated with COCO, and drawn for TensorBoard;
-    the boxes beyond max_number_of_boxes are counted in the log and data_report.json."""
+    the boxes beyond max_number_of_boxes are counted in the log and data_report.json;
+    a bad eval record under the skip policy is dropped and counted."""
     jpeg = records.encode()
     mixed = [
         records.example(records.encode(seed=1), boxes=[], source_id=1),
@@ -147,15 +148,19 @@ def test_negatives_grayscale_rgba_png_jpeg_and_300_boxes_train_and_evaluate(tiny
         *_good(3, 6),
     ]
     path = records.write(str(tmp_path / "mixed.tfrecord"), mixed)
+    bad_eval = records.write(str(tmp_path / "bad_eval.tfrecord"), [FAULTS["inverted_box"]])
     config = _plain_config(tiny_dataset, path, num_steps=2, log_every_n=2, summary_every_n=2)
-    config.eval_input_reader.input_path = [path]
+    config.eval_input_reader.input_path = [path, bad_eval]
+    config.eval_input_reader.bad_example_policy = "skip"
     config.eval_config.eval_every_n = 2
     lines: list[str] = []
     model_dir = str(tmp_path / "run")
     result = train(config, model_dir, checkpoint_every_n=2, log=lines.append)
     assert result.step == 2 and np.isfinite(result.final_losses["total_loss"])
-    assert any("data: 200 boxes beyond max_number_of_boxes (100) dropped" in line
+    assert any(line.startswith("data: 200 boxes beyond max_number_of_boxes (100) dropped")
                for line in lines), lines
+    assert ("eval data: 1 example skipped (inverted_box 1); 200 boxes beyond "
+            "max_number_of_boxes (100) dropped (of 9 examples read)") in lines, lines
     with open(os.path.join(model_dir, "data_report.json")) as f:
         report = json.load(f)
     assert report["tidied"]["boxes_over_max_dropped"] == 200

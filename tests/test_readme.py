@@ -28,6 +28,8 @@ EXPECTED = {
     "    --model_dir=runs/shapes": [r"training finished at step 10",
                                     r"evaluated step 10 on 8 images",
                                     r"AP per class: square=\S+, circle=\S+, triangle=\S+"],
+    "scripts/check_data.py": [r"train_input_reader \(2 files\): 32 records, 32 valid images",
+                              r"No problems found\."],
     "scripts/inspect_checkpoints.py": [r"Checkpoints in \S*runs/shapes", r"No anomalies"],
     "--checkpoint_dir=runs/shapes": [r"ckpt-10, the final checkpoint, as evaluated at .*"
                                      r": AP=\S+, AP50=\S+",

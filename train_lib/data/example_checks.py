@@ -81,6 +81,7 @@ RULE_CODES = {rule.name: code for code, rule in enumerate(RULES)}
 TIDY_COUNTERS = ("boxes_clipped", "zero_area_boxes_dropped", "boxes_over_max_dropped")
 COUNTERS = ("examples", *(rule.name for rule in RULES[1:]), *TIDY_COUNTERS)
 COUNTER_INDEX = {name: i for i, name in enumerate(COUNTERS)}
+_RULE_NAMES = tuple(rule.name for rule in RULES[1:])
 
 _COORDS = ("ymin", "xmin", "ymax", "xmax")
 _FEATURES = {
@@ -92,6 +93,23 @@ _FEATURES = {
     "image/object/is_crowd": tf.io.VarLenFeature(tf.int64),
     **{f"image/object/bbox/{c}": tf.io.VarLenFeature(tf.float32) for c in _COORDS},
 }
+
+
+def describe_counts(counts: dict[str, int], max_boxes: int) -> str:
+    """One line for the log, e.g. "2 examples skipped (inverted_box 1, not_an_image
+    1); 5 boxes clipped into [0, 1]", or "" when the data needed nothing."""
+    skipped = {name: counts[name] for name in _RULE_NAMES if counts.get(name)}
+    parts = []
+    if skipped:
+        total = sum(skipped.values())
+        parts.append(f"{total} example{'s' * (total != 1)} skipped ("
+                     + ", ".join(f"{name} {n}" for name, n in skipped.items()) + ")")
+    wording = {"boxes_clipped": "boxes clipped into [0, 1]",
+               "zero_area_boxes_dropped": "zero-area boxes dropped",
+               "boxes_over_max_dropped": f"boxes beyond max_number_of_boxes ({max_boxes}) "
+                                         "dropped"}
+    parts += [f"{counts[name]} {wording[name]}" for name in TIDY_COUNTERS if counts.get(name)]
+    return "; ".join(parts)
 
 
 def _image_format(encoded: tf.Tensor) -> tf.Tensor:

@@ -21,7 +21,7 @@ from absl import logging
 from official.vision.ops import preprocess_ops
 
 from train_lib.config import PipelineConfig
-from train_lib.data import input_files, inputs
+from train_lib.data import example_checks, input_files, inputs
 from train_lib.errors import UserError
 from train_lib.evaluation.coco_metrics import CocoEvaluator
 from train_lib.report import visualize
@@ -61,6 +61,7 @@ class Evaluator:
         self.pictures: list = []  # a few eval images with their detections drawn
         self.num_images = 0
         self._log = log
+        self._data_said = ""
 
         def replica_step(images, info):
             # The image's own area inside the padded input: boxes are clipped to it.
@@ -80,18 +81,22 @@ class Evaluator:
         dataset = inputs.build_eval_dataset(self.config, self.files, self.sample_1_of_n)
         coco = CocoEvaluator(self.label_map)
         local = self.strategy.experimental_local_results
+        counts = np.zeros(len(example_checks.COUNTERS), np.int64)
         try:
             self.pictures = []
             for images, info in self.strategy.experimental_distribute_dataset(dataset):
                 detections, info = self._predict(images, info)
                 for dets, inf in zip(local(detections), local(info), strict=True):
-                    coco.add_batch({k: v.numpy() for k, v in inf.items()},
-                                   {k: v.numpy() for k, v in dets.items()})
+                    inf = {k: v.numpy() for k, v in inf.items()}
+                    counts = np.maximum(counts, inf.pop("data_counts").max(axis=0,
+                                                                           initial=0))
+                    coco.add_batch(inf, {k: v.numpy() for k, v in dets.items()})
                 if len(self.pictures) < self.config.eval_config.num_visualizations:
                     self._keep_pictures(local(images)[0].numpy(),
                                         {k: v.numpy() for k, v in local(detections)[0].items()})
         except tf.errors.OpError as err:
             raise self._data_error(err) from None
+        self._report_data(counts)
         if coco.duplicate_ids:
             self._log(f"WARNING: {len(coco.duplicate_ids)} eval images repeat an earlier "
                       f"image/source_id (e.g. {coco.duplicate_ids[0]}) and were ignored; "
@@ -103,6 +108,16 @@ class Evaluator:
         metrics = coco.evaluate()
         self.summary = coco.summary
         return metrics
+
+    def _report_data(self, counts: np.ndarray) -> None:
+        """Logs what the data checks did to the eval set (the running counts are
+        monotone, so the largest seen are the totals), once per Evaluator."""
+        line = example_checks.describe_counts(
+            dict(zip(example_checks.COUNTERS, counts.tolist(), strict=True)),
+            self.config.eval_input_reader.max_number_of_boxes)
+        if line and line != self._data_said:
+            self._log(f"eval data: {line} (of {counts[0]} examples read)")
+            self._data_said = line
 
     def _keep_pictures(self, images, detections) -> None:
         """Adds images of this batch, with their detections scoring at least

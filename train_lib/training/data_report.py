@@ -18,28 +18,11 @@ from collections.abc import Callable
 import numpy as np
 
 from train_lib.checkpointing.policy import StopReason
-from train_lib.data.example_checks import COUNTERS, RULES, TIDY_COUNTERS
+from train_lib.data.example_checks import COUNTERS, RULES, TIDY_COUNTERS, describe_counts
 from train_lib.training.hooks import Hook, StepOutputs
 
 REPORT_FILE = "data_report.json"
 _SKIPPED = tuple(rule.name for rule in RULES[1:])
-
-
-def describe(counts: dict[str, int], max_boxes: int) -> str:
-    """One line for the log, e.g. "2 examples skipped (inverted_box 1, not_an_image
-    1); 5 boxes clipped into [0, 1]", or "" when the data needed nothing."""
-    skipped = {name: counts[name] for name in _SKIPPED if counts.get(name)}
-    parts = []
-    if skipped:
-        total = sum(skipped.values())
-        parts.append(f"{total} example{'s' * (total != 1)} skipped ("
-                     + ", ".join(f"{name} {n}" for name, n in skipped.items()) + ")")
-    wording = {"boxes_clipped": "boxes clipped into [0, 1]",
-               "zero_area_boxes_dropped": "zero-area boxes dropped",
-               "boxes_over_max_dropped": f"boxes beyond max_number_of_boxes ({max_boxes}) "
-                                         "dropped"}
-    parts += [f"{counts[name]} {wording[name]}" for name in TIDY_COUNTERS if counts.get(name)]
-    return "; ".join(parts)
 
 
 class DataReportHook(Hook):
@@ -73,7 +56,7 @@ class DataReportHook(Hook):
 
     def _report(self, step: int) -> None:
         counts = {name: int(v) for name, v in zip(COUNTERS, self._read(), strict=True)}
-        line = describe(counts, self._max_boxes)
+        line = describe_counts(counts, self._max_boxes)
         if line and line != self._said:
             self._log(f"data: {line} (of {counts['examples']} examples read)")
             self._said = line
