@@ -9,6 +9,9 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Third-party inputs (published OD API configs), read in place beside the repository.
+ODAPI_FIXTURE = os.path.join(os.path.dirname(REPO), "shared", "fixtures", "odapi",
+                             "ssd_mobilenet_v2_320x320_coco17_tpu-8.config")
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 

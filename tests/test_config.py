@@ -8,13 +8,14 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ODAPI_FIXTURE
 
 from train_lib import config as C
 from train_lib.config import ConfigError, PipelineConfig
 from train_lib.config.overrides import parse_params_override, split_pairs
 from train_lib.data.input_files import check_label_map, resolve_input_files
 
-ODAPI_CONFIG = "/work/shared/fixtures/odapi/ssd_mobilenet_v2_320x320_coco17_tpu-8.config"
+ODAPI_CONFIG = ODAPI_FIXTURE
 
 
 def write(tmp_path, text: str, name: str = "pipeline.yaml") -> str:

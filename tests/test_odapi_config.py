@@ -14,13 +14,13 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, ckpt_steps, run_trainer
+from conftest import ODAPI_FIXTURE, REPO, ckpt_steps, run_trainer
 
 from train_lib.config import ConfigError, load_config
 from train_lib.config.odapi_table import markdown_table
 from train_lib.errors import UserError
 
-ODAPI_CONFIG = "/work/shared/fixtures/odapi/ssd_mobilenet_v2_320x320_coco17_tpu-8.config"
+ODAPI_CONFIG = ODAPI_FIXTURE
 
 HYPER = """conv_hyperparams {{
         activation: {act},

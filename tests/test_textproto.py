@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 
 import pytest
+from conftest import ODAPI_FIXTURE
 
 from train_lib.errors import UserError
 from train_lib.textproto import LIST, MESSAGE, Node, TextProtoError, parse
 
-ODAPI_CONFIG = "/work/shared/fixtures/odapi/ssd_mobilenet_v2_320x320_coco17_tpu-8.config"
+ODAPI_CONFIG = ODAPI_FIXTURE
 
 
 def only(node: Node, name: str) -> Node:
