@@ -246,3 +246,31 @@ def test_a_config_with_binary_bytes_names_the_file_and_position(tmp_path):
     path.write_bytes(b"model:\n  \xff\xfe num_classes: 3\n")
     with pytest.raises(ConfigError, match=rf"{path}:2:3: byte 0xff is not UTF-8 text"):
         load_config(str(path))
+
+
+def test_data_counts_are_the_runs_totals_across_a_resume(trained_run, tmp_path):
+    """A resumed run continues the counts its checkpoint holds (batch 4: 6 steps are
+    24 examples read, 16 of them before the resume at step 4)."""
+    model_dir = str(tmp_path / "run")
+    shutil.copytree(trained_run["model_dir"], model_dir)
+
+    def examples_read(step: int) -> int:
+        counts = tf.train.load_checkpoint(os.path.join(model_dir, f"ckpt-{step}")).get_tensor(
+            "data_counts/.ATTRIBUTES/VARIABLE_VALUE")
+        return int(counts[example_checks.COUNTER_INDEX["examples"]])
+
+    assert examples_read(4) == 16
+    config = make_tiny_config_like(trained_run, num_steps=6)
+    train(config, model_dir, checkpoint_every_n=2, record_summaries=False)
+    assert examples_read(6) == 24
+    with open(os.path.join(model_dir, "data_report.json")) as f:
+        assert json.load(f)["examples_read"] == 24
+
+
+def make_tiny_config_like(trained_run, **train_overrides):
+    import copy
+
+    config = copy.deepcopy(trained_run["config"])
+    for key, value in train_overrides.items():
+        setattr(config.train_config, key, value)
+    return config

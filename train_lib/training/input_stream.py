@@ -16,6 +16,7 @@ from train_lib.data import inputs
 from train_lib.training import distribute
 
 POSITION_KEY = "input_position/.ATTRIBUTES/VARIABLE_VALUE"
+DATA_COUNTS_KEY = "data_counts/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 def start_position(restored: str | None, start: int, examples_per_step: int,
@@ -38,6 +39,19 @@ def start_position(restored: str | None, start: int, examples_per_step: int,
         f"this trainer): the input continues after the {skip} examples of {start} steps, "
         "in this version's data order")
     return inputs.InputPosition(0, skip)
+
+
+def restored_data_counts(restored: str | None, size: int) -> list[int]:
+    """The data counts the checkpoint `restored` holds (zeros for a new run or a
+    checkpoint written before they were kept). Like the position, they are read
+    from the file: the restore reads the model and optimizer only."""
+    if restored is None:
+        return [0] * size
+    reader = tf.train.load_checkpoint(restored)
+    if not reader.has_tensor(DATA_COUNTS_KEY):
+        return [0] * size
+    counts = [int(v) for v in reader.get_tensor(DATA_COUNTS_KEY)]
+    return counts if len(counts) == size else [0] * size
 
 
 def train_iterator(config: PipelineConfig, files: list[str], strategy, role: distribute.Role,

@@ -140,6 +140,8 @@ def _train_locked(config: PipelineConfig, model_dir: str, strategy, role: distri
             input_start = input_stream.start_position(_prefix(model_dir, restored), start,
                                        examples_per_step, log)
             position.assign([input_start.epoch, input_start.offset])
+            data_counts.assign(input_stream.restored_data_counts(
+                _prefix(model_dir, restored), int(data_counts.shape[0])))
             iterator = input_stream.train_iterator(config, files, strategy, role, input_start, log)
             parts = _Parts(config, model_dir, files, strategy, role, model, optimizer,
                            iterator, position, data_counts, input_start, start,
