@@ -122,16 +122,16 @@ def trained_run(tiny_dataset, tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="session")
 def trained_faster_rcnn_run(tiny_dataset, tmp_path_factory) -> dict:
-    """A tiny Faster R-CNN trained 30 steps with train() (ckpt-15 and ckpt-30, a log line
+    """A tiny Faster R-CNN trained 40 steps with train() (ckpt-20 and ckpt-40, a log line
     every 5 steps in `result.loss_history`); tests only read its model_dir. Its
     post-processing keeps every score (threshold 0)."""
     from train_lib.training.trainer import train
 
-    config = make_tiny_faster_rcnn_config(tiny_dataset, num_steps=30, log_every_n=5)
+    config = make_tiny_faster_rcnn_config(tiny_dataset, num_steps=40, log_every_n=5)
     config.model.post_processing.score_threshold = 0.0
     model_dir = str(tmp_path_factory.mktemp("trained_frcnn") / "run")
-    result = train(config, model_dir, checkpoint_every_n=15, record_summaries=False)
-    assert ckpt_steps(model_dir) == [15, 30]
+    result = train(config, model_dir, checkpoint_every_n=20, record_summaries=False)
+    assert ckpt_steps(model_dir) == [20, 40]
     return {"model_dir": model_dir, "config": config, "result": result}
 
 
