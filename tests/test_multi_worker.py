@@ -21,7 +21,7 @@ from train_lib.jsonl import read_jsonl
 
 pytestmark = pytest.mark.slow
 
-CHIEF_FILES = {"checkpoint", "checkpoints.jsonl", "pipeline.yaml", "train"}
+CHIEF_FILES = {"checkpoint", "checkpoints.jsonl", "data_report.json", "pipeline.yaml", "train"}
 
 
 def _free_ports(count: int) -> list[int]:
