@@ -14,7 +14,7 @@ import tensorflow as tf
 from tests import records
 from tests.conftest import ckpt_steps, make_tiny_config, run_trainer
 from train_lib.config import ConfigError, dump_config, load_config
-from train_lib.data import data_check, example_checks, inputs
+from train_lib.data import data_check, example_checks, input_errors, inputs
 from train_lib.training.failures import TrainError
 from train_lib.training.trainer import train
 
@@ -43,7 +43,7 @@ def _first_error(config, path: str) -> str:
     with pytest.raises(tf.errors.OpError) as err:
         for _ in range(4):
             next(iterator)
-    explained = inputs.explain_input_error(err.value, [path], config.train_input_reader,
+    explained = input_errors.explain_input_error(err.value, [path], config.train_input_reader,
                                            config.model.num_classes)
     assert explained is not None
     return explained[1]

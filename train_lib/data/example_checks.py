@@ -81,7 +81,7 @@ RULE_CODES = {rule.name: code for code, rule in enumerate(RULES)}
 TIDY_COUNTERS = ("boxes_clipped", "zero_area_boxes_dropped", "boxes_over_max_dropped")
 COUNTERS = ("examples", *(rule.name for rule in RULES[1:]), *TIDY_COUNTERS)
 COUNTER_INDEX = {name: i for i, name in enumerate(COUNTERS)}
-_RULE_NAMES = tuple(rule.name for rule in RULES[1:])
+RULE_NAMES = tuple(rule.name for rule in RULES[1:])
 
 _COORDS = ("ymin", "xmin", "ymax", "xmax")
 _FEATURES = {
@@ -98,7 +98,7 @@ _FEATURES = {
 def describe_counts(counts: dict[str, int], max_boxes: int) -> str:
     """One line for the log, e.g. "2 examples skipped (inverted_box 1, not_an_image
     1); 5 boxes clipped into [0, 1]", or "" when the data needed nothing."""
-    skipped = {name: counts[name] for name in _RULE_NAMES if counts.get(name)}
+    skipped = {name: counts[name] for name in RULE_NAMES if counts.get(name)}
     parts = []
     if skipped:
         total = sum(skipped.values())

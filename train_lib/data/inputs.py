@@ -28,7 +28,6 @@ Contract:
 from __future__ import annotations
 
 import dataclasses
-import re
 
 import tensorflow as tf
 from official.vision.ops import anchor, box_ops, preprocess_ops
@@ -69,7 +68,7 @@ def _checked(reader: InputReaderConfig, num_classes: int, filename: tf.Tensor,
     """`example_checks.decode_and_check` of one record; under bad_example_policy
     `error` an invalid example stops the pipeline with an assertion that names its
     file and record (`INPUT_ERROR_MARK` first). The message the user sees is
-    written on the host from that record (`explain_input_error`): in the graph,
+    written on the host from that record (`input_errors.explain_input_error`): in the graph,
     the check costs one op per example."""
     data = example_checks.decode_and_check(record, num_classes, reader.max_number_of_boxes)
     if reader.bad_example_policy == "error":
@@ -366,48 +365,3 @@ def build_eval_dataset(
     ds = ds.map(lambda images, info, counts: (images, {**info, "data_counts": counts}))
     ds = ds.prefetch(tf.data.AUTOTUNE)
     return ds.with_options(_options())
-
-
-def explain_input_error(err: tf.errors.OpError, files: list[str], reader: InputReaderConfig,
-                        num_classes: int) -> tuple[str, str] | None:
-    """What an input-pipeline error says about the data: ("bad", "<file> record <i>
-    (image/source_id '<id>'): <rule's problem>; <what to do> (rule <name>)") for a
-    record our checks stopped at or that cannot be parsed or decoded (found by
-    reading the records again), ("corrupt", which file and record cannot be read),
-    or None when it is not one of those."""
-    found = _ASSERTION_RE.search(err.message)
-    if found:
-        path, index = found.group(1), int(found.group(2))
-        record = next(iter(tf.data.TFRecordDataset(path).skip(index).take(1)))
-        reason = example_checks.explain_record(path, index, record, num_classes,
-                                               reader.max_number_of_boxes)
-        return "bad", (f"{path} record {index} (image/source_id "
-                       f"'{example_checks.source_id_of(record)}'): {reason}")
-    if isinstance(err, tf.errors.DataLossError):
-        found = find_corrupt_tfrecord(files)
-        return "corrupt", (f"{found[0]} is corrupt at record {found[1]} ({found[2]})" if found
-                           else err.message.splitlines()[0])
-    if isinstance(err, tf.errors.InvalidArgumentError):
-        found = example_checks.find_bad_record(files, num_classes, reader.max_number_of_boxes)
-        if found is not None:
-            path, index, source_id, reason = found
-            return "bad", f"{path} record {index} (image/source_id '{source_id}'): {reason}"
-    return None
-
-
-# How TensorFlow prints `_checked`'s assertion: [INPUT_ERROR: ] [<file>] [<record>].
-_ASSERTION_RE = re.compile(re.escape(INPUT_ERROR_MARK) + r"\] \[(.*?)\] \[(\d+)\]")
-
-
-def find_corrupt_tfrecord(files: list[str]) -> tuple[str, int, str] | None:
-    """Reads every record of `files`; returns (file, record index, error) of the
-    first unreadable one, or None when all read back. For error reports only."""
-    for path in files:
-        index = 0
-        try:
-            for _ in tf.data.TFRecordDataset(path):
-                index += 1
-        except (tf.errors.DataLossError, tf.errors.OutOfRangeError,
-                tf.errors.InvalidArgumentError) as err:
-            return path, index, err.message.splitlines()[0]
-    return None

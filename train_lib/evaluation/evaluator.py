@@ -21,7 +21,7 @@ from absl import logging
 from official.vision.ops import preprocess_ops
 
 from train_lib.config import PipelineConfig
-from train_lib.data import example_checks, input_files, inputs
+from train_lib.data import example_checks, input_errors, input_files, inputs
 from train_lib.errors import UserError
 from train_lib.evaluation.coco_metrics import CocoEvaluator
 from train_lib.report import visualize
@@ -135,7 +135,7 @@ class Evaluator:
                 scores=detections["detection_scores"][i][shown], scale=2))
 
     def _data_error(self, err: tf.errors.OpError) -> Exception:
-        explained = inputs.explain_input_error(err, self.files, self.config.eval_input_reader,
+        explained = input_errors.explain_input_error(err, self.files, self.config.eval_input_reader,
                                                self.config.model.num_classes)
         if explained is not None:
             kind, detail = explained

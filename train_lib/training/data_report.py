@@ -18,11 +18,10 @@ from collections.abc import Callable
 import numpy as np
 
 from train_lib.checkpointing.policy import StopReason
-from train_lib.data.example_checks import COUNTERS, RULES, TIDY_COUNTERS, describe_counts
+from train_lib.data.example_checks import COUNTERS, RULE_NAMES, TIDY_COUNTERS, describe_counts
 from train_lib.training.hooks import Hook, StepOutputs
 
 REPORT_FILE = "data_report.json"
-_SKIPPED = tuple(rule.name for rule in RULES[1:])
 
 
 class DataReportHook(Hook):
@@ -68,7 +67,7 @@ def write_report(path: str, step: int, policy: str, counts: dict[str, int]) -> N
     """Writes data_report.json atomically: the step, the policy and the counts."""
     report = {"step": step, "bad_example_policy": policy,
               "examples_read": counts["examples"],
-              "skipped": {name: counts[name] for name in _SKIPPED},
+              "skipped": {name: counts[name] for name in RULE_NAMES},
               "tidied": {name: counts[name] for name in TIDY_COUNTERS}}
     temporary = f"{path}.tmp"
     with open(temporary, "w") as f:

@@ -9,7 +9,7 @@ import re
 import tensorflow as tf
 
 from train_lib.config import PipelineConfig
-from train_lib.data import inputs
+from train_lib.data import input_errors
 from train_lib.errors import UserError
 
 
@@ -53,7 +53,7 @@ def translate_error(err: Exception, files: list[str], config: PipelineConfig,
     the rule; others pass."""
     if not isinstance(err, tf.errors.OpError):
         return err
-    explained = inputs.explain_input_error(err, files, config.train_input_reader,
+    explained = input_errors.explain_input_error(err, files, config.train_input_reader,
                                            config.model.num_classes)
     if explained is not None:
         kind, detail = explained
