@@ -54,6 +54,63 @@ def build_learning_rate(train: TrainConfig) -> tf_keras.optimizers.schedules.Lea
     return WarmupSchedule(after, lr.warmup_steps, lr.warmup_start)
 
 
+class _Scalars:
+    """Adam's per-step scalars while one apply_gradients is traced (untracked)."""
+
+    def __init__(self) -> None:
+        self.by_key: dict = {}
+
+
+class Adam(tf_keras.optimizers.Adam):
+    """tf_keras' Adam, with the step's scalars (learning rate, bias corrections)
+    built once per `apply_gradients` and device instead of once per variable.
+
+    The arithmetic is Adam's own, op for op, so the updates are bit-identical and
+    checkpoints are the same; only the traced graph is smaller (per variable ~13
+    ops instead of ~25), which shortens the tracing of the training step at every
+    start. Sparse gradients and amsgrad take tf_keras' own path.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # A plain object: a dict attribute would be tracked into every checkpoint.
+        self._step_scalars = _Scalars()
+
+    def apply_gradients(self, *args, **kwargs):
+        self._step_scalars.by_key.clear()
+        try:
+            return super().apply_gradients(*args, **kwargs)
+        finally:
+            self._step_scalars.by_key.clear()
+
+    def _scalars(self, variable) -> tuple:
+        """(alpha, epsilon_hat) of this step for variables of `variable`'s dtype
+        and device, built once per graph (an XLA-compiled update has its own)."""
+        key = (id(tf.compat.v1.get_default_graph()), variable.device, variable.dtype)
+        cache = self._step_scalars.by_key
+        if key not in cache:
+            lr = tf.cast(self.learning_rate, variable.dtype)
+            local_step = tf.cast(self.iterations + 1, variable.dtype)
+            beta_1_power = tf.pow(tf.cast(self.beta_1, variable.dtype), local_step)
+            beta_2_power = tf.pow(tf.cast(self.beta_2, variable.dtype), local_step)
+            alpha = lr * tf.sqrt(1 - beta_2_power) / (1 - beta_1_power)
+            epsilon_hat = (self.epsilon * tf.sqrt(1 - beta_2_power) if self.adaptive_epsilon
+                           else self.epsilon)
+            cache[key] = (alpha, epsilon_hat)
+        return cache[key]
+
+    def update_step(self, gradient, variable):
+        if isinstance(gradient, tf.IndexedSlices) or self.amsgrad:
+            super().update_step(gradient, variable)
+            return
+        alpha, epsilon_hat = self._scalars(variable)
+        index = self._index_dict[self._var_key(variable)]
+        m, v = self._momentums[index], self._velocities[index]
+        m.assign_add((gradient - m) * (1 - self.beta_1))
+        v.assign_add((tf.square(gradient) - v) * (1 - self.beta_2))
+        variable.assign_sub((m * alpha) / (tf.sqrt(v) + epsilon_hat))
+
+
 def build_optimizer(train: TrainConfig) -> tf_keras.optimizers.Optimizer:
     """SGD with momentum or Adam, with optional global-norm gradient clipping; under
     mixed_float16 wrapped in a dynamic loss-scale optimizer (float16 gradients would
@@ -64,7 +121,7 @@ def build_optimizer(train: TrainConfig) -> tf_keras.optimizers.Optimizer:
     if opt.type == "sgd":
         optimizer = tf_keras.optimizers.SGD(learning_rate=schedule, momentum=opt.momentum, **clip)
     else:
-        optimizer = tf_keras.optimizers.Adam(
+        optimizer = Adam(
             learning_rate=schedule, beta_1=opt.beta_1, beta_2=opt.beta_2, epsilon=opt.epsilon,
             **clip)
     if train.mixed_precision == "mixed_float16":
