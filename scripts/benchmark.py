@@ -1,0 +1,246 @@
+r"""How fast is this driver, against Model Garden's own trainer and the bare loop?
+
+One command, one machine, one run; prints a table (and, with --json, the figures
+as JSON on stdout or into a file):
+
+    .venv/bin/python scripts/benchmark.py [--pipeline_config_path configs/shapes_retinanet.yaml] \
+        [--steps 600] [--json [benchmark.json]]
+
+1. this driver (model_main_tf2.py, a subprocess) on the config for --steps steps:
+   steady steps/s and images/s (median of its log intervals, the first, which
+   holds the tracing, left out) and the whole process's wall time;
+2. Model Garden's trainer (`python -m official.vision.train
+   --experiment=retinanet_resnetfpn_coco --mode=train`, Orbit) on an experiment
+   config written for the same model, anchors, losses, optimizer and schedule,
+   batch and TFRecords (its defaults otherwise: 100 steps per loop and summaries
+   every 100; checkpoints every --checkpoint_every_n as ours): the same figures;
+3. the bare limit: the same model's forward + backward + apply in a tf.function
+   while-loop over (a) this driver's input pipeline and (b) one constant batch;
+4. the input pipeline alone, images/s, against what training consumes;
+5. one save's stall, sync and async, and the checkpoint's size;
+6. process start to the end of the first step, fresh and on resume.
+
+JSON ratios: `ratio_vs_model_garden` (steady steps/s, ours over theirs),
+`ratio_vs_model_garden_wall` (their whole-process time over ours: above 1 when
+ours finishes first), `ratio_vs_bare_constant` (ours over the constant-batch
+loop), `async_stall_ratio` (async stall over sync stall).
+
+Figures are wall clock: on a machine shared with other work they are noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from statistics import median
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import bench_processes  # noqa: E402  (scripts/ is this script's directory)
+import tensorflow as tf  # noqa: E402
+
+from train_lib.checkpointing import CheckpointManager, CheckpointPolicy  # noqa: E402
+from train_lib.config import load_config  # noqa: E402
+from train_lib.data import example_checks, inputs  # noqa: E402
+from train_lib.families import build_model, compute_losses  # noqa: E402
+from train_lib.training import workdir  # noqa: E402
+from train_lib.training.optimizer import build_optimizer  # noqa: E402
+
+REPEATS = 3
+
+
+def _rate(count: int, fn) -> float:
+    began = time.perf_counter()
+    fn()
+    return count / (time.perf_counter() - began)
+
+
+def input_pipeline(config, files: list[str], batches: int) -> float:
+    """Images/s of the training input pipeline alone (after 10 warm-up batches)."""
+    iterator = iter(inputs.build_train_dataset(config, files))
+    for _ in range(10):
+        next(iterator)
+    batch = config.train_config.batch_size
+
+    def take() -> None:
+        for _ in range(batches):
+            next(iterator)
+    return batch * _rate(batches, take)
+
+
+def bare_loops(config, files: list[str], steps: int) -> tuple[dict, tf.train.Checkpoint]:
+    """Steps/s of forward + backward + apply in a tf.function while-loop (no hooks,
+    no position, no checks) over the input pipeline and over one constant batch;
+    each the median of REPEATS calls of `steps` steps after a traced first call.
+    Returns the figures and a checkpoint of that model and optimizer."""
+    tf.keras.utils.set_random_seed(config.train_config.seed)
+    model = build_model(config.model)
+    optimizer = build_optimizer(config.train_config)
+    optimizer.build(model.trainable_variables)
+    variables = model.trainable_variables
+
+    def step(images, labels):
+        with tf.GradientTape() as tape:
+            outputs = model(images, training=True)
+            regularization = tf.add_n(model.losses) if model.losses else tf.constant(0.0)
+            positives = tf.reduce_sum(labels["box_weights"])
+            loss = compute_losses(config.model, outputs, labels, positives,
+                                  regularization)["total_loss"]
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables, strict=True)
+                                   if g is not None])
+        return loss
+
+    def make_loop(next_batch):
+        @tf.function(autograph=False)
+        def loop(num_steps):
+            def body(i, _):
+                return i + 1, step(*next_batch())
+            return tf.while_loop(lambda i, _: i < num_steps, body,
+                                 (tf.constant(0), tf.constant(0.0)))[1]
+        return loop
+
+    iterator = iter(inputs.build_train_dataset(config, files))
+    constant_images, constant_labels, _, _ = next(iterator)
+    results = {}
+    for name, next_batch in (("pipeline", lambda: next(iterator)[:2]),
+                             ("constant", lambda: (constant_images, constant_labels))):
+        loop = make_loop(next_batch)
+        loop(tf.constant(10)).numpy()  # traces and warms up
+        results[name] = median(_rate(steps, lambda f=loop: f(tf.constant(steps)).numpy())
+                               for _ in range(REPEATS))
+    position = tf.Variable([0, 0], dtype=tf.int64, name="input_position")
+    counts = tf.Variable(tf.zeros([len(example_checks.COUNTERS)], tf.int64))
+    return results, tf.train.Checkpoint(model=model, optimizer=optimizer,
+                                        input_position=position, data_counts=counts)
+
+
+def save_stall(checkpoint: tf.train.Checkpoint, root: str) -> dict:
+    """The caller's stall of one sync save and one async save (medians of REPEATS,
+    after warm-up saves) and the checkpoint's size on disk."""
+    policy = CheckpointPolicy(every_n=1, max_to_keep=2)
+
+    def quiet(_: str) -> None:
+        pass
+
+    def timed(fn) -> float:
+        began = time.perf_counter()
+        fn()
+        return time.perf_counter() - began
+
+    sync_dir, async_dir = os.path.join(root, "sync"), os.path.join(root, "async")
+    sync_manager = CheckpointManager(sync_dir, checkpoint, policy, log=quiet)
+    sync_manager.save(1, "warmup")
+    size = sum(os.path.getsize(os.path.join(sync_dir, n)) for n in os.listdir(sync_dir)
+               if n.startswith("ckpt-1."))
+    sync = median(timed(lambda s=s: sync_manager.save(s, "interval"))
+                  for s in range(2, 2 + REPEATS))
+    async_manager = CheckpointManager(async_dir, checkpoint, policy, async_save=True,
+                                      log=quiet)
+    for s in (1, 2):  # sets up the host copies, then traces the copy function
+        async_manager.save(s, "warmup")
+        async_manager.sync()
+    stalls = []
+    for s in range(3, 3 + REPEATS):
+        stalls.append(timed(lambda s=s: async_manager.save(s, "interval")))
+        async_manager.sync()
+    async_manager.close()
+    return {"sync_s": sync, "async_s": median(stalls), "size_mb": size / 1e6}
+
+
+def _table(r: dict) -> str:
+    ours, mg, bare = r["ours"], r["model_garden"], r["bare"]
+    batch = r["batch_size"]
+    rows = [
+        ("this driver, steady", f"{ours['steps_per_sec']:.2f} steps/s",
+         f"{ours['steps_per_sec'] * batch:.0f} images/s"),
+        ("Model Garden trainer, steady", f"{mg['steps_per_sec']:.2f} steps/s",
+         f"{mg['steps_per_sec'] * batch:.0f} images/s"),
+        (f"whole process, {ours['steps']} steps", f"ours {ours['wall_s']:.0f} s",
+         f"Model Garden {mg['wall_s']:.0f} s"),
+        ("bare loop, our input pipeline", f"{bare['pipeline']:.2f} steps/s", ""),
+        ("bare loop, one constant batch", f"{bare['constant']:.2f} steps/s", ""),
+        ("input pipeline alone", f"{r['input_images_per_sec']:.0f} images/s",
+         f"training takes {ours['steps_per_sec'] * batch:.0f}"),
+        (f"save stall ({r['save']['size_mb']:.1f} MB checkpoint)",
+         f"sync {r['save']['sync_s']:.3f} s", f"async {r['save']['async_s']:.3f} s"),
+        ("start to first step", f"fresh {r['start']['fresh_s']:.1f} s",
+         f"resume {r['start']['resume_s']:.1f} s"),
+    ]
+    width = max(len(row[0]) for row in rows)
+    lines = [f"{a:<{width}}  {b:<18} {c}" for a, b, c in rows]
+    ratios = (f"ratios: ours/Model Garden steady {r['ratio_vs_model_garden']:.3f}, wall "
+              f"{r['ratio_vs_model_garden_wall']:.3f}; ours/bare constant "
+              f"{r['ratio_vs_bare_constant']:.3f}; async/sync stall "
+              f"{r['async_stall_ratio']:.3f}")
+    return "\n".join([*lines, ratios])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pipeline_config_path", default="configs/shapes_retinanet.yaml")
+    parser.add_argument("--steps", type=int, default=600,
+                        help="training steps of each whole run (ours and Model Garden's)")
+    parser.add_argument("--bare_steps", type=int, default=100,
+                        help="steps per timed call of the bare loops")
+    parser.add_argument("--checkpoint_every_n", type=int, default=1000)
+    parser.add_argument("--json", nargs="?", const="-", default=None,
+                        help="also write the figures as JSON (to stdout, or to this file)")
+    args = parser.parse_args()
+    began = time.monotonic()
+    load_before = os.getloadavg()[0]
+    config = load_config(args.pipeline_config_path)
+    files = workdir.train_files(config, lambda m: print(m, file=sys.stderr))
+    root = tempfile.mkdtemp(prefix="benchmark_")
+    config_path = os.path.abspath(args.pipeline_config_path)
+
+    def note(what: str) -> None:
+        print(f"[{time.monotonic() - began:5.0f} s] {what}", file=sys.stderr, flush=True)
+
+    try:
+        note(f"this driver, {args.steps} steps")
+        ours = bench_processes.our_training(config_path, os.path.join(root, "ours"),
+                                            args.steps, args.checkpoint_every_n)
+        note(f"Model Garden's trainer, {args.steps} steps")
+        mg = bench_processes.model_garden_training(config, files, root, args.steps,
+                                                   args.checkpoint_every_n)
+        note("start to first step, fresh and resumed")
+        start = bench_processes.start_to_first_step(config_path, os.path.join(root, "start"))
+        note("input pipeline alone")
+        images_per_sec = input_pipeline(config, files, 4 * args.bare_steps // 2)
+        note("bare loops")
+        bare, checkpoint = bare_loops(config, files, args.bare_steps)
+        note("save stall")
+        save = save_stall(checkpoint, os.path.join(root, "saves"))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    results = {
+        "config": args.pipeline_config_path, "batch_size": config.train_config.batch_size,
+        "load_average_1m": [load_before, os.getloadavg()[0]], "cpus": os.cpu_count(),
+        "ours": ours, "model_garden": {k: v for k, v in mg.items() if k != "config_file"},
+        "bare": bare, "input_images_per_sec": images_per_sec, "save": save, "start": start,
+        "ratio_vs_model_garden": ours["steps_per_sec"] / mg["steps_per_sec"],
+        "ratio_vs_model_garden_wall": mg["wall_s"] / ours["wall_s"],
+        "ratio_vs_bare_constant": ours["steps_per_sec"] / bare["constant"],
+        "async_stall_ratio": save["async_s"] / save["sync_s"],
+        "benchmark_wall_s": time.monotonic() - began,
+    }
+    print(f"{args.pipeline_config_path}, batch {results['batch_size']}, {os.cpu_count()} CPUs, "
+          f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after; took "
+          f"{results['benchmark_wall_s']:.0f} s")
+    print(_table(results))
+    if args.json == "-":
+        print(json.dumps(results, indent=2))
+    elif args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
