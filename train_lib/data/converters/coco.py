@@ -23,6 +23,7 @@ from train_lib.data.converters.records import (
     ImageRecord,
     ObjectRecord,
     check_box,
+    reading_annotations,
 )
 
 __all__ = ["CROWD", "read_coco"]
@@ -32,17 +33,9 @@ CROWD = "iscrowd annotation"
 
 def _load_json(path: str) -> Any:
     try:
-        with open(path, "rb") as f:
+        with reading_annotations("COCO annotations", path, "the JSON file"), \
+                open(path, "rb") as f:
             return json.loads(f.read().decode("utf-8"))
-    except FileNotFoundError:
-        raise ConvertError(f"COCO annotations {path}: file not found; check "
-                           "--annotations_path") from None
-    except IsADirectoryError:
-        raise ConvertError(f"COCO annotations {path}: is a directory; point "
-                           "--annotations_path at the JSON file") from None
-    except UnicodeDecodeError as exc:
-        raise ConvertError(f"COCO annotations {path}: not UTF-8 text (byte {exc.start}); "
-                           "save the file as UTF-8 JSON") from None
     except json.JSONDecodeError as exc:
         raise ConvertError(f"COCO annotations {path}:{exc.lineno}:{exc.colno}: not valid "
                            f"JSON ({exc.msg}); fix the file") from None

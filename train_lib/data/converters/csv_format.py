@@ -21,6 +21,7 @@ from train_lib.data.converters.records import (
     ImageRecord,
     ObjectRecord,
     check_box,
+    reading_annotations,
 )
 
 __all__ = ["COLUMNS", "read_csv"]
@@ -40,20 +41,12 @@ def _number(path: str, line: int, row: dict, column: str) -> float:
 
 def _open_rows(path: str) -> tuple[list[str], list[tuple[int, dict]]]:
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
+        with reading_annotations("CSV annotations", path, "the .csv file"), \
+                open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             header = [h.strip() for h in (reader.fieldnames or [])]
             reader.fieldnames = header
             rows = [(reader.line_num, row) for row in reader]
-    except FileNotFoundError:
-        raise ConvertError(f"CSV annotations {path}: file not found; check "
-                           "--annotations_path") from None
-    except IsADirectoryError:
-        raise ConvertError(f"CSV annotations {path}: is a directory; point --annotations_path "
-                           "at the .csv file") from None
-    except UnicodeDecodeError as exc:
-        raise ConvertError(f"CSV annotations {path}: not UTF-8 text (byte {exc.start}); save "
-                           "it as UTF-8") from None
     except csv.Error as exc:
         raise ConvertError(f"CSV annotations {path}: not valid CSV ({exc})") from None
     return header, rows

@@ -9,12 +9,14 @@ reason. No TensorFlow here: bad annotations fail before the slow import.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 
 from train_lib.errors import UserError
 
 __all__ = ["EMPTY_BOX", "Annotations", "ConvertError", "ImageRecord", "ObjectRecord",
-           "check_box"]
+           "check_box", "reading_annotations"]
 
 EMPTY_BOX = "box with zero width or height"
 # A box may overhang its image by this many pixels (rounding in labelling tools);
@@ -24,6 +26,30 @@ BOX_TOLERANCE_PX = 1.0
 
 class ConvertError(UserError, ValueError):
     """Annotations or images that cannot be converted; names the file, the record and the fix."""
+
+
+@contextlib.contextmanager
+def reading_annotations(what: str, path: str, expected: str) -> Iterator[None]:
+    """Turns the errors of opening and decoding an annotation file into a ConvertError.
+
+    Args:
+        what: the file's kind as the message names it ("COCO annotations").
+        path: the file.
+        expected: what --annotations_path should point at ("the JSON file").
+
+    Raises:
+        ConvertError: for a missing file, a directory, or bytes that are not UTF-8.
+    """
+    try:
+        yield
+    except FileNotFoundError:
+        raise ConvertError(f"{what} {path}: file not found; check --annotations_path") from None
+    except IsADirectoryError:
+        raise ConvertError(f"{what} {path}: is a directory; point --annotations_path at "
+                           f"{expected}") from None
+    except UnicodeDecodeError as exc:
+        raise ConvertError(f"{what} {path}: not UTF-8 text (byte {exc.start}); save the file "
+                           "as UTF-8") from None
 
 
 @dataclasses.dataclass(frozen=True)
