@@ -51,10 +51,13 @@ def run_timed(args: list[str], cwd: str = REPO) -> tuple[float, list[tuple[float
 
 def _ours(model_dir: str, config_path: str, steps: int, checkpoint_every_n: int,
           override: str = "") -> list[str]:
+    """Our trainer's command line. The final evaluation is off: Model Garden's
+    `--mode=train` does not evaluate, and the same work is what is compared."""
     args = [sys.executable, os.path.join(REPO, "model_main_tf2.py"),
             f"--pipeline_config_path={config_path}", f"--model_dir={model_dir}",
             f"--num_train_steps={steps}", f"--checkpoint_every_n={checkpoint_every_n}"]
-    return args + ([f"--params_override={override}"] if override else [])
+    overrides = ", ".join(["eval_config: {eval_at_end: false}"] + ([override] if override else []))
+    return args + [f"--params_override={{{overrides}}}"]
 
 
 def steady_rate(rates: list[float]) -> float:

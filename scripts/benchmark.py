@@ -187,7 +187,7 @@ def main() -> None:
     parser.add_argument("--pipeline_config_path", default="configs/shapes_retinanet.yaml")
     parser.add_argument("--steps", type=int, default=600,
                         help="training steps of each whole run (ours and Model Garden's)")
-    parser.add_argument("--bare_steps", type=int, default=100,
+    parser.add_argument("--bare_steps", type=int, default=50,
                         help="steps per timed call of the bare loops")
     parser.add_argument("--checkpoint_every_n", type=int, default=1000)
     parser.add_argument("--json", nargs="?", const="-", default=None,
