@@ -12,7 +12,7 @@ start's log is kept in the work directory as start-<n>.log).
     python scripts/chaos_resume.py --kills=20 [--seed=1] [--work_dir=/tmp/chaos]
 
 Exit code 0 when every check held, 1 otherwise. tests/test_faults.py runs the
-same check with 5 kills.
+same check with 2 kills (one sync start, one async start).
 """
 
 from __future__ import annotations

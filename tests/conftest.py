@@ -112,3 +112,36 @@ def trained_config(trained_run) -> PipelineConfig:
     import copy
 
     return copy.deepcopy(trained_run["config"])
+
+
+
+# Under `-n 2 --dist loadfile` each file runs whole on one worker, and xdist would queue
+# the files by their number of tests, most first: the long files of few tests (the
+# README's commands, the multi-worker job) would start last, and one of them alone would
+# set the end of the run. Instead the files start longest first (by measured serial
+# time), then the other files that start subprocesses (tests marked slow), then the rest,
+# each group in collection order. The order decides only when a file starts.
+LONGEST_FIRST = (
+    "test_faults.py",
+    "test_readme.py",
+    "test_train.py",
+    "test_distribute.py",
+    "test_multi_worker.py",
+    "test_evaluation.py",
+    "test_export.py",
+    "test_cli.py",
+    "test_data_contract.py",
+)
+
+
+def pytest_configure(config) -> None:
+    if getattr(config.option, "dist", "no") == "loadfile":
+        config.option.loadscopereorder = False  # keep the order of the collection
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # a run without workers keeps pytest's order
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    slow = {item.path.name for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), item.path.name not in slow))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -27,7 +28,7 @@ def test_a_few_steps_lower_the_loss(tiny_dataset, tmp_path):
     assert np.mean(losses[-3:]) < 0.7 * losses[0], losses
 
 
-def test_cadence_rotation_final_save_and_resume(tiny_dataset, tmp_path):
+def test_cadence_rotation_final_save_resume_and_event_log(tiny_dataset, tmp_path):
     model_dir = str(tmp_path / "run")
     config = make_tiny_config(tiny_dataset, num_steps=7, steps_per_loop=2)
     result = train(config, model_dir, checkpoint_every_n=3, max_to_keep=2)
@@ -47,28 +48,41 @@ def test_cadence_rotation_final_save_and_resume(tiny_dataset, tmp_path):
     reader = tf.train.load_checkpoint(os.path.join(model_dir, "ckpt-10"))
     assert reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 10
 
+    # The checkpoint event log explains the three runs: each save with its reason,
+    # each removal.
+    with open(os.path.join(model_dir, "checkpoints.jsonl")) as f:
+        events = [json.loads(line) for line in f]
+    saved = [(e["step"], e["reason"]) for e in events if e["event"] == "saved"]
+    removed = [e["step"] for e in events if e["event"] == "removed"]
+    assert saved == [(3, "interval"), (6, "interval"), (7, "end"), (9, "interval"),
+                     (10, "end")]
+    assert removed == [3, 6, 7]
 
-def test_same_seed_same_weights(tiny_dataset, tmp_path):
-    config = make_tiny_config(tiny_dataset, num_steps=4)
+
+def test_same_seed_same_weights(trained_run, tiny_dataset, tmp_path):
+    """The same config trains to the same weights, whatever the checkpoint cadence:
+    trained_run (the same 4 steps, saved every 2) and a run saved once."""
+    model_dir = str(tmp_path / "b")
+    train(make_tiny_config(tiny_dataset, num_steps=4), model_dir, checkpoint_every_n=100,
+          record_summaries=False)
     weights = []
-    for name in ("a", "b"):
-        model_dir = str(tmp_path / name)
-        train(config, model_dir, checkpoint_every_n=100, record_summaries=False)
-        reader = tf.train.load_checkpoint(os.path.join(model_dir, "ckpt-4"))
+    for run_dir in (trained_run["model_dir"], model_dir):
+        reader = tf.train.load_checkpoint(os.path.join(run_dir, "ckpt-4"))
         names = sorted(n for n in reader.get_variable_to_shape_map() if n.startswith("model/"))
         weights.append([reader.get_tensor(n) for n in names])
     assert len(weights[0]) > 50
     assert all(np.array_equal(a, b) for a, b in zip(*weights, strict=True))
 
 
-def test_structural_config_change_on_resume_is_refused(tiny_dataset, tmp_path):
+def test_structural_config_change_on_resume_is_refused(trained_run, trained_config, tmp_path):
     model_dir = str(tmp_path / "run")
-    train(make_tiny_config(tiny_dataset, num_steps=2), model_dir, checkpoint_every_n=100)
-    changed = make_tiny_config(tiny_dataset, num_steps=4)
+    shutil.copytree(trained_run["model_dir"], model_dir)
+    changed = trained_config
+    changed.train_config.num_steps = 6
     changed.model.head.num_filters = 16
     with pytest.raises(ConfigError, match="model.head.num_filters"):
         train(changed, model_dir, checkpoint_every_n=100)
-    assert ckpt_steps(model_dir) == [2]
+    assert ckpt_steps(model_dir) == [2, 4]
 
 
 def test_label_outside_label_map_names_the_file(tiny_dataset, tmp_path):
@@ -92,18 +106,6 @@ def test_corrupt_tfrecord_names_the_file(tiny_dataset, tmp_path):
     config.train_input_reader.input_path = [str(bad)]
     with pytest.raises(TrainError, match=f"{bad}.*corrupt"):
         train(config, str(tmp_path / "run"), checkpoint_every_n=100)
-
-
-def test_checkpoint_event_log_explains_the_run(tiny_dataset, tmp_path):
-    model_dir = str(tmp_path / "run")
-    train(make_tiny_config(tiny_dataset, num_steps=5), model_dir, checkpoint_every_n=2,
-          max_to_keep=1)
-    with open(os.path.join(model_dir, "checkpoints.jsonl")) as f:
-        events = [json.loads(line) for line in f]
-    saved = [(e["step"], e["reason"]) for e in events if e["event"] == "saved"]
-    removed = [e["step"] for e in events if e["event"] == "removed"]
-    assert saved == [(2, "interval"), (4, "interval"), (5, "end")]
-    assert removed == [2, 4]
 
 
 def test_async_checkpoints_follow_the_same_contract(tiny_dataset, tmp_path):
@@ -170,32 +172,34 @@ def test_in_training_evaluation_records_metrics_and_best(tiny_dataset, tmp_path)
     assert len(pictures[0][1]) == 2 + config.eval_config.num_visualizations  # w, h, PNGs
 
 
-def test_input_pipeline_changed_between_runs_resumes_from_the_saved_position(tiny_dataset,
+def test_input_pipeline_changed_between_runs_resumes_from_the_saved_position(trained_run,
+                                                                             trained_config,
                                                                              tmp_path):
     """Another shuffle buffer, batch size and augmentation on resume: the run goes on
     from the saved (epoch, example), the changes are logged, no traceback."""
     model_dir = str(tmp_path / "run")
-    config = make_tiny_config(tiny_dataset, num_steps=5)
-    train(config, model_dir, checkpoint_every_n=5, record_summaries=False)
-    position = tf.train.load_checkpoint(os.path.join(model_dir, "ckpt-5")).get_tensor(
+    shutil.copytree(trained_run["model_dir"], model_dir)  # 4 steps of batch 4
+    position = tf.train.load_checkpoint(os.path.join(model_dir, "ckpt-4")).get_tensor(
         "input_position/.ATTRIBUTES/VARIABLE_VALUE")
-    assert position.tolist() == [0, 20]  # 5 steps of 4 examples
+    assert position.tolist() == [0, 16]  # 4 steps of 4 examples
+    config = trained_config
+    assert config.train_input_reader.shuffle_buffer_size == 16
     config.train_input_reader.shuffle_buffer_size = 3
     config.train_config.batch_size = 8
     config.train_config.augmentation.scale_min = 0.9
     lines: list[str] = []
     result = train(config, model_dir, num_train_steps=9, checkpoint_every_n=5,
                    record_summaries=False, log=lines.append)
-    assert result.start_step == 5 and result.step == 9
+    assert result.start_step == 4 and result.step == 9
     changes = [line for line in lines if line.startswith("config change on resume")]
     assert any("train_input_reader.shuffle_buffer_size (was 16, now 3)" in line
                for line in changes), changes
     assert any("train_config.augmentation.scale_min" in line for line in changes), changes
-    assert "input position: skipping the 20 examples before the position in epoch 0 " \
+    assert "input position: skipping the 16 examples before the position in epoch 0 " \
            "(read, not decoded)" in lines
-    # 4 more steps of 8 examples: 20 + 32 = 52 examples, 4 into epoch 1 (48 a epoch).
+    # 5 more steps of 8 examples: 16 + 40 = 56 examples, 8 into epoch 1 (48 a epoch).
     assert tf.train.load_checkpoint(os.path.join(model_dir, "ckpt-9")).get_tensor(
-        "input_position/.ATTRIBUTES/VARIABLE_VALUE").tolist() == [1, 4]
+        "input_position/.ATTRIBUTES/VARIABLE_VALUE").tolist() == [1, 8]
 
 
 def test_corrupt_eval_file_in_training_evaluation_is_a_user_error(tiny_dataset, tmp_path):
