@@ -53,14 +53,16 @@ def test_signal_saves_the_step_and_exits_128_plus_signal(signum, tiny_config_fil
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_then_exact_resume(tmp_path):
+@pytest.mark.parametrize("architecture, kills", [("retinanet", 5), ("faster_rcnn", 2)])
+def test_sigkill_at_random_moments_then_exact_resume(architecture, kills, tmp_path):
     """Kill -9 mid-step or mid-save (sync and async alternating), resume, repeat:
     every start resumes from the newest readable checkpoint, at most the newest is
     lost, and the final weights are bit-identical to an uninterrupted run.
     scripts/chaos_resume.py runs the same with 20 kills."""
-    restarts, problems = chaos.run_chaos(str(tmp_path), kills=5, seed=7, log=lambda _: None)
+    restarts, problems = chaos.run_chaos(str(tmp_path), kills=kills, seed=7,
+                                         log=lambda _: None, architecture=architecture)
     assert not problems, "\n".join(problems)
-    assert sum(1 for r in restarts if r.killed_after) == 5
+    assert sum(1 for r in restarts if r.killed_after) == kills
     assert any(r.async_save for r in restarts) and restarts[-1].exit_code == 0
 
 
