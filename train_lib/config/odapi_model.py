@@ -12,8 +12,8 @@ import math
 import re
 from typing import TYPE_CHECKING
 
+from train_lib.config.model_schema import MAX_LEVEL
 from train_lib.config.odapi_fields import SUPPORTED_EXTRACTORS
-from train_lib.config.schema import MAX_LEVEL
 from train_lib.textproto import scalar_value
 
 if TYPE_CHECKING:
