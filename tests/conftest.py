@@ -62,11 +62,14 @@ def make_tiny_config(dataset: dict, **train_overrides) -> PipelineConfig:
 
 
 def make_tiny_faster_rcnn_config(dataset: dict, **train_overrides) -> PipelineConfig:
-    """make_tiny_config's settings as a Faster R-CNN: one anchor scale, thin RPN and
-    detection head, 64 proposals and 32 sampled ROIs per image."""
+    """make_tiny_config's settings as a Faster R-CNN on the cheapest backbone to build
+    and trace (ResNet-18 at a quarter width): one anchor scale, thin RPN and detection
+    head, 64 proposals and 32 sampled ROIs per image."""
     config = make_tiny_config(dataset, **train_overrides)
     model = config.model
     model.architecture = "faster_rcnn"
+    backbone = model.backbone
+    backbone.type, backbone.model_id, backbone.width_multiplier = "resnet", "18", 0.25
     model.anchor.num_scales = 1
     model.rpn_head.num_filters = 32
     model.rpn.batch_size_per_image = 64
@@ -127,8 +130,9 @@ def trained_run(tiny_dataset, tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def trained_faster_rcnn_run(tiny_dataset, tmp_path_factory) -> dict:
     """A tiny Faster R-CNN trained 40 steps with train() (ckpt-20 and ckpt-40, a log line
-    every 5 steps in `result.loss_history`); tests only read its model_dir. Its
-    post-processing keeps every score (threshold 0)."""
+    every 5 steps in `result.loss_history`): the one trained Faster R-CNN that every
+    test of the family reads (learning, evaluation, export, fine-tuning); tests only read
+    its model_dir. Its post-processing keeps every score (threshold 0)."""
     from train_lib.training.trainer import train
 
     config = make_tiny_faster_rcnn_config(tiny_dataset, num_steps=40, log_every_n=5)

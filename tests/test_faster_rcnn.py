@@ -1,8 +1,11 @@
 """The Faster R-CNN family end to end: it learns, its config keys are its own, its
 checkpoints export, evaluate and fine-tune, and the other family's are refused.
 
-One tiny trained run (conftest's trained_faster_rcnn_run) serves every test that
-needs weights; the SIGKILL-and-resume check is in test_faults.py."""
+One tiny trained run (conftest's trained_faster_rcnn_run: ResNet-18 at a quarter
+width, 64 px, 40 steps) serves every test that needs weights, in process; the one
+subprocess is the fresh process that loads the export. The other family's run is a
+RetinaNet with the same backbone, built, not trained (`retinanet_run`). The
+SIGKILL-and-resume check (one kill) is in test_faults.py."""
 
 from __future__ import annotations
 
@@ -94,6 +97,19 @@ def test_export_then_a_fresh_process_gives_the_checkpoints_detections(
 
 
 @pytest.fixture(scope="module")
+def retinanet_run(trained_faster_rcnn_run, tmp_path_factory) -> dict:
+    """A RetinaNet with the trained Faster R-CNN's backbone config, as this trainer
+    leaves it: ckpt-4 holding the model's (untrained) variables, and pipeline.yaml."""
+    config = copy.deepcopy(trained_faster_rcnn_run["config"])
+    config.model.architecture = "retinanet"
+    model_dir = tmp_path_factory.mktemp("retinanet")
+    model = families.build_model(config.model)
+    prefix = tf.train.Checkpoint(model=model).write(str(model_dir / "ckpt-4"))
+    dump_config(config, str(model_dir / workdir.PIPELINE_FILE))
+    return {"model_dir": str(model_dir), "config": config, "prefix": prefix}
+
+
+@pytest.fixture(scope="module")
 def five_class_model(trained_faster_rcnn_run):
     """A fresh Faster R-CNN like the trained one but with 5 classes."""
     config = copy.deepcopy(trained_faster_rcnn_run["config"])
@@ -118,10 +134,10 @@ def test_detection_fine_tune_loads_all_but_the_class_and_box_layers(
     assert count == len(model.variables) - len(left_out)
 
 
-def test_a_checkpoint_of_the_other_family(trained_run, five_class_model):
+def test_a_checkpoint_of_the_other_family(retinanet_run, five_class_model):
     """A RetinaNet checkpoint: its backbone loads (the same backbone config); as a
     detection fine-tune it is refused, naming both architectures."""
-    prefix = os.path.join(trained_run["model_dir"], "ckpt-4")
+    prefix = retinanet_run["prefix"]
     model = five_class_model
     assert fine_tune.apply(model, prefix, "backbone") == len(model.backbone.variables)
     reader = tf.train.load_checkpoint(prefix)
@@ -138,11 +154,11 @@ def test_a_checkpoint_of_the_other_family(trained_run, five_class_model):
     assert "fine_tune_checkpoint_type: backbone" in message
 
 
-def test_resuming_a_run_of_the_other_family_is_refused_as_drift(trained_run,
+def test_resuming_a_run_of_the_other_family_is_refused_as_drift(retinanet_run,
                                                                  trained_faster_rcnn_run,
                                                                  tmp_path):
-    for source, other in ((trained_run, trained_faster_rcnn_run),
-                          (trained_faster_rcnn_run, trained_run)):
+    for source, other in ((retinanet_run, trained_faster_rcnn_run),
+                          (trained_faster_rcnn_run, retinanet_run)):
         model_dir = tmp_path / source["config"].model.architecture
         model_dir.mkdir()
         shutil.copy(os.path.join(source["model_dir"], "pipeline.yaml"), model_dir)
