@@ -344,15 +344,16 @@ class ModelConfig:
         c.need(self.min_level <= self.max_level, "min_level", self.min_level,
                f"must be <= {c.path('max_level')} ({self.max_level})")
         c.problems += self._input_size_problems(prefix)
-        shared = ("fpn", "anchor", "loss", "post_processing", "norm")
-        for name in shared + (("head",) if self.architecture == "retinanet" else ()):
-            c.problems += getattr(self, name).problems(c.path(name))
-        if self.architecture == "faster_rcnn":
-            for name in ("rpn_head", "rpn", "proposals", "roi_aligner", "detection_head"):
+        # The shared sections and this architecture's own (ARCHITECTURE_KEYS).
+        own = [key.removeprefix("model.").rstrip(".")
+               for key in ARCHITECTURE_KEYS.get(self.architecture, ()) if key.endswith(".")]
+        for name in ("fpn", "anchor", "loss", "post_processing", "norm", *own):
+            if name == "roi_sampler":  # bounded by the proposals it samples from
+                c.problems += self.roi_sampler.problems(
+                    c.path(name), num_proposals=self.proposals.num_proposals,
+                    proposals_key=c.path("proposals.num_proposals"))
+            else:
                 c.problems += getattr(self, name).problems(c.path(name))
-            c.problems += self.roi_sampler.problems(
-                c.path("roi_sampler"), num_proposals=self.proposals.num_proposals,
-                proposals_key=c.path("proposals.num_proposals"))
         return c.problems
 
     def _input_size_problems(self, prefix: str) -> list[str]:
