@@ -142,7 +142,7 @@ def write(tmp_path, text: str, name: str = "pipeline.config") -> str:
 
 def test_resnet_without_fpn_maps_to_faster_rcnn(tmp_path, caplog):
     path = write(tmp_path, frcnn_config(C4_EXTRACTOR))
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="absl"):
         c = load_config(path)
     m = c.model
     assert m.architecture == "faster_rcnn" and m.num_classes == 3
