@@ -45,10 +45,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import bench_processes  # noqa: E402  (scripts/ is this script's directory)
 import tensorflow as tf  # noqa: E402
 
+from train_lib import families  # noqa: E402
 from train_lib.checkpointing import CheckpointManager, CheckpointPolicy  # noqa: E402
 from train_lib.config import load_config  # noqa: E402
 from train_lib.data import example_checks, inputs  # noqa: E402
-from train_lib.families import build_model, compute_losses  # noqa: E402
 from train_lib.training import workdir  # noqa: E402
 from train_lib.training.optimizer import build_optimizer  # noqa: E402
 
@@ -80,18 +80,18 @@ def bare_loops(config, files: list[str], steps: int) -> tuple[dict, tf.train.Che
     each the median of REPEATS calls of `steps` steps after a traced first call.
     Returns the figures and a checkpoint of that model and optimizer."""
     tf.keras.utils.set_random_seed(config.train_config.seed)
-    model = build_model(config.model)
+    model = families.build_model(config.model)
     optimizer = build_optimizer(config.train_config)
     optimizer.build(model.trainable_variables)
     variables = model.trainable_variables
 
     def step(images, labels):
         with tf.GradientTape() as tape:
-            outputs = model(images, training=True)
+            outputs = families.train_outputs(config.model, model, images, labels)
             regularization = tf.add_n(model.losses) if model.losses else tf.constant(0.0)
-            positives = tf.reduce_sum(labels["box_weights"])
-            loss = compute_losses(config.model, outputs, labels, positives,
-                                  regularization)["total_loss"]
+            normalizers = families.loss_normalizers(config.model, labels)  # one replica
+            loss = families.compute_losses(config.model, outputs, labels, normalizers,
+                                           regularization)["total_loss"]
         grads = tape.gradient(loss, variables)
         optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables, strict=True)
                                    if g is not None])

@@ -1,6 +1,7 @@
 """Chaos check of the checkpoint contract: SIGKILL at random moments, resume, repeat.
 
-Trains a tiny RetinaNet (64 px, 48 generated shapes images) with --deterministic,
+Trains a tiny RetinaNet or Faster R-CNN (--architecture; 64 px, 48 generated
+shapes images) with --deterministic,
 once without interruption (the reference) and once killed with SIGKILL at random
 moments after training has started (mid-step, mid-sync-save, mid-async-save) and
 restarted, alternating --async_checkpoint on and off, until it finishes. It
@@ -9,10 +10,12 @@ before it, when the newest was half-written) and that the final weights are
 bit-identical to the reference's; then prints one line per restart (each
 start's log is kept in the work directory as start-<n>.log).
 
-    python scripts/chaos_resume.py --kills=20 [--seed=1] [--work_dir=/tmp/chaos]
+    python scripts/chaos_resume.py --kills=20 [--seed=1] [--work_dir=/tmp/chaos] \
+        [--architecture=faster_rcnn]
 
 Exit code 0 when every check held, 1 otherwise. tests/test_faults.py runs the
-same check with 2 kills (one sync start, one async start).
+same check with 2 kills for RetinaNet (one sync start, one async start) and 1
+kill in 12 steps for Faster R-CNN.
 """
 
 from __future__ import annotations
@@ -34,6 +37,17 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 EVERY_N = 3  # saves every 3 steps; 48 images at batch 4 make a 12-step epoch
+# What makes each architecture's shapes config tiny (64 px besides), by dotted key.
+TINY_MODEL = {
+    "retinanet": {"fpn.num_filters": 32, "head.num_filters": 32, "head.num_convs": 1},
+    "faster_rcnn": {
+        "backbone.type": "resnet", "backbone.model_id": "18", "backbone.width_multiplier": 0.25,
+        "fpn.num_filters": 32, "rpn_head.num_filters": 32, "anchor.num_scales": 1,
+        "rpn.batch_size_per_image": 64, "proposals.pre_nms_top_k": 256,
+        "proposals.test_pre_nms_top_k": 256, "proposals.num_proposals": 64,
+        "proposals.test_num_proposals": 64, "roi_sampler.num_sampled_rois": 32,
+        "detection_head.num_filters": 32, "detection_head.fc_dims": 64},
+}
 
 
 class Trainer:
@@ -115,18 +129,22 @@ class Restart:
     exit_code: int
 
 
-def make_config(work_dir: str, num_steps: int) -> str:
-    """Writes a tiny dataset and a tiny version of the default config (64 px, thin
-    FPN and head, batch 4) into work_dir; returns the config path."""
+def make_config(work_dir: str, num_steps: int, architecture: str = "retinanet") -> str:
+    """Writes a tiny dataset and a tiny version of the architecture's shapes config
+    (64 px, thin FPN and heads, batch 4) into work_dir; returns the config path."""
     from train_lib.config import dump_config, load_config
     from train_lib.data import shapes_dataset
 
     data = shapes_dataset.generate(os.path.join(work_dir, "data"), num_train=48, num_val=8,
                                    image_size=64, num_shards=2, seed=0)
-    config = load_config(os.path.join(REPO, "configs", "shapes_retinanet.yaml"))
+    config = load_config(os.path.join(REPO, "configs", f"shapes_{architecture}.yaml"))
     config.model.input_size = [64, 64]
-    config.model.fpn.num_filters = config.model.head.num_filters = 32
-    config.model.head.num_convs = 1
+    for key, value in TINY_MODEL[architecture].items():
+        *parents, leaf = key.split(".")
+        section = config.model
+        for name in parents:
+            section = getattr(section, name)
+        setattr(section, leaf, value)
     train = config.train_config
     train.batch_size, train.num_steps, train.log_every_n = 4, num_steps, 1
     train.learning_rate.schedule, train.learning_rate.base = "constant", 0.001
@@ -144,14 +162,16 @@ def make_config(work_dir: str, num_steps: int) -> str:
     return path
 
 
-def run_chaos(work_dir: str, kills: int, seed: int = 1,
-              log=print) -> tuple[list[Restart], list[str]]:
-    """Runs the reference and the killed run in work_dir; returns the restarts and
-    the problems found ([] when the contract held)."""
+def run_chaos(work_dir: str, kills: int, seed: int = 1, log=print,
+              architecture: str = "retinanet",
+              num_steps: int | None = None) -> tuple[list[Restart], list[str]]:
+    """Runs the reference and the killed run of a tiny `architecture` model in
+    work_dir, `num_steps` steps each (default: max(24, 3 * kills + 12)); returns the
+    restarts and the problems found ([] when the contract held)."""
     import numpy as np
 
-    num_steps = max(24, 3 * kills + 12)
-    config_path = make_config(work_dir, num_steps)
+    num_steps = num_steps or max(24, 3 * kills + 12)
+    config_path = make_config(work_dir, num_steps, architecture)
     common = (f"--pipeline_config_path={config_path}", f"--checkpoint_every_n={EVERY_N}",
               "--checkpoint_max_to_keep=3", "--deterministic")
     reference = os.path.join(work_dir, "reference")
@@ -231,10 +251,13 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=20, help="SIGKILLs to send (default 20)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the kill moments")
     parser.add_argument("--work_dir", default="", help="default: a temporary directory")
+    parser.add_argument("--architecture", default="retinanet",
+                        choices=("retinanet", "faster_rcnn"), help="the model trained")
     args = parser.parse_args()
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="chaos-")
     began = time.monotonic()
-    restarts, problems = run_chaos(work_dir, args.kills, args.seed)
+    restarts, problems = run_chaos(work_dir, args.kills, args.seed,
+                                   architecture=args.architecture)
     kills = sum(1 for r in restarts if r.killed_after)
     fallback = sum(1 for r in restarts if r.on_disk and r.resumed != r.on_disk[-1])
     print(f"{kills} kills, {len(restarts)} starts ({sum(r.async_save for r in restarts)} "

@@ -61,6 +61,24 @@ def make_tiny_config(dataset: dict, **train_overrides) -> PipelineConfig:
     return config
 
 
+def make_tiny_faster_rcnn_config(dataset: dict, **train_overrides) -> PipelineConfig:
+    """make_tiny_config's settings (MobileNetV2 x0.35) as a Faster R-CNN: one anchor
+    scale, thin RPN and detection head, 64 proposals and 32 sampled ROIs per image."""
+    config = make_tiny_config(dataset, **train_overrides)
+    model = config.model
+    model.architecture = "faster_rcnn"
+    model.anchor.num_scales = 1
+    model.rpn_head.num_filters = 32
+    model.rpn.batch_size_per_image = 64
+    proposals = model.proposals
+    proposals.pre_nms_top_k = proposals.test_pre_nms_top_k = 256
+    proposals.num_proposals = proposals.test_num_proposals = 64
+    model.roi_sampler.num_sampled_rois = 32
+    head = model.detection_head
+    head.num_convs, head.num_filters, head.fc_dims = 0, 32, 64
+    return config
+
+
 @pytest.fixture
 def tiny_config(tiny_dataset) -> PipelineConfig:
     return make_tiny_config(tiny_dataset)
@@ -104,6 +122,22 @@ def trained_run(tiny_dataset, tmp_path_factory) -> dict:
     train(config, model_dir, checkpoint_every_n=2, record_summaries=False)
     assert ckpt_steps(model_dir) == [2, 4]
     return {"model_dir": model_dir, "config": config}
+
+
+@pytest.fixture(scope="session")
+def trained_faster_rcnn_run(tiny_dataset, tmp_path_factory) -> dict:
+    """A tiny Faster R-CNN trained 40 steps with train() (ckpt-20 and ckpt-40, a log line
+    every 5 steps in `result.loss_history`): the one trained Faster R-CNN that every
+    test of the family reads (learning, evaluation, export, fine-tuning); tests only read
+    its model_dir. Its post-processing keeps every score (threshold 0)."""
+    from train_lib.training.trainer import train
+
+    config = make_tiny_faster_rcnn_config(tiny_dataset, num_steps=40, log_every_n=5)
+    config.model.post_processing.score_threshold = 0.0
+    model_dir = str(tmp_path_factory.mktemp("trained_frcnn") / "run")
+    result = train(config, model_dir, checkpoint_every_n=20, record_summaries=False)
+    assert ckpt_steps(model_dir) == [20, 40]
+    return {"model_dir": model_dir, "config": config, "result": result}
 
 
 @pytest.fixture

@@ -61,16 +61,23 @@ def test_signal_saves_the_step_and_exits_128_plus_signal(signum, tiny_config, ti
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_then_exact_resume(tmp_path):
+@pytest.mark.parametrize("architecture, kills, num_steps", [("retinanet", 2, None),
+                                                            ("faster_rcnn", 1, 12)])
+def test_sigkill_at_random_moments_then_exact_resume(architecture, kills, num_steps,
+                                                     tmp_path):
     """Kill -9 mid-step or mid-save (sync and async alternating), resume, repeat:
     every start resumes from the newest readable checkpoint, at most the newest is
     lost, and the final weights are bit-identical to an uninterrupted run.
-    Two kills, the fewest that kill both a sync and an async start (each kill may
-    land in a save); scripts/chaos_resume.py runs the same with 20 kills."""
-    restarts, problems = chaos.run_chaos(str(tmp_path), kills=2, seed=7, log=lambda _: None)
+    RetinaNet: two kills, the fewest that kill both a sync and an async start (each
+    kill may land in a save); Faster R-CNN: one kill and its resume, three trainer
+    starts in all. scripts/chaos_resume.py runs the same with 20 kills."""
+    restarts, problems = chaos.run_chaos(str(tmp_path), kills=kills, seed=7,
+                                         log=lambda _: None, architecture=architecture,
+                                         num_steps=num_steps)
     assert not problems, "\n".join(problems)
-    assert sum(1 for r in restarts if r.killed_after) == 2
-    assert {r.async_save for r in restarts if r.killed_after} == {False, True}
+    assert sum(1 for r in restarts if r.killed_after) == kills
+    if kills >= 2:
+        assert {r.async_save for r in restarts if r.killed_after} == {False, True}
     assert any(r.async_save for r in restarts) and restarts[-1].exit_code == 0
 
 

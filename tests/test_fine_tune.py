@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from train_lib.config import ConfigError
-from train_lib.families import build_model
+from train_lib.families import build_model, retinanet
 from train_lib.training import fine_tune
 from train_lib.training.trainer import TrainError, train
 
@@ -58,7 +58,7 @@ def test_detection_loads_all_but_the_class_layer_so_classes_may_change(trained_c
     model = build_model(trained_config.model)
     count = fine_tune.apply(model, prefix, "detection")
     assert _same(model.backbone, reference.backbone) and _same(model.decoder, reference.decoder)
-    for part in fine_tune.HEAD_PARTS:
+    for part in retinanet.HEAD_PARTS:
         assert _same(getattr(model.head, part), getattr(reference.head, part)), part
     classifier = model.head._classifier.variables
     assert classifier[0].shape[-1] != reference.head._classifier.variables[0].shape[-1]

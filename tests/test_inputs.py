@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from tests.conftest import make_tiny_config
+from train_lib import families
 from train_lib.data import example_checks, inputs
 
 
@@ -94,7 +95,7 @@ def test_flip_is_a_mirror_chosen_by_the_key(tiny_dataset):
     aug = config.train_config.augmentation
     aug.scale_min = aug.scale_max = 1.0
     example = next(iter(tf.data.TFRecordDataset(_files(tiny_dataset["train_pattern"])[0])))
-    labeler, anchors = inputs._labeler(config), inputs._anchor_boxes(config)
+    targets = families.input_targets(config.model, 100)
     outcomes = []
     for index in range(8):
         key = tf.constant([3, index], tf.int64)
@@ -102,7 +103,7 @@ def test_flip_is_a_mirror_chosen_by_the_key(tiny_dataset):
         for flip in (True, False):
             aug.random_horizontal_flip = flip
             data = example_checks.decode_and_check(example, 3, 100)
-            images[flip] = inputs._train_example(config, key, data, labeler, anchors)[0].numpy()
+            images[flip] = inputs._train_example(config, key, data, targets)[0].numpy()
         if np.array_equal(images[True], images[False]):
             outcomes.append("kept")
         else:

@@ -31,7 +31,8 @@ def test_backbones_build_and_give_finite_losses(tiny_dataset, backbone_type, mod
     assert outputs["cls_outputs"]["3"].shape == (4, 8, 8, 9 * num_columns)
     assert outputs["box_outputs"]["5"].shape == (4, 2, 2, 9 * 4)
     losses = compute_losses(config.model, outputs, labels,
-                            tf.reduce_sum(labels["box_weights"]), tf.add_n(model.losses))
+                            {"num_positives": tf.reduce_sum(labels["box_weights"])},
+                            tf.add_n(model.losses))
     assert all(np.isfinite(v.numpy()) and v.numpy() >= 0 for v in losses.values())
     np.testing.assert_allclose(
         losses["total_loss"].numpy(),

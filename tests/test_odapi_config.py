@@ -239,8 +239,9 @@ def test_unknown_field_names_the_nearest(tmp_path):
 
 
 def test_unsupported_meta_architecture_says_what_is(tmp_path):
-    message = error_of("model {\n  faster_rcnn {\n    num_classes: 3\n  }\n}\n", tmp_path)
-    assert ":2: model.faster_rcnn (only the ssd meta-architecture is supported" in message
+    message = error_of("model {\n  center_net {\n    num_classes: 3\n  }\n}\n", tmp_path)
+    assert ":2: model.center_net (supported: ssd (as Model Garden's RetinaNet) and " \
+           "faster_rcnn" in message
 
 
 def test_unsupported_fields_are_listed_in_one_error(tmp_path):

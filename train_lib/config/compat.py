@@ -35,7 +35,8 @@ STRUCTURAL_PREFIXES = (
     "model.architecture", "model.num_classes", "model.input_size", "model.min_level",
     "model.max_level", "model.backbone.", "model.fpn.", "model.head.",
     "model.anchor.num_scales", "model.anchor.aspect_ratios", "model.anchor.anchor_size",
-    "model.norm.", "train_config.optimizer.type",
+    "model.norm.", "model.rpn_head.", "model.roi_aligner.", "model.detection_head.",
+    "train_config.optimizer.type",
     # mixed_float16 wraps the optimizer in a loss-scale optimizer (other variables).
     "train_config.mixed_precision",
 )

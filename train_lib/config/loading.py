@@ -22,7 +22,7 @@ from train_lib.config.errors import ConfigError
 from train_lib.config.odapi import OdapiConfig, map_pipeline_config
 from train_lib.config.overrides import parse_params_override
 from train_lib.config.problems import raise_problems
-from train_lib.config.schema import PipelineConfig, to_dict
+from train_lib.config.schema import PipelineConfig, architecture_key_problems, to_dict
 from train_lib.config.yaml_io import parse_yaml, to_yaml_text
 
 __all__ = ["README_CONFIG_REFERENCE", "config_from_dict", "dump_config", "load_config"]
@@ -55,8 +55,32 @@ def config_from_dict(data: Mapping, source: str = "<dict>") -> PipelineConfig:
             type or an invalid value.
     """
     config = merge_into(PipelineConfig(), data, Source(source))
+    _check_architecture_keys(config, [(data, Source(source))])
     raise_problems(config.problems(), source)
     return config
+
+
+def _key_paths(data, prefix: str = "") -> list[str]:
+    """Every dotted key path of nested mappings `data`, sections included."""
+    paths: list[str] = []
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            paths.append(path)
+            paths += _key_paths(value, path)
+    return paths
+
+
+def _check_architecture_keys(config: PipelineConfig, given: list[tuple[Mapping, Source]]
+                             ) -> None:
+    """ConfigError (file:line, the key and both architectures) for the first key that
+    `given` data holds and that another model.architecture reads."""
+    for data, source in given:
+        paths = _key_paths(data)
+        problems = architecture_key_problems(config.model.architecture, paths)
+        if problems:
+            key, problem = problems[0]
+            raise ConfigError(f"{source.where(key)}: {problem}")
 
 
 def _read_config_text(path: str) -> str:
@@ -126,11 +150,14 @@ def load_config(path: str, params_override: str = "") -> PipelineConfig:
             f"`train_config:` (write `{{}}` for all defaults), see {README_CONFIG_REFERENCE}"
         )
     config = merge_into(PipelineConfig(), data, Source(path, lines))
+    given = [(data, Source(path, lines))]
     source = path
     if params_override.strip():
         override = parse_params_override(params_override)
         config = merge_into(config, override, Source("--params_override"))
+        given.append((override, Source("--params_override")))
         source = f"{path} with --params_override"
+    _check_architecture_keys(config, given)
     if odapi is not None:
         _check_configured(config, odapi, path)
     raise_problems(config.problems(), source)

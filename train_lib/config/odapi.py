@@ -6,7 +6,9 @@ typo is an error naming the nearest known field), and decides each field by
 its row in odapi_table.py: exact and approximated fields become our keys,
 ignored ones are listed in one warning, unsupported ones in one error. Fields
 that combine (backbone and levels, anchors, box-loss scaling, learning-rate
-schedules, augmentation) are computed here. Nothing is dropped silently.
+schedules, augmentation) are computed by odapi_model.py (ssd: RetinaNet),
+odapi_faster_rcnn.py (faster_rcnn: Faster R-CNN) and odapi_train.py. Nothing is
+dropped silently.
 
 The result is plain data in our keys (as YAML would give), the pipeline.config
 line of each key, and the notes to log; loading.py merges and validates it.
@@ -19,9 +21,15 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from train_lib.config import odapi_model, odapi_train
+from train_lib.config import odapi_faster_rcnn, odapi_model, odapi_train
 from train_lib.config.errors import ConfigError
-from train_lib.config.odapi_fields import MESSAGES, OPAQUE, SUPPORTED_EXTRACTORS, S
+from train_lib.config.odapi_fields import (
+    FASTER_RCNN_EXTRACTORS,
+    MESSAGES,
+    OPAQUE,
+    SUPPORTED_EXTRACTORS,
+    S,
+)
 from train_lib.config.odapi_table import APPROX, EXACT, IGNORED, ROWS, UNSUPPORTED
 from train_lib.textproto import LIST, Node, parse
 from train_lib.textproto import scalar_value as _value
@@ -178,15 +186,22 @@ def map_pipeline_config(text: str, source: str) -> OdapiConfig:
             kind, or every unsupported field at once, each by file:line and path.
     """
     m = _Mapper(parse(text, source), source)
-    if m.one("model.ssd") is None:
+    ssd, faster_rcnn = m.one("model.ssd") is not None, m.one("model.faster_rcnn") is not None
+    if not ssd and not faster_rcnn:
         arch = [n.name for n in (m.one("model").children if m.one("model") else [])]
         if not arch:
-            raise ConfigError(f"{source}: no `model.ssd {{ ... }}`; supported: the ssd "
-                              f"meta-architecture with feature extractors "
-                              f"{', '.join(SUPPORTED_EXTRACTORS)}")
+            raise ConfigError(f"{source}: no `model.ssd {{ ... }}` or `model.faster_rcnn "
+                              f"{{ ... }}`; supported: the ssd meta-architecture with feature "
+                              f"extractors {', '.join(SUPPORTED_EXTRACTORS)}, and faster_rcnn "
+                              f"with {', '.join(FASTER_RCNN_EXTRACTORS)}")
     m.classify()
-    if m.one("model.ssd") is not None:
+    if ssd and faster_rcnn:
+        m.refuse("model.faster_rcnn", "give one meta-architecture: model.ssd or "
+                                      "model.faster_rcnn")
+    elif ssd:
         odapi_model.map_model(m)
+    elif faster_rcnn:
+        odapi_faster_rcnn.map_model(m)
     odapi_train.map_training(m)
     if m.unsupported:
         count = len(m.unsupported)

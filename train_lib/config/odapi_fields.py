@@ -9,7 +9,7 @@ field is `odapi_table.py`.
 
 from __future__ import annotations
 
-__all__ = ["MESSAGES", "OPAQUE", "S", "SUPPORTED_EXTRACTORS"]
+__all__ = ["FASTER_RCNN_EXTRACTORS", "MESSAGES", "OPAQUE", "S", "SUPPORTED_EXTRACTORS"]
 
 S, OPAQUE = "scalar", "opaque"
 
@@ -18,6 +18,8 @@ SUPPORTED_EXTRACTORS = (
     "ssd_mobilenet_v1_fpn_keras", "ssd_mobilenet_v2_fpn_keras", "ssd_mobilenet_v2_keras",
     *(f"ssd_efficientnet-b{i}_bifpn_keras" for i in range(8)),
 )
+FASTER_RCNN_EXTRACTORS = tuple(f"faster_rcnn_resnet{depth}{fpn}_keras" for fpn in ("", "_fpn")
+                               for depth in (50, 101, 152))
 
 
 def _scalars(*names: str) -> dict[str, str]:
@@ -58,8 +60,34 @@ MESSAGES: dict[str, dict[str, str]] = {
         "model": "DetectionModel", "train_config": "TrainConfig",
         "train_input_reader": "InputReader", "eval_config": "EvalConfig",
         "eval_input_reader": "InputReader", "graph_rewriter": OPAQUE},
-    "DetectionModel": {"ssd": "Ssd", "faster_rcnn": OPAQUE, "center_net": OPAQUE,
+    "DetectionModel": {"ssd": "Ssd", "faster_rcnn": "FasterRcnn", "center_net": OPAQUE,
                        "experimental_model": OPAQUE},
+    "FasterRcnn": {
+        **_scalars(
+            "number_of_stages", "first_stage_only", "num_classes", "first_stage_atrous_rate",
+            "first_stage_box_predictor_kernel_size", "first_stage_box_predictor_depth",
+            "first_stage_minibatch_size", "first_stage_positive_balance_fraction",
+            "first_stage_nms_score_threshold", "first_stage_nms_iou_threshold",
+            "first_stage_max_proposals", "first_stage_localization_loss_weight",
+            "first_stage_objectness_loss_weight", "initial_crop_size", "maxpool_kernel_size",
+            "maxpool_stride", "second_stage_batch_size", "second_stage_balance_fraction",
+            "second_stage_localization_loss_weight", "second_stage_classification_loss_weight",
+            "second_stage_mask_prediction_loss_weight", "inplace_batchnorm_update",
+            "use_matmul_crop_and_resize", "clip_anchors_to_image",
+            "use_matmul_gather_in_matcher", "use_static_balanced_label_sampler",
+            "use_static_shapes", "resize_masks", "use_static_shapes_for_eval",
+            "use_partitioned_nms_in_first_stage", "return_raw_detections_during_predict",
+            "output_final_box_features", "output_final_box_rpn_features"),
+        "image_resizer": "ImageResizer", "feature_extractor": "FasterRcnnFeatureExtractor",
+        "first_stage_anchor_generator": "AnchorGenerator",
+        "first_stage_box_predictor_conv_hyperparams": "Hyperparams",
+        "second_stage_box_predictor": "BoxPredictor",
+        "second_stage_post_processing": "PostProcessing", "hard_example_miner": OPAQUE,
+        "second_stage_classification_loss": "ClassificationLoss", "context_config": OPAQUE},
+    "FasterRcnnFeatureExtractor": {
+        **_scalars("type", "first_stage_features_stride", "batch_norm_trainable",
+                   "override_base_feature_extractor_hyperparams", "pad_to_multiple"),
+        "conv_hyperparams": "Hyperparams", "fpn": "FeaturePyramidNetworks"},
     "Ssd": {
         **_scalars("num_classes", "encode_background_as_zeros", "negative_class_weight",
                    "normalize_loss_by_num_matches", "normalize_loc_loss_by_codesize",
@@ -97,7 +125,15 @@ MESSAGES: dict[str, dict[str, str]] = {
     "Empty": {},
     "BoxPredictor": {"convolutional_box_predictor": "ConvolutionalBoxPredictor",
                      "weight_shared_convolutional_box_predictor": "WeightSharedBoxPredictor",
-                     "mask_rcnn_box_predictor": OPAQUE, "rfcn_box_predictor": OPAQUE},
+                     "mask_rcnn_box_predictor": "MaskRCNNBoxPredictor",
+                     "rfcn_box_predictor": OPAQUE},
+    "MaskRCNNBoxPredictor": {
+        **_scalars("use_dropout", "dropout_keep_probability", "box_code_size",
+                   "predict_instance_masks", "mask_prediction_conv_depth", "predict_keypoints",
+                   "mask_height", "mask_width", "mask_prediction_num_conv_layers",
+                   "masks_are_class_agnostic", "share_box_across_classes",
+                   "convolve_then_upsample_masks"),
+        "fc_hyperparams": "Hyperparams", "conv_hyperparams": "Hyperparams"},
     "ConvolutionalBoxPredictor": {
         **_scalars("min_depth", "max_depth", "num_layers_before_predictor", "use_dropout",
                    "dropout_keep_probability", "kernel_size", "box_code_size",

@@ -12,14 +12,14 @@ import math
 import re
 from typing import TYPE_CHECKING
 
+from train_lib.config.model_schema import MAX_LEVEL
 from train_lib.config.odapi_fields import SUPPORTED_EXTRACTORS
-from train_lib.config.schema import MAX_LEVEL
 from train_lib.textproto import scalar_value
 
 if TYPE_CHECKING:
     from train_lib.config.odapi import _Mapper
 
-__all__ = ["map_model"]
+__all__ = ["child_value", "input_size", "map_model", "norm"]
 
 M = "model.ssd."
 FE = M + "feature_extractor."
@@ -98,11 +98,12 @@ def _levels(m: _Mapper, decoder: str) -> tuple[int, int]:
     return low, high
 
 
-def _input_size(m: _Mapper, max_level: int) -> int:
-    """Sets model.input_size, rounded to multiples of 2**max_level; returns the height."""
+def input_size(m: _Mapper, max_level: int, prefix: str = M) -> int:
+    """Sets model.input_size from the image_resizer of the meta-architecture `prefix`,
+    rounded to multiples of 2**max_level; returns the height."""
     stride = 2**max_level
-    fixed = M + "image_resizer.fixed_shape_resizer."
-    keep = M + "image_resizer.keep_aspect_ratio_resizer."
+    fixed = prefix + "image_resizer.fixed_shape_resizer."
+    keep = prefix + "image_resizer.keep_aspect_ratio_resizer."
     if m.one(fixed + "height") is not None or m.one(fixed[:-1]) is not None:
         size, origin = [m.get(fixed + "height", 300), m.get(fixed + "width", 300)], fixed + "height"
     elif m.one(keep[:-1]) is not None:
@@ -131,10 +132,12 @@ def _anchors(m: _Mapper, min_level: int, image_height: int) -> None:
     m.set("model.anchor.num_scales", 2 if interpolated > 0 else 1, SSD_ANCHORS)
 
 
-def _norm(m: _Mapper) -> None:
-    """The feature extractor's conv_hyperparams set model.norm and the L2 weight; the box
-    predictor's must agree (one setting serves all), else that is noted."""
-    hp = FE + "conv_hyperparams."
+def norm(m: _Mapper, fe: str = FE, predictors: tuple[str, ...] = (
+        "weight_shared_convolutional_box_predictor", "convolutional_box_predictor")) -> dict:
+    """The conv_hyperparams of the feature extractor `fe` set model.norm and the L2
+    weight; those of the ssd box `predictors` must agree (one setting serves all), else
+    that is noted. Returns what was set, by hyperparams field name."""
+    hp = fe + "conv_hyperparams."
     keys = {"activation": "model.norm.activation", "batch_norm.decay": "model.norm.norm_momentum",
             "batch_norm.epsilon": "model.norm.norm_epsilon",
             "regularizer.l2_regularizer.weight": "model.loss.l2_weight_decay"}
@@ -151,7 +154,7 @@ def _norm(m: _Mapper) -> None:
         m.set(key, value, hp + name)
     if m.one(hp + "batch_norm") is None and m.one(hp[:-1]) is not None:
         m.approx(hp[:-1], "no batch_norm: batch norm is used all the same")
-    for predictor in ("weight_shared_convolutional_box_predictor", "convolutional_box_predictor"):
+    for predictor in predictors:
         other = f"{M}box_predictor.{predictor}.conv_hyperparams."
         for name, value in ours.items():
             theirs = m.get(other + name)
@@ -161,6 +164,7 @@ def _norm(m: _Mapper) -> None:
                 m.approx(other + name, f"{theirs} differs from the feature extractor's {value}; "
                                        "one norm/activation setting serves all, the feature "
                                        "extractor's is used")
+    return ours
 
 
 def _head(m: _Mapper) -> None:
@@ -213,8 +217,8 @@ def map_model(m: _Mapper) -> None:
     """Maps the combined `model.ssd` fields (see the module docstring)."""
     decoder = _backbone(m)
     min_level, max_level = _levels(m, decoder)
-    height = _input_size(m, max_level)
+    height = input_size(m, max_level)
     _anchors(m, min_level, height)
-    _norm(m)
+    norm(m)
     _head(m)
     _losses(m)

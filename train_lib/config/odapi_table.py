@@ -1,39 +1,29 @@
 """What becomes of each OD API pipeline.config field: the one table of the mapping.
 
-Each `Row` is one field path as written in a pipeline.config and its fate:
-
-- `exact`: the same meaning under our key;
-- `approximated`: the nearest thing Model Garden has; logged once, with why;
-- `ignored`: harmless here; all of them are listed in one warning;
-- `unsupported`: ignoring it would change what is trained; all of them are
-  listed in one error.
-
-`only` restricts a row to the values it holds for (`freeze_batchnorm` is exact
-only when false); any other value is unsupported, with the row's `why`. `kind`
-names the plain conversion of a scalar to `ours` (int, float, bool, str,
-paths); rows without it are computed by `odapi.py` from several fields. A
-known field (odapi_fields.py) without a row is unsupported. README.md's table
-"Coming from the OD API" is `markdown_table()`.
+`ROWS` holds one `Row` (odapi_rows.py: exact, approximated, ignored or
+unsupported, and our key) per field path: the ssd meta-architecture's here,
+the faster_rcnn one's in odapi_table_faster_rcnn.py, then train_config, the
+input readers and eval_config. A known field (odapi_fields.py) without a row is
+unsupported. README.md's table "Coming from the OD API" is `markdown_table()`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from train_lib.config.odapi_rows import (
+    APPROX,
+    EXACT,
+    IGNORED,
+    ONE_NORM,
+    UNSUPPORTED,
+    Row,
+    hyperparams_rows,
+    multiscale_anchor_rows,
+    nms_rows,
+    resizer_rows,
+)
+from train_lib.config.odapi_table_faster_rcnn import FASTER_RCNN_ROWS
 
 __all__ = ["APPROX", "EXACT", "IGNORED", "ROWS", "UNSUPPORTED", "Row", "markdown_table"]
-
-EXACT, APPROX, IGNORED, UNSUPPORTED = "exact", "approximated", "ignored", "unsupported"
-
-
-@dataclass(frozen=True)
-class Row:
-    path: str
-    status: str
-    ours: str = ""
-    why: str = ""
-    only: tuple[str, ...] = ()  # the values (as written) the status holds for
-    kind: str = ""  # int | float | bool | str | paths | floats: a plain conversion to `ours`
-
 
 M = "model.ssd."
 FE = M + "feature_extractor."
@@ -42,45 +32,14 @@ CB = M + "box_predictor.convolutional_box_predictor."
 T = "train_config."
 OPT = T + "optimizer."
 AUG = T + "data_augmentation_options."
-_ONE_NORM = "one norm/activation setting serves backbone, FPN and head"
-
-
-def _hyperparams(prefix: str, ours_too: bool) -> list[Row]:
-    """Rows of a conv_hyperparams block; `ours_too`: it sets our keys (else it is compared)."""
-    p = prefix + "conv_hyperparams."
-    key = (lambda k: k) if ours_too else (lambda k: "")
-    why = "" if ours_too else f"must agree with the feature extractor's: {_ONE_NORM}"
-    return [
-        Row(p + "activation", EXACT, key("model.norm.activation"), why,
-            only=("RELU_6", "RELU", "SWISH")),
-        Row(p + "regularizer.l2_regularizer.weight", EXACT, key("model.loss.l2_weight_decay"),
-            why),
-        Row(p + "initializer", APPROX, "",
-            "Model Garden's layers keep their own initializers (normal, stddev 0.01 in the "
-            "head, as the OD API's; He/Glorot elsewhere)"),
-        Row(p + "batch_norm.decay", EXACT, key("model.norm.norm_momentum"), why),
-        Row(p + "batch_norm.epsilon", EXACT, key("model.norm.norm_epsilon"), why),
-        Row(p + "batch_norm.scale", EXACT, "", "batch norm always scales", only=("true",)),
-        Row(p + "batch_norm.center", EXACT, "", "batch norm always centers", only=("true",)),
-        Row(p + "batch_norm.train", EXACT, "", "batch norm is always trained",
-            only=("true",)),
-        Row(p + "sync_batch_norm", EXACT, key("model.norm.use_sync_bn"), why, kind="bool"),
-        Row(p + "force_use_bias", APPROX, "",
-            "Model Garden decides per layer whether a conv before batch norm has a bias"),
-        Row(p + "regularize_depthwise", APPROX, "",
-            "Model Garden regularises the depthwise kernels as it builds them"),
-        Row(p + "op", EXACT, "", "only convolutional hyperparams", only=("CONV",)),
-    ]
+_META = ("supported: ssd (as Model Garden's RetinaNet) and faster_rcnn (as its Faster "
+         "R-CNN)")
 
 
 ROWS: tuple[Row, ...] = (
     # ---------------------------------------------------------------- meta-architecture
-    Row("model.faster_rcnn", UNSUPPORTED, "",
-        "only the ssd meta-architecture is supported (as Model Garden's RetinaNet)"),
-    Row("model.center_net", UNSUPPORTED, "",
-        "only the ssd meta-architecture is supported (as Model Garden's RetinaNet)"),
-    Row("model.experimental_model", UNSUPPORTED, "",
-        "only the ssd meta-architecture is supported (as Model Garden's RetinaNet)"),
+    Row("model.center_net", UNSUPPORTED, "", _META),
+    Row("model.experimental_model", UNSUPPORTED, "", _META),
     Row(M + "num_classes", EXACT, "model.num_classes", kind="int"),
     Row(M + "freeze_batchnorm", EXACT, "", "frozen batch norm is not supported",
         only=("false",)),
@@ -109,7 +68,7 @@ ROWS: tuple[Row, ...] = (
         "Model Garden rounds channels to multiples of 8 instead of flooring at min_depth "
         "(the same for depth_multiplier >= 1)"),
     Row(FE + "override_base_feature_extractor_hyperparams", APPROX, "",
-        f"{_ONE_NORM}, the backbone's included"),
+        f"{ONE_NORM}, the backbone's included"),
     Row(FE + "use_depthwise", EXACT, "model.fpn.use_separable_conv", kind="bool"),
     Row(FE + "pad_to_multiple", EXACT, "",
         "inputs are already multiples of 2**max_level (model.input_size)"),
@@ -124,7 +83,7 @@ ROWS: tuple[Row, ...] = (
         "Model Garden has no BiFPN: one top-down FPN pass instead of repeated BiFPN layers"),
     Row(FE + "bifpn.combine_method", APPROX, "", "FPN adds its inputs"),
     Row(FE + "bifpn.use_native_resize_op", IGNORED, "", "FPN upsamples by nearest neighbour"),
-    *_hyperparams(FE, ours_too=True),
+    *hyperparams_rows(FE, ours_too=True),
     # ---------------------------------------------------------------- box predictor
     Row(WS + "depth", EXACT, "model.head.num_filters", kind="int"),
     Row(WS + "num_layers_before_predictor", EXACT, "model.head.num_convs", kind="int"),
@@ -139,7 +98,9 @@ ROWS: tuple[Row, ...] = (
     Row(WS + "dropout_keep_probability", IGNORED, "", "unused without use_dropout"),
     Row(WS + "score_converter", EXACT, "", "scores are sigmoids of the logits",
         only=("IDENTITY",)),
-    *_hyperparams(WS, ours_too=False),
+    *hyperparams_rows(WS, ours_too=False),
+    Row(M + "box_predictor.mask_rcnn_box_predictor", UNSUPPORTED, "",
+        "a Faster R-CNN's box classifier: use model.faster_rcnn"),
     Row(CB + "num_layers_before_predictor", EXACT, "model.head.num_convs", kind="int"),
     Row(CB + "max_depth", APPROX, "model.head.num_filters",
         "the head's towers have one width (max_depth, else the FPN's)"),
@@ -156,40 +117,14 @@ ROWS: tuple[Row, ...] = (
     Row(CB + "dropout_keep_probability", IGNORED, "", "unused without use_dropout"),
     Row(CB + "apply_sigmoid_to_scores", EXACT, "", "scores are sigmoids at inference",
         only=("false",)),
-    *_hyperparams(CB, ours_too=False),
+    *hyperparams_rows(CB, ours_too=False),
     # ---------------------------------------------------------------- anchors, resizer
-    Row(M + "anchor_generator.multiscale_anchor_generator.min_level", EXACT, "model.min_level",
-        "must equal the feature extractor's"),
-    Row(M + "anchor_generator.multiscale_anchor_generator.max_level", EXACT, "model.max_level",
-        "must equal the feature extractor's"),
-    Row(M + "anchor_generator.multiscale_anchor_generator.anchor_scale", EXACT,
-        "model.anchor.anchor_size", kind="float"),
-    Row(M + "anchor_generator.multiscale_anchor_generator.aspect_ratios", EXACT,
-        "model.anchor.aspect_ratios", kind="floats"),
-    Row(M + "anchor_generator.multiscale_anchor_generator.scales_per_octave", EXACT,
-        "model.anchor.num_scales", kind="int"),
-    Row(M + "anchor_generator.multiscale_anchor_generator.normalize_coordinates", EXACT, "",
-        "anchors are in pixels internally; boxes come out normalised"),
+    *multiscale_anchor_rows(M + "anchor_generator.multiscale_anchor_generator."),
     Row(M + "anchor_generator.ssd_anchor_generator", APPROX, "model.anchor",
         "Model Garden's anchors are anchor_size * 2**level on each level: the lowest "
         "layer's min_scale sets anchor_size, aspect_ratios are kept, the interpolated "
         "scale becomes a second scale per octave"),
-    Row(M + "image_resizer.fixed_shape_resizer.height", APPROX, "model.input_size",
-        "images are scaled keeping their aspect ratio and padded to input_size (the OD API "
-        "stretches); rounded to a multiple of 2**max_level"),
-    Row(M + "image_resizer.fixed_shape_resizer.width", APPROX, "model.input_size",
-        "as height"),
-    Row(M + "image_resizer.fixed_shape_resizer.resize_method", EXACT, "", "bilinear",
-        only=("BILINEAR",)),
-    Row(M + "image_resizer.keep_aspect_ratio_resizer.max_dimension", EXACT,
-        "model.input_size", "scaled keeping the aspect ratio, padded to a square; rounded "
-        "to a multiple of 2**max_level"),
-    Row(M + "image_resizer.keep_aspect_ratio_resizer.min_dimension", APPROX, "",
-        "the longer side alone decides the scale"),
-    Row(M + "image_resizer.keep_aspect_ratio_resizer.pad_to_max_dimension", EXACT, "",
-        "inputs are padded to input_size", only=("true",)),
-    Row(M + "image_resizer.keep_aspect_ratio_resizer.resize_method", EXACT, "", "bilinear",
-        only=("BILINEAR",)),
+    *resizer_rows(M),
     # ---------------------------------------------------------------- targets and losses
     Row(M + "box_coder.faster_rcnn_box_coder", APPROX,
         "model.loss.huber_loss_delta, model.loss.box_loss_weight",
@@ -219,25 +154,11 @@ ROWS: tuple[Row, ...] = (
         "loss weighs 1"),
     Row(M + "loss.localization_weight", APPROX, "model.loss.box_loss_weight",
         "see classification_weight"),
-    Row(M + "post_processing.batch_non_max_suppression.score_threshold", EXACT,
-        "model.post_processing.score_threshold", kind="float"),
-    Row(M + "post_processing.batch_non_max_suppression.iou_threshold", EXACT,
-        "model.post_processing.iou_threshold", kind="float"),
-    Row(M + "post_processing.batch_non_max_suppression.max_total_detections", EXACT,
-        "model.post_processing.max_detections", kind="int"),
-    Row(M + "post_processing.batch_non_max_suppression.max_detections_per_class", APPROX, "",
-        "Model Garden's NMS keeps pre_nms_top_k candidates, then max_detections in all"),
-    Row(M + "post_processing.batch_non_max_suppression.use_static_shapes", IGNORED, "",
-        "an implementation choice"),
-    Row(M + "post_processing.batch_non_max_suppression.use_combined_nms", IGNORED, "",
-        "an implementation choice"),
-    Row(M + "post_processing.batch_non_max_suppression.use_class_agnostic_nms", EXACT, "",
-        "NMS is per class", only=("false",)),
-    Row(M + "post_processing.batch_non_max_suppression.change_coordinate_frame", IGNORED, "",
-        "boxes come out normalised to the image"),
+    *nms_rows(M + "post_processing."),
     Row(M + "post_processing.score_converter", EXACT, "", "sigmoid scores", only=("SIGMOID",)),
     Row(M + "post_processing.logit_scale", EXACT, "", "logits are not rescaled",
         only=("1", "1.0")),
+    *FASTER_RCNN_ROWS,
     # ---------------------------------------------------------------- train_config
     Row(T + "batch_size", EXACT, "train_config.batch_size", kind="int"),
     Row(T + "num_steps", EXACT, "train_config.num_steps", "0 (train forever) is not supported",

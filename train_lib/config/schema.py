@@ -1,6 +1,7 @@
 """The pipeline config schema: one dataclass per section, each checking its own values.
 
-Sections: `model`, `train_config`, `train_input_reader`, `eval_config`,
+Sections: `model` (model_schema.py: the keys shared by the detector families
+and each family's own), `train_config`, `train_input_reader`, `eval_config`,
 `eval_input_reader`, and the optional `shapes_dataset` (how to generate the
 built-in synthetic dataset when its files are absent). A field's default is
 the value used when the YAML omits the key.
@@ -19,197 +20,39 @@ import dataclasses
 import itertools
 from dataclasses import dataclass, field
 
-from train_lib.config.coercion import PATHS, STRING_OR_INTEGER, Source, merge_into
+from train_lib.config.coercion import PATHS, Source, merge_into
+from train_lib.config.model_schema import (  # noqa: F401  (the schema's model section)
+    ACTIVATIONS,
+    ARCHITECTURE_KEYS,
+    ARCHITECTURES,
+    BACKBONE_MODEL_IDS,
+    MAX_LEVEL,
+    MIN_LEVEL,
+    AnchorConfig,
+    BackboneConfig,
+    DetectionHeadConfig,
+    FpnConfig,
+    HeadConfig,
+    LossConfig,
+    ModelConfig,
+    NormConfig,
+    PostProcessingConfig,
+    ProposalsConfig,
+    RoiAlignerConfig,
+    RoiSamplerConfig,
+    RpnConfig,
+    RpnHeadConfig,
+    architecture_key_problems,
+    belongs_to,
+)
 from train_lib.config.problems import Checks, raise_problems
 
-ARCHITECTURES = ("retinanet",)
-BACKBONE_MODEL_IDS = {
-    "mobilenet": ("MobileNetV2", "MobileNetV3Small", "MobileNetV3Large", "MobileNetV1"),
-    "resnet": ("18", "34", "50", "101", "152"),
-    "efficientnet": tuple(f"b{i}" for i in range(8)),
-}
-ACTIVATIONS = ("relu", "relu6", "swish", "hard_swish")
 OPTIMIZERS = ("sgd", "adam")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 LR_SCHEDULES = ("constant", "cosine", "step")
 FINE_TUNE_CHECKPOINT_TYPES = ("backbone", "detection")
 BAD_EXAMPLE_POLICIES = ("error", "skip")
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
-MIN_LEVEL, MAX_LEVEL = 2, 7
-
-
-# ---------------------------------------------------------------- model
-
-
-@dataclass
-class BackboneConfig:
-    type: str = "mobilenet"  # mobilenet | resnet | efficientnet
-    # mobilenet: MobileNetV2 | MobileNetV3Small | MobileNetV3Large | MobileNetV1
-    # resnet: 18 | 34 | 50 | 101 | 152 (given as a string or an int)
-    # efficientnet: b0 .. b7 (its width and depth come from the model_id)
-    model_id: str = field(default="MobileNetV2", metadata=STRING_OR_INTEGER)
-    # MobileNet filter_size_scale / ResNet depth_multiplier; EfficientNet: 1.0 only.
-    width_multiplier: float = 1.0
-
-    def problems(self, prefix: str = "model.backbone") -> list[str]:
-        c = Checks(prefix)
-        c.choice("type", self.type, tuple(BACKBONE_MODEL_IDS))
-        if self.type in BACKBONE_MODEL_IDS:
-            c.choice("model_id", self.model_id, BACKBONE_MODEL_IDS[self.type],
-                     f" for {c.path('type')}: {self.type}")
-        c.need(self.width_multiplier > 0, "width_multiplier", self.width_multiplier, "must be > 0")
-        if self.type == "efficientnet":
-            c.need(self.width_multiplier == 1.0, "width_multiplier", self.width_multiplier,
-                   "must be 1.0 for efficientnet (the model_id sets its width)")
-        return c.problems
-
-
-@dataclass
-class FpnConfig:
-    num_filters: int = 256
-    use_separable_conv: bool = False
-
-    def problems(self, prefix: str = "model.fpn") -> list[str]:
-        c = Checks(prefix)
-        c.need(self.num_filters >= 1, "num_filters", self.num_filters, "must be >= 1")
-        return c.problems
-
-
-@dataclass
-class HeadConfig:
-    num_convs: int = 4
-    num_filters: int = 256
-    use_separable_conv: bool = False
-
-    def problems(self, prefix: str = "model.head") -> list[str]:
-        c = Checks(prefix)
-        c.need(self.num_filters >= 1, "num_filters", self.num_filters, "must be >= 1")
-        c.need(self.num_convs >= 0, "num_convs", self.num_convs, "must be >= 0")
-        return c.problems
-
-
-@dataclass
-class AnchorConfig:
-    num_scales: int = 3
-    aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
-    anchor_size: float = 4.0
-    match_threshold: float = 0.5
-    unmatched_threshold: float = 0.5
-
-    def problems(self, prefix: str = "model.anchor") -> list[str]:
-        c = Checks(prefix)
-        c.need(self.num_scales >= 1, "num_scales", self.num_scales, "must be >= 1")
-        c.need(len(self.aspect_ratios) > 0 and all(r > 0 for r in self.aspect_ratios),
-               "aspect_ratios", self.aspect_ratios,
-               "must be a non-empty list of positive numbers, e.g. [0.5, 1.0, 2.0]")
-        c.need(self.anchor_size > 0, "anchor_size", self.anchor_size, "must be > 0")
-        if not 0 < self.unmatched_threshold <= self.match_threshold <= 1:
-            c.problems.append(
-                f"{c.path('unmatched_threshold')} is {self.unmatched_threshold} and "
-                f"{c.path('match_threshold')} is {self.match_threshold}; they must satisfy "
-                "0 < unmatched_threshold <= match_threshold <= 1"
-            )
-        return c.problems
-
-
-@dataclass
-class LossConfig:
-    focal_loss_alpha: float = 0.25
-    focal_loss_gamma: float = 1.5
-    huber_loss_delta: float = 0.1
-    box_loss_weight: float = 50.0
-    l2_weight_decay: float = 4e-5
-
-    def problems(self, prefix: str = "model.loss") -> list[str]:
-        c = Checks(prefix)
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            c.need(value >= 0, f.name, value, "must be >= 0")
-        c.need(self.focal_loss_alpha <= 1, "focal_loss_alpha", self.focal_loss_alpha,
-               "must be in [0, 1]")
-        return c.problems
-
-
-@dataclass
-class PostProcessingConfig:
-    score_threshold: float = 0.05
-    iou_threshold: float = 0.5
-    max_detections: int = 100
-    pre_nms_top_k: int = 1000
-
-    def problems(self, prefix: str = "model.post_processing") -> list[str]:
-        c = Checks(prefix)
-        c.need(0 <= self.score_threshold < 1, "score_threshold", self.score_threshold,
-               "must be in [0, 1)")
-        c.need(0 < self.iou_threshold <= 1, "iou_threshold", self.iou_threshold,
-               "must be in (0, 1]")
-        c.need(self.max_detections >= 1, "max_detections", self.max_detections, "must be >= 1")
-        c.need(self.pre_nms_top_k >= self.max_detections, "pre_nms_top_k", self.pre_nms_top_k,
-               f"must be >= {c.path('max_detections')} ({self.max_detections})")
-        return c.problems
-
-
-@dataclass
-class NormConfig:
-    activation: str = "relu6"
-    use_sync_bn: bool = False
-    norm_momentum: float = 0.99
-    norm_epsilon: float = 0.001
-
-    def problems(self, prefix: str = "model.norm") -> list[str]:
-        c = Checks(prefix)
-        c.choice("activation", self.activation, ACTIVATIONS)
-        c.need(0 <= self.norm_momentum <= 1, "norm_momentum", self.norm_momentum,
-               "must be in [0, 1]")
-        c.need(self.norm_epsilon > 0, "norm_epsilon", self.norm_epsilon, "must be > 0")
-        return c.problems
-
-
-@dataclass
-class ModelConfig:
-    architecture: str = "retinanet"
-    num_classes: int = 1
-    input_size: list[int] = field(default_factory=lambda: [128, 128])  # [height, width]
-    min_level: int = 3
-    max_level: int = 5
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    fpn: FpnConfig = field(default_factory=FpnConfig)
-    head: HeadConfig = field(default_factory=HeadConfig)
-    anchor: AnchorConfig = field(default_factory=AnchorConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    post_processing: PostProcessingConfig = field(default_factory=PostProcessingConfig)
-    norm: NormConfig = field(default_factory=NormConfig)
-
-    def problems(self, prefix: str = "model") -> list[str]:
-        c = Checks(prefix)
-        c.choice("architecture", self.architecture, ARCHITECTURES)
-        c.problems += self.backbone.problems(c.path("backbone"))
-        c.need(self.num_classes >= 1, "num_classes", self.num_classes,
-               "must be >= 1 (the number of object classes; label map ids are 1..num_classes)")
-        levels = f"must be in [{MIN_LEVEL}, {MAX_LEVEL}]"
-        c.need(MIN_LEVEL <= self.min_level <= MAX_LEVEL, "min_level", self.min_level, levels)
-        c.need(MIN_LEVEL <= self.max_level <= MAX_LEVEL, "max_level", self.max_level, levels)
-        c.need(self.min_level <= self.max_level, "min_level", self.min_level,
-               f"must be <= {c.path('max_level')} ({self.max_level})")
-        c.problems += self._input_size_problems(prefix)
-        for name in ("fpn", "head", "anchor", "loss", "post_processing", "norm"):
-            c.problems += getattr(self, name).problems(c.path(name))
-        return c.problems
-
-    def _input_size_problems(self, prefix: str) -> list[str]:
-        size, path = self.input_size, f"{prefix}.input_size"
-        if len(size) != 2:
-            return [f"{path} is {size}; must be [height, width]"]
-        if not all(s > 0 for s in size):
-            return [f"{path} is {size}; height and width must be positive"]
-        if not MIN_LEVEL <= self.min_level <= self.max_level <= MAX_LEVEL:
-            return []  # reported above; the stride is unknown
-        stride = 2**self.max_level
-        if any(s % stride for s in size):
-            nearest = [max(stride, (s + stride // 2) // stride * stride) for s in size]
-            return [f"{path} {size} must be a multiple of 2**max_level = {stride} "
-                    f"({prefix}.max_level: {self.max_level}); try {nearest}"]
-        return []
 
 
 # ---------------------------------------------------------------- training
@@ -408,8 +251,23 @@ class PipelineConfig:
 
 
 def to_dict(config: PipelineConfig) -> dict:
-    """The config as plain YAML-ready data."""
-    return dataclasses.asdict(config)
+    """The config as plain YAML-ready data, without the `model` keys of the other
+    architectures (ARCHITECTURE_KEYS)."""
+    data = dataclasses.asdict(config)
+    architecture = config.model.architecture
+
+    def prune(node: dict, prefix: str) -> dict:
+        out = {}
+        for key, value in node.items():
+            path = f"{prefix}.{key}"
+            owner = belongs_to(path)
+            if owner is not None and owner != architecture:
+                continue
+            out[key] = prune(value, path) if isinstance(value, dict) else value
+        return out
+
+    data["model"] = prune(data["model"], "model")
+    return data
 
 
 def validate(config: PipelineConfig) -> None:

@@ -2,8 +2,9 @@
 
 Contract:
 - `build_train_dataset` yields `(images, labels, position, data_counts)` batches
-  forever. Images are float32 [B, H, W, 3], normalised; labels hold the RetinaNet
-  targets (`cls_targets`, `box_targets` per level, `cls_weights`, `box_weights`);
+  forever. Images are float32 [B, H, W, 3], normalised; labels are the detector
+  family's targets of the augmented boxes (families.input_targets: RetinaNet's
+  anchor targets, Faster R-CNN's RPN targets and padded ground truth);
   position is int64 [2], the `InputPosition` just after the batch's last example;
   data_counts int64 [len(example_checks.COUNTERS)], what the data contract did in
   this stream so far (examples read, skipped by rule, boxes tidied).
@@ -30,8 +31,9 @@ from __future__ import annotations
 import dataclasses
 
 import tensorflow as tf
-from official.vision.ops import anchor, box_ops, preprocess_ops
+from official.vision.ops import box_ops, preprocess_ops
 
+from train_lib import families
 from train_lib.config import InputReaderConfig, PipelineConfig
 from train_lib.data import example_checks, records
 
@@ -48,19 +50,6 @@ class InputPosition:
 
     epoch: int = 0
     offset: int = 0
-
-
-def _anchor_boxes(config: PipelineConfig) -> dict:
-    """The model's anchors for the configured input size, keyed by level string."""
-    model = config.model
-    generator = anchor.build_anchor_generator(
-        min_level=model.min_level,
-        max_level=model.max_level,
-        num_scales=model.anchor.num_scales,
-        aspect_ratios=model.anchor.aspect_ratios,
-        anchor_size=model.anchor.anchor_size,
-    )
-    return generator(image_size=tuple(model.input_size))
 
 
 def _checked(reader: InputReaderConfig, num_classes: int, filename: tf.Tensor,
@@ -189,19 +178,11 @@ def _normalize(image: tf.Tensor) -> tf.Tensor:
                                           preprocess_ops.STDDEV_RGB)
 
 
-def _train_example(config: PipelineConfig, key: tf.Tensor, data: dict, labeler, anchors):
-    """Augments one decoded example (see `_augment`) and labels the anchors."""
+def _train_example(config: PipelineConfig, key: tf.Tensor, data: dict, targets):
+    """Augments one decoded example (see `_augment`); its labels are the family's
+    `targets` (families.input_targets) of the augmented boxes, keyed by `key`."""
     image, boxes, classes = _augment(config, key, data)
-    cls_targets, box_targets, _, cls_weights, box_weights = labeler.label_anchors(
-        anchors, boxes, tf.expand_dims(classes, axis=1)
-    )
-    labels = {
-        "cls_targets": cls_targets,
-        "box_targets": box_targets,
-        "cls_weights": cls_weights,
-        "box_weights": box_weights,
-    }
-    return _normalize(image), labels
+    return _normalize(image), targets(key, boxes, classes)
 
 
 def training_examples(config: PipelineConfig, files: list[str], count: int,
@@ -225,13 +206,6 @@ def training_examples(config: PipelineConfig, files: list[str], count: int,
         if len(examples) == count:
             break
     return examples
-
-
-def _labeler(config: PipelineConfig) -> anchor.AnchorLabeler:
-    return anchor.AnchorLabeler(
-        match_threshold=config.model.anchor.match_threshold,
-        unmatched_threshold=config.model.anchor.unmatched_threshold,
-    )
 
 
 def _options() -> tf.data.Options:
@@ -264,8 +238,7 @@ def build_train_dataset(
     num_classes = config.model.num_classes
     batch_size = batch_size or train.batch_size
     pipeline_id = input_context.input_pipeline_id if input_context else 0
-    labeler = _labeler(config)
-    anchors = _anchor_boxes(config)
+    targets = families.input_targets(config.model, reader.max_number_of_boxes)
     base_key = tf.constant([train.seed, pipeline_id], tf.int64)
 
     @tf.autograph.experimental.do_not_convert  # plain TF ops: autograph only adds start-up
@@ -273,7 +246,7 @@ def build_train_dataset(
         data = _checked(reader, num_classes, filename, record_index, record)
         key = tf.random.experimental.stateless_fold_in(
             tf.random.experimental.stateless_fold_in(base_key, epoch), index)
-        image, labels = _train_example(config, key, data, labeler, anchors)
+        image, labels = _train_example(config, key, data, targets)
         return (image, labels, tf.stack([epoch, index + 1]), data["counts"],
                 tf.equal(data["rule"], 0))
 

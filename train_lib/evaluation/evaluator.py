@@ -20,6 +20,7 @@ import tensorflow as tf
 from absl import logging
 from official.vision.ops import preprocess_ops
 
+from train_lib import families
 from train_lib.config import PipelineConfig
 from train_lib.data import example_checks, input_errors, input_files, inputs
 from train_lib.errors import UserError
@@ -66,7 +67,7 @@ class Evaluator:
         def replica_step(images, info):
             # The image's own area inside the padded input: boxes are clipped to it.
             valid = tf.cast(info["original_size"], tf.float32) * info["image_scale"]
-            outputs = model(images, image_shape=valid, training=False)
+            outputs = families.detect(model, images, valid)
             return {k: outputs[k] for k in DETECTION_KEYS}, info
 
         @tf.function

@@ -29,7 +29,7 @@ from train_lib.config import PipelineConfig
 from train_lib.data import input_files, inputs
 from train_lib.errors import UserError
 from train_lib.evaluation.continuous import EvalError, load_model_weights
-from train_lib.families import build_model
+from train_lib.families import build_model, detect
 from train_lib.training.workdir import PIPELINE_FILE
 
 INPUT_TYPES = ("image_tensor",)
@@ -57,8 +57,7 @@ class DetectionModule(tf.Module):
         original = tf.cast(tf.shape(image)[0:2], tf.float32)
         model_input, image_scale = inputs.preprocess_for_model(image, self._input_size)
         valid = original * image_scale  # the image's own area inside the padded input
-        outputs = self.model(model_input[tf.newaxis], image_shape=valid[tf.newaxis],
-                             training=False)
+        outputs = detect(self.model, model_input[tf.newaxis], valid[tf.newaxis])
         scale = tf.tile(image_scale, [2])
         size = tf.tile(original, [2])
         boxes = tf.clip_by_value(outputs["detection_boxes"] / scale, 0.0, size) / size

@@ -1,9 +1,112 @@
 """Detector families: the one place that knows which family is running.
 
-A family provides its model (from Model Garden), its loss terms and its outputs
-for evaluation and export. Today: RetinaNet (`retinanet.py`).
+A family (one module: `retinanet.py`, `faster_rcnn.py`) provides its model from
+Model Garden, its input targets, its losses, its detections for evaluation and
+export, and what a fine-tune loads. Everything else calls these functions, which
+dispatch on `model.architecture` (a ModelConfig) or on the built model:
+
+- `build_model(model, precision)`: the Keras model, its variables created.
+- `loss_keys(model)`: the loss terms of a training step, `total_loss` last.
+- `input_targets(model, max_boxes)`: (key, augmented boxes in pixels, classes)
+  -> the labels of one training example; `key` is the example's stateless
+  augmentation key, so targets with a random choice replay exactly on resume.
+- `loss_normalizers(model, labels)`: per-replica counts the training step sums
+  over replicas before the losses (outside any XLA-compiled part).
+- `train_outputs(model_cfg, net, images, labels)`: the training forward pass.
+- `compute_losses(model, outputs, labels, normalizers, regularization,
+  num_replicas)`: this replica's share of each term of `loss_keys`.
+- `detect(net, images, image_shape)`: detection_boxes (model-input pixels),
+  detection_scores, detection_classes (label map ids), num_detections.
+- `checkpoint_family(names)`, `backbone_target`, `detection_target`: for
+  fine_tune_checkpoint.
 """
 
-from train_lib.families.retinanet import LOSS_KEYS, build_model, compute_losses
+from __future__ import annotations
 
-__all__ = ["LOSS_KEYS", "build_model", "compute_losses"]
+from types import ModuleType
+
+import tensorflow as tf
+import tf_keras
+
+from train_lib.config import ModelConfig
+from train_lib.families import faster_rcnn, retinanet
+
+FAMILIES: dict[str, ModuleType] = {family.NAME: family for family in (retinanet, faster_rcnn)}
+
+__all__ = [
+    "FAMILIES",
+    "architecture_of",
+    "backbone_target",
+    "build_model",
+    "checkpoint_family",
+    "compute_losses",
+    "detect",
+    "detection_target",
+    "input_targets",
+    "loss_keys",
+    "loss_normalizers",
+    "train_outputs",
+]
+
+
+def _family(model: ModelConfig) -> ModuleType:
+    return FAMILIES[model.architecture]
+
+
+def architecture_of(net) -> str:
+    """The family name of a built model."""
+    for name, family in FAMILIES.items():
+        if family.is_model(net):
+            return name
+    raise TypeError(f"not a model of any family: {type(net).__name__}")
+
+
+def build_model(model: ModelConfig, precision: str = "float32") -> tf_keras.Model:
+    return _family(model).build_model(model, precision)
+
+
+def loss_keys(model: ModelConfig) -> tuple[str, ...]:
+    return _family(model).LOSS_KEYS
+
+
+def input_targets(model: ModelConfig, max_boxes: int):
+    return _family(model).input_targets(model, max_boxes)
+
+
+def loss_normalizers(model: ModelConfig, labels: dict) -> dict[str, tf.Tensor]:
+    return _family(model).loss_normalizers(labels)
+
+
+def train_outputs(model: ModelConfig, net, images: tf.Tensor, labels: dict) -> dict:
+    return _family(model).train_outputs(net, images, labels)
+
+
+def compute_losses(model: ModelConfig, outputs: dict, labels: dict,
+                   normalizers: dict[str, tf.Tensor], regularization: tf.Tensor,
+                   num_replicas: int = 1) -> dict[str, tf.Tensor]:
+    return _family(model).compute_losses(model, outputs, labels, normalizers, regularization,
+                                         num_replicas)
+
+
+def detect(net, images: tf.Tensor, image_shape: tf.Tensor) -> dict:
+    return FAMILIES[architecture_of(net)].detect(net, images, image_shape)
+
+
+def checkpoint_family(variable_names) -> str | None:
+    """The family whose model wrote a checkpoint of this trainer with these variable
+    names, or None (not a detector checkpoint of this trainer)."""
+    for name, family in FAMILIES.items():
+        if any(n.startswith(family.CHECKPOINT_MARK) for n in variable_names):
+            return name
+    return None
+
+
+def backbone_target(architecture: str, backbone) -> tf.train.Checkpoint:
+    """Where `backbone` sits in a checkpoint that `architecture`'s model wrote."""
+    return FAMILIES[architecture].backbone_target(backbone)
+
+
+def detection_target(net) -> tuple[dict, tf.train.Checkpoint, list]:
+    """(parts by name, their place in the checkpoint, the variables not loaded) of a
+    detection fine-tune of `net` (all but the layers that depend on num_classes)."""
+    return FAMILIES[architecture_of(net)].detection_target(net)

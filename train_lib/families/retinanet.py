@@ -1,9 +1,12 @@
-"""The detection model and its losses, built from the pipeline config.
+"""RetinaNet: its model, input targets, losses and detections (the family seam,
+families/__init__.py, calls these).
 
 The model is Model Garden's RetinaNet (`official.vision.modeling.factory`):
 backbone -> FPN -> class and box heads -> detection generator (NMS). Its
 class outputs have `num_classes + 1` columns: column 0 is the background,
-columns 1..num_classes are the label map's ids, as in the OD API.
+columns 1..num_classes are the label map's ids, as in the OD API. Its input
+targets are the anchors' class and box targets (Model Garden's AnchorLabeler,
+which makes no random choice).
 """
 
 from __future__ import annotations
@@ -11,38 +14,24 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras
 from official.vision import registry_imports  # noqa: F401  (registers backbones)
-from official.vision.configs import backbones, common, decoders
 from official.vision.configs import retinanet as retinanet_cfg
 from official.vision.losses import focal_loss, loss_utils
-from official.vision.modeling import factory
+from official.vision.modeling import factory, retinanet_model
+from official.vision.ops import anchor
 
 from train_lib.config import ModelConfig
+from train_lib.families import backbones
 
+NAME = "retinanet"
 LOSS_KEYS = ("classification_loss", "localization_loss", "regularization_loss", "total_loss")
+# A variable name only this family's checkpoints (of this trainer) hold.
+CHECKPOINT_MARK = "model/_head/"
+# Head parts that do not depend on the number of classes (kept by a detection fine-tune).
+HEAD_PARTS = ("_cls_convs", "_cls_norms", "_box_convs", "_box_norms", "_box_regressor")
 
 
 def model_garden_config(model: ModelConfig) -> retinanet_cfg.RetinaNet:
     """Our `model` section as Model Garden's RetinaNet config."""
-    bb = model.backbone
-    if bb.type == "mobilenet":
-        backbone = backbones.Backbone(
-            type="mobilenet",
-            mobilenet=backbones.MobileNet(
-                model_id=bb.model_id, filter_size_scale=bb.width_multiplier
-            ),
-        )
-    elif bb.type == "efficientnet":
-        backbone = backbones.Backbone(
-            type="efficientnet",
-            efficientnet=backbones.EfficientNet(model_id=bb.model_id, se_ratio=0.25),
-        )
-    else:
-        backbone = backbones.Backbone(
-            type="resnet",
-            resnet=backbones.ResNet(
-                model_id=int(bb.model_id), depth_multiplier=bb.width_multiplier
-            ),
-        )
     post = model.post_processing
     return retinanet_cfg.RetinaNet(
         num_classes=model.num_classes + 1,
@@ -54,14 +43,8 @@ def model_garden_config(model: ModelConfig) -> retinanet_cfg.RetinaNet:
             aspect_ratios=list(model.anchor.aspect_ratios),
             anchor_size=model.anchor.anchor_size,
         ),
-        backbone=backbone,
-        decoder=decoders.Decoder(
-            type="fpn",
-            fpn=decoders.FPN(
-                num_filters=model.fpn.num_filters,
-                use_separable_conv=model.fpn.use_separable_conv,
-            ),
-        ),
+        backbone=backbones.backbone_config(model),
+        decoder=backbones.fpn_config(model),
         head=retinanet_cfg.RetinaNetHead(
             num_convs=model.head.num_convs,
             num_filters=model.head.num_filters,
@@ -73,55 +56,88 @@ def model_garden_config(model: ModelConfig) -> retinanet_cfg.RetinaNet:
             nms_iou_threshold=post.iou_threshold,
             max_num_detections=post.max_detections,
         ),
-        norm_activation=common.NormActivation(
-            activation=model.norm.activation,
-            use_sync_bn=model.norm.use_sync_bn,
-            norm_momentum=model.norm.norm_momentum,
-            norm_epsilon=model.norm.norm_epsilon,
-        ),
+        norm_activation=backbones.norm_activation(model),
     )
 
 
 def build_model(model: ModelConfig, precision: str = "float32") -> tf_keras.Model:
-    """Builds the RetinaNet with L2 regularisation on its weights; variables exist on return.
-
-    `precision` is a Keras policy name (train_config.mixed_precision): with a mixed
-    policy the layers compute in float16/bfloat16 and keep float32 variables, so
-    checkpoints are the same either way. The global policy is restored on return.
-    """
+    """Builds the RetinaNet with L2 regularisation on its weights; variables exist on
+    return. `precision`: see backbones.precision_policy."""
     height, width = model.input_size
-    decay = model.loss.l2_weight_decay
-    # Halved to match tf.nn.l2_loss, as Model Garden does.
-    regularizer = tf_keras.regularizers.l2(decay / 2.0) if decay else None
-    previous = tf_keras.mixed_precision.global_policy()
-    tf_keras.mixed_precision.set_global_policy(precision)
-    try:
+    with backbones.precision_policy(precision):
         net = factory.build_retinanet(
             input_specs=tf_keras.layers.InputSpec(shape=[None, height, width, 3]),
             model_config=model_garden_config(model),
-            l2_regularizer=regularizer,
+            l2_regularizer=backbones.l2_regularizer(model),
         )
         net(tf.zeros([1, height, width, 3]), training=False)  # create every variable now
-    finally:
-        tf_keras.mixed_precision.set_global_policy(previous)
     return net
+
+
+def is_model(model) -> bool:
+    return isinstance(model, retinanet_model.RetinaNetModel)
+
+
+def input_targets(model: ModelConfig, max_boxes: int):
+    """The function of one augmented example's (key, boxes in pixels [N, 4], classes
+    [N]) to its labels: `cls_targets` and `box_targets` per level, `cls_weights`,
+    `box_weights`. The key is unused (no random choice); `max_boxes` too."""
+    del max_boxes
+    labeler = anchor.AnchorLabeler(
+        match_threshold=model.anchor.match_threshold,
+        unmatched_threshold=model.anchor.unmatched_threshold,
+    )
+    anchors = anchor.build_anchor_generator(
+        min_level=model.min_level,
+        max_level=model.max_level,
+        num_scales=model.anchor.num_scales,
+        aspect_ratios=model.anchor.aspect_ratios,
+        anchor_size=model.anchor.anchor_size,
+    )(image_size=tuple(model.input_size))
+
+    def targets(key: tf.Tensor, boxes: tf.Tensor, classes: tf.Tensor) -> dict:
+        del key
+        cls_targets, box_targets, _, cls_weights, box_weights = labeler.label_anchors(
+            anchors, boxes, tf.expand_dims(classes, axis=1)
+        )
+        return {
+            "cls_targets": cls_targets,
+            "box_targets": box_targets,
+            "cls_weights": cls_weights,
+            "box_weights": box_weights,
+        }
+
+    return targets
+
+
+def loss_normalizers(labels: dict) -> dict[str, tf.Tensor]:
+    """This replica's share of what normalises the losses: its positive anchors."""
+    return {"num_positives": tf.reduce_sum(labels["box_weights"])}
+
+
+def train_outputs(model, images: tf.Tensor, labels: dict) -> dict:
+    del labels
+    return model(images, training=True)
 
 
 def compute_losses(
     model: ModelConfig,
     outputs: dict,
     labels: dict,
-    num_positives: tf.Tensor,
+    normalizers: dict[str, tf.Tensor],
     regularization: tf.Tensor,
+    num_replicas: int = 1,
 ) -> dict[str, tf.Tensor]:
     """RetinaNet's focal classification and Huber box losses.
 
-    Both are summed over the batch and divided by `num_positives + 1` (the
-    caller passes the count over the whole global batch, so every replica's
-    loss is a share of the global mean). Returns the terms named in LOSS_KEYS.
+    Both are summed over the batch and divided by `num_positives + 1`, the
+    normaliser over the whole global batch (`normalizers["num_positives"]`,
+    summed over replicas), so every replica's loss is a share of the global mean
+    (`num_replicas` is not needed for that). Returns the terms named in LOSS_KEYS.
     """
+    del num_replicas
     loss_cfg = model.loss
-    normalizer = num_positives + 1.0
+    normalizer = normalizers["num_positives"] + 1.0
     cls_fn = focal_loss.FocalLoss(
         alpha=loss_cfg.focal_loss_alpha,
         gamma=loss_cfg.focal_loss_gamma,
@@ -149,3 +165,25 @@ def compute_losses(
         "regularization_loss": regularization,
         "total_loss": cls_loss + box_loss + regularization,
     }
+
+
+def detect(model, images: tf.Tensor, image_shape: tf.Tensor) -> dict:
+    """The model's detections (boxes in model-input pixels) of `images`, clipped to
+    `image_shape` [B, 2], the image's own area inside the padded input."""
+    return model(images, image_shape=image_shape, training=False)
+
+
+def backbone_target(backbone) -> tf.train.Checkpoint:
+    """The backbone's place in this family's checkpoints."""
+    return tf.train.Checkpoint(model=tf.train.Checkpoint(_backbone=backbone))
+
+
+def detection_target(model) -> tuple[dict, tf.train.Checkpoint, list]:
+    """What a detection fine-tune loads: (the parts by name, their place in this
+    family's checkpoints, the variables of those parts left out: the class layer)."""
+    head = {part: getattr(model.head, part) for part in HEAD_PARTS}
+    parts = {"backbone": model.backbone, "decoder": model.decoder, "head": model.head}
+    target = tf.train.Checkpoint(model=tf.train.Checkpoint(
+        _backbone=model.backbone, _decoder=model.decoder,
+        _head=tf.train.Checkpoint(**head)))
+    return parts, target, list(model.head._classifier.variables)

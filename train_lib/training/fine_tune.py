@@ -5,12 +5,14 @@ Contract:
 - `resolve_checkpoint(path)` is the checkpoint prefix `path` names: a prefix, or
   a directory whose newest checkpoint is taken. ConfigError naming the key if neither.
 - `apply(model, prefix, kind)` loads into `model`, as the OD API's types do:
-  `backbone` the backbone alone, from this trainer's checkpoints (`model/_backbone`)
-  or Model Garden's backbone checkpoints (`backbone`); `detection` the whole
-  detector but its class output layer (backbone, FPN, head towers, box
-  regressor), so the number of classes may change. Every variable of those parts
-  must be in the checkpoint with its shape, else TrainError says which part
-  does not fit. The optimizer and the step start fresh.
+  `backbone` the backbone alone, from this trainer's checkpoints
+  of either family, or Model Garden's backbone checkpoints (`backbone`);
+  `detection` the whole detector of the same family but the layers whose shape
+  follows the number of classes (families.detection_target: RetinaNet's class
+  layer, Faster R-CNN's class and box layers), so the number of classes may
+  change. Every variable of those parts must be in the checkpoint with its shape,
+  else TrainError says which part does not fit. The optimizer and the step start
+  fresh.
 """
 
 from __future__ import annotations
@@ -19,12 +21,11 @@ import os
 
 import tensorflow as tf
 
+from train_lib import families
 from train_lib.config import ConfigError
 from train_lib.training.failures import TrainError
 
 KEY = "train_config.fine_tune_checkpoint"
-# RetinaNet head parts that do not depend on the number of classes.
-HEAD_PARTS = ("_cls_convs", "_cls_norms", "_box_convs", "_box_norms", "_box_regressor")
 
 
 def resolve_checkpoint(path: str) -> str:
@@ -45,27 +46,31 @@ def resolve_checkpoint(path: str) -> str:
 def apply(model, prefix: str, kind: str) -> int:
     """Loads the `kind` parts of `prefix` into `model`; returns how many variables."""
     names = {name for name, _ in tf.train.list_variables(prefix)}
-    ours = any(n.startswith("model/_backbone/") for n in names)
+    written_by = families.checkpoint_family(names)
+    architecture = families.architecture_of(model)
     if kind == "backbone":
         parts = {"backbone": model.backbone}
-        if ours:
-            target = tf.train.Checkpoint(model=tf.train.Checkpoint(_backbone=model.backbone))
+        if written_by is not None:  # any family's: the backbone is the same
+            target = families.backbone_target(written_by, model.backbone)
         elif any(n.startswith("backbone/") for n in names):
             target = tf.train.Checkpoint(backbone=model.backbone)
         else:
-            raise TrainError(f"{KEY} {prefix} holds no backbone (neither model/_backbone "
-                             "nor backbone); name a checkpoint of this trainer or a Model "
-                             "Garden backbone checkpoint")
+            raise TrainError(f"{KEY} {prefix} holds no backbone (neither a detector "
+                             "checkpoint of this trainer nor a Model Garden backbone "
+                             "checkpoint); name one of those")
+        excluded: list = []
     else:
-        if not ours:
-            raise TrainError(f"{KEY} {prefix} is not a detector checkpoint of this trainer "
-                             "(no model/_backbone); use fine_tune_checkpoint_type: backbone "
-                             "for a backbone-only checkpoint")
-        head = {part: getattr(model.head, part) for part in HEAD_PARTS}
-        parts = {"backbone": model.backbone, "decoder": model.decoder, "head": model.head}
-        target = tf.train.Checkpoint(model=tf.train.Checkpoint(
-            _backbone=model.backbone, _decoder=model.decoder,
-            _head=tf.train.Checkpoint(**head)))
+        if written_by is None:
+            raise TrainError(f"{KEY} {prefix} is not a detector checkpoint of this trainer; "
+                             "use fine_tune_checkpoint_type: backbone for a backbone-only "
+                             "checkpoint")
+        if written_by != architecture:
+            raise TrainError(
+                f"{KEY} {prefix} is a {written_by} checkpoint, but model.architecture is "
+                f"{architecture}: fine_tune_checkpoint_type: detection needs a checkpoint "
+                "of the same architecture; use fine_tune_checkpoint_type: backbone to start "
+                "from its backbone")
+        parts, target, excluded = families.detection_target(model)
     try:
         target.read(prefix).expect_partial().assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as err:
@@ -73,8 +78,7 @@ def apply(model, prefix: str, kind: str) -> int:
         raise TrainError(
             f"{KEY} {prefix} does not fit this model's {' and '.join(parts)} ({first}); it "
             "must come from a model with the same model.backbone (and, for detection, "
-            "fpn, head and anchor) settings") from None
+            "fpn, heads and anchor) settings") from None
     variables = {id(v) for part in parts.values() for v in part.variables}
-    if kind == "detection":
-        variables -= {id(v) for v in model.head._classifier.variables}
+    variables -= {id(v) for v in excluded}
     return len(variables)

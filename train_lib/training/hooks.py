@@ -73,13 +73,19 @@ class LogHook(Hook):
         self._log(
             f"Step {step} per-step time {per_step:.3f}s "
             f"loss={outputs['total_loss']:.4f} "
-            f"(classification {outputs['classification_loss']:.4f}, "
-            f"localization {outputs['localization_loss']:.4f}, "
-            f"regularization {outputs['regularization_loss']:.4f}) "
+            f"({_loss_terms(outputs)}) "
             f"learning_rate={outputs['learning_rate']:.6f} "
             f"images/s={self._batch_size / per_step:.1f} ETA {eta}"
         )
         self._last_step, self._last_time = step, now
+
+
+def _loss_terms(outputs: StepOutputs) -> str:
+    """The step's loss terms but the total, as "classification 0.1234, ..." (a term's
+    key without `_loss`, underscores as spaces), in the family's order."""
+    return ", ".join(f"{key.removesuffix('_loss').replace('_', ' ')} {value:.4f}"
+                     for key, value in outputs.items()
+                     if key.endswith("_loss") and key != "total_loss")
 
 
 class SummaryHook(Hook):

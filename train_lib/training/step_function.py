@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from train_lib import families
 from train_lib.config import PipelineConfig
 from train_lib.data import inputs
-from train_lib.families import LOSS_KEYS, compute_losses
 
 
 def make_train_function(strategy, model, optimizer, config: PipelineConfig,
@@ -65,7 +65,8 @@ def make_train_function(strategy, model, optimizer, config: PipelineConfig,
 
         _, losses, finite = tf.while_loop(
             lambda done, _, finite: tf.logical_and(finite, done < num_steps), body,
-            (tf.constant(0), {k: tf.constant(0.0) for k in LOSS_KEYS}, tf.constant(True)))
+            (tf.constant(0), {k: tf.constant(0.0) for k in families.loss_keys(config.model)},
+             tf.constant(True)))
         return losses, finite
 
     return train_steps
@@ -78,13 +79,14 @@ def _replica_step(strategy, model, optimizer, config: PipelineConfig):
     num_replicas = strategy.num_replicas_in_sync
     scaled = train_cfg.mixed_precision == "mixed_float16"
 
-    def losses_and_gradients(images, labels, num_positives):
+    def losses_and_gradients(images, labels, normalizers):
         with tf.GradientTape() as tape:
-            outputs = model(images, training=True)
+            outputs = families.train_outputs(config.model, model, images, labels)
             regularization = (tf.add_n(model.losses) / num_replicas
                               if model.losses else tf.constant(0.0))
-            losses = compute_losses(config.model, outputs, labels, num_positives,
-                                    tf.cast(regularization, tf.float32))
+            losses = families.compute_losses(config.model, outputs, labels, normalizers,
+                                             tf.cast(regularization, tf.float32),
+                                             num_replicas)
             loss = losses["total_loss"]
             if scaled:
                 loss = optimizer.get_scaled_loss(loss)
@@ -98,9 +100,11 @@ def _replica_step(strategy, model, optimizer, config: PipelineConfig):
                                            autograph=False)
 
     def replica_step(images, labels):
-        num_positives = tf.distribute.get_replica_context().all_reduce(
-            tf.distribute.ReduceOp.SUM, tf.reduce_sum(labels["box_weights"]))
-        losses, grads = losses_and_gradients(images, labels, num_positives)
+        # The family's loss normalisers, summed over the global batch's replicas.
+        context = tf.distribute.get_replica_context()
+        normalizers = {k: context.all_reduce(tf.distribute.ReduceOp.SUM, v) for k, v in
+                       families.loss_normalizers(config.model, labels).items()}
+        losses, grads = losses_and_gradients(images, labels, normalizers)
         # Some backbone layers (e.g. MobileNet's last conv) feed no FPN level.
         pairs = [(g, v) for g, v in zip(grads, model.trainable_variables, strict=True)
                  if g is not None]

@@ -1,0 +1,400 @@
+"""The `model` section of the pipeline config: one dataclass per subsection, each
+checking its own values, and which keys belong to which architecture.
+
+`ModelConfig` holds the keys every family reads (backbone, FPN, anchors, the L2
+weight, post-processing, normalisation) and each family's own sections:
+RetinaNet's `head` and focal-loss keys, Faster R-CNN's `rpn_head`, `rpn`,
+`proposals`, `roi_sampler`, `roi_aligner`, `detection_head` and its loss weights
+(`ARCHITECTURE_KEYS`). A config that gives another architecture's key is refused
+(`architecture_key_problems`), naming the key and both architectures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from train_lib.config.coercion import STRING_OR_INTEGER
+from train_lib.config.problems import Checks
+
+__all__ = [
+    "ACTIVATIONS", "ARCHITECTURES", "ARCHITECTURE_KEYS", "BACKBONE_MODEL_IDS", "MAX_LEVEL",
+    "MIN_LEVEL", "AnchorConfig", "BackboneConfig", "DetectionHeadConfig", "FpnConfig",
+    "HeadConfig", "LossConfig", "ModelConfig", "NormConfig", "PostProcessingConfig",
+    "ProposalsConfig", "RoiAlignerConfig", "RoiSamplerConfig", "RpnConfig", "RpnHeadConfig",
+    "architecture_key_problems", "belongs_to",
+]
+
+ARCHITECTURES = ("retinanet", "faster_rcnn")
+# The `model` keys only one architecture reads (a trailing "." marks a whole
+# section); every other `model` key is shared. A config that gives another
+# architecture's key is refused (`architecture_key_problems`), and `to_dict`
+# leaves them out, so model_dir/pipeline.yaml holds only what the model reads.
+ARCHITECTURE_KEYS = {
+    "retinanet": (
+        "model.head.", "model.anchor.match_threshold", "model.anchor.unmatched_threshold",
+        "model.loss.focal_loss_alpha", "model.loss.focal_loss_gamma",
+        "model.loss.huber_loss_delta", "model.loss.box_loss_weight",
+    ),
+    "faster_rcnn": (
+        "model.rpn_head.", "model.rpn.", "model.proposals.", "model.roi_sampler.",
+        "model.roi_aligner.", "model.detection_head.", "model.loss.rpn_score_weight",
+        "model.loss.rpn_box_weight", "model.loss.frcnn_class_weight",
+        "model.loss.frcnn_box_weight", "model.loss.rpn_huber_loss_delta",
+        "model.loss.frcnn_huber_loss_delta",
+    ),
+}
+BACKBONE_MODEL_IDS = {
+    "mobilenet": ("MobileNetV2", "MobileNetV3Small", "MobileNetV3Large", "MobileNetV1"),
+    "resnet": ("18", "34", "50", "101", "152"),
+    "efficientnet": tuple(f"b{i}" for i in range(8)),
+}
+ACTIVATIONS = ("relu", "relu6", "swish", "hard_swish")
+MIN_LEVEL, MAX_LEVEL = 2, 7
+
+
+# ---------------------------------------------------------------- model
+
+
+@dataclass
+class BackboneConfig:
+    type: str = "mobilenet"  # mobilenet | resnet | efficientnet
+    # mobilenet: MobileNetV2 | MobileNetV3Small | MobileNetV3Large | MobileNetV1
+    # resnet: 18 | 34 | 50 | 101 | 152 (given as a string or an int)
+    # efficientnet: b0 .. b7 (its width and depth come from the model_id)
+    model_id: str = field(default="MobileNetV2", metadata=STRING_OR_INTEGER)
+    # MobileNet filter_size_scale / ResNet depth_multiplier; EfficientNet: 1.0 only.
+    width_multiplier: float = 1.0
+
+    def problems(self, prefix: str = "model.backbone") -> list[str]:
+        c = Checks(prefix)
+        c.choice("type", self.type, tuple(BACKBONE_MODEL_IDS))
+        if self.type in BACKBONE_MODEL_IDS:
+            c.choice("model_id", self.model_id, BACKBONE_MODEL_IDS[self.type],
+                     f" for {c.path('type')}: {self.type}")
+        c.need(self.width_multiplier > 0, "width_multiplier", self.width_multiplier, "must be > 0")
+        if self.type == "efficientnet":
+            c.need(self.width_multiplier == 1.0, "width_multiplier", self.width_multiplier,
+                   "must be 1.0 for efficientnet (the model_id sets its width)")
+        return c.problems
+
+
+@dataclass
+class FpnConfig:
+    num_filters: int = 256
+    use_separable_conv: bool = False
+
+    def problems(self, prefix: str = "model.fpn") -> list[str]:
+        c = Checks(prefix)
+        c.need(self.num_filters >= 1, "num_filters", self.num_filters, "must be >= 1")
+        return c.problems
+
+
+@dataclass
+class HeadConfig:
+    num_convs: int = 4
+    num_filters: int = 256
+    use_separable_conv: bool = False
+
+    def problems(self, prefix: str = "model.head") -> list[str]:
+        c = Checks(prefix)
+        c.need(self.num_filters >= 1, "num_filters", self.num_filters, "must be >= 1")
+        c.need(self.num_convs >= 0, "num_convs", self.num_convs, "must be >= 0")
+        return c.problems
+
+
+@dataclass
+class AnchorConfig:
+    num_scales: int = 3
+    aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    anchor_size: float = 4.0
+    match_threshold: float = 0.5
+    unmatched_threshold: float = 0.5
+
+    def problems(self, prefix: str = "model.anchor") -> list[str]:
+        c = Checks(prefix)
+        c.need(self.num_scales >= 1, "num_scales", self.num_scales, "must be >= 1")
+        c.need(len(self.aspect_ratios) > 0 and all(r > 0 for r in self.aspect_ratios),
+               "aspect_ratios", self.aspect_ratios,
+               "must be a non-empty list of positive numbers, e.g. [0.5, 1.0, 2.0]")
+        c.need(self.anchor_size > 0, "anchor_size", self.anchor_size, "must be > 0")
+        if not 0 < self.unmatched_threshold <= self.match_threshold <= 1:
+            c.problems.append(
+                f"{c.path('unmatched_threshold')} is {self.unmatched_threshold} and "
+                f"{c.path('match_threshold')} is {self.match_threshold}; they must satisfy "
+                "0 < unmatched_threshold <= match_threshold <= 1"
+            )
+        return c.problems
+
+
+@dataclass
+class LossConfig:
+    # retinanet
+    focal_loss_alpha: float = 0.25
+    focal_loss_gamma: float = 1.5
+    huber_loss_delta: float = 0.1
+    box_loss_weight: float = 50.0
+    # both
+    l2_weight_decay: float = 4e-5
+    # faster_rcnn: the OD API's first_stage_* and second_stage_* loss weights
+    rpn_score_weight: float = 1.0  # first_stage_objectness_loss_weight
+    rpn_box_weight: float = 2.0  # first_stage_localization_loss_weight
+    frcnn_class_weight: float = 1.0  # second_stage_classification_loss_weight
+    frcnn_box_weight: float = 2.0  # second_stage_localization_loss_weight
+    rpn_huber_loss_delta: float = 1.0 / 9.0
+    frcnn_huber_loss_delta: float = 1.0
+
+    def problems(self, prefix: str = "model.loss") -> list[str]:
+        c = Checks(prefix)
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            c.need(value >= 0, f.name, value, "must be >= 0")
+        c.need(self.focal_loss_alpha <= 1, "focal_loss_alpha", self.focal_loss_alpha,
+               "must be in [0, 1]")
+        return c.problems
+
+
+@dataclass
+class PostProcessingConfig:
+    score_threshold: float = 0.05
+    iou_threshold: float = 0.5
+    max_detections: int = 100
+    pre_nms_top_k: int = 1000
+
+    def problems(self, prefix: str = "model.post_processing") -> list[str]:
+        c = Checks(prefix)
+        c.need(0 <= self.score_threshold < 1, "score_threshold", self.score_threshold,
+               "must be in [0, 1)")
+        c.need(0 < self.iou_threshold <= 1, "iou_threshold", self.iou_threshold,
+               "must be in (0, 1]")
+        c.need(self.max_detections >= 1, "max_detections", self.max_detections, "must be >= 1")
+        c.need(self.pre_nms_top_k >= self.max_detections, "pre_nms_top_k", self.pre_nms_top_k,
+               f"must be >= {c.path('max_detections')} ({self.max_detections})")
+        return c.problems
+
+
+@dataclass
+class NormConfig:
+    activation: str = "relu6"
+    use_sync_bn: bool = False
+    norm_momentum: float = 0.99
+    norm_epsilon: float = 0.001
+
+    def problems(self, prefix: str = "model.norm") -> list[str]:
+        c = Checks(prefix)
+        c.choice("activation", self.activation, ACTIVATIONS)
+        c.need(0 <= self.norm_momentum <= 1, "norm_momentum", self.norm_momentum,
+               "must be in [0, 1]")
+        c.need(self.norm_epsilon > 0, "norm_epsilon", self.norm_epsilon, "must be > 0")
+        return c.problems
+
+
+# ---------------------------------------------------------------- faster_rcnn only
+
+
+@dataclass
+class RpnHeadConfig:
+    num_convs: int = 1
+    num_filters: int = 256
+    use_separable_conv: bool = False
+
+    def problems(self, prefix: str = "model.rpn_head") -> list[str]:
+        c = Checks(prefix)
+        c.need(self.num_filters >= 1, "num_filters", self.num_filters, "must be >= 1")
+        c.need(self.num_convs >= 0, "num_convs", self.num_convs, "must be >= 0")
+        return c.problems
+
+
+@dataclass
+class RpnConfig:
+    """The RPN's anchor targets: which anchors are objects, which background, how
+    many of them train the RPN per image (a stateless sample, like augmentation)."""
+
+    match_threshold: float = 0.7
+    unmatched_threshold: float = 0.3
+    batch_size_per_image: int = 256
+    foreground_fraction: float = 0.5
+
+    def problems(self, prefix: str = "model.rpn") -> list[str]:
+        c = Checks(prefix)
+        if not 0 < self.unmatched_threshold <= self.match_threshold <= 1:
+            c.problems.append(
+                f"{c.path('unmatched_threshold')} is {self.unmatched_threshold} and "
+                f"{c.path('match_threshold')} is {self.match_threshold}; they must satisfy "
+                "0 < unmatched_threshold <= match_threshold <= 1")
+        c.need(self.batch_size_per_image >= 1, "batch_size_per_image",
+               self.batch_size_per_image, "must be >= 1")
+        c.need(0 < self.foreground_fraction <= 1, "foreground_fraction",
+               self.foreground_fraction, "must be in (0, 1]")
+        return c.problems
+
+
+@dataclass
+class ProposalsConfig:
+    """The region proposals (Model Garden's ROI generator): NMS over the RPN's boxes."""
+
+    pre_nms_top_k: int = 2000
+    nms_iou_threshold: float = 0.7
+    num_proposals: int = 1000
+    test_pre_nms_top_k: int = 1000  # at evaluation and export
+    test_num_proposals: int = 1000
+
+    def problems(self, prefix: str = "model.proposals") -> list[str]:
+        c = Checks(prefix)
+        for name in ("pre_nms_top_k", "num_proposals", "test_pre_nms_top_k",
+                     "test_num_proposals"):
+            c.need(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
+        c.need(0 < self.nms_iou_threshold <= 1, "nms_iou_threshold", self.nms_iou_threshold,
+               "must be in (0, 1]")
+        return c.problems
+
+
+@dataclass
+class RoiSamplerConfig:
+    """Which proposals train the second stage, per image (the OD API's
+    second_stage_batch_size and second_stage_balance_fraction)."""
+
+    num_sampled_rois: int = 512
+    foreground_fraction: float = 0.25
+    foreground_iou_threshold: float = 0.5
+    background_iou_high_threshold: float = 0.5
+    background_iou_low_threshold: float = 0.0
+    mix_gt_boxes: bool = True  # the ground-truth boxes join the proposals
+
+    def problems(self, prefix: str = "model.roi_sampler", *, num_proposals: int = 1000,
+                 proposals_key: str = "model.proposals.num_proposals") -> list[str]:
+        c = Checks(prefix)
+        c.need(1 <= self.num_sampled_rois <= num_proposals, "num_sampled_rois",
+               self.num_sampled_rois,
+               f"must be in [1, {proposals_key} ({num_proposals})]: the sampler picks its "
+               "ROIs among the proposals; lower it or raise the proposals")
+        c.need(0 < self.foreground_fraction <= 1, "foreground_fraction",
+               self.foreground_fraction, "must be in (0, 1]")
+        if not (0 <= self.background_iou_low_threshold <= self.background_iou_high_threshold
+                <= self.foreground_iou_threshold <= 1):
+            c.problems.append(
+                f"{prefix}: background_iou_low_threshold "
+                f"({self.background_iou_low_threshold}) <= background_iou_high_threshold "
+                f"({self.background_iou_high_threshold}) <= foreground_iou_threshold "
+                f"({self.foreground_iou_threshold}) must hold, all in [0, 1]")
+        return c.problems
+
+
+@dataclass
+class RoiAlignerConfig:
+    crop_size: int = 7  # the OD API's initial_crop_size / maxpool stride
+
+    def problems(self, prefix: str = "model.roi_aligner") -> list[str]:
+        c = Checks(prefix)
+        c.need(self.crop_size >= 1, "crop_size", self.crop_size, "must be >= 1")
+        return c.problems
+
+
+@dataclass
+class DetectionHeadConfig:
+    """The second stage's box classifier: convs, then fully connected layers."""
+
+    num_convs: int = 4
+    num_filters: int = 256
+    use_separable_conv: bool = False
+    num_fcs: int = 1
+    fc_dims: int = 1024
+    class_agnostic_bbox_pred: bool = False
+
+    def problems(self, prefix: str = "model.detection_head") -> list[str]:
+        c = Checks(prefix)
+        for name in ("num_convs", "num_fcs"):
+            c.need(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
+        for name in ("num_filters", "fc_dims"):
+            c.need(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
+        return c.problems
+
+
+@dataclass
+class ModelConfig:
+    architecture: str = "retinanet"
+    num_classes: int = 1
+    input_size: list[int] = field(default_factory=lambda: [128, 128])  # [height, width]
+    min_level: int = 3
+    max_level: int = 5
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    fpn: FpnConfig = field(default_factory=FpnConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    anchor: AnchorConfig = field(default_factory=AnchorConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    post_processing: PostProcessingConfig = field(default_factory=PostProcessingConfig)
+    norm: NormConfig = field(default_factory=NormConfig)
+    # faster_rcnn only (ARCHITECTURE_KEYS)
+    rpn_head: RpnHeadConfig = field(default_factory=RpnHeadConfig)
+    rpn: RpnConfig = field(default_factory=RpnConfig)
+    proposals: ProposalsConfig = field(default_factory=ProposalsConfig)
+    roi_sampler: RoiSamplerConfig = field(default_factory=RoiSamplerConfig)
+    roi_aligner: RoiAlignerConfig = field(default_factory=RoiAlignerConfig)
+    detection_head: DetectionHeadConfig = field(default_factory=DetectionHeadConfig)
+
+    def problems(self, prefix: str = "model") -> list[str]:
+        c = Checks(prefix)
+        c.choice("architecture", self.architecture, ARCHITECTURES)
+        c.problems += self.backbone.problems(c.path("backbone"))
+        c.need(self.num_classes >= 1, "num_classes", self.num_classes,
+               "must be >= 1 (the number of object classes; label map ids are 1..num_classes)")
+        levels = f"must be in [{MIN_LEVEL}, {MAX_LEVEL}]"
+        c.need(MIN_LEVEL <= self.min_level <= MAX_LEVEL, "min_level", self.min_level, levels)
+        c.need(MIN_LEVEL <= self.max_level <= MAX_LEVEL, "max_level", self.max_level, levels)
+        c.need(self.min_level <= self.max_level, "min_level", self.min_level,
+               f"must be <= {c.path('max_level')} ({self.max_level})")
+        c.problems += self._input_size_problems(prefix)
+        # The shared sections and this architecture's own (ARCHITECTURE_KEYS).
+        own = [key.removeprefix("model.").rstrip(".")
+               for key in ARCHITECTURE_KEYS.get(self.architecture, ()) if key.endswith(".")]
+        for name in ("fpn", "anchor", "loss", "post_processing", "norm", *own):
+            if name == "roi_sampler":  # bounded by the proposals it samples from
+                c.problems += self.roi_sampler.problems(
+                    c.path(name), num_proposals=self.proposals.num_proposals,
+                    proposals_key=c.path("proposals.num_proposals"))
+            else:
+                c.problems += getattr(self, name).problems(c.path(name))
+        return c.problems
+
+    def _input_size_problems(self, prefix: str) -> list[str]:
+        size, path = self.input_size, f"{prefix}.input_size"
+        if len(size) != 2:
+            return [f"{path} is {size}; must be [height, width]"]
+        if not all(s > 0 for s in size):
+            return [f"{path} is {size}; height and width must be positive"]
+        if not MIN_LEVEL <= self.min_level <= self.max_level <= MAX_LEVEL:
+            return []  # reported above; the stride is unknown
+        stride = 2**self.max_level
+        if any(s % stride for s in size):
+            nearest = [max(stride, (s + stride // 2) // stride * stride) for s in size]
+            return [f"{path} {size} must be a multiple of 2**max_level = {stride} "
+                    f"({prefix}.max_level: {self.max_level}); try {nearest}"]
+        return []
+
+
+def belongs_to(path: str) -> str | None:
+    """The architecture that alone reads the dotted `model` key `path` (a section or a
+    leaf), or None when it is shared (or not a model key)."""
+    for architecture, keys in ARCHITECTURE_KEYS.items():
+        for key in keys:
+            section = key.endswith(".")
+            if path == key.rstrip(".") or (section and path.startswith(key)):
+                return architecture
+    return None
+
+
+def architecture_key_problems(architecture: str, paths: list[str]) -> list[tuple[str, str]]:
+    """(key, problem) for each dotted key of `paths` (keys a config file gave) that
+    belongs to another architecture than `architecture` (model.architecture); keys
+    inside a refused section are not repeated."""
+    problems, refused = [], []
+    for path in paths:
+        owner = belongs_to(path)
+        if any(path.startswith(r + ".") for r in refused):
+            continue  # a key inside a section already refused
+        if owner is not None and owner != architecture and architecture in ARCHITECTURES:
+            refused.append(path)
+            problems.append((path,
+                f"`{path}` is a {owner} key, but model.architecture is {architecture}; "
+                f"remove it, or set model.architecture: {owner}"))
+    return problems

@@ -1,0 +1,154 @@
+"""The `model.faster_rcnn` fields of a pipeline.config that combine into our `model`
+keys (odapi_table_faster_rcnn.py has every field's row).
+
+Called by odapi.py after the plain fields are mapped: the architecture, the
+backbone and levels (from the feature extractor's type and the anchors), the
+input size, the norm and L2 weight, the ROI crop size, the proposals, the box
+classifier, and the OD API's defaults where ours differ (faster_rcnn.proto),
+so that a field the file leaves out means what it means to the OD API.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import TYPE_CHECKING
+
+from train_lib.config.model_schema import MAX_LEVEL, MIN_LEVEL
+from train_lib.config.odapi_fields import FASTER_RCNN_EXTRACTORS
+from train_lib.config.odapi_model import child_value, input_size, norm
+
+if TYPE_CHECKING:
+    from train_lib.config.odapi import _Mapper
+
+__all__ = ["map_model"]
+
+FR = "model.faster_rcnn."
+FE = FR + "feature_extractor."
+GRID = FR + "first_stage_anchor_generator.grid_anchor_generator"
+MULTISCALE = FR + "first_stage_anchor_generator.multiscale_anchor_generator"
+# Our key -> (the OD API field, its default) where the OD API's default is not ours.
+ODAPI_DEFAULTS = {
+    "model.rpn_head.num_filters": (FR + "first_stage_box_predictor_depth", 512),
+    "model.roi_sampler.num_sampled_rois": (FR + "second_stage_batch_size", 64),
+    "model.loss.rpn_box_weight": (FR + "first_stage_localization_loss_weight", 1.0),
+    "model.loss.frcnn_box_weight": (FR + "second_stage_localization_loss_weight", 1.0),
+}
+
+
+def _backbone(m: _Mapper) -> bool | None:
+    """Sets model.backbone and the box classifier from the feature extractor's type;
+    returns whether it has an FPN (None: not supported)."""
+    origin = FE + "type"
+    kind = m.get(origin, "")
+    match = re.fullmatch(r"faster_rcnn_resnet(50|101|152)(_fpn)?_keras", kind)
+    if not match:
+        m.refuse(origin, f"feature extractor {kind!r} is not supported; supported: "
+                         f"{', '.join(FASTER_RCNN_EXTRACTORS)}")
+        return None
+    depth, fpn = match.group(1), match.group(2) is not None
+    m.set("model.backbone.type", "resnet", origin)
+    if fpn:
+        note = (f"Model Garden's ResNet-{depth} (v1.5: the stride in the 3x3 conv) and its "
+                f"FPN for the OD API's Keras ResNet-{depth} v1 FPN; the box classifier is two "
+                "fully connected layers of 1024, as the OD API's")
+    else:
+        note = (f"Model Garden's ResNet-{depth} (v1.5) with an FPN from level 4 (stride 16) "
+                f"for the OD API's ResNet-{depth} v1 stride-16 features without FPN; the box "
+                "classifier is two fully connected layers of 1024 on ROI-aligned features, "
+                "where the OD API runs ResNet's last block on each ROI")
+    m.set("model.backbone.model_id", depth, origin, note)
+    m.set("model.detection_head.num_convs", 0, origin)
+    m.set("model.detection_head.num_fcs", 2, origin)
+    m.set("model.detection_head.fc_dims", 1024, origin)
+    return fpn
+
+
+def _grid_anchors(m: _Mapper) -> tuple[int, int] | None:
+    """Sets the anchors and levels of a grid_anchor_generator (the OD API's anchors of a
+    single stride-16 feature map); returns the levels, None when refused."""
+    node = m.one(GRID)
+    scales = sorted(float(s) for s in child_value(node, "scales", [0.5, 1.0, 2.0]))
+    ratios = [float(r) for r in child_value(node, "aspect_ratios", [0.5, 1.0, 2.0])]
+    height, width = child_value(node, "height", 256), child_value(node, "width", 256)
+    stride = child_value(node, "height_stride", 16)
+    level = math.log2(stride) if stride > 0 else -1.0
+    if not level.is_integer() or not MIN_LEVEL <= level <= MAX_LEVEL:
+        m.refuse(GRID, f"height_stride {stride} is not a power of 2 between 2**{MIN_LEVEL} "
+                       f"and 2**{MAX_LEVEL}, the strides of Model Garden's levels")
+        return None
+    if child_value(node, "width_stride", stride) != stride or width != height:
+        m.approx(GRID, "square anchors of the height and height_stride (the width and "
+                       "width_stride differ)")
+    octaves = math.log2(scales[-1] / scales[0]) if scales[0] > 0 else 0.0
+    low = int(level)
+    high = min(low + round(octaves), MAX_LEVEL)
+    per_octave = max(1, round((len(scales) - 1) / octaves)) if octaves >= 1 else 1
+    size = round(scales[0] * height / stride, 6)
+    sizes = ", ".join(f"{s * height:g}" for s in scales)
+    m.set("model.min_level", low, GRID)
+    m.set("model.max_level", high, GRID,
+          f"anchors of {sizes} px at stride {stride} become anchor_size {size:g} x "
+          f"2**level on levels {low}..{high}, {per_octave} scale(s) a level")
+    m.set("model.anchor.anchor_size", size, GRID)
+    m.set("model.anchor.num_scales", per_octave, GRID)
+    m.set("model.anchor.aspect_ratios", ratios, GRID)
+    return low, high
+
+
+def _levels(m: _Mapper, fpn: bool) -> tuple[int, int] | None:
+    """Sets model.min_level / max_level (and the grid's anchors); returns them."""
+    grid, multiscale = m.one(GRID) is not None, m.one(MULTISCALE) is not None
+    if not fpn:
+        if multiscale:
+            m.refuse(MULTISCALE, "a feature extractor without FPN has one feature map: use "
+                                 "grid_anchor_generator, or a *_fpn_keras feature extractor")
+            return None
+        return _grid_anchors(m)
+    if grid:
+        m.refuse(GRID, "an FPN feature extractor takes multiscale_anchor_generator")
+        return None
+    low, high = m.get(FE + "fpn.min_level", 3), m.get(FE + "fpn.max_level", 7)
+    m.set("model.min_level", low, FE + "fpn")
+    m.set("model.max_level", high, FE + "fpn")
+    for name, level in (("min_level", low), ("max_level", high)):
+        given = m.get(f"{MULTISCALE}.{name}")
+        if given is not None and given != level:
+            m.refuse(f"{MULTISCALE}.{name}", f"{given} differs from the feature extractor's "
+                                             f"{level}; anchors must be on the FPN's levels")
+    return low, high
+
+
+def _crop_size(m: _Mapper) -> None:
+    crop = m.get(FR + "initial_crop_size")
+    if crop is None:
+        return
+    stride = m.get(FR + "maxpool_stride") or 1
+    m.set("model.roi_aligner.crop_size", max(1, crop // stride), FR + "initial_crop_size")
+
+
+def _defaults(m: _Mapper) -> None:
+    """The proposals, and the OD API's defaults of the fields the file leaves out."""
+    origin = FR + "first_stage_max_proposals"
+    proposals = m.get(origin, 300)
+    m.set("model.proposals.num_proposals", proposals, origin)
+    m.set("model.proposals.test_num_proposals", proposals, origin)
+    for key, (path, default) in ODAPI_DEFAULTS.items():
+        if m.one(path) is None:
+            m.set(key, default, FR[:-1])
+
+
+def map_model(m: _Mapper) -> None:
+    """Maps the combined `model.faster_rcnn` fields (see the module docstring)."""
+    m.set("model.architecture", "faster_rcnn", FR[:-1])
+    fpn = _backbone(m)
+    levels = _levels(m, fpn) if fpn is not None else None
+    if levels is not None:
+        input_size(m, levels[1], FR)
+    given = norm(m, FE, predictors=())
+    if "activation" not in given:
+        m.set("model.norm.activation", "relu", FE + "type")  # the OD API's ResNet
+    if "regularizer.l2_regularizer.weight" not in given:
+        m.set("model.loss.l2_weight_decay", 0.0, FE + "type")  # the OD API's Keras ResNet
+    _crop_size(m)
+    _defaults(m)

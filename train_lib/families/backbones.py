@@ -1,0 +1,75 @@
+"""The parts every family builds alike: Model Garden's backbone, FPN and
+normalisation configs from our `model` section, the L2 regulariser, and the
+mixed-precision policy while a model is built."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import tf_keras
+from official.vision.configs import backbones, common, decoders
+
+from train_lib.config import ModelConfig
+
+
+def backbone_config(model: ModelConfig) -> backbones.Backbone:
+    """`model.backbone` as Model Garden's backbone config."""
+    bb = model.backbone
+    if bb.type == "mobilenet":
+        return backbones.Backbone(
+            type="mobilenet",
+            mobilenet=backbones.MobileNet(
+                model_id=bb.model_id, filter_size_scale=bb.width_multiplier
+            ),
+        )
+    if bb.type == "efficientnet":
+        return backbones.Backbone(
+            type="efficientnet",
+            efficientnet=backbones.EfficientNet(model_id=bb.model_id, se_ratio=0.25),
+        )
+    return backbones.Backbone(
+        type="resnet",
+        resnet=backbones.ResNet(model_id=int(bb.model_id), depth_multiplier=bb.width_multiplier),
+    )
+
+
+def fpn_config(model: ModelConfig) -> decoders.Decoder:
+    """`model.fpn` as Model Garden's FPN decoder config."""
+    return decoders.Decoder(
+        type="fpn",
+        fpn=decoders.FPN(
+            num_filters=model.fpn.num_filters,
+            use_separable_conv=model.fpn.use_separable_conv,
+        ),
+    )
+
+
+def norm_activation(model: ModelConfig) -> common.NormActivation:
+    """`model.norm` as Model Garden's normalisation and activation config."""
+    return common.NormActivation(
+        activation=model.norm.activation,
+        use_sync_bn=model.norm.use_sync_bn,
+        norm_momentum=model.norm.norm_momentum,
+        norm_epsilon=model.norm.norm_epsilon,
+    )
+
+
+def l2_regularizer(model: ModelConfig):
+    """The L2 regulariser of `model.loss.l2_weight_decay` (None for 0), halved to match
+    tf.nn.l2_loss, as Model Garden does."""
+    decay = model.loss.l2_weight_decay
+    return tf_keras.regularizers.l2(decay / 2.0) if decay else None
+
+
+@contextlib.contextmanager
+def precision_policy(precision: str) -> Iterator[None]:
+    """Keras' global policy is `precision` (train_config.mixed_precision) inside, and
+    restored on exit: with a mixed policy the layers compute in float16/bfloat16 and
+    keep float32 variables, so checkpoints are the same either way."""
+    previous = tf_keras.mixed_precision.global_policy()
+    tf_keras.mixed_precision.set_global_policy(precision)
+    try:
+        yield
+    finally:
+        tf_keras.mixed_precision.set_global_policy(previous)
