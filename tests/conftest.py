@@ -157,6 +157,7 @@ def trained_config(trained_run) -> PipelineConfig:
 # each group in collection order. The order decides only when a file starts.
 LONGEST_FIRST = (
     "test_faults.py",
+    "test_faster_rcnn.py",
     "test_readme.py",
     "test_train.py",
     "test_distribute.py",
@@ -165,6 +166,7 @@ LONGEST_FIRST = (
     "test_export.py",
     "test_cli.py",
     "test_data_contract.py",
+    "test_odapi_faster_rcnn.py",
 )
 
 
