@@ -211,3 +211,32 @@ def test_roi_sampler_batch_larger_than_the_proposals_is_refused():
         "x.yaml: model.roi_sampler.num_sampled_rois is 128; must be in [1, "
         "model.proposals.num_proposals (100)]: the sampler picks its ROIs among the "
         "proposals; lower it or raise the proposals")
+
+
+def test_without_fpn_the_backbones_one_map_trains(tiny_dataset, tmp_path):
+    """`model.fpn.type: none`: the backbone's level-4 map as it is (stride 16, as the
+    OD API's non-FPN Faster R-CNN): no decoder, no FPN layers, and a few steps train."""
+    from train_lib.training.trainer import train
+
+    config = make_tiny_faster_rcnn_config(tiny_dataset, num_steps=2, log_every_n=1)
+    config.model.fpn.type = "none"
+    config.model.min_level = config.model.max_level = 4
+    model = families.build_model(config.model)
+    assert model.decoder is None, model.decoder  # Model Garden's factory: no decoder
+    assert not [v.name for v in model.variables if "fpn" in v.name.lower()]
+    result = train(config, str(tmp_path / "run"), checkpoint_every_n=2, record_summaries=False)
+    assert result.step == 2 and all(np.isfinite([loss for _, loss in result.loss_history]))
+
+
+@pytest.mark.parametrize("model, message", [
+    ({"fpn": {"type": "none"}, "min_level": 4, "max_level": 4},
+     "x.yaml: model.fpn.type is 'none'; only model.architecture: faster_rcnn can do "
+     "without the FPN (RetinaNet's head runs on the FPN's levels); set it to 'fpn'"),
+    ({"architecture": "faster_rcnn", "fpn": {"type": "none"}},
+     "x.yaml: model.fpn.type is 'none'; that is the backbone's one feature map: set "
+     "model.min_level and model.max_level to its level (e.g. both 4, stride 16; now 3 and 5)"),
+])
+def test_fpn_none_needs_faster_rcnn_and_one_level(model, message):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"model": model}, "x.yaml")
+    assert str(err.value) == message

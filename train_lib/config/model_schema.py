@@ -18,7 +18,8 @@ from train_lib.config.coercion import STRING_OR_INTEGER
 from train_lib.config.problems import Checks
 
 __all__ = [
-    "ACTIVATIONS", "ARCHITECTURES", "ARCHITECTURE_KEYS", "BACKBONE_MODEL_IDS", "MAX_LEVEL",
+    "ACTIVATIONS", "ARCHITECTURES", "ARCHITECTURE_KEYS", "BACKBONE_MODEL_IDS", "FPN_TYPES",
+    "MAX_LEVEL",
     "MIN_LEVEL", "AnchorConfig", "BackboneConfig", "DetectionHeadConfig", "FpnConfig",
     "HeadConfig", "LossConfig", "ModelConfig", "NormConfig", "PostProcessingConfig",
     "ProposalsConfig", "RoiAlignerConfig", "RoiSamplerConfig", "RpnConfig", "RpnHeadConfig",
@@ -26,6 +27,7 @@ __all__ = [
 ]
 
 ARCHITECTURES = ("retinanet", "faster_rcnn")
+FPN_TYPES = ("fpn", "none")
 # The `model` keys only one architecture reads (a trailing "." marks a whole
 # section); every other `model` key is shared. A config that gives another
 # architecture's key is refused (`architecture_key_problems`), and `to_dict`
@@ -81,11 +83,15 @@ class BackboneConfig:
 
 @dataclass
 class FpnConfig:
+    # fpn: a feature pyramid over the backbone's levels; none: the backbone's own
+    # feature map at its one level (min_level = max_level; faster_rcnn only).
+    type: str = "fpn"
     num_filters: int = 256
     use_separable_conv: bool = False
 
     def problems(self, prefix: str = "model.fpn") -> list[str]:
         c = Checks(prefix)
+        c.choice("type", self.type, FPN_TYPES)
         c.need(self.num_filters >= 1, "num_filters", self.num_filters, "must be >= 1")
         return c.problems
 
@@ -343,6 +349,14 @@ class ModelConfig:
         c.need(MIN_LEVEL <= self.max_level <= MAX_LEVEL, "max_level", self.max_level, levels)
         c.need(self.min_level <= self.max_level, "min_level", self.min_level,
                f"must be <= {c.path('max_level')} ({self.max_level})")
+        if self.fpn.type == "none":
+            c.need(self.architecture == "faster_rcnn", "fpn.type", self.fpn.type,
+                   "only model.architecture: faster_rcnn can do without the FPN "
+                   "(RetinaNet's head runs on the FPN's levels); set it to 'fpn'")
+            c.need(self.min_level == self.max_level, "fpn.type", self.fpn.type,
+                   f"that is the backbone's one feature map: set {c.path('min_level')} and "
+                   f"{c.path('max_level')} to its level (e.g. both 4, stride 16; now "
+                   f"{self.min_level} and {self.max_level})")
         c.problems += self._input_size_problems(prefix)
         # The shared sections and this architecture's own (ARCHITECTURE_KEYS).
         own = [key.removeprefix("model.").rstrip(".")

@@ -35,7 +35,10 @@ def backbone_config(model: ModelConfig) -> backbones.Backbone:
 
 
 def fpn_config(model: ModelConfig) -> decoders.Decoder:
-    """`model.fpn` as Model Garden's FPN decoder config."""
+    """`model.fpn` as Model Garden's decoder config: its FPN, or for `type: none` its
+    identity decoder (the backbone's feature maps as they are)."""
+    if model.fpn.type == "none":
+        return decoders.Decoder(type="identity")
     return decoders.Decoder(
         type="fpn",
         fpn=decoders.FPN(
