@@ -145,7 +145,7 @@ def error_of(text: str, tmp_path, override: str = "") -> str:
 
 
 def test_resnet_fpn_maps_to_retinanet(tmp_path, caplog):
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="absl"):
         c = load_config(write(tmp_path, RESNET_FPN))
     m = c.model
     assert (m.backbone.type, m.backbone.model_id, m.min_level, m.max_level) == (
@@ -185,7 +185,7 @@ def test_mobilenet_v1_fpn_and_fpn_lite(tmp_path):
 
 
 def test_efficientdet_maps_to_efficientnet_with_fpn(tmp_path, caplog):
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="absl"):
         c = load_config(write(tmp_path, EFFICIENTDET))
     assert (c.model.backbone.type, c.model.backbone.model_id) == ("efficientnet", "b0")
     assert (c.model.fpn.num_filters, c.model.norm.activation) == (64, "swish")
@@ -198,7 +198,7 @@ def test_efficientdet_maps_to_efficientnet_with_fpn(tmp_path, caplog):
 def test_published_fixture_maps_and_lists_what_it_does_not_use(caplog):
     override = ("{train_config: {fine_tune_checkpoint: ''}, train_input_reader: {input_path: a, "
                 "label_map_path: b}, eval_input_reader: {input_path: a, label_map_path: b}}")
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="absl"):
         c = load_config(ODAPI_CONFIG, override)
     m = c.model
     assert (m.backbone.model_id, m.min_level, m.max_level, m.input_size) == (
