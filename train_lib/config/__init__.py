@@ -5,6 +5,7 @@ Modules:
 
 - schema.py     the dataclasses (one per section, each with its `problems()`), `validate`
 - model_schema.py  the `model` section: the keys the families share and each one's own
+                 (faster_rcnn_schema.py: Faster R-CNN's own sections)
 - loading.py    `load_config` (YAML or OD API pipeline.config), `config_from_dict`, `dump_config`
 - odapi.py      an OD API pipeline.config -> our keys (odapi_fields.py: its messages;
                 odapi_table.py: what becomes of each field; odapi_model/odapi_train.py)
