@@ -48,6 +48,34 @@ def fpn_config(model: ModelConfig) -> decoders.Decoder:
     )
 
 
+def shared_fields(model: ModelConfig, anchor_class: type, generator_class: type) -> dict:
+    """The Model Garden config fields both families build alike from the shared `model`
+    keys: input size, levels, anchors, backbone, decoder, detection generator and
+    normalisation. `anchor_class` and `generator_class` are the family's own config
+    classes for the anchors and the detection generator."""
+    post = model.post_processing
+    return dict(
+        num_classes=model.num_classes + 1,
+        input_size=[*model.input_size, 3],
+        min_level=model.min_level,
+        max_level=model.max_level,
+        anchor=anchor_class(
+            num_scales=model.anchor.num_scales,
+            aspect_ratios=list(model.anchor.aspect_ratios),
+            anchor_size=model.anchor.anchor_size,
+        ),
+        backbone=backbone_config(model),
+        decoder=fpn_config(model),
+        detection_generator=generator_class(
+            pre_nms_top_k=post.pre_nms_top_k,
+            pre_nms_score_threshold=post.score_threshold,
+            nms_iou_threshold=post.iou_threshold,
+            max_num_detections=post.max_detections,
+        ),
+        norm_activation=norm_activation(model),
+    )
+
+
 def norm_activation(model: ModelConfig) -> common.NormActivation:
     """`model.norm` as Model Garden's normalisation and activation config."""
     return common.NormActivation(

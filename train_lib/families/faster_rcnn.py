@@ -45,21 +45,10 @@ HEAD_PARTS = ("_convs", "_conv_norms", "_fcs", "_fc_norms")
 
 def model_garden_config(model: ModelConfig) -> maskrcnn_cfg.MaskRCNN:
     """Our `model` section as Model Garden's Mask R-CNN config, without masks."""
-    post, proposals, sampler = model.post_processing, model.proposals, model.roi_sampler
+    proposals, sampler = model.proposals, model.roi_sampler
     head = model.detection_head
     return maskrcnn_cfg.MaskRCNN(
-        num_classes=model.num_classes + 1,
-        input_size=[*model.input_size, 3],
-        min_level=model.min_level,
-        max_level=model.max_level,
         include_mask=False,
-        anchor=maskrcnn_cfg.Anchor(
-            num_scales=model.anchor.num_scales,
-            aspect_ratios=list(model.anchor.aspect_ratios),
-            anchor_size=model.anchor.anchor_size,
-        ),
-        backbone=backbones.backbone_config(model),
-        decoder=backbones.fpn_config(model),
         rpn_head=maskrcnn_cfg.RPNHead(
             num_convs=model.rpn_head.num_convs,
             num_filters=model.rpn_head.num_filters,
@@ -90,13 +79,7 @@ def model_garden_config(model: ModelConfig) -> maskrcnn_cfg.MaskRCNN:
             background_iou_low_threshold=sampler.background_iou_low_threshold,
         ),
         roi_aligner=maskrcnn_cfg.ROIAligner(crop_size=model.roi_aligner.crop_size),
-        detection_generator=maskrcnn_cfg.DetectionGenerator(
-            pre_nms_top_k=post.pre_nms_top_k,
-            pre_nms_score_threshold=post.score_threshold,
-            nms_iou_threshold=post.iou_threshold,
-            max_num_detections=post.max_detections,
-        ),
-        norm_activation=backbones.norm_activation(model),
+        **backbones.shared_fields(model, maskrcnn_cfg.Anchor, maskrcnn_cfg.DetectionGenerator),
     )
 
 

@@ -32,31 +32,13 @@ HEAD_PARTS = ("_cls_convs", "_cls_norms", "_box_convs", "_box_norms", "_box_regr
 
 def model_garden_config(model: ModelConfig) -> retinanet_cfg.RetinaNet:
     """Our `model` section as Model Garden's RetinaNet config."""
-    post = model.post_processing
     return retinanet_cfg.RetinaNet(
-        num_classes=model.num_classes + 1,
-        input_size=[*model.input_size, 3],
-        min_level=model.min_level,
-        max_level=model.max_level,
-        anchor=retinanet_cfg.Anchor(
-            num_scales=model.anchor.num_scales,
-            aspect_ratios=list(model.anchor.aspect_ratios),
-            anchor_size=model.anchor.anchor_size,
-        ),
-        backbone=backbones.backbone_config(model),
-        decoder=backbones.fpn_config(model),
         head=retinanet_cfg.RetinaNetHead(
             num_convs=model.head.num_convs,
             num_filters=model.head.num_filters,
             use_separable_conv=model.head.use_separable_conv,
         ),
-        detection_generator=retinanet_cfg.DetectionGenerator(
-            pre_nms_top_k=post.pre_nms_top_k,
-            pre_nms_score_threshold=post.score_threshold,
-            nms_iou_threshold=post.iou_threshold,
-            max_num_detections=post.max_detections,
-        ),
-        norm_activation=backbones.norm_activation(model),
+        **backbones.shared_fields(model, retinanet_cfg.Anchor, retinanet_cfg.DetectionGenerator),
     )
 
 
