@@ -9,6 +9,11 @@ checkpoint_dir once, COCO metrics into model_dir (eval/, eval_metrics.jsonl, bes
     python model_main_tf2.py --pipeline_config_path=configs/shapes_retinanet.yaml \
         --checkpoint_dir=runs/shapes --model_dir=runs/shapes
 
+and given a .tflite file (scripts/export_tflite.py), it scores that model once:
+
+    python model_main_tf2.py --pipeline_config_path=runs/shapes/pipeline.yaml \
+        --checkpoint_dir=exported/shapes_int8/model.tflite --model_dir=runs/shapes
+
 This is the only module that reads flags; everything else takes arguments.
 Exit codes: 0 done (or already done; evaluation: finished or timed out), 1 error,
 130 / 143 stopped by SIGINT / SIGTERM after saving a checkpoint.
@@ -72,7 +77,9 @@ flags.DEFINE_string("checkpoint_dir", None,
                     "Evaluation mode: evaluate each checkpoint of this training model_dir "
                     "once, oldest first, then each new one as it appears; COCO metrics go "
                     "to --model_dir (eval/ TensorBoard scalars, eval_metrics.jsonl, best/). "
-                    "Without it, train.", module_name=EVAL)
+                    "Given a .tflite file (scripts/export_tflite.py's model.tflite), "
+                    "evaluate that model once (metrics logged and appended to "
+                    "--model_dir/tflite_metrics.jsonl). Without it, train.", module_name=EVAL)
 flags.DEFINE_integer("eval_timeout", 3600,
                      "Evaluation mode: stop when no new checkpoint came for this many "
                      "seconds (it stops at once after the final checkpoint of a finished "
@@ -162,13 +169,22 @@ def run() -> int:
 
 
 def run_eval(config: PipelineConfig) -> int:
-    """Evaluation mode (--checkpoint_dir): continuous COCO evaluation into --model_dir."""
+    """Evaluation mode (--checkpoint_dir): continuous COCO evaluation into --model_dir,
+    or one evaluation of a .tflite file."""
     from train_lib.data.input_files import check_label_map, resolve_input_files
 
     reader_key = "train_input_reader" if FLAGS.eval_on_train_data else "eval_input_reader"
     # before importing TensorFlow: a wrong path fails fast
     resolve_input_files(getattr(config, reader_key), reader_key)
     check_label_map(config, getattr(config, reader_key), reader_key)
+
+    if FLAGS.checkpoint_dir.endswith(".tflite"):
+        from train_lib.evaluation.tflite_eval import evaluate_tflite_file
+
+        evaluate_tflite_file(FLAGS.checkpoint_dir, config, FLAGS.model_dir,
+                             sample_1_of_n=FLAGS.sample_1_of_n_eval_examples,
+                             eval_on_train_data=FLAGS.eval_on_train_data)
+        return 0
 
     from train_lib.evaluation.continuous import continuous_eval
 

@@ -5,6 +5,14 @@ r"""Runs an exported detector on images and draws what it finds.
     python scripts/detect.py --saved_model_dir=... --image_pattern='images/*.jpg' ...
     python scripts/detect.py --saved_model_dir=... --output_dir=detections \
         --input_tfrecord='data/shapes/val-*.tfrecord' --num_images=4
+    python scripts/detect.py --tflite=exported/shapes_tflite/model.tflite \
+        --output_dir=detections images/a.jpg
+
+With --tflite (a model.tflite of scripts/export_tflite.py) the model runs on
+LiteRT's interpreter (train_lib/export/tflite_runtime.py), as on a phone: image
+files need only ai-edge-litert, numpy, pillow and absl-py, no TensorFlow (only
+--input_tfrecord reads records with TensorFlow); class names come from its
+model.json.
 
 Images come from the arguments, --image_pattern, and the first --num_images
 records of --input_tfrecord (OD API tf.Examples; named by image/source_id). The
@@ -24,6 +32,9 @@ from __future__ import annotations
 import glob
 import os
 import sys
+from collections.abc import Callable
+
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -36,9 +47,14 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("saved_model_dir", None,
                     "The exported SavedModel (exporter_main_v2.py's <output_directory>/"
                     "saved_model).")
+flags.DEFINE_string("tflite", None,
+                    "Instead of --saved_model_dir: a model.tflite of export_tflite.py, run "
+                    "with LiteRT's interpreter.")
+flags.DEFINE_integer("num_threads", None, "With --tflite: the interpreter's threads "
+                     "(default: LiteRT's).", lower_bound=1)
 flags.DEFINE_string("label_map_path", None,
                     "label_map.pbtxt for class names (default: label_map.pbtxt beside, or "
-                    "inside, --saved_model_dir).")
+                    "inside, --saved_model_dir; with --tflite, the names in its model.json).")
 flags.DEFINE_float("min_score_threshold", 0.5, "Draw detections scoring at least this.")
 flags.DEFINE_string("output_dir", None, "Where <name>_detections.png files go.")
 flags.DEFINE_string("image_pattern", None, "A glob of images, in addition to the arguments.")
@@ -90,13 +106,48 @@ def tfrecord_images(pattern: str, count: int) -> list[tuple[str, bytes]]:
     return out
 
 
+Detector = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def saved_model_detector(saved_model_dir: str) -> Detector:
+    """image uint8 [H, W, 3] -> (boxes normalised [n, 4], scores [n], classes [n]) of
+    the SavedModel's serving_default."""
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(saved_model_dir).signatures["serving_default"]
+
+    def detect(image: np.ndarray):
+        out = serve(input_tensor=tf.constant(image[np.newaxis], tf.uint8))
+        num = int(out["num_detections"][0])
+        return (out["detection_boxes"][0, :num].numpy(), out["detection_scores"][0, :num].numpy(),
+                out["detection_classes"][0, :num].numpy())
+
+    return detect
+
+
+def tflite_detector(model_path: str, num_threads: int | None) -> tuple[Detector, dict[int, str]]:
+    """The same for a .tflite on LiteRT (no TensorFlow), and the class names of its
+    model.json."""
+    from train_lib.export.tflite_runtime import TFLiteDetector
+
+    detector = TFLiteDetector(model_path, num_threads=num_threads)
+
+    def detect(image: np.ndarray):
+        found = detector.detect(image)
+        return found.boxes, found.scores, found.classes
+
+    return detect, detector.class_names
+
+
 def run(paths: list[str]) -> int:
     """Checks the flags, runs the model on each image, writes the drawings."""
-    from train_lib.data.label_map import load_label_map
-
-    if not FLAGS.saved_model_dir:
-        return cli.fail("--saved_model_dir is required: the exported model's saved_model dir")
-    if not os.path.isfile(os.path.join(FLAGS.saved_model_dir, "saved_model.pb")):
+    if FLAGS.saved_model_dir and FLAGS.tflite:
+        return cli.fail("give --saved_model_dir or --tflite, not both")
+    if not FLAGS.saved_model_dir and not FLAGS.tflite:
+        return cli.fail("--saved_model_dir (the exported model's saved_model dir) or --tflite "
+                        "(a model.tflite of scripts/export_tflite.py) is required")
+    if FLAGS.saved_model_dir and not os.path.isfile(
+            os.path.join(FLAGS.saved_model_dir, "saved_model.pb")):
         return cli.fail(f"--saved_model_dir {FLAGS.saved_model_dir} holds no "
                         "saved_model.pb; give <output_directory>/saved_model of "
                         "exporter_main_v2.py")
@@ -113,21 +164,25 @@ def run(paths: list[str]) -> int:
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
         return cli.fail(f"image not found: {missing[0]}")
-    label_map_path = FLAGS.label_map_path or default_label_map_path(FLAGS.saved_model_dir)
-    names: dict[int, str] = {}
-    if label_map_path:
-        names = load_label_map(label_map_path)
-    else:
-        logging.warning("no label map found beside %s: classes are shown as ids",
-                        FLAGS.saved_model_dir)
-
     import io
 
-    import numpy as np
-    import tensorflow as tf
     from PIL import Image
 
     from train_lib.report.visualize import draw_detections
+
+    if FLAGS.tflite:
+        detect, names = tflite_detector(FLAGS.tflite, FLAGS.num_threads)
+    else:
+        detect, names = saved_model_detector(FLAGS.saved_model_dir), {}
+    label_map_path = FLAGS.label_map_path or (
+        None if FLAGS.tflite else default_label_map_path(FLAGS.saved_model_dir))
+    if label_map_path:
+        from train_lib.data.label_map import load_label_map
+
+        names = load_label_map(label_map_path)
+    elif not names:
+        logging.warning("no label map found beside %s: classes are shown as ids",
+                        FLAGS.saved_model_dir or FLAGS.tflite)
 
     images: list[tuple[str, str, object]] = [  # (shown as, output name, file or bytes)
         (path, os.path.splitext(os.path.basename(path))[0], path) for path in paths]
@@ -135,7 +190,6 @@ def run(paths: list[str]) -> int:
         images += [(f"{FLAGS.input_tfrecord}[{name}]", name, io.BytesIO(encoded))
                    for name, encoded in tfrecord_images(FLAGS.input_tfrecord,
                                                         FLAGS.num_images)]
-    detect = tf.saved_model.load(FLAGS.saved_model_dir).signatures["serving_default"]
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     written: set[str] = set()
     for shown, name, source in images:
@@ -144,12 +198,9 @@ def run(paths: list[str]) -> int:
                 image = np.asarray(opened.convert("RGB"))
         except OSError as err:
             return cli.fail(f"cannot read image {shown}: {err}")
-        out = detect(input_tensor=tf.constant(image[np.newaxis], tf.uint8))
-        num = int(out["num_detections"][0])
-        drawn, count = draw_detections(
-            image, out["detection_boxes"][0, :num].numpy(),
-            out["detection_scores"][0, :num].numpy(),
-            out["detection_classes"][0, :num].numpy(), names, FLAGS.min_score_threshold)
+        boxes, scores, classes = detect(image)
+        drawn, count = draw_detections(image, boxes, scores, classes, names,
+                                       FLAGS.min_score_threshold)
         target = os.path.join(FLAGS.output_dir, f"{name}_detections.png")
         for n in range(2, len(images) + 2):  # two images of the same name
             if target not in written:

@@ -1,18 +1,21 @@
 """An OD API-style training driver for Model Garden's RetinaNet.
 
 Public face: `load_config` (no TensorFlow import), `train`, `evaluate_checkpoint`,
-`continuous_eval` and `export_saved_model`. Heavy modules are imported on first
+`continuous_eval` and `export_saved_model`. Every module is imported on first
 use, so loading and validating a config stays fast.
 """
 
 from __future__ import annotations
 
-from train_lib.config import ConfigError, PipelineConfig, load_config
-
 __all__ = ["ConfigError", "PipelineConfig", "continuous_eval", "evaluate_checkpoint",
            "export_saved_model", "load_config", "train"]
 
-_LAZY = {"train": "train_lib.training.trainer",
+# Nothing is imported until used: the TFLite runtime (export/tflite_runtime.py) runs
+# on a device with LiteRT, numpy and pillow alone, without PyYAML or absl.
+_LAZY = {"ConfigError": "train_lib.config",
+         "PipelineConfig": "train_lib.config",
+         "load_config": "train_lib.config",
+         "train": "train_lib.training.trainer",
          "evaluate_checkpoint": "train_lib.evaluation.continuous",
          "continuous_eval": "train_lib.evaluation.continuous",
          "export_saved_model": "train_lib.export.saved_model"}

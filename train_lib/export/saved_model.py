@@ -93,7 +93,8 @@ def find_checkpoint(trained_checkpoint_dir: str | None = None,
     return latest
 
 
-def _label_map_reader(config: PipelineConfig) -> tuple[config_lib.InputReaderConfig, str]:
+def label_map_reader(config: PipelineConfig) -> tuple[config_lib.InputReaderConfig, str]:
+    """(reader, its key) whose label map an export copies: eval's, else train's."""
     if config.eval_input_reader.label_map_path:
         return config.eval_input_reader, "eval_input_reader"
     return config.train_input_reader, "train_input_reader"
@@ -111,7 +112,7 @@ def export_saved_model(config: PipelineConfig, checkpoint_prefix: str, output_di
         raise ExportError(f"--input_type={input_type!r} is not supported; only "
                           f"{', '.join(INPUT_TYPES)} (uint8 images [1, H, W, 3]) is")
     checkpoint_prefix = find_checkpoint(checkpoint_path=checkpoint_prefix)
-    reader, key = _label_map_reader(config)
+    reader, key = label_map_reader(config)
     input_files.check_label_map(config, reader, key)
     model = build_model(config.model)
     try:

@@ -19,6 +19,10 @@ dispatch on `model.architecture` (a ModelConfig) or on the built model:
   detection_scores, detection_classes (label map ids), num_detections.
 - `checkpoint_family(names)`, `backbone_target`, `detection_target`: for
   fine_tune_checkpoint.
+
+`TFLITE_ARCHITECTURES` is the one list of `model.architecture` values whose
+model the TFLite exporter (export/tflite.py) converts: post-processing inside the
+model with TFLite builtins only. A family joins it once its export is tested.
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ from train_lib.config import ModelConfig
 from train_lib.families import faster_rcnn, retinanet
 
 FAMILIES: dict[str, ModuleType] = {family.NAME: family for family in (retinanet, faster_rcnn)}
+TFLITE_ARCHITECTURES = ("retinanet",)
 
 __all__ = [
     "FAMILIES",
+    "TFLITE_ARCHITECTURES",
     "architecture_of",
     "backbone_target",
     "build_model",
