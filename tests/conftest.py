@@ -148,6 +148,18 @@ def trained_config(trained_run) -> PipelineConfig:
     return copy.deepcopy(trained_run["config"])
 
 
+@pytest.fixture(scope="session")
+def saved_model_export(trained_run, tmp_path_factory) -> str:
+    """trained_run's ckpt-4 exported as a SavedModel (export_saved_model); returns the
+    output directory (saved_model/, checkpoint/, pipeline.yaml, label_map.pbtxt)."""
+    from train_lib.export.saved_model import export_saved_model
+
+    out = str(tmp_path_factory.mktemp("exported"))
+    path = export_saved_model(trained_run["config"],
+                              os.path.join(trained_run["model_dir"], "ckpt-4"), out)
+    assert path == os.path.join(out, "saved_model")
+    return out
+
 
 # Under `-n 2 --dist loadfile` each file runs whole on one worker, and xdist would queue
 # the files by their number of tests, most first: the long files of few tests (the

@@ -27,14 +27,10 @@ from train_lib.families import build_model
 HEIGHT, WIDTH = 50, 90  # not the model's 64 x 64, nor its aspect ratio
 
 
-@pytest.fixture(scope="module")
-def exported(trained_run, tmp_path_factory) -> str:
-    """trained_run's ckpt-4 exported; returns the output directory."""
-    out = str(tmp_path_factory.mktemp("exported"))
-    path = export_saved_model(trained_run["config"],
-                              os.path.join(trained_run["model_dir"], "ckpt-4"), out)
-    assert path == os.path.join(out, "saved_model")
-    return out
+@pytest.fixture
+def exported(saved_model_export) -> str:
+    """trained_run's ckpt-4 exported (conftest, once per session); the output directory."""
+    return saved_model_export
 
 
 def _test_image() -> np.ndarray:

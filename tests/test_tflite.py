@@ -1,0 +1,237 @@
+"""The TFLite export: the three quantisations, the same detections as the SavedModel
+(float) and overlapping ones (int8), on LiteRT without TensorFlow; the .tflite scored
+on the eval split; a clear error for each bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from tests.conftest import REPO
+from train_lib.data import shapes_dataset
+from train_lib.evaluation.continuous import evaluate_checkpoint
+from train_lib.evaluation.tflite_eval import TFLITE_METRICS_FILE, evaluate_tflite_file
+from train_lib.export.saved_model import ExportError
+from train_lib.export.tflite import QUANTIZATIONS, check_output_directory, export_tflite
+from train_lib.export.tflite_runtime import OUTPUT_NAMES, TFLiteDetector, letterbox
+
+NUM_CALIBRATION = 8
+
+
+@pytest.fixture(scope="module")
+def tflite_models(trained_run, tmp_path_factory) -> dict[str, str]:
+    """trained_run's ckpt-4 exported once per quantisation: {quantization: model.tflite}."""
+    prefix = os.path.join(trained_run["model_dir"], "ckpt-4")
+    root = tmp_path_factory.mktemp("tflite")
+    return {q: export_tflite(trained_run["config"], prefix, str(root / q), q,
+                             num_calibration_images=NUM_CALIBRATION)
+            for q in QUANTIZATIONS}
+
+
+def _images() -> list[np.ndarray]:
+    """Three val-like shapes images at the model's 64 px and one stretched to 50 x 90
+    (the letterbox then resizes and pads)."""
+    images = [shapes_dataset.render_image(0, "val", i, 64).image for i in range(3)]
+    stretched = Image.fromarray(images[0]).resize((90, 50), Image.BILINEAR)
+    return images + [np.asarray(stretched)]
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    inter = (max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+             * max(0.0, min(a[3], b[3]) - max(a[1], b[1])))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def test_exports_all_three_with_the_documented_io(trained_run, tflite_models):
+    sizes = {}
+    for quantization, path in tflite_models.items():
+        out = os.path.dirname(path)
+        assert sorted(os.listdir(out)) == ["label_map.pbtxt", "model.json", "model.tflite"]
+        with open(os.path.join(out, "model.json")) as f:
+            info = json.load(f)
+        assert info["quantization"] == quantization
+        assert info["output_order"] == list(OUTPUT_NAMES)
+        assert info["label_map"] == {"1": "square", "2": "circle", "3": "triangle"}
+        with open(os.path.join(out, "label_map.pbtxt")) as f, \
+                open(trained_run["config"].eval_input_reader.label_map_path) as g:
+            assert f.read() == g.read()
+
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=path)
+        (tensor,) = interpreter.get_input_details()
+        expected = np.uint8 if quantization == "int8" else np.float32
+        assert list(tensor["shape"]) == [1, 64, 64, 3] and tensor["dtype"] == expected
+        assert info["input"]["shape"] == [1, 64, 64, 3]
+        assert info["input"]["dtype"] == np.dtype(expected).name
+        # Output tensors 0..3 are the signature's outputs in OUTPUT_NAMES order.
+        named = interpreter.get_signature_runner("serving_default").get_output_details()
+        order = [d["index"] for d in interpreter.get_output_details()]
+        assert [named[n]["index"] for n in OUTPUT_NAMES] == order
+        shapes = [list(d["shape"]) for d in interpreter.get_output_details()]
+        assert shapes == [[1, 100, 4], [1, 100], [1, 100], [1]]
+        sizes[quantization] = os.path.getsize(path)
+    assert sizes["float16"] < sizes["none"] and sizes["int8"] < sizes["none"]
+
+
+def test_float_tflite_gives_the_saved_models_detections(saved_model_export, tflite_models):
+    serve = tf.saved_model.load(os.path.join(saved_model_export, "saved_model")
+                                ).signatures["serving_default"]
+    detector = TFLiteDetector(tflite_models["none"], num_threads=1)
+    for image in _images():
+        ref = serve(input_tensor=tf.constant(image[np.newaxis], tf.uint8))
+        n = int(ref["num_detections"][0])
+        got = detector.detect(image)
+        assert n > 0 and len(got.scores) == n
+        np.testing.assert_allclose(got.boxes, ref["detection_boxes"][0, :n].numpy(), atol=1e-3)
+        np.testing.assert_allclose(got.scores, ref["detection_scores"][0, :n].numpy(), atol=1e-3)
+        np.testing.assert_array_equal(got.classes,
+                                      ref["detection_classes"][0, :n].numpy().astype(np.int64))
+
+
+def test_int8_top_detection_overlaps_the_float_models(tflite_models):
+    floats = TFLiteDetector(tflite_models["none"])
+    ints = TFLiteDetector(tflite_models["int8"])
+    for image in _images()[:3]:
+        a, b = floats.detect(image), ints.detect(image)
+        assert len(b.scores) > 0
+        assert _iou(a.boxes[0], b.boxes[0]) > 0.5, (a.boxes[0], b.boxes[0])
+
+
+def test_letterbox_is_the_eval_pipelines_resize():
+    from train_lib.data import inputs
+
+    image = _images()[3]  # 50 x 90 -> 36 x 64, padded to 64 x 64
+    pixels, scale = letterbox(image, (64, 64))
+    expected, expected_scale = inputs.preprocess_for_model(tf.constant(image), [64, 64])
+    from official.vision.ops import preprocess_ops
+
+    expected = expected.numpy() * preprocess_ops.STDDEV_RGB + preprocess_ops.MEAN_RGB
+    np.testing.assert_allclose(pixels, expected, atol=1e-3)
+    np.testing.assert_allclose(scale, expected_scale.numpy(), rtol=1e-6)
+    assert pixels[36:].max() == 0.0 and pixels[:36].max() > 0
+
+
+def test_tflite_scored_on_the_eval_split_as_the_checkpoint(trained_run, trained_config,
+                                                          tflite_models, tmp_path):
+    metrics = evaluate_tflite_file(tflite_models["none"], trained_config, str(tmp_path))
+    reference = evaluate_checkpoint(os.path.join(trained_run["model_dir"], "ckpt-4"),
+                                    trained_config)
+    for key in ("AP", "AP50", "AR100"):
+        assert metrics[key] == pytest.approx(reference[key], abs=1e-3)
+    (line,) = open(tmp_path / TFLITE_METRICS_FILE).read().splitlines()
+    record = json.loads(line)
+    assert record["quantization"] == "none" and record["num_images"] == 8
+    assert record["metrics"]["AP50"] == metrics["AP50"] and record["split"] == "eval"
+
+
+_RUN_WITHOUT_TENSORFLOW = textwrap.dedent("""
+    import json, sys
+    for name in ("tensorflow", "yaml", "absl", "official", "tf_keras"):
+        sys.modules[name] = None  # importing any of them now fails
+    import numpy as np
+    from train_lib.export.tflite_runtime import TFLiteDetector
+    image = np.load(sys.argv[2])
+    found = TFLiteDetector(sys.argv[1], num_threads=1).detect(image)
+    print(json.dumps({"n": len(found.scores), "box": found.boxes[0].tolist()}))
+""")
+
+
+@pytest.mark.slow
+def test_runtime_needs_only_litert_numpy_and_pillow(tflite_models, tmp_path):
+    image = _images()[0]
+    np.save(tmp_path / "image.npy", image)
+    proc = subprocess.run([sys.executable, "-c", _RUN_WITHOUT_TENSORFLOW,
+                           tflite_models["int8"], str(tmp_path / "image.npy")],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    expected = TFLiteDetector(tflite_models["int8"]).detect(image)
+    assert got["n"] == len(expected.scores) > 0
+    np.testing.assert_allclose(got["box"], expected.boxes[0], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_detect_script_with_tflite_runs_without_tensorflow(tflite_models, tmp_path):
+    blocked = tmp_path / "blocked"
+    for name in ("tensorflow", "yaml"):
+        (blocked / name).mkdir(parents=True)
+        (blocked / name / "__init__.py").write_text(f"raise ImportError('{name} is blocked')\n")
+    Image.fromarray(_images()[0]).save(tmp_path / "shapes.png")
+    env = dict(os.environ, PYTHONPATH=str(blocked))
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "scripts", "detect.py"),
+         f"--tflite={tflite_models['none']}", f"--output_dir={tmp_path}/drawn",
+         "--min_score_threshold=0.0", str(tmp_path / "shapes.png")],
+        capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    drawn = tmp_path / "drawn" / "shapes_detections.png"
+    assert f"shapes.png: 100 detections with score >= 0 -> {drawn}" in proc.stdout
+    with Image.open(drawn) as picture:
+        assert picture.size == (256, 256)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_no_checkpoint_is_a_clear_error(trained_config, tmp_path):
+    missing = str(tmp_path / "run" / "ckpt-9")
+    with pytest.raises(ExportError, match=f"checkpoint {missing} not found"):
+        export_tflite(trained_config, missing, str(tmp_path / "out"))
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_architecture_that_does_not_convert_names_the_supported_ones(trained_run,
+                                                                     trained_config, tmp_path):
+    trained_config.model.architecture = "faster_rcnn"
+    with pytest.raises(ExportError, match=r"`model.architecture: faster_rcnn` cannot be "
+                                          r"exported to TFLite yet; supported: retinanet"):
+        export_tflite(trained_config, os.path.join(trained_run["model_dir"], "ckpt-4"),
+                      str(tmp_path / "out"))
+
+
+def test_int8_without_training_records_is_a_clear_error(trained_run, trained_config, tmp_path):
+    trained_config.train_input_reader.input_path = [str(tmp_path / "gone-*.tfrecord")]
+    with pytest.raises(ExportError, match=r"--quantization=int8 calibrates on training "
+                                          r"images, but `train_input_reader.input_path`"):
+        export_tflite(trained_config, os.path.join(trained_run["model_dir"], "ckpt-4"),
+                      str(tmp_path / "out"), "int8")
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_output_directory_with_files_needs_overwrite(trained_run, trained_config, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match=f"--output_directory {out} already holds files "
+                                          r"\(notes.txt\); .* or --overwrite"):
+        export_tflite(trained_config, os.path.join(trained_run["model_dir"], "ckpt-4"),
+                      str(out))
+    assert os.listdir(out) == ["notes.txt"]
+    check_output_directory(str(out), overwrite=True)  # allowed with --overwrite
+    check_output_directory(str(tmp_path / "new"), overwrite=False)  # a new one is fine
+
+
+@pytest.mark.slow
+def test_export_script_errors_are_one_line(tmp_path):
+    """No checkpoint in the directory: one `error:` line, exit 1, before TensorFlow."""
+    empty = tmp_path / "run"
+    empty.mkdir()
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "scripts", "export_tflite.py"),
+         f"--trained_checkpoint_dir={empty}", f"--output_directory={tmp_path}/out"],
+        capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: no checkpoint in {empty} (no pipeline.yaml, which the trainer "
+                      "writes); train first, or give --pipeline_config_path and "
+                      "--checkpoint_path"]
