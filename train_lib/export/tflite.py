@@ -22,6 +22,12 @@ signature's names):
     detection_scores   float32 [1, N]     highest first
     num_detections     float32 [1]        rows of the above that are detections
 
+The SavedModel clips boxes to the image's own area inside the padded input before
+NMS; this model, whose only input is the pixels, to the whole input. The boxes are
+clipped to the image afterwards either way (tflite_runtime.TFLiteDetector.detect),
+so the two differ only where NMS decides differently between boxes that reach
+into the padding of a non-square image.
+
 Quantisation (QUANTIZATIONS): `none` (float32 weights), `float16` (weights
 stored as float16, half the file), `int8` (weights and activations int8,
 calibrated on `num_calibration_images` training images prepared exactly as the
@@ -69,7 +75,7 @@ class TFLiteDetectionModule(tf.Module):
         super().__init__()
         self.model = model
         height, width = (int(s) for s in input_size)
-        self._size = tf.constant([height, width, height, width], tf.float32)
+        self._size = (float(height), float(width)) * 2
         self.serve = tf.function(self._serve, input_signature=[
             tf.TensorSpec([1, height, width, 3], input_dtype, name=INPUT_NAME)])
 
@@ -77,9 +83,10 @@ class TFLiteDetectionModule(tf.Module):
         image = preprocess_ops.normalize_image(tf.cast(input_tensor[0], tf.float32),
                                                preprocess_ops.MEAN_RGB,
                                                preprocess_ops.STDDEV_RGB)
-        outputs = self.model(image[tf.newaxis], image_shape=self._size[tf.newaxis, :2],
+        size = tf.constant(self._size, tf.float32)
+        outputs = self.model(image[tf.newaxis], image_shape=size[tf.newaxis, :2],
                              training=False)
-        boxes = tf.clip_by_value(outputs["detection_boxes"] / self._size, 0.0, 1.0)
+        boxes = tf.clip_by_value(outputs["detection_boxes"] / size, 0.0, 1.0)
         return {
             "detection_boxes": tf.cast(boxes, tf.float32),
             "detection_classes": tf.cast(outputs["detection_classes"], tf.float32),

@@ -139,7 +139,16 @@ class TFLiteDetector:
         if SIGNATURE not in self._interpreter.get_signature_list():
             raise TFLiteModelError(f"{model_path} has no {SIGNATURE!r} signature: export "
                                    "it with scripts/export_tflite.py")
-        self._runner = self._interpreter.get_signature_runner(SIGNATURE)
+        runner = self._interpreter.get_signature_runner(SIGNATURE)
+        inputs, outputs = runner.get_input_details(), runner.get_output_details()
+        if set(inputs) != {INPUT_NAME} or set(outputs) != set(OUTPUT_NAMES):
+            raise TFLiteModelError(f"{model_path}'s signature is {sorted(inputs)} -> "
+                                   f"{sorted(outputs)}, not the exporter's {INPUT_NAME} -> "
+                                   f"{', '.join(OUTPUT_NAMES)}")
+        # Tensors allocated once; each run sets the input and invokes.
+        self._input_index = inputs[INPUT_NAME]["index"]
+        self._output_index = {name: outputs[name]["index"] for name in OUTPUT_NAMES}
+        self._interpreter.allocate_tensors()
 
     def run(self, model_input: np.ndarray) -> dict[str, np.ndarray]:
         """The model on one prepared input ([height, width, 3] pixels 0..255, as
@@ -150,8 +159,10 @@ class TFLiteDetector:
         if self.input_dtype == np.uint8:
             model_input = np.clip(np.round(model_input), 0, 255)
         batch = model_input.astype(self.input_dtype)[np.newaxis]
-        outputs = self._runner(**{INPUT_NAME: batch})
-        return {name: np.asarray(outputs[name])[0] for name in OUTPUT_NAMES}
+        self._interpreter.set_tensor(self._input_index, batch)
+        self._interpreter.invoke()
+        return {name: self._interpreter.get_tensor(index)[0]
+                for name, index in self._output_index.items()}
 
     def detect(self, image: np.ndarray) -> Detections:
         """The detections of `image` (RGB [h, w, 3], 0..255, any size), boxes
