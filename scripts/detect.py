@@ -170,6 +170,12 @@ def run(paths: list[str]) -> int:
 
     from train_lib.report.visualize import draw_detections
 
+    images: list[tuple[str, str, object]] = [  # (shown as, output name, file or bytes)
+        (path, os.path.splitext(os.path.basename(path))[0], path) for path in paths]
+    if FLAGS.input_tfrecord:  # TensorFlow first: LiteRT then knows it shares the process
+        images += [(f"{FLAGS.input_tfrecord}[{name}]", name, io.BytesIO(encoded))
+                   for name, encoded in tfrecord_images(FLAGS.input_tfrecord,
+                                                        FLAGS.num_images)]
     if FLAGS.tflite:
         detect, names = tflite_detector(FLAGS.tflite, FLAGS.num_threads)
     else:
@@ -183,13 +189,6 @@ def run(paths: list[str]) -> int:
     elif not names:
         logging.warning("no label map found beside %s: classes are shown as ids",
                         FLAGS.saved_model_dir or FLAGS.tflite)
-
-    images: list[tuple[str, str, object]] = [  # (shown as, output name, file or bytes)
-        (path, os.path.splitext(os.path.basename(path))[0], path) for path in paths]
-    if FLAGS.input_tfrecord:
-        images += [(f"{FLAGS.input_tfrecord}[{name}]", name, io.BytesIO(encoded))
-                   for name, encoded in tfrecord_images(FLAGS.input_tfrecord,
-                                                        FLAGS.num_images)]
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     written: set[str] = set()
     for shown, name, source in images:

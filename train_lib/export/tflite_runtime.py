@@ -26,6 +26,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
+import warnings
 
 import numpy as np
 
@@ -113,6 +115,25 @@ def letterbox(image: np.ndarray, input_size: tuple[int, int]) -> tuple[np.ndarra
     return out, scaled.astype(np.float32) / in_size
 
 
+def _new_interpreter(model_path: str, num_threads: int | None):
+    """LiteRT's Interpreter on `model_path`. In a process that has already loaded
+    TensorFlow (the evaluation of a .tflite, the benchmark, the tests), LiteRT's
+    Python module cannot load beside it (both register the same C++ wrapper type), so
+    there it is TensorFlow's own copy of the same TFLite interpreter."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError as err:
+        tf = sys.modules.get("tensorflow")
+        if tf is None or "already registered" not in str(err):
+            raise TFLiteModelError("LiteRT is not installed (or cannot load: "
+                                   f"{str(err).strip()}): pip install ai-edge-litert") \
+                from None
+        with warnings.catch_warnings():  # "tf.lite.Interpreter is deprecated"
+            warnings.simplefilter("ignore")
+            return tf.lite.Interpreter(model_path=model_path, num_threads=num_threads)
+    return Interpreter(model_path=model_path, num_threads=num_threads)
+
+
 class TFLiteDetector:
     """An exported .tflite detector on LiteRT's interpreter (`num_threads` threads;
     None: LiteRT's default). Raises TFLiteModelError for a missing file, a missing
@@ -127,12 +148,7 @@ class TFLiteDetector:
         self.input_dtype = np.dtype(self.metadata["input"]["dtype"])
         self.class_names = {int(k): v for k, v in self.metadata.get("label_map", {}).items()}
         try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError:
-            raise TFLiteModelError("LiteRT is not installed: pip install ai-edge-litert") \
-                from None
-        try:
-            self._interpreter = Interpreter(model_path=model_path, num_threads=num_threads)
+            self._interpreter = _new_interpreter(model_path, num_threads)
         except ValueError as err:
             raise TFLiteModelError(f"LiteRT cannot load {model_path}: "
                                    f"{str(err).strip().splitlines()[0]}") from None
