@@ -62,6 +62,9 @@ def run() -> int:
             return cli.fail("give --trained_checkpoint_dir (its newest checkpoint is "
                             "exported, with its pipeline.yaml) or --checkpoint_path and "
                             "--pipeline_config_path")
+        if not os.path.isdir(FLAGS.trained_checkpoint_dir):
+            return cli.fail(f"--trained_checkpoint_dir {FLAGS.trained_checkpoint_dir} is not "
+                            "a directory: give the training model_dir")
         config_path = os.path.join(FLAGS.trained_checkpoint_dir, "pipeline.yaml")
         if not os.path.isfile(config_path):
             return cli.fail(f"no checkpoint in {FLAGS.trained_checkpoint_dir} (no "
