@@ -21,7 +21,12 @@ from train_lib.evaluation.continuous import evaluate_checkpoint
 from train_lib.evaluation.tflite_eval import TFLITE_METRICS_FILE, evaluate_tflite_file
 from train_lib.export.saved_model import ExportError
 from train_lib.export.tflite import QUANTIZATIONS, check_output_directory, export_tflite
-from train_lib.export.tflite_runtime import OUTPUT_NAMES, TFLiteDetector, letterbox
+from train_lib.export.tflite_runtime import (
+    OUTPUT_NAMES,
+    TENSOR_ORDER,
+    TFLiteDetector,
+    letterbox,
+)
 
 NUM_CALIBRATION = 8
 
@@ -61,7 +66,7 @@ def test_exports_all_three_with_the_documented_io(trained_run, tflite_models):
         with open(os.path.join(out, "model.json")) as f:
             info = json.load(f)
         assert info["quantization"] == quantization
-        assert info["output_order"] == list(OUTPUT_NAMES)
+        assert info["output_order"] == list(TENSOR_ORDER)
         assert info["label_map"] == {"1": "square", "2": "circle", "3": "triangle"}
         with open(os.path.join(out, "label_map.pbtxt")) as f, \
                 open(trained_run["config"].eval_input_reader.label_map_path) as g:
@@ -75,12 +80,13 @@ def test_exports_all_three_with_the_documented_io(trained_run, tflite_models):
         assert list(tensor["shape"]) == [1, 64, 64, 3] and tensor["dtype"] == expected
         assert info["input"]["shape"] == [1, 64, 64, 3]
         assert info["input"]["dtype"] == np.dtype(expected).name
-        # Output tensors 0..3 are the signature's outputs in OUTPUT_NAMES order.
+        # The output tensors are the signature's outputs in TENSOR_ORDER.
         named = interpreter.get_signature_runner("serving_default").get_output_details()
+        assert sorted(named) == sorted(OUTPUT_NAMES)
         order = [d["index"] for d in interpreter.get_output_details()]
-        assert [named[n]["index"] for n in OUTPUT_NAMES] == order
+        assert [named[n]["index"] for n in TENSOR_ORDER] == order
         shapes = [list(d["shape"]) for d in interpreter.get_output_details()]
-        assert shapes == [[1, 100, 4], [1, 100], [1, 100], [1]]
+        assert shapes == [[1], [1, 100, 4], [1, 100], [1, 100]]
         sizes[quantization] = os.path.getsize(path)
     assert sizes["float16"] < sizes["none"] and sizes["int8"] < sizes["none"]
 

@@ -13,8 +13,8 @@ only: no custom op, any LiteRT runs it. Its input is fixed to the model's size:
                    (tflite_runtime.letterbox); float32 for `none` and `float16`,
                    uint8 for `int8`. The normalisation is inside the model.
 
-and its outputs are the OD API's, in this order (tensors 0..3; also the
-signature's names):
+and its outputs are the OD API's, by the signature's names (the output tensors
+come in the order tflite_runtime.TENSOR_ORDER: num_detections first):
 
     detection_boxes    float32 [1, N, 4]  ymin, xmin, ymax, xmax normalised to the
                                           model input, clipped to [0, 1]
@@ -59,8 +59,8 @@ from train_lib.export.tflite_runtime import (
     INPUT_NAME,
     METADATA_FILE,
     MODEL_FILE,
-    OUTPUT_NAMES,
     SIGNATURE,
+    TENSOR_ORDER,
 )
 from train_lib.families import TFLITE_ARCHITECTURES, build_model
 
@@ -207,7 +207,7 @@ def metadata(config: PipelineConfig, quantization: str, label_map: dict[int, str
                               "mean": [float(v) for v in preprocess_ops.MEAN_RGB],
                               "stddev": [float(v) for v in preprocess_ops.STDDEV_RGB]},
         },
-        "output_order": list(OUTPUT_NAMES),
+        "output_order": list(TENSOR_ORDER),
         "outputs": [
             {"name": "detection_boxes", "shape": [1, post.max_detections, 4],
              "meaning": "ymin, xmin, ymax, xmax normalised to the model input"},

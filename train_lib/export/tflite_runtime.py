@@ -37,9 +37,11 @@ METADATA_FILE = "model.json"
 MODEL_FILE = "model.tflite"
 SIGNATURE = "serving_default"
 INPUT_NAME = "input_tensor"
-# The OD API's TFLite outputs, in this order (the model's output tensors 0..3 and
-# its signature's names).
+# The OD API's four outputs: the names of the model's signature.
 OUTPUT_NAMES = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
+# The order of the model's output tensors, as the converter writes them (read them by
+# the signature's names where the runtime allows).
+TENSOR_ORDER = ("num_detections", "detection_boxes", "detection_classes", "detection_scores")
 
 
 class TFLiteModelError(UserError, RuntimeError):
@@ -155,16 +157,16 @@ class TFLiteDetector:
         if SIGNATURE not in self._interpreter.get_signature_list():
             raise TFLiteModelError(f"{model_path} has no {SIGNATURE!r} signature: export "
                                    "it with scripts/export_tflite.py")
+        self._interpreter.allocate_tensors()  # once; before any reference to its tensors
         runner = self._interpreter.get_signature_runner(SIGNATURE)
         inputs, outputs = runner.get_input_details(), runner.get_output_details()
         if set(inputs) != {INPUT_NAME} or set(outputs) != set(OUTPUT_NAMES):
             raise TFLiteModelError(f"{model_path}'s signature is {sorted(inputs)} -> "
                                    f"{sorted(outputs)}, not the exporter's {INPUT_NAME} -> "
                                    f"{', '.join(OUTPUT_NAMES)}")
-        # Tensors allocated once; each run sets the input and invokes.
+        # Each run sets the input and invokes.
         self._input_index = inputs[INPUT_NAME]["index"]
         self._output_index = {name: outputs[name]["index"] for name in OUTPUT_NAMES}
-        self._interpreter.allocate_tensors()
 
     def run(self, model_input: np.ndarray) -> dict[str, np.ndarray]:
         """The model on one prepared input ([height, width, 3] pixels 0..255, as
