@@ -172,7 +172,7 @@ def run(paths: list[str]) -> int:
 
     images: list[tuple[str, str, object]] = [  # (shown as, output name, file or bytes)
         (path, os.path.splitext(os.path.basename(path))[0], path) for path in paths]
-    if FLAGS.input_tfrecord:  # TensorFlow first: LiteRT then knows it shares the process
+    if FLAGS.input_tfrecord:  # TensorFlow (if at all) before LiteRT
         images += [(f"{FLAGS.input_tfrecord}[{name}]", name, io.BytesIO(encoded))
                    for name, encoded in tfrecord_images(FLAGS.input_tfrecord,
                                                         FLAGS.num_images)]

@@ -118,10 +118,10 @@ def letterbox(image: np.ndarray, input_size: tuple[int, int]) -> tuple[np.ndarra
 
 
 def _new_interpreter(model_path: str, num_threads: int | None):
-    """LiteRT's Interpreter on `model_path`. In a process that has already loaded
-    TensorFlow (the evaluation of a .tflite, the benchmark, the tests), LiteRT's
-    Python module cannot load beside it (both register the same C++ wrapper type), so
-    there it is TensorFlow's own copy of the same TFLite interpreter."""
+    """LiteRT's Interpreter on `model_path`. LiteRT 2.3.0 loads beside TensorFlow
+    2.20; should a LiteRT build refuse to in a process that already has TensorFlow
+    ("InterpreterWrapper is already registered": both wrap the same C++ type), it is
+    TensorFlow's own copy of the same TFLite interpreter there."""
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError as err:
