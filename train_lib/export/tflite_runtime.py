@@ -117,7 +117,7 @@ def letterbox(image: np.ndarray, input_size: tuple[int, int]) -> tuple[np.ndarra
     return out, scaled.astype(np.float32) / in_size
 
 
-def _new_interpreter(model_path: str, num_threads: int | None):
+def new_interpreter(model_path: str, num_threads: int | None):
     """LiteRT's Interpreter on `model_path`. LiteRT 2.3.0 loads beside TensorFlow
     2.20; should a LiteRT build refuse to in a process that already has TensorFlow
     ("InterpreterWrapper is already registered": both wrap the same C++ type), it is
@@ -150,7 +150,7 @@ class TFLiteDetector:
         self.input_dtype = np.dtype(self.metadata["input"]["dtype"])
         self.class_names = {int(k): v for k, v in self.metadata.get("label_map", {}).items()}
         try:
-            self._interpreter = _new_interpreter(model_path, num_threads)
+            self._interpreter = new_interpreter(model_path, num_threads)
         except ValueError as err:
             raise TFLiteModelError(f"LiteRT cannot load {model_path}: "
                                    f"{str(err).strip().splitlines()[0]}") from None

@@ -17,6 +17,10 @@ dispatch on `model.architecture` (a ModelConfig) or on the built model:
   num_replicas)`: this replica's share of each term of `loss_keys`.
 - `detect(net, images, image_shape)`: detection_boxes (model-input pixels),
   detection_scores, detection_classes (label map ids), num_detections.
+- `decoded_detections(net, images, image_shape)`: every anchor's box and class
+  scores before NMS (the TFLite export runs its own loop-free NMS on them), the
+  decoding in the name scope POST_PROCESSING_SCOPE; families in
+  TFLITE_ARCHITECTURES have it.
 - `checkpoint_family(names)`, `backbone_target`, `detection_target`: for
   fine_tune_checkpoint.
 
@@ -37,15 +41,19 @@ from train_lib.families import faster_rcnn, retinanet
 
 FAMILIES: dict[str, ModuleType] = {family.NAME: family for family in (retinanet, faster_rcnn)}
 TFLITE_ARCHITECTURES = ("retinanet",)
+# The name scope of a family's ops after the network in `decoded_detections`.
+POST_PROCESSING_SCOPE = retinanet.POST_PROCESSING_SCOPE
 
 __all__ = [
     "FAMILIES",
+    "POST_PROCESSING_SCOPE",
     "TFLITE_ARCHITECTURES",
     "architecture_of",
     "backbone_target",
     "build_model",
     "checkpoint_family",
     "compute_losses",
+    "decoded_detections",
     "detect",
     "detection_target",
     "input_targets",
@@ -96,6 +104,11 @@ def compute_losses(model: ModelConfig, outputs: dict, labels: dict,
 
 def detect(net, images: tf.Tensor, image_shape: tf.Tensor) -> dict:
     return FAMILIES[architecture_of(net)].detect(net, images, image_shape)
+
+
+def decoded_detections(net, images: tf.Tensor,
+                       image_shape: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    return FAMILIES[architecture_of(net)].decoded_detections(net, images, image_shape)
 
 
 def checkpoint_family(variable_names) -> str | None:

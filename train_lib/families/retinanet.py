@@ -27,6 +27,9 @@ LOSS_KEYS = ("classification_loss", "localization_loss", "regularization_loss", 
 # A variable name only this family's checkpoints (of this trainer) hold.
 CHECKPOINT_MARK = "model/_head/"
 # Head parts that do not depend on the number of classes (kept by a detection fine-tune).
+# The name scope of the ops after the network (anchors, box decoding): TFLite's int8
+# export keeps them float.
+POST_PROCESSING_SCOPE = "post_processing"
 HEAD_PARTS = ("_cls_convs", "_cls_norms", "_box_convs", "_box_norms", "_box_regressor")
 
 
@@ -153,6 +156,35 @@ def detect(model, images: tf.Tensor, image_shape: tf.Tensor) -> dict:
     """The model's detections (boxes in model-input pixels) of `images`, clipped to
     `image_shape` [B, 2], the image's own area inside the padded input."""
     return model(images, image_shape=image_shape, training=False)
+
+
+def decoded_detections(model, images: tf.Tensor,
+                       image_shape: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Every anchor's box and class scores before NMS, as `detect` decodes them:
+    (boxes [B, N, 4] in model-input pixels, clipped to `image_shape` [B, 2];
+    scores [B, N, num_classes], column i for label map id i + 1). The same
+    backbone, FPN, heads, anchors and Model Garden decoding as `detect`, whose
+    detection generator then runs its NMS (in a loop) on these. The decoding's ops
+    are in the name scope POST_PROCESSING_SCOPE."""
+    config = model.get_config()
+    features = model.backbone(images, training=False)
+    if model.decoder:
+        features = model.decoder(features, training=False)
+    raw_scores, raw_boxes, _ = model.head(features, training=False)
+    with tf.name_scope(POST_PROCESSING_SCOPE):
+        anchors = anchor.Anchor(
+            min_level=config["min_level"], max_level=config["max_level"],
+            num_scales=config["num_scales"], aspect_ratios=config["aspect_ratios"],
+            anchor_size=config["anchor_size"], image_size=tuple(images.shape[1:3]),
+        ).multilevel_boxes
+        batch = tf.shape(images)[0]
+        anchors = {level: tf.tile(boxes[tf.newaxis], [batch, 1, 1, 1])
+                   for level, boxes in anchors.items()}
+        decoder = type(model.detection_generator).from_config(
+            {**model.detection_generator.get_config(), "apply_nms": False})
+        decoded = decoder(raw_boxes, raw_scores, anchors, image_shape)
+        boxes = decoded["decoded_boxes"]  # [B, N, 1, 4]: RetinaNet's are class-agnostic
+        return boxes[:, :, 0, :], decoded["decoded_box_scores"]
 
 
 def backbone_target(backbone) -> tf.train.Checkpoint:
