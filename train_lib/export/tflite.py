@@ -33,7 +33,7 @@ into the padding of a non-square image.
 Quantisation (QUANTIZATIONS): `none` (float32 weights), `float16` (weights
 stored as float16, half the file), `int8` (weights and activations int8,
 calibrated on `num_calibration_images` training images prepared exactly as the
-input above; the post-processing stays float where LiteRT has no int8 kernel).
+input above, in the network; the box decoding and NMS stay float: `convert`).
 
 Which families convert is `families.TFLITE_ARCHITECTURES`, the one list.
 """
