@@ -248,14 +248,14 @@ def test_a_finished_run_ends_by_evaluating_with_ap_per_class_in_the_log(tiny_dat
 
 
 def test_final_evaluation_needs_an_eval_split_and_may_be_turned_off(tiny_dataset):
-    from train_lib.training.trainer import _in_training_eval_plan
+    from train_lib.training import in_training_eval
 
     config = make_tiny_config(tiny_dataset)
     config.eval_config.eval_at_end = True
-    assert _in_training_eval_plan(config) == (0, True)
+    assert in_training_eval.plan(config) == (0, True)
     config.eval_config.eval_every_n = 5
     config.eval_config.eval_at_end = False
-    assert _in_training_eval_plan(config) == (5, False)
+    assert in_training_eval.plan(config) == (5, False)
     config.eval_config.eval_at_end = True
     config.eval_input_reader.input_path = []
-    assert _in_training_eval_plan(config) == (5, False)
+    assert in_training_eval.plan(config) == (5, False)

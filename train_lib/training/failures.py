@@ -5,6 +5,7 @@ the loop passes in; the loop decides when to raise them."""
 from __future__ import annotations
 
 import re
+import sys
 
 import tensorflow as tf
 
@@ -68,3 +69,15 @@ def op_error_summary(err: tf.errors.OpError) -> str:
     """The last line of a TensorFlow error (its cause, after the graph context)."""
     lines = [ln.strip() for ln in err.message.splitlines() if ln.strip()]
     return lines[-1][:200] if lines else type(err).__name__
+
+
+def ignore_pools_of_aborted_collectives() -> None:
+    """An eager all-reduce that a lost worker aborted (e.g. in a save) leaves
+    TensorFlow's thread pool unclosed, and its __del__ prints a traceback as the
+    process exits. The error the user needs is ours; drop that one report."""
+    default = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if getattr(unraisable.object, "__qualname__", "") != "Pool.__del__":
+            default(unraisable)
+    sys.unraisablehook = hook

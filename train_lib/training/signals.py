@@ -36,3 +36,24 @@ class StopSignals:
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def agreed_signal(strategy, role, received: int | None, step: int,
+                  log: Callable[[str], None]) -> int | None:
+    """The signal the job stops for: this process's `received`, or in a multi-worker
+    job any worker's (SIGTERM before SIGINT), agreed by all workers at the same step.
+    A collective when `role` (distribute.Role) has several workers: every worker
+    calls it after the same step."""
+    if role.num_workers == 1:
+        return received
+    from train_lib.training import distribute  # TensorFlow only for a multi-worker job
+
+    rows = distribute.gather_ints(strategy, [received or 0])
+    signals = {row[0] for row in rows if row[0]}
+    if not signals:
+        return None
+    agreed = signal.SIGTERM if signal.SIGTERM in signals else min(signals)
+    if received is None:
+        log(f"another worker received {signal.Signals(agreed).name}: the {role.name} "
+            f"stops at step {step} and saves with it")
+    return int(agreed)

@@ -23,9 +23,7 @@ import dataclasses
 import os
 import shutil
 import signal
-import sys
 import tempfile
-import time
 from collections.abc import Callable
 
 import tensorflow as tf
@@ -34,10 +32,9 @@ from absl import logging
 from train_lib.checkpointing import CheckpointManager, CheckpointPolicy, RunLock
 from train_lib.checkpointing.policy import StopReason
 from train_lib.config import PipelineConfig, validate
-from train_lib.data import example_checks, inputs, label_map
+from train_lib.data import example_checks, inputs
 from train_lib.families import build_model
-from train_lib.report import visualize
-from train_lib.training import distribute, input_stream, workdir
+from train_lib.training import distribute, in_training_eval, input_stream, workdir
 from train_lib.training import failures as train_errors
 from train_lib.training import fine_tune as fine_tune_lib
 from train_lib.training import hooks as hooks_lib
@@ -45,7 +42,8 @@ from train_lib.training.data_report import REPORT_FILE, DataReportHook
 from train_lib.training.failures import TrainError
 from train_lib.training.loop import run_loop
 from train_lib.training.optimizer import build_learning_rate, build_optimizer
-from train_lib.training.signals import StopSignals
+from train_lib.training.pictures import training_pictures
+from train_lib.training.signals import StopSignals, agreed_signal
 from train_lib.training.step_function import StepRunner, make_train_function, state_is_finite
 
 
@@ -277,7 +275,7 @@ def build_hooks(parts: _Parts, start: int, record_summaries: bool) -> list[hooks
                 error, role.num_workers)),
         parts.progress,
     ]
-    eval_every_n, at_end = _in_training_eval_plan(parts.config)
+    eval_every_n, at_end = in_training_eval.plan(parts.config)
     if (eval_every_n or at_end) and role.num_workers > 1:
         what = (f"eval_config.eval_every_n ({eval_every_n})" if eval_every_n
                 else "the final evaluation (eval_config.eval_at_end)")
@@ -285,22 +283,16 @@ def build_hooks(parts: _Parts, start: int, record_summaries: bool) -> list[hooks
                   "job (evaluation would stall every worker); evaluate alongside with "
                   f"model_main_tf2.py --checkpoint_dir={parts.model_dir} --model_dir=<dir>")
     elif eval_every_n or at_end:
-        hooks.append(hooks_lib.EvalHook(eval_every_n, _in_training_eval(parts),
+        evaluate = in_training_eval.evaluation(parts.config, parts.model_dir, parts.model,
+                                               parts.strategy, parts.manager, parts.log)
+        hooks.append(hooks_lib.EvalHook(eval_every_n, evaluate,
                                         final_step=train_cfg.num_steps if at_end else None))
     if record_summaries and role.is_chief:
         writer = tf.summary.create_file_writer(os.path.join(parts.model_dir, "train"))
         hooks.append(hooks_lib.SummaryHook(
             writer, train_cfg.summary_every_n, train_cfg.batch_size, start,
-            pictures=_training_pictures(parts.config, parts.files)))
+            pictures=training_pictures(parts.config, parts.files)))
     return hooks
-
-
-def _in_training_eval_plan(config: PipelineConfig) -> tuple[int, bool]:
-    """(evaluate every n steps, evaluate the final step): eval_config.eval_every_n,
-    and eval_config.eval_at_end when an eval split is configured."""
-    eval_cfg = config.eval_config
-    return eval_cfg.eval_every_n, bool(eval_cfg.eval_at_end
-                                       and config.eval_input_reader.input_path)
 
 
 def _run(parts: _Parts, start: int, record_summaries: bool) -> TrainResult:
@@ -319,12 +311,12 @@ def _run(parts: _Parts, start: int, record_summaries: bool) -> TrainResult:
         try:
             end = run_loop(steps, hooks, num_steps=config.train_config.num_steps,
                            steps_per_loop=config.train_config.steps_per_loop,
-                           stop_requested=lambda step: _agreed_signal(parts, stop.received,
-                                                                      step))
+                           stop_requested=lambda step: agreed_signal(
+                               parts.strategy, parts.role, stop.received, step, parts.log))
         except Exception as err:
             step = steps.step
             if train_errors.worker_lost(err, parts.role.num_workers):
-                _ignore_pools_of_aborted_collectives()
+                train_errors.ignore_pools_of_aborted_collectives()
                 raise train_errors.worker_lost_error(
                     err, step, parts.role.name,
                     _prefix(parts.model_dir, manager.latest_step)) from err
@@ -345,65 +337,3 @@ def _run(parts: _Parts, start: int, record_summaries: bool) -> TrainResult:
         parts.log(f"stopped by {signal.Signals(end.signal_number).name} at step {end.step}; "
                   f"last checkpoint {last}")
     return result
-
-
-def _agreed_signal(parts: _Parts, received: int | None, step: int) -> int | None:
-    """The signal the job stops for: this process's, or in a multi-worker job any
-    worker's (SIGTERM before SIGINT), agreed by all workers at the same step."""
-    if parts.role.num_workers == 1:
-        return received
-    rows = distribute.gather_ints(parts.strategy, [received or 0])
-    signals = {row[0] for row in rows if row[0]}
-    if not signals:
-        return None
-    agreed = signal.SIGTERM if signal.SIGTERM in signals else min(signals)
-    if received is None:
-        parts.log(f"another worker received {signal.Signals(agreed).name}: the {parts.role.name} "
-                  f"stops at step {step} and saves with it")
-    return int(agreed)
-
-
-def _in_training_eval(parts: _Parts):
-    """evaluate(step): COCO metrics of the live model on the eval split, recorded as
-    continuous evaluation records them (best/ only when the step was saved)."""
-    from train_lib import evaluation  # imported only when evaluation is on
-
-    files, names = evaluation.eval_inputs(parts.config)
-    evaluator = evaluation.Evaluator(parts.model, parts.config, files, names,
-                                     strategy=parts.strategy, log=parts.log)
-    recorder = evaluation.MetricsRecorder(parts.config, parts.model_dir, "eval", parts.log)
-
-    def evaluate(step: int) -> None:
-        began = time.monotonic()
-        metrics = evaluator.evaluate()
-        saved = step in parts.manager.saved_steps()
-        recorder.record(step, metrics, evaluator, time.monotonic() - began,
-                        prefix=_prefix(parts.model_dir, step) if saved else None)
-    return evaluate
-
-
-def _training_pictures(config: PipelineConfig, files: list[str]):
-    """A function of the step giving a few augmented training images with their
-    ground-truth boxes and class names drawn, for TensorBoard."""
-    count = config.eval_config.num_visualizations
-    if not count:
-        return None
-    names = label_map.load_label_map(config.train_input_reader.label_map_path)
-
-    def pictures(step: int) -> list:
-        return [visualize.draw_boxes(image, boxes, classes, names, scale=2)
-                for image, boxes, classes in inputs.training_examples(config, files, count,
-                                                                      key_offset=step)]
-    return pictures
-
-
-def _ignore_pools_of_aborted_collectives() -> None:
-    """An eager all-reduce that a lost worker aborted (e.g. in a save) leaves
-    TensorFlow's thread pool unclosed, and its __del__ prints a traceback as the
-    process exits. The error the user needs is ours; drop that one report."""
-    default = sys.unraisablehook
-
-    def hook(unraisable) -> None:
-        if getattr(unraisable.object, "__qualname__", "") != "Pool.__del__":
-            default(unraisable)
-    sys.unraisablehook = hook
