@@ -4,7 +4,7 @@ One command, one machine, one run; prints a table (and, with --json, the figures
 as JSON on stdout or into a file):
 
     .venv/bin/python scripts/benchmark.py [--pipeline_config_path configs/shapes_retinanet.yaml] \
-        [--steps 600] [--json [benchmark.json]]
+        [--steps 400] [--json [benchmark.json]]
 
 1. this driver (model_main_tf2.py, a subprocess) on the config for --steps steps:
    steady steps/s and images/s (median of its log intervals, the first, which
@@ -15,7 +15,8 @@ as JSON on stdout or into a file):
    batch and TFRecords (its defaults otherwise: 100 steps per loop and summaries
    every 100; checkpoints every --checkpoint_every_n as ours): the same figures;
 3. the bare limit: the same model's forward + backward + apply in a tf.function
-   while-loop over (a) this driver's input pipeline and (b) one constant batch;
+   while-loop over (a) this driver's input pipeline and (b) one constant batch,
+   and where (b)'s time goes: the forward pass alone, forward + backward;
 4. the input pipeline alone, images/s, against what training consumes;
 5. one save's stall, sync and async, and the checkpoint's size;
 6. process start to the end of the first step, fresh and on resume.
@@ -75,9 +76,11 @@ def input_pipeline(config, files: list[str], batches: int) -> float:
 
 
 def bare_loops(config, files: list[str], steps: int) -> tuple[dict, tf.train.Checkpoint]:
-    """Steps/s of forward + backward + apply in a tf.function while-loop (no hooks,
-    no position, no checks) over the input pipeline and over one constant batch;
-    each the median of REPEATS calls of `steps` steps after a traced first call.
+    """Steps/s of the same model in a tf.function while-loop (no hooks, no position,
+    no checks): the whole step (forward + backward + apply) over the input pipeline
+    and over one constant batch, and, over that constant batch, the forward pass
+    alone and forward + backward without the apply (where a step's time goes).
+    Each the median of REPEATS calls of `steps` steps after a traced first call.
     Returns the figures and a checkpoint of that model and optimizer."""
     tf.keras.utils.set_random_seed(config.train_config.seed)
     model = families.build_model(config.model)
@@ -85,34 +88,43 @@ def bare_loops(config, files: list[str], steps: int) -> tuple[dict, tf.train.Che
     optimizer.build(model.trainable_variables)
     variables = model.trainable_variables
 
-    def step(images, labels):
+    def step(images, labels, part):
         with tf.GradientTape() as tape:
             outputs = families.train_outputs(config.model, model, images, labels)
             regularization = tf.add_n(model.losses) if model.losses else tf.constant(0.0)
             normalizers = families.loss_normalizers(config.model, labels)  # one replica
             loss = families.compute_losses(config.model, outputs, labels, normalizers,
                                            regularization)["total_loss"]
-        grads = tape.gradient(loss, variables)
-        optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables, strict=True)
-                                   if g is not None])
+        if part == "forward":
+            return loss
+        pairs = [(g, v) for g, v in zip(tape.gradient(loss, variables), variables, strict=True)
+                 if g is not None]
+        if part == "forward_backward":  # the gradients are used, so they are computed
+            return loss + 0.0 * tf.add_n([tf.reduce_sum(g) for g, _ in pairs])
+        optimizer.apply_gradients(pairs)
         return loss
 
-    def make_loop(next_batch):
+    def make_loop(next_batch, part):
         @tf.function(autograph=False)
         def loop(num_steps):
             def body(i, _):
-                return i + 1, step(*next_batch())
+                return i + 1, step(*next_batch(), part)
             return tf.while_loop(lambda i, _: i < num_steps, body,
                                  (tf.constant(0), tf.constant(0.0)))[1]
         return loop
 
     iterator = iter(inputs.build_train_dataset(config, files))
     constant_images, constant_labels, _, _ = next(iterator)
+
+    def constant():
+        return constant_images, constant_labels
     results = {}
-    for name, next_batch in (("pipeline", lambda: next(iterator)[:2]),
-                             ("constant", lambda: (constant_images, constant_labels))):
-        loop = make_loop(next_batch)
-        loop(tf.constant(10)).numpy()  # traces and warms up
+    for name, next_batch, part in (("pipeline", lambda: next(iterator)[:2], "step"),
+                                   ("constant", constant, "step"),
+                                   ("forward_backward", constant, "forward_backward"),
+                                   ("forward", constant, "forward")):
+        loop = make_loop(next_batch, part)
+        loop(tf.constant(5)).numpy()  # traces and warms up
         results[name] = median(_rate(steps, lambda f=loop: f(tf.constant(steps)).numpy())
                                for _ in range(REPEATS))
     position = tf.Variable([0, 0], dtype=tf.int64, name="input_position")
@@ -154,6 +166,15 @@ def save_stall(checkpoint: tf.train.Checkpoint, root: str) -> dict:
     return {"sync_s": sync, "async_s": median(stalls), "size_mb": size / 1e6}
 
 
+def _step_parts(bare: dict) -> list[tuple[str, float]]:
+    """Where the constant-batch step's time goes: (part, milliseconds), from the
+    loops that stop after the forward pass and after the backward pass."""
+    step, forward, backward = (1000 / bare[k] for k in ("constant", "forward",
+                                                         "forward_backward"))
+    return [("forward pass", forward), ("backward pass", backward - forward),
+            ("optimizer apply", step - backward)]
+
+
 def _table(r: dict) -> str:
     ours, mg, bare = r["ours"], r["model_garden"], r["bare"]
     batch = r["batch_size"]
@@ -165,9 +186,13 @@ def _table(r: dict) -> str:
         (f"whole process, {ours['steps']} steps", f"ours {ours['wall_s']:.0f} s",
          f"Model Garden {mg['wall_s']:.0f} s"),
         ("bare loop, our input pipeline", f"{bare['pipeline']:.2f} steps/s", ""),
-        ("bare loop, one constant batch", f"{bare['constant']:.2f} steps/s", ""),
+        ("bare loop, one constant batch", f"{bare['constant']:.2f} steps/s",
+         f"{1000 / bare['constant']:.0f} ms a step"),
+        *((f"  {what}", f"{ms:.0f} ms", f"{ms * bare['constant'] / 1000:.0%} of the step")
+          for what, ms in _step_parts(bare)),
         ("input pipeline alone", f"{r['input_images_per_sec']:.0f} images/s",
-         f"training takes {ours['steps_per_sec'] * batch:.0f}"),
+         f"training takes {ours['steps_per_sec'] * batch:.0f} "
+         f"({ours['steps_per_sec'] * batch / r['input_images_per_sec']:.0%} of it)"),
         (f"save stall ({r['save']['size_mb']:.1f} MB checkpoint)",
          f"sync {r['save']['sync_s']:.3f} s", f"async {r['save']['async_s']:.3f} s"),
         ("start to first step", f"fresh {r['start']['fresh_s']:.1f} s",
@@ -185,9 +210,9 @@ def _table(r: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pipeline_config_path", default="configs/shapes_retinanet.yaml")
-    parser.add_argument("--steps", type=int, default=600,
+    parser.add_argument("--steps", type=int, default=400,
                         help="training steps of each whole run (ours and Model Garden's)")
-    parser.add_argument("--bare_steps", type=int, default=50,
+    parser.add_argument("--bare_steps", type=int, default=30,
                         help="steps per timed call of the bare loops")
     parser.add_argument("--checkpoint_every_n", type=int, default=1000)
     parser.add_argument("--json", nargs="?", const="-", default=None,
