@@ -80,7 +80,8 @@ def bare_loops(config, files: list[str], steps: int) -> tuple[dict, tf.train.Che
     no checks): the whole step (forward + backward + apply) over the input pipeline
     and over one constant batch, and, over that constant batch, the forward pass
     alone and forward + backward without the apply (where a step's time goes).
-    Each the median of REPEATS calls of `steps` steps after a traced first call.
+    Each the median of REPEATS calls of `steps` steps after a traced first call,
+    the loops' calls taken in turn.
     Returns the figures and a checkpoint of that model and optimizer."""
     tf.keras.utils.set_random_seed(config.train_config.seed)
     model = families.build_model(config.model)
@@ -118,15 +119,20 @@ def bare_loops(config, files: list[str], steps: int) -> tuple[dict, tf.train.Che
 
     def constant():
         return constant_images, constant_labels
-    results = {}
+    loops = {}
     for name, next_batch, part in (("pipeline", lambda: next(iterator)[:2], "step"),
                                    ("constant", constant, "step"),
                                    ("forward_backward", constant, "forward_backward"),
                                    ("forward", constant, "forward")):
-        loop = make_loop(next_batch, part)
-        loop(tf.constant(5)).numpy()  # traces and warms up
-        results[name] = median(_rate(steps, lambda f=loop: f(tf.constant(steps)).numpy())
-                               for _ in range(REPEATS))
+        loops[name] = make_loop(next_batch, part)
+        loops[name](tf.constant(5)).numpy()  # traces and warms up
+    # Round-robin repeats: a drift of the machine's speed then touches every loop
+    # alike.
+    rates: dict[str, list[float]] = {name: [] for name in loops}
+    for _ in range(REPEATS):
+        for name, loop in loops.items():
+            rates[name].append(_rate(steps, lambda f=loop: f(tf.constant(steps)).numpy()))
+    results = {name: median(values) for name, values in rates.items()}
     position = tf.Variable([0, 0], dtype=tf.int64, name="input_position")
     counts = tf.Variable(tf.zeros([len(example_checks.COUNTERS)], tf.int64))
     return results, tf.train.Checkpoint(model=model, optimizer=optimizer,
