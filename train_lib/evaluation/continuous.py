@@ -33,6 +33,7 @@ from absl import logging
 
 from train_lib import config as config_lib
 from train_lib.checkpointing import pid_alive, verify_checkpoint
+from train_lib.checkpointing.files import prefix as checkpoint_prefix
 from train_lib.config import ConfigError, PipelineConfig
 from train_lib.evaluation import eval_files
 from train_lib.evaluation.eval_files import (
@@ -167,7 +168,7 @@ class _RunEvaluator:
 
     def run(self, step: int) -> dict[str, float] | None:
         """Evaluates ckpt-<step>; None if it was skipped (gone or invalid)."""
-        prefix = os.path.join(self.checkpoint_dir, f"ckpt-{step}")
+        prefix = checkpoint_prefix(self.checkpoint_dir, step)
         staged = eval_files.copy_checkpoint(prefix, self.staging)
         if staged is None:
             self._log(f"skipping ckpt-{step}: it was removed from {self.checkpoint_dir} before "
@@ -259,7 +260,7 @@ def _evaluated_before(model_dir: str, checkpoint_dir: str, split: str,
 
 def _log_recorded(runner: _RunEvaluator, step: int, log: Callable[[str], None]) -> None:
     """Logs the metrics eval_metrics.jsonl holds for ckpt-<step> (evaluated before)."""
-    prefix = os.path.join(runner.checkpoint_dir, f"ckpt-{step}")
+    prefix = checkpoint_prefix(runner.checkpoint_dir, step)
     record = eval_files.find_eval_record(runner.model_dir, prefix, runner.split)
     if record is None:
         return

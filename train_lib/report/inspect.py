@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from train_lib.checkpointing.events import read_events
 from train_lib.checkpointing.files import INVALID_DIR, parse_step, read_state
+from train_lib.checkpointing.files import prefix as checkpoint_prefix
 from train_lib.checkpointing.lock import LOCK_FILE, pid_alive
 from train_lib.checkpointing.policy import KEEP_EVERY_N_HOURS, MAX_TO_KEEP
 from train_lib.checkpointing.verify import verify_checkpoint
@@ -211,7 +212,7 @@ def read_optimizer_step(prefix: str) -> int | None:
 def checkpoint_status(model_dir: str, step: int, scan: DirScan,
                       events: EventSummary) -> CheckpointStatus:
     """Reads `ckpt-<step>` back completely and describes it."""
-    prefix = os.path.join(model_dir, f"ckpt-{step}")
+    prefix = checkpoint_prefix(model_dir, step)
     files = [prefix + ".index", *glob.glob(glob.escape(prefix) + ".data-*")]
     size = sum(os.path.getsize(f) for f in files if os.path.isfile(f))
     if step in events.time_of:

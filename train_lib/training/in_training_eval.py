@@ -11,11 +11,11 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 
 from train_lib.checkpointing import CheckpointManager
+from train_lib.checkpointing.files import prefix as checkpoint_prefix
 from train_lib.config import PipelineConfig
 
 
@@ -44,5 +44,5 @@ def evaluation(config: PipelineConfig, model_dir: str, model, strategy,
         metrics = evaluator.evaluate()
         saved = step in manager.saved_steps()
         recorder.record(step, metrics, evaluator, time.monotonic() - began,
-                        prefix=os.path.join(model_dir, f"ckpt-{step}") if saved else None)
+                        prefix=checkpoint_prefix(model_dir, step) if saved else None)
     return evaluate

@@ -30,6 +30,7 @@ import tensorflow as tf
 from absl import logging
 
 from train_lib.checkpointing import CheckpointManager, CheckpointPolicy, RunLock
+from train_lib.checkpointing.files import prefix as checkpoint_prefix
 from train_lib.checkpointing.policy import StopReason
 from train_lib.config import PipelineConfig, validate
 from train_lib.data import example_checks, inputs
@@ -224,7 +225,7 @@ def _check_same_step(strategy, role: distribute.Role, start: int) -> None:
 
 
 def _prefix(model_dir: str, step: int | None) -> str | None:
-    return None if step is None else os.path.join(model_dir, f"ckpt-{step}")
+    return None if step is None else checkpoint_prefix(model_dir, step)
 
 
 @dataclasses.dataclass
