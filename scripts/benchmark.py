@@ -50,7 +50,7 @@ from train_lib import families  # noqa: E402
 from train_lib.checkpointing import CheckpointManager, CheckpointPolicy  # noqa: E402
 from train_lib.config import load_config  # noqa: E402
 from train_lib.data import example_checks, inputs  # noqa: E402
-from train_lib.training import workdir  # noqa: E402
+from train_lib.training import graph_optimization, workdir  # noqa: E402
 from train_lib.training.optimizer import build_optimizer  # noqa: E402
 
 REPEATS = 3
@@ -227,6 +227,8 @@ def main() -> None:
     began = time.monotonic()
     load_before = os.getloadavg()[0]
     config = load_config(args.pipeline_config_path)
+    # The bare loops run as the driver's step does: with grappler or without.
+    grappler = graph_optimization.apply(config.train_config.graph_optimization)
     files = workdir.train_files(config, lambda m: print(m, file=sys.stderr))
     root = tempfile.mkdtemp(prefix="benchmark_")
     config_path = os.path.abspath(args.pipeline_config_path)
@@ -253,6 +255,7 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
     results = {
         "config": args.pipeline_config_path, "batch_size": config.train_config.batch_size,
+        "grappler": grappler,
         "load_average_1m": [load_before, os.getloadavg()[0]], "cpus": os.cpu_count(),
         "ours": ours, "model_garden": {k: v for k, v in mg.items() if k != "config_file"},
         "bare": bare, "input_images_per_sec": images_per_sec, "save": save, "start": start,
@@ -263,6 +266,7 @@ def main() -> None:
         "benchmark_wall_s": time.monotonic() - began,
     }
     print(f"{args.pipeline_config_path}, batch {results['batch_size']}, {os.cpu_count()} CPUs, "
+          f"grappler {'on' if grappler else 'off'} (ours), "
           f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after; took "
           f"{results['benchmark_wall_s']:.0f} s")
     print(_table(results))

@@ -292,6 +292,8 @@ VALUE_ERRORS = [
     ("train_config.batch_size=0", "train_config.batch_size is 0; must be >= 1"),
     ("train_config.num_steps=0", "train_config.num_steps is 0; must be >= 1"),
     ("train_config.steps_per_loop=0", "train_config.steps_per_loop is 0; must be >= 1"),
+    ("train_config.graph_optimization=none",
+     "train_config.graph_optimization is 'none'; must be one of auto, enabled, disabled"),
     ("train_config.log_every_n=0", "train_config.log_every_n is 0; must be >= 1"),
     ("train_config.summary_every_n=-1", "train_config.summary_every_n is -1; must be >= 1"),
     ("train_config.optimizer.type=rmsprop",
@@ -590,3 +592,13 @@ def test_structural_and_other_differences():
         "train_config.num_steps", "train_config.learning_rate.base",
         "eval_input_reader.input_path"]
     assert C.structural_differences(new, old) == C.structural_differences(old, new)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("off", "disabled"), ("on", "enabled"), ("false", "disabled"), ("auto", "auto"),
+    ("disabled", "disabled")])
+def test_graph_optimization_takes_yaml_switches(tmp_path, text, expected):
+    in_file = load_text(tmp_path, f"train_config: {{graph_optimization: {text}}}\n")
+    override = load_text(tmp_path, "{}\n", f"train_config.graph_optimization={text}")
+    assert in_file.train_config.graph_optimization == expected
+    assert override.train_config.graph_optimization == expected

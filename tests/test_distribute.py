@@ -248,3 +248,23 @@ def test_slurm_script_gives_each_task_its_tf_config(tmp_path):
                         "--pipeline_config_path=configs/shapes_retinanet.yaml",
                         "--model_dir=/shared/run", "--num_workers=2",
                         "--checkpoint_every_n=500"]
+
+
+def test_graph_optimization_auto_disables_grappler_on_a_cpu_host(tiny_config, tmp_path):
+    import tensorflow as tf
+
+    from train_lib.training.trainer import train
+
+    def losses(setting: str, run: str) -> dict[str, float]:
+        tiny_config.train_config.graph_optimization = setting
+        result = train(tiny_config, str(tmp_path / run), num_train_steps=2,
+                       checkpoint_every_n=2, record_summaries=False)
+        disabled = tf.config.optimizer.get_experimental_options()["disable_meta_optimizer"]
+        assert disabled == (setting != "enabled")
+        return result.final_losses
+
+    enabled = losses("enabled", "enabled")
+    auto = losses("auto", "auto")  # no GPU or TPU here: disabled
+    assert auto == losses("auto", "auto_again")  # deterministic under one setting
+    assert auto != enabled  # grappler's rewrites round differently: it did change
+    assert all(abs(auto[k] - enabled[k]) < 1e-3 for k in auto)

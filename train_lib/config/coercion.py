@@ -24,15 +24,18 @@ from typing import Any, TypeVar
 
 from train_lib.config.errors import ConfigError
 
-__all__ = ["ACCEPTS", "PATHS", "STRING_OR_INTEGER", "Source", "describe", "merge_into"]
+__all__ = ["ACCEPTS", "PATHS", "STRING_OR_INTEGER", "STRING_OR_SWITCH", "Source", "describe",
+           "merge_into"]
 
 T = TypeVar("T")
 
 # Field metadata key: a str field given `STRING_OR_INTEGER` also accepts an
-# integer (stored as its text); a list[str] field given `PATHS` also accepts
-# one string (stored as a one-element list).
+# integer (stored as its text); a str field given `STRING_OR_SWITCH` also accepts
+# a boolean (YAML's on/off, true/false, yes/no; stored as "enabled"/"disabled");
+# a list[str] field given `PATHS` also accepts one string (a one-element list).
 ACCEPTS = "accepts"
 STRING_OR_INTEGER = {ACCEPTS: "string_or_integer"}
+STRING_OR_SWITCH = {ACCEPTS: "string_or_switch"}
 PATHS = {ACCEPTS: "paths"}
 
 # Keys of OD API pipeline.config files that people carry over, with what to write instead.
@@ -100,6 +103,12 @@ def _coerce_widened(value: Any, accepts: str, path: str, source: Source) -> Any:
         if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
             return str(value)
         raise _type_error(path, "a string or an integer", value, source)
+    if accepts == STRING_OR_SWITCH[ACCEPTS]:
+        if isinstance(value, bool):
+            return "enabled" if value else "disabled"
+        if isinstance(value, str):
+            return value
+        raise _type_error(path, "a string or on/off", value, source)
     if accepts == PATHS[ACCEPTS]:
         if isinstance(value, str):
             return [value]

@@ -20,7 +20,7 @@ import dataclasses
 import itertools
 from dataclasses import dataclass, field
 
-from train_lib.config.coercion import PATHS, Source, merge_into
+from train_lib.config.coercion import PATHS, STRING_OR_SWITCH, Source, merge_into
 from train_lib.config.model_schema import (  # noqa: F401  (the schema's model section)
     ACTIVATIONS,
     ARCHITECTURE_KEYS,
@@ -49,6 +49,8 @@ from train_lib.config.problems import Checks, raise_problems
 
 OPTIMIZERS = ("sgd", "adam")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+# train_config.graph_optimization (YAML's on/off, true/false read as enabled/disabled).
+GRAPH_OPTIMIZATIONS = ("auto", "enabled", "disabled")
 LR_SCHEDULES = ("constant", "cosine", "step")
 FINE_TUNE_CHECKPOINT_TYPES = ("backbone", "detection")
 BAD_EXAMPLE_POLICIES = ("error", "skip")
@@ -143,6 +145,8 @@ class TrainConfig:
     # Keras mixed precision: float32 | mixed_float16 (GPUs) | mixed_bfloat16 (TPUs, CPUs).
     mixed_precision: str = "float32"
     jit_compile: bool = False  # compile each replica's step with XLA
+    # Grappler: auto (disabled without GPU/TPU: faster start-up) | enabled | disabled.
+    graph_optimization: str = field(default="auto", metadata=STRING_OR_SWITCH)
 
     def problems(self, prefix: str = "train_config") -> list[str]:
         c = Checks(prefix)
@@ -151,6 +155,7 @@ class TrainConfig:
             c.need(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
         c.problems += self.optimizer.problems(c.path("optimizer"))
         c.choice("mixed_precision", self.mixed_precision, PRECISIONS)
+        c.choice("graph_optimization", self.graph_optimization, GRAPH_OPTIMIZATIONS)
         c.problems += self.learning_rate.problems(c.path("learning_rate"),
                                                   num_steps=self.num_steps)
         c.problems += self.augmentation.problems(c.path("augmentation"))

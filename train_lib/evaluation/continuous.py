@@ -46,6 +46,7 @@ from train_lib.evaluation.eval_files import (
 from train_lib.evaluation.evaluator import EvalError, Evaluator, eval_inputs, evaluate_model
 from train_lib.evaluation.recording import MetricsRecorder, metrics_lines
 from train_lib.families import build_model
+from train_lib.training import graph_optimization
 
 _STAGING_PREFIX = ".eval_tmp-"  # checkpoint files linked here while being evaluated
 
@@ -113,6 +114,7 @@ def evaluate_checkpoint(prefix: str, config: PipelineConfig, files: list[str] | 
     """COCO metrics of the checkpoint at `prefix` (or the newest checkpoint in the
     directory `prefix`). Files and label map default to `eval_inputs(config, ...)`.
     Raises EvalError (no checkpoint, or one from another model) or ConfigError."""
+    graph_optimization.apply(config.train_config.graph_optimization)
     if os.path.isdir(prefix):
         latest = tf.train.latest_checkpoint(prefix)
         if latest is None:
@@ -220,6 +222,7 @@ def continuous_eval(
     eval_files.training_run_problem; a checkpoint that does not fit the config's
     model; bad eval data).
     """
+    graph_optimization.apply(config.train_config.graph_optimization)
     files, label_map = eval_inputs(config, eval_on_train_data)
     split = "eval_train" if eval_on_train_data else "eval"
     problem = eval_files.training_run_problem(checkpoint_dir)

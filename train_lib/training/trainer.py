@@ -35,7 +35,13 @@ from train_lib.checkpointing.policy import StopReason
 from train_lib.config import PipelineConfig, validate
 from train_lib.data import example_checks, inputs
 from train_lib.families import build_model
-from train_lib.training import distribute, in_training_eval, input_stream, workdir
+from train_lib.training import (
+    distribute,
+    graph_optimization,
+    in_training_eval,
+    input_stream,
+    workdir,
+)
 from train_lib.training import failures as train_errors
 from train_lib.training import fine_tune as fine_tune_lib
 from train_lib.training import hooks as hooks_lib
@@ -114,6 +120,7 @@ def _train_locked(config: PipelineConfig, model_dir: str, strategy, role: distri
         files = _prepare_inputs(config, model_dir, strategy, role, log)
         fine_tune = (fine_tune_lib.resolve_checkpoint(train_cfg.fine_tune_checkpoint)
                      if train_cfg.fine_tune_checkpoint else None)
+        graph_optimization.apply(train_cfg.graph_optimization)
         if deterministic:
             tf.config.experimental.enable_op_determinism()
         tf.keras.utils.set_random_seed(train_cfg.seed)
