@@ -5,9 +5,10 @@ default), which is disabled on a host with no GPU and no TPU, and enabled otherw
 
 Why off on a CPU: grappler rewrites every traced function before its first run.
 For the default RetinaNet (MobileNetV2 x0.35, 128 px, batch 16, 2 CPU cores) that
-costs about 6 s of each process's start-up (21 s against 27 s for 20 steps) and
-buys no speed once running (the same steps/s either way), so the cost is start-up
-alone. On a GPU its layout and fusion passes pay off, so `auto` keeps it there.
+cost 3 s of the training loop's first call (4.9 s against 7.9 s) and about 6 s of
+a 20-step run's process (20.4-20.8 s against 25.6-27.9 s), and bought no speed
+once running (6.85 against 6.54 steps/s, the two loops timed in turn). On a GPU
+its layout and fusion passes pay off, so `auto` keeps it there.
 
 Turning it off changes the float results slightly (another order of additions),
 so runs compare bit for bit only under the same setting; one setting gives the
