@@ -116,11 +116,12 @@ def _train_locked(config: PipelineConfig, model_dir: str, strategy, role: distri
     """train() from the lock on: inputs, state, restore, the loop."""
     train_cfg = config.train_config
     num_steps = train_cfg.num_steps
+    # Before anything is traced, so that every function of the run has one setting.
+    graph_optimization.apply(train_cfg.graph_optimization)
     with RunLock(model_dir, log=log) if role.is_chief else contextlib.nullcontext():
         files = _prepare_inputs(config, model_dir, strategy, role, log)
         fine_tune = (fine_tune_lib.resolve_checkpoint(train_cfg.fine_tune_checkpoint)
                      if train_cfg.fine_tune_checkpoint else None)
-        graph_optimization.apply(train_cfg.graph_optimization)
         if deterministic:
             tf.config.experimental.enable_op_determinism()
         tf.keras.utils.set_random_seed(train_cfg.seed)
