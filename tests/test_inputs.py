@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
+from official.vision.ops import anchor
 
 from tests.conftest import make_tiny_config
 from train_lib import families
@@ -90,12 +91,47 @@ def test_targets_have_positives_and_shapes_of_the_model(tiny_dataset):
     assert set(np.unique(classes)) <= {-2, -1, 1, 2, 3}
 
 
+def test_batched_anchor_targets_are_model_gardens_labeler_per_example(tiny_dataset):
+    """RetinaNet's targets of a whole batch at once are Model Garden's AnchorLabeler of
+    each example (classes, weights bit for bit, box targets to rounding), with boxes
+    of several counts and an image without any (its padding never matched, never
+    force-matched)."""
+    config = make_tiny_config(tiny_dataset)
+    model = config.model
+    config.train_config.augmentation.scale_min = 0.5  # some boxes cropped away
+    config.train_config.augmentation.scale_max = 2.0
+    records = tf.data.TFRecordDataset(_files(tiny_dataset["train_pattern"])[0]).take(11)
+    examples = [inputs._train_example(config, tf.constant([5, i], tf.int64),
+                                      example_checks.decode_and_check(r, 3, 100), 100)[1]
+                for i, r in enumerate(records)]
+    examples.append((tf.constant([5, 99], tf.int64), tf.zeros([100, 4]),
+                     tf.zeros([100], tf.int64), tf.constant(0)))
+    batch = [tf.stack([e[part] for e in examples]) for part in range(4)]
+    assert len(set(batch[3].numpy().tolist())) >= 3
+    got = families.input_targets(model, 100)(*batch)
+    labeler = anchor.AnchorLabeler(model.anchor.match_threshold,
+                                   model.anchor.unmatched_threshold)
+    anchors = anchor.build_anchor_generator(
+        min_level=model.min_level, max_level=model.max_level,
+        num_scales=model.anchor.num_scales, aspect_ratios=model.anchor.aspect_ratios,
+        anchor_size=model.anchor.anchor_size)(image_size=tuple(model.input_size))
+    for i, (_, boxes, classes, count) in enumerate(examples):
+        cls, box, _, cls_weights, box_weights = labeler.label_anchors(
+            anchors, boxes[:count], tf.expand_dims(classes[:count], 1))
+        for level in cls:
+            np.testing.assert_array_equal(got["cls_targets"][level][i], cls[level])
+            # encoded with the same ops on a larger tensor: equal to within rounding
+            np.testing.assert_allclose(got["box_targets"][level][i], box[level],
+                                       rtol=1e-6, atol=1e-5)
+        np.testing.assert_array_equal(got["cls_weights"][i], cls_weights)
+        np.testing.assert_array_equal(got["box_weights"][i], box_weights)
+
+
 def test_flip_is_a_mirror_chosen_by_the_key(tiny_dataset):
     config = make_tiny_config(tiny_dataset)
     aug = config.train_config.augmentation
     aug.scale_min = aug.scale_max = 1.0
     example = next(iter(tf.data.TFRecordDataset(_files(tiny_dataset["train_pattern"])[0])))
-    targets = families.input_targets(config.model, 100)
     outcomes = []
     for index in range(8):
         key = tf.constant([3, index], tf.int64)
@@ -103,7 +139,7 @@ def test_flip_is_a_mirror_chosen_by_the_key(tiny_dataset):
         for flip in (True, False):
             aug.random_horizontal_flip = flip
             data = example_checks.decode_and_check(example, 3, 100)
-            images[flip] = inputs._train_example(config, key, data, targets)[0].numpy()
+            images[flip] = inputs._train_example(config, key, data, 100)[0].numpy()
         if np.array_equal(images[True], images[False]):
             outcomes.append("kept")
         else:

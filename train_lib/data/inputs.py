@@ -7,7 +7,9 @@ Contract:
   anchor targets, Faster R-CNN's RPN targets and padded ground truth);
   position is int64 [2], the `InputPosition` just after the batch's last example;
   data_counts int64 [len(example_checks.COUNTERS)], what the data contract did in
-  this stream so far (examples read, skipped by rule, boxes tidied).
+  this stream so far (examples read, skipped by rule, boxes tidied). Examples are
+  decoded, checked and augmented one by one; the targets of a batch are computed
+  together, after batching.
 - Every record is checked as it is read (example_checks.py): under
   `bad_example_policy: error` the first invalid example stops the pipeline with a
   message that names the file, the record, its source id and the rule
@@ -178,11 +180,15 @@ def _normalize(image: tf.Tensor) -> tf.Tensor:
                                           preprocess_ops.STDDEV_RGB)
 
 
-def _train_example(config: PipelineConfig, key: tf.Tensor, data: dict, targets):
-    """Augments one decoded example (see `_augment`); its labels are the family's
-    `targets` (families.input_targets) of the augmented boxes, keyed by `key`."""
+def _train_example(config: PipelineConfig, key: tf.Tensor, data: dict, max_boxes: int):
+    """Augments one decoded example (see `_augment`). Returns its normalised image
+    and (key, boxes [max_boxes, 4] in pixels, classes [max_boxes], number of boxes):
+    what the family's batched targets (families.input_targets) take, the rows past
+    the boxes zero."""
     image, boxes, classes = _augment(config, key, data)
-    return _normalize(image), targets(key, boxes, classes)
+    pad = preprocess_ops.clip_or_pad_to_fixed_size
+    return _normalize(image), (key, pad(boxes, max_boxes), pad(classes, max_boxes),
+                               tf.shape(classes)[0])
 
 
 def training_examples(config: PipelineConfig, files: list[str], count: int,
@@ -246,8 +252,8 @@ def build_train_dataset(
         data = _checked(reader, num_classes, filename, record_index, record)
         key = tf.random.experimental.stateless_fold_in(
             tf.random.experimental.stateless_fold_in(base_key, epoch), index)
-        image, labels = _train_example(config, key, data, targets)
-        return (image, labels, tf.stack([epoch, index + 1]), data["counts"],
+        image, boxes = _train_example(config, key, data, reader.max_number_of_boxes)
+        return (image, boxes, tf.stack([epoch, index + 1]), data["counts"],
                 tf.equal(data["rule"], 0))
 
     ds = tf.data.Dataset.range(start.epoch, tf.int64.max).flat_map(
@@ -259,9 +265,11 @@ def build_train_dataset(
     ds = _checked_batches(ds, parse, _parallel(reader), batch_size, drop_remainder=True,
                           skip_bad=reader.bad_example_policy == "skip",
                           skip_examples=start.offset if offset_in_examples else 0)
-    # A batch's position and data counts are those of its last example.
-    ds = ds.map(lambda images, labels, positions, counts:
-                (images, labels, positions[-1], counts[-1]))
+    # The labels of a whole batch at once (the family's targets are vectorised); a
+    # batch's position and data counts are those of its last example.
+    ds = ds.map(lambda images, boxes, positions, counts:
+                (images, targets(*boxes), positions[-1], counts[-1]),
+                num_parallel_calls=_parallel(reader), deterministic=True)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     return ds.with_options(_options())
 

@@ -7,9 +7,11 @@ dispatch on `model.architecture` (a ModelConfig) or on the built model:
 
 - `build_model(model, precision)`: the Keras model, its variables created.
 - `loss_keys(model)`: the loss terms of a training step, `total_loss` last.
-- `input_targets(model, max_boxes)`: (key, augmented boxes in pixels, classes)
-  -> the labels of one training example; `key` is the example's stateless
-  augmentation key, so targets with a random choice replay exactly on resume.
+- `input_targets(model, max_boxes)`: the function of a training batch's
+  (keys [B, 2], augmented boxes in pixels [B, max_boxes, 4], classes
+  [B, max_boxes], num_boxes [B]) to its labels (batch dimension first); rows
+  past an example's num_boxes are padding. `keys` are the examples' stateless
+  augmentation keys, so targets with a random choice replay exactly on resume.
 - `loss_normalizers(model, labels)`: per-replica counts the training step sums
   over replicas before the losses (outside any XLA-compiled part).
 - `train_outputs(model_cfg, net, images, labels)`: the training forward pass.

@@ -120,16 +120,18 @@ def _anchor_boxes(model: ModelConfig) -> dict:
 
 
 def input_targets(model: ModelConfig, max_boxes: int):
-    """The function of one augmented example's (key, boxes in pixels [N, 4], classes
-    [N]) to its labels: `rpn_score_targets` and `rpn_box_targets` per level, and
-    `gt_boxes` [max_boxes, 4] and `gt_classes` [max_boxes], padded with -1."""
+    """The function of a batch's augmented boxes to its labels (families.py states
+    its arguments): per example, `rpn_score_targets` and `rpn_box_targets` per level
+    (Model Garden's RpnAnchorLabeler with a stateless sample keyed by the example's
+    key), and `gt_boxes` [max_boxes, 4] and `gt_classes` [max_boxes], padded with
+    -1; each with the batch dimension first."""
     rpn = model.rpn
     labeler = anchor.AnchorLabeler(match_threshold=rpn.match_threshold,
                                    unmatched_threshold=rpn.unmatched_threshold)
     anchors = _anchor_boxes(model)
     flat_anchors = tf.concat([tf.reshape(a, [-1, 4]) for a in anchors.values()], axis=0)
 
-    def targets(key: tf.Tensor, boxes: tf.Tensor, classes: tf.Tensor) -> dict:
+    def example_targets(key: tf.Tensor, boxes: tf.Tensor, classes: tf.Tensor) -> dict:
         # Model Garden's RpnAnchorLabeler.label_anchors, with a stateless sample.
         similarity = labeler.similarity_calc(flat_anchors, boxes)
         match_indices, match_indicators = labeler.matcher(similarity)
@@ -148,6 +150,19 @@ def input_targets(model: ModelConfig, max_boxes: int):
             "gt_boxes": pad(boxes, max_boxes, -1),
             "gt_classes": pad(tf.cast(classes, tf.int32), max_boxes, -1),
         }
+
+    def level_specs(per_anchor: int, dtype) -> dict:
+        return {level: tf.TensorSpec([a.shape[0], a.shape[1], a.shape[2] // 4 * per_anchor],
+                                     dtype) for level, a in anchors.items()}
+    signature = {"rpn_score_targets": level_specs(1, tf.int32),
+                 "rpn_box_targets": level_specs(4, tf.float32),
+                 "gt_boxes": tf.TensorSpec([max_boxes, 4], tf.float32),
+                 "gt_classes": tf.TensorSpec([max_boxes], tf.int32)}
+
+    def targets(keys: tf.Tensor, boxes: tf.Tensor, classes: tf.Tensor,
+                num_boxes: tf.Tensor) -> dict:
+        return tf.map_fn(lambda e: example_targets(e[0], e[1][:e[3]], e[2][:e[3]]),
+                         (keys, boxes, classes, num_boxes), fn_output_signature=signature)
 
     return targets
 
