@@ -8,8 +8,8 @@ Contract:
   position is int64 [2], the `InputPosition` just after the batch's last example;
   data_counts int64 [len(example_checks.COUNTERS)], what the data contract did in
   this stream so far (examples read, skipped by rule, boxes tidied). Examples are
-  decoded, checked and augmented one by one; the targets of a batch are computed
-  together, after batching.
+  decoded, checked and augmented one by one; a batch is normalised and its
+  targets computed together, after batching.
 - Every record is checked as it is read (example_checks.py): under
   `bad_example_policy: error` the first invalid example stops the pipeline with a
   message that names the file, the record, its source id and the rule
@@ -181,14 +181,13 @@ def _normalize(image: tf.Tensor) -> tf.Tensor:
 
 
 def _train_example(config: PipelineConfig, key: tf.Tensor, data: dict, max_boxes: int):
-    """Augments one decoded example (see `_augment`). Returns its normalised image
-    and (key, boxes [max_boxes, 4] in pixels, classes [max_boxes], number of boxes):
-    what the family's batched targets (families.input_targets) take, the rows past
-    the boxes zero."""
+    """Augments one decoded example (see `_augment`). Returns its image (float32
+    0..255: normalised with its batch) and (key, boxes [max_boxes, 4] in pixels,
+    classes [max_boxes], number of boxes): what the family's batched targets
+    (families.input_targets) take, the rows past the boxes zero."""
     image, boxes, classes = _augment(config, key, data)
     pad = preprocess_ops.clip_or_pad_to_fixed_size
-    return _normalize(image), (key, pad(boxes, max_boxes), pad(classes, max_boxes),
-                               tf.shape(classes)[0])
+    return image, (key, pad(boxes, max_boxes), pad(classes, max_boxes), tf.shape(classes)[0])
 
 
 def training_examples(config: PipelineConfig, files: list[str], count: int,
@@ -265,10 +264,10 @@ def build_train_dataset(
     ds = _checked_batches(ds, parse, _parallel(reader), batch_size, drop_remainder=True,
                           skip_bad=reader.bad_example_policy == "skip",
                           skip_examples=start.offset if offset_in_examples else 0)
-    # The labels of a whole batch at once (the family's targets are vectorised); a
-    # batch's position and data counts are those of its last example.
+    # A whole batch normalised and labelled at once (the family's targets are
+    # vectorised); a batch's position and data counts are its last example's.
     ds = ds.map(lambda images, boxes, positions, counts:
-                (images, targets(*boxes), positions[-1], counts[-1]),
+                (_normalize(images), targets(*boxes), positions[-1], counts[-1]),
                 num_parallel_calls=_parallel(reader), deterministic=True)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     return ds.with_options(_options())
