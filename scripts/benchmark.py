@@ -16,7 +16,8 @@ as JSON on stdout or into a file):
    every 100; checkpoints every --checkpoint_every_n as ours): the same figures;
 3. the bare limit: the same model's forward + backward + apply in a tf.function
    while-loop over (a) this driver's input pipeline and (b) one constant batch,
-   and where (b)'s time goes: the forward pass alone, forward + backward;
+   and where (b)'s time goes: the forward pass alone, forward + backward, the
+   optimizer's apply alone, and the rest (the step's ops waiting on one another);
 4. the input pipeline alone, images/s, against what training consumes;
 5. one save's stall, sync and async, and the checkpoint's size;
 6. process start to the end of the first step, fresh and on resume.
@@ -78,8 +79,11 @@ def input_pipeline(config, files: list[str], batches: int) -> float:
 def bare_loops(config, files: list[str], steps: int) -> tuple[dict, tf.train.Checkpoint]:
     """Steps/s of the same model in a tf.function while-loop (no hooks, no position,
     no checks): the whole step (forward + backward + apply) over the input pipeline
-    and over one constant batch, and, over that constant batch, the forward pass
-    alone and forward + backward without the apply (where a step's time goes).
+    and over one constant batch; over that constant batch, the forward pass alone
+    and forward + backward without the apply (where a step's time goes); and the
+    optimizer's apply alone, on fixed gradients. The partial loops run one step at a
+    time (parallel_iterations 1): writing no variable, their steps could otherwise
+    overlap, which a training step's cannot (each reads the last one's update).
     Each the median of REPEATS calls of `steps` steps after a traced first call,
     the loops' calls taken in turn.
     Returns the figures and a checkpoint of that model and optimizer."""
@@ -89,13 +93,17 @@ def bare_loops(config, files: list[str], steps: int) -> tuple[dict, tf.train.Che
     optimizer.build(model.trainable_variables)
     variables = model.trainable_variables
 
-    def step(images, labels, part):
+    def gradients(images, labels):
         with tf.GradientTape() as tape:
             outputs = families.train_outputs(config.model, model, images, labels)
             regularization = tf.add_n(model.losses) if model.losses else tf.constant(0.0)
             normalizers = families.loss_normalizers(config.model, labels)  # one replica
             loss = families.compute_losses(config.model, outputs, labels, normalizers,
                                            regularization)["total_loss"]
+        return loss, tape
+
+    def step(images, labels, part):
+        loss, tape = gradients(images, labels)
         if part == "forward":
             return loss
         pairs = [(g, v) for g, v in zip(tape.gradient(loss, variables), variables, strict=True)
@@ -105,27 +113,36 @@ def bare_loops(config, files: list[str], steps: int) -> tuple[dict, tf.train.Che
         optimizer.apply_gradients(pairs)
         return loss
 
-    def make_loop(next_batch, part):
+    def make_loop(body_step, parallel):
         @tf.function(autograph=False)
         def loop(num_steps):
             def body(i, _):
-                return i + 1, step(*next_batch(), part)
+                return i + 1, body_step()
             return tf.while_loop(lambda i, _: i < num_steps, body,
-                                 (tf.constant(0), tf.constant(0.0)))[1]
+                                 (tf.constant(0), tf.constant(0.0)),
+                                 parallel_iterations=parallel)[1]
         return loop
 
     iterator = iter(inputs.build_train_dataset(config, files))
     constant_images, constant_labels, _, _ = next(iterator)
+    loss, tape = gradients(constant_images, constant_labels)
+    fixed = [(tf.constant(g), v) for g, v in zip(tape.gradient(loss, variables), variables,
+                                                 strict=True) if g is not None]
 
-    def constant():
-        return constant_images, constant_labels
-    loops = {}
-    for name, next_batch, part in (("pipeline", lambda: next(iterator)[:2], "step"),
-                                   ("constant", constant, "step"),
-                                   ("forward_backward", constant, "forward_backward"),
-                                   ("forward", constant, "forward")):
-        loops[name] = make_loop(next_batch, part)
-        loops[name](tf.constant(5)).numpy()  # traces and warms up
+    def apply_alone():
+        optimizer.apply_gradients(fixed)
+        return tf.constant(0.0)
+    loops = {
+        "pipeline": make_loop(lambda: step(*next(iterator)[:2], "step"), 10),
+        "constant": make_loop(lambda: step(constant_images, constant_labels, "step"), 10),
+        "forward_backward": make_loop(
+            lambda: step(constant_images, constant_labels, "forward_backward"), 1),
+        "forward": make_loop(lambda: step(constant_images, constant_labels, "forward"), 1),
+        "apply": make_loop(apply_alone, 1),
+    }
+    tf.get_logger().setLevel("ERROR")  # not 'retracing': five loops, five functions
+    for loop in loops.values():
+        loop(tf.constant(5)).numpy()  # traces and warms up
     # Round-robin repeats: a drift of the machine's speed then touches every loop
     # alike.
     rates: dict[str, list[float]] = {name: [] for name in loops}
@@ -174,11 +191,12 @@ def save_stall(checkpoint: tf.train.Checkpoint, root: str) -> dict:
 
 def _step_parts(bare: dict) -> list[tuple[str, float]]:
     """Where the constant-batch step's time goes: (part, milliseconds), from the
-    loops that stop after the forward pass and after the backward pass."""
-    step, forward, backward = (1000 / bare[k] for k in ("constant", "forward",
-                                                         "forward_backward"))
+    loops that stop after the forward pass and after the backward pass, the apply
+    alone, and what is left (the step's ops that wait on one another)."""
+    step, forward, backward, apply = (1000 / bare[k] for k in (
+        "constant", "forward", "forward_backward", "apply"))
     return [("forward pass", forward), ("backward pass", backward - forward),
-            ("optimizer apply", step - backward)]
+            ("optimizer apply", apply), ("the rest", step - backward - apply)]
 
 
 def _table(r: dict) -> str:
