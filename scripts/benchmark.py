@@ -16,8 +16,8 @@ as JSON on stdout or into a file):
    every 100; checkpoints every --checkpoint_every_n as ours): the same figures;
 3. the bare limit: the same model's forward + backward + apply in a tf.function
    while-loop over (a) this driver's input pipeline and (b) one constant batch,
-   and where (b)'s time goes: the forward pass alone, forward + backward, the
-   optimizer's apply alone, and the rest (the step's ops waiting on one another);
+   and where (b)'s time goes: the forward pass alone, forward + backward, and the
+   optimizer's apply alone on fixed gradients;
 4. the input pipeline alone, images/s, against what training consumes;
 5. one save's stall, sync and async, and the checkpoint's size;
 6. process start to the end of the first step, fresh and on resume.
@@ -191,12 +191,13 @@ def save_stall(checkpoint: tf.train.Checkpoint, root: str) -> dict:
 
 def _step_parts(bare: dict) -> list[tuple[str, float]]:
     """Where the constant-batch step's time goes: (part, milliseconds), from the
-    loops that stop after the forward pass and after the backward pass, the apply
-    alone, and what is left (the step's ops that wait on one another)."""
-    step, forward, backward, apply = (1000 / bare[k] for k in (
-        "constant", "forward", "forward_backward", "apply"))
+    loops that stop after the forward pass and after the backward pass, and the
+    apply alone. Each is timed alone, so they need not add up to the step (whose
+    ops overlap a little with one another)."""
+    forward, backward, apply = (1000 / bare[k] for k in (
+        "forward", "forward_backward", "apply"))
     return [("forward pass", forward), ("backward pass", backward - forward),
-            ("optimizer apply", apply), ("the rest", step - backward - apply)]
+            ("optimizer apply", apply)]
 
 
 def _table(r: dict) -> str:
