@@ -39,6 +39,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from statistics import median
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -47,7 +48,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import bench_processes  # noqa: E402  (scripts/ is this script's directory)
 import tensorflow as tf  # noqa: E402
 
-from train_lib import families  # noqa: E402
+from train_lib import cli, families  # noqa: E402
 from train_lib.checkpointing import CheckpointManager, CheckpointPolicy  # noqa: E402
 from train_lib.config import load_config  # noqa: E402
 from train_lib.data import example_checks, inputs  # noqa: E402
@@ -243,6 +244,8 @@ def main() -> None:
     parser.add_argument("--json", nargs="?", const="-", default=None,
                         help="also write the figures as JSON (to stdout, or to this file)")
     args = parser.parse_args()
+    # The warning the driver hides too (its FPN is given a level it does not use).
+    warnings.filterwarnings("ignore", message=cli.IGNORED_WARNING, category=UserWarning)
     began = time.monotonic()
     load_before = os.getloadavg()[0]
     config = load_config(args.pipeline_config_path)
