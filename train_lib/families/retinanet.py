@@ -73,7 +73,7 @@ def input_targets(model: ModelConfig, max_boxes: int):
     matching with a forced match for each box; class -1 for negative and ignored
     anchors, box targets encoded by the Faster R-CNN box coder), vectorised over the
     batch: one set of ops for the batch, not one per example, which made anchor
-    labelling three quarters of the input pipeline's time. Matches and weights are
+    labelling about 70% of the input pipeline's time. Matches and weights are
     the labeler's exactly, box targets to within rounding. The keys are unused (no
     random choice); `max_boxes` too."""
     del max_boxes
