@@ -179,6 +179,7 @@ LONGEST_FIRST = (
     "test_cli.py",
     "test_data_contract.py",
     "test_odapi_faster_rcnn.py",
+    "test_tflite.py",  # about 2 min alone
 )
 
 
