@@ -18,7 +18,9 @@ as JSON on stdout or into a file):
    while-loop over (a) this driver's input pipeline and (b) one constant batch,
    and where (b)'s time goes: the forward pass alone, forward + backward, and the
    optimizer's apply alone on fixed gradients;
-4. the input pipeline alone, images/s, against what training consumes;
+4. the input pipeline alone, images/s, against what training consumes: with
+   the records decoded once in memory (as training has them when they fit in
+   train_input_reader.decoded_cache_mb) and decoding each image as it is read;
 5. one save's stall, sync and async, and the checkpoint's size;
 6. process start to the end of the first step, fresh and on resume.
 
@@ -51,7 +53,7 @@ import tensorflow as tf  # noqa: E402
 from train_lib import cli, families  # noqa: E402
 from train_lib.checkpointing import CheckpointManager, CheckpointPolicy  # noqa: E402
 from train_lib.config import load_config  # noqa: E402
-from train_lib.data import example_checks, inputs  # noqa: E402
+from train_lib.data import decoded_cache, example_checks, inputs  # noqa: E402
 from train_lib.training import graph_optimization, workdir  # noqa: E402
 from train_lib.training.optimizer import build_optimizer  # noqa: E402
 
@@ -64,9 +66,20 @@ def _rate(count: int, fn) -> float:
     return count / (time.perf_counter() - began)
 
 
-def input_pipeline(config, files: list[str], batches: int) -> float:
-    """Images/s of the training input pipeline alone (after 10 warm-up batches)."""
-    iterator = iter(inputs.build_train_dataset(config, files))
+def training_cache(config, files: list[str]) -> decoded_cache.DecodedCache | None:
+    """The decoded cache training builds for one input pipeline (or None, as training
+    would have none)."""
+    reader = config.train_input_reader
+    return decoded_cache.build(files, None, config.model.num_classes,
+                               reader.max_number_of_boxes, reader.decoded_cache_mb,
+                               lambda m: print(m, file=sys.stderr))
+
+
+def input_pipeline(config, files: list[str], batches: int,
+                   cache: decoded_cache.DecodedCache | None) -> float:
+    """Images/s of the training input pipeline alone (after 10 warm-up batches),
+    its records looked up in `cache` or, without one, read and decoded."""
+    iterator = iter(inputs.build_train_dataset(config, files, cache=cache))
     for _ in range(10):
         next(iterator)
     batch = config.train_config.batch_size
@@ -77,7 +90,8 @@ def input_pipeline(config, files: list[str], batches: int) -> float:
     return batch * _rate(batches, take)
 
 
-def bare_loops(config, files: list[str], steps: int) -> tuple[dict, tf.train.Checkpoint]:
+def bare_loops(config, files: list[str], steps: int,
+               cache: decoded_cache.DecodedCache | None) -> tuple[dict, tf.train.Checkpoint]:
     """Steps/s of the same model in a tf.function while-loop (no hooks, no position,
     no checks): the whole step (forward + backward + apply) over the input pipeline
     and over one constant batch; over that constant batch, the forward pass alone
@@ -124,7 +138,7 @@ def bare_loops(config, files: list[str], steps: int) -> tuple[dict, tf.train.Che
                                  parallel_iterations=parallel)[1]
         return loop
 
-    iterator = iter(inputs.build_train_dataset(config, files))
+    iterator = iter(inputs.build_train_dataset(config, files, cache=cache))
     constant_images, constant_labels, _, _ = next(iterator)
     loss, tape = gradients(constant_images, constant_labels)
     fixed = [(tf.constant(g), v) for g, v in zip(tape.gradient(loss, variables), variables,
@@ -219,6 +233,8 @@ def _table(r: dict) -> str:
         ("input pipeline alone", f"{r['input_images_per_sec']:.0f} images/s",
          f"training takes {ours['steps_per_sec'] * batch:.0f} "
          f"({ours['steps_per_sec'] * batch / r['input_images_per_sec']:.0%} of it)"),
+        ("  decoding each image as read", f"{r['input_images_per_sec_decoding']:.0f} images/s",
+         "(train_input_reader.decoded_cache_mb: 0)"),
         (f"save stall ({r['save']['size_mb']:.1f} MB checkpoint)",
          f"sync {r['save']['sync_s']:.3f} s", f"async {r['save']['async_s']:.3f} s"),
         ("start to first step", f"fresh {r['start']['fresh_s']:.1f} s",
@@ -267,10 +283,12 @@ def main() -> None:
                                                    args.checkpoint_every_n)
         note("start to first step, fresh and resumed")
         start = bench_processes.start_to_first_step(config_path, os.path.join(root, "start"))
-        note("input pipeline alone")
-        images_per_sec = input_pipeline(config, files, 4 * args.bare_steps // 2)
+        note("input pipeline alone, from the decoded cache and from the files")
+        cache = training_cache(config, files)
+        images_per_sec = input_pipeline(config, files, 4 * args.bare_steps // 2, cache)
+        uncached_per_sec = input_pipeline(config, files, 4 * args.bare_steps // 2, None)
         note("bare loops")
-        bare, checkpoint = bare_loops(config, files, args.bare_steps)
+        bare, checkpoint = bare_loops(config, files, args.bare_steps, cache)
         note("save stall")
         save = save_stall(checkpoint, os.path.join(root, "saves"))
     finally:
@@ -280,7 +298,9 @@ def main() -> None:
         "grappler": grappler,
         "load_average_1m": [load_before, os.getloadavg()[0]], "cpus": os.cpu_count(),
         "ours": ours, "model_garden": {k: v for k, v in mg.items() if k != "config_file"},
-        "bare": bare, "input_images_per_sec": images_per_sec, "save": save, "start": start,
+        "bare": bare, "input_images_per_sec": images_per_sec,
+        "input_images_per_sec_decoding": uncached_per_sec, "decoded_cache": cache is not None,
+        "save": save, "start": start,
         "ratio_vs_model_garden": ours["steps_per_sec"] / mg["steps_per_sec"],
         "ratio_vs_model_garden_wall": mg["wall_s"] / ours["wall_s"],
         "ratio_vs_bare_constant": ours["steps_per_sec"] / bare["constant"],

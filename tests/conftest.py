@@ -111,17 +111,18 @@ def run_trainer(*args: str, timeout: float = 600, env: dict | None = None,
 
 @pytest.fixture(scope="session")
 def trained_run(tiny_dataset, tmp_path_factory) -> dict:
-    """A tiny model trained 4 steps with train() (ckpt-2 and ckpt-4, pipeline.yaml); tests
-    only read its model_dir. Its post-processing keeps every score (threshold 0), so even
-    this barely trained model returns detections."""
+    """A tiny model trained 4 steps with train() (ckpt-2 and ckpt-4, pipeline.yaml, its
+    log lines in "log"); tests only read its model_dir. Its post-processing keeps every
+    score (threshold 0), so even this barely trained model returns detections."""
     from train_lib.training.trainer import train
 
     config = make_tiny_config(tiny_dataset, num_steps=4)
     config.model.post_processing.score_threshold = 0.0
     model_dir = str(tmp_path_factory.mktemp("trained") / "run")
-    train(config, model_dir, checkpoint_every_n=2, record_summaries=False)
+    lines: list[str] = []
+    train(config, model_dir, checkpoint_every_n=2, record_summaries=False, log=lines.append)
     assert ckpt_steps(model_dir) == [2, 4]
-    return {"model_dir": model_dir, "config": config}
+    return {"model_dir": model_dir, "config": config, "log": lines}
 
 
 @pytest.fixture(scope="session")

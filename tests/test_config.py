@@ -329,6 +329,8 @@ VALUE_ERRORS = [
     ("eval_input_reader.num_parallel_calls=0",
      "eval_input_reader.num_parallel_calls is 0; must be -1 (autotune) or >= 1"),
     ("train_input_reader.num_parallel_calls=-2", "train_input_reader.num_parallel_calls is -2"),
+    ("train_input_reader.decoded_cache_mb=-1",
+     "train_input_reader.decoded_cache_mb is -1; must be >= 0 (0: no cache)"),
     ("eval_config.batch_size=0", "eval_config.batch_size is 0; must be >= 1"),
     ("eval_config.eval_every_n=-1", "eval_config.eval_every_n is -1; must be >= 0"),
     ("eval_config.metric_for_best=ap50", "eval_config.metric_for_best is 'ap50'; must be one of "

@@ -60,11 +60,18 @@ def test_cadence_rotation_final_save_resume_and_event_log(tiny_dataset, tmp_path
 
 
 def test_same_seed_same_weights(trained_run, tiny_dataset, tmp_path):
-    """The same config trains to the same weights, whatever the checkpoint cadence:
-    trained_run (the same 4 steps, saved every 2) and a run saved once."""
+    """The same config trains to the same weights, whatever the checkpoint cadence and
+    whether its records are decoded once in memory: trained_run (the same 4 steps,
+    saved every 2, its records in the decoded cache) and a run saved once that decodes
+    each image as it reads it."""
     model_dir = str(tmp_path / "b")
-    train(make_tiny_config(tiny_dataset, num_steps=4), model_dir, checkpoint_every_n=100,
-          record_summaries=False)
+    config = make_tiny_config(tiny_dataset, num_steps=4)
+    config.train_input_reader.decoded_cache_mb = 0
+    lines: list[str] = []
+    train(config, model_dir, checkpoint_every_n=100, record_summaries=False, log=lines.append)
+    assert not any(line.startswith("input cache") for line in lines), lines
+    assert any(line.startswith("input cache: 48 training records of 2 files decoded in memory")
+               for line in trained_run["log"]), trained_run["log"]
     weights = []
     for run_dir in (trained_run["model_dir"], model_dir):
         reader = tf.train.load_checkpoint(os.path.join(run_dir, "ckpt-4"))

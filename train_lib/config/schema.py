@@ -181,6 +181,10 @@ class InputReaderConfig:
     # with a message naming the file, the record and the rule; `skip` drops it and
     # counts it by rule.
     bad_example_policy: str = "error"
+    # Training decodes and checks its records once, in memory, when they fit in this
+    # many MiB (per input pipeline); 0 decodes each image every time it is read.
+    # Evaluation reads its files each time.
+    decoded_cache_mb: int = 2048
 
     def problems(self, prefix: str) -> list[str]:
         """`prefix` is train_input_reader or eval_input_reader."""
@@ -192,6 +196,8 @@ class InputReaderConfig:
                "must be >= 1 (1 disables shuffling)")
         c.need(self.num_parallel_calls == -1 or self.num_parallel_calls >= 1,
                "num_parallel_calls", self.num_parallel_calls, "must be -1 (autotune) or >= 1")
+        c.need(self.decoded_cache_mb >= 0, "decoded_cache_mb", self.decoded_cache_mb,
+               "must be >= 0 (0: no cache)")
         return c.problems
 
 

@@ -37,7 +37,7 @@ from official.vision.ops import box_ops, preprocess_ops
 
 from train_lib import families
 from train_lib.config import InputReaderConfig, PipelineConfig
-from train_lib.data import example_checks, records
+from train_lib.data import decoded_cache, example_checks, records
 
 # Marks our own in-graph input errors so the trainer can show them cleanly.
 INPUT_ERROR_MARK = "INPUT_ERROR: "
@@ -54,20 +54,27 @@ class InputPosition:
     offset: int = 0
 
 
-def _checked(reader: InputReaderConfig, num_classes: int, filename: tf.Tensor,
-             record_index: tf.Tensor, record: tf.Tensor) -> dict:
-    """`example_checks.decode_and_check` of one record; under bad_example_policy
-    `error` an invalid example stops the pipeline with an assertion that names its
-    file and record (`INPUT_ERROR_MARK` first). The message the user sees is
-    written on the host from that record (`input_errors.explain_input_error`): in the graph,
-    the check costs one op per example."""
-    data = example_checks.decode_and_check(record, num_classes, reader.max_number_of_boxes)
+def _checked(reader: InputReaderConfig, data: dict, filename: tf.Tensor,
+             record_index: tf.Tensor) -> dict:
+    """`data`, one record's `example_checks.decode_and_check`; under
+    bad_example_policy `error` an invalid example stops the pipeline with an
+    assertion that names its file and record (`INPUT_ERROR_MARK` first). The message
+    the user sees is written on the host from that record
+    (`input_errors.explain_input_error`): in the graph, the check costs one op per
+    example."""
     if reader.bad_example_policy == "error":
         check = tf.debugging.Assert(tf.equal(data["rule"], 0), [
             INPUT_ERROR_MARK, filename, tf.cast(record_index, tf.int32)])
         with tf.control_dependencies([check]):
             data["image"] = tf.identity(data["image"])
     return data
+
+
+def _decoded(reader: InputReaderConfig, num_classes: int, filename: tf.Tensor,
+             record_index: tf.Tensor, record: tf.Tensor) -> dict:
+    """One serialized record decoded and `_checked`."""
+    data = example_checks.decode_and_check(record, num_classes, reader.max_number_of_boxes)
+    return _checked(reader, data, filename, record_index)
 
 
 def _keep_and_count(skip_examples: int):
@@ -227,6 +234,7 @@ def build_train_dataset(
     batch_size: int | None = None,
     input_context: tf.distribute.InputContext | None = None,
     start: InputPosition = InputPosition(),
+    cache: decoded_cache.DecodedCache | None = None,
 ) -> tf.data.Dataset:
     """Infinite, deterministic training batches `(images, labels, position,
     data_counts)` from `start` on (see the module docstring).
@@ -236,7 +244,9 @@ def build_train_dataset(
     after the examples before `start`; getting there reads, without decoding, the
     `start.offset` records before it in its epoch. A multi-replica stream (with an
     `input_context`) that skips bad examples counts its offset in examples, so it
-    decodes the examples it skips.
+    decodes the examples it skips. With `cache` (this pipeline's records, from
+    decoded_cache.build with the same files and input_context) the records are
+    looked up there instead of read and decoded; the batches are the same.
     """
     train = config.train_config
     reader = config.train_input_reader
@@ -246,18 +256,34 @@ def build_train_dataset(
     targets = families.input_targets(config.model, reader.max_number_of_boxes)
     base_key = tf.constant([train.seed, pipeline_id], tf.int64)
 
-    @tf.autograph.experimental.do_not_convert  # plain TF ops: autograph only adds start-up
-    def parse(filename, record_index, record, epoch, index):
-        data = _checked(reader, num_classes, filename, record_index, record)
+    def example(data, epoch, index):
         key = tf.random.experimental.stateless_fold_in(
             tf.random.experimental.stateless_fold_in(base_key, epoch), index)
         image, boxes = _train_example(config, key, data, reader.max_number_of_boxes)
         return (image, boxes, tf.stack([epoch, index + 1]), data["counts"],
                 tf.equal(data["rule"], 0))
 
-    ds = tf.data.Dataset.range(start.epoch, tf.int64.max).flat_map(
-        lambda epoch: records.epoch_records(files, train.seed, reader.shuffle_buffer_size,
-                                            input_context, epoch))
+    if cache is None:
+        @tf.autograph.experimental.do_not_convert  # plain TF ops: autograph only adds start-up
+        def parse(filename, record_index, record, epoch, index):
+            return example(_decoded(reader, num_classes, filename, record_index, record),
+                           epoch, index)
+
+        def epoch_elements(epoch):
+            return records.epoch_records(files, train.seed, reader.shuffle_buffer_size,
+                                         input_context, epoch)
+    else:
+        @tf.autograph.experimental.do_not_convert
+        def parse(position, record_index, epoch, index):
+            data = _checked(reader, cache.lookup(position, record_index),
+                            cache.filename(position), record_index)
+            return example(data, epoch, index)
+
+        def epoch_elements(epoch):
+            return records.epoch_indices(cache.record_counts, cache.shard_records, train.seed,
+                                         reader.shuffle_buffer_size, input_context, epoch)
+
+    ds = tf.data.Dataset.range(start.epoch, tf.int64.max).flat_map(epoch_elements)
     offset_in_examples = input_context is not None and reader.bad_example_policy == "skip"
     if not offset_in_examples:
         ds = ds.skip(start.offset)
@@ -333,7 +359,7 @@ def build_eval_dataset(
 
     @tf.autograph.experimental.do_not_convert
     def parse(filename, record_index, record):
-        data = _checked(reader, num_classes, filename, record_index, record)
+        data = _decoded(reader, num_classes, filename, record_index, record)
         image, info = _eval_example(reader, config.model.input_size, data)
         return image, info, data["counts"], tf.equal(data["rule"], 0)
 

@@ -125,39 +125,42 @@ def _train_locked(config: PipelineConfig, model_dir: str, strategy, role: distri
         if deterministic:
             tf.config.experimental.enable_op_determinism()
         tf.keras.utils.set_random_seed(train_cfg.seed)
-        model, optimizer, position, data_counts, checkpoint, required = _build_state(
-            config, strategy)
-        worker_dir = None if role.is_chief else tempfile.mkdtemp(
-            prefix=f"train_lib-worker{role.worker_index}-")
-        if async_checkpoint and role.num_workers > 1:
-            log("async checkpoints are off in multi-worker jobs: every worker saves together")
-        manager = CheckpointManager(model_dir, checkpoint, policy,
-                                    async_save=async_checkpoint and role.num_workers == 1,
-                                    log=log, is_chief=role.is_chief, worker_tmp_dir=worker_dir,
-                                    required=required)
-        try:
-            restored, start = _restore(manager, model, optimizer, fine_tune, config, strategy,
-                                       role, log)
-            if start >= num_steps:
-                log(f"training already finished: step {start} >= num_train_steps {num_steps}; "
-                    "nothing to do (raise --num_train_steps to continue)")
-                return TrainResult(start, "already_finished", start_step=start,
-                                   last_checkpoint=_prefix(model_dir, manager.latest_step))
-            examples_per_step = train_cfg.batch_size // role.num_workers
-            input_start = input_stream.start_position(_prefix(model_dir, restored), start,
-                                       examples_per_step, log)
-            position.assign([input_start.epoch, input_start.offset])
-            data_counts.assign(input_stream.restored_data_counts(
-                _prefix(model_dir, restored), int(data_counts.shape[0])))
-            iterator = input_stream.train_iterator(config, files, strategy, role, input_start, log)
-            parts = _Parts(config, model_dir, files, strategy, role, model, optimizer,
-                           iterator, position, data_counts, input_start, start,
-                           examples_per_step, manager, policy, log, progress)
-            return _run(parts, start, record_summaries)
-        finally:
-            manager.close()
-            if worker_dir:
-                shutil.rmtree(worker_dir, ignore_errors=True)
+        # Decodes the training records on a thread while the model is built and restored.
+        with input_stream.CacheBuild(config, files, role, log) as cache:
+            model, optimizer, position, data_counts, checkpoint, required = _build_state(
+                config, strategy)
+            worker_dir = None if role.is_chief else tempfile.mkdtemp(
+                prefix=f"train_lib-worker{role.worker_index}-")
+            if async_checkpoint and role.num_workers > 1:
+                log("async checkpoints are off in multi-worker jobs: every worker saves together")
+            manager = CheckpointManager(model_dir, checkpoint, policy,
+                                        async_save=async_checkpoint and role.num_workers == 1,
+                                        log=log, is_chief=role.is_chief, worker_tmp_dir=worker_dir,
+                                        required=required)
+            try:
+                restored, start = _restore(manager, model, optimizer, fine_tune, config, strategy,
+                                           role, log)
+                if start >= num_steps:
+                    log(f"training already finished: step {start} >= num_train_steps {num_steps}; "
+                        "nothing to do (raise --num_train_steps to continue)")
+                    return TrainResult(start, "already_finished", start_step=start,
+                                       last_checkpoint=_prefix(model_dir, manager.latest_step))
+                examples_per_step = train_cfg.batch_size // role.num_workers
+                input_start = input_stream.start_position(_prefix(model_dir, restored), start,
+                                           examples_per_step, log)
+                position.assign([input_start.epoch, input_start.offset])
+                data_counts.assign(input_stream.restored_data_counts(
+                    _prefix(model_dir, restored), int(data_counts.shape[0])))
+                iterator = input_stream.train_iterator(config, files, strategy, role, input_start,
+                                                       log, cache)
+                parts = _Parts(config, model_dir, files, strategy, role, model, optimizer,
+                               iterator, position, data_counts, input_start, start,
+                               examples_per_step, manager, policy, log, progress)
+                return _run(parts, start, record_summaries)
+            finally:
+                manager.close()
+                if worker_dir:
+                    shutil.rmtree(worker_dir, ignore_errors=True)
 
 
 def _prepare_inputs(config: PipelineConfig, model_dir: str, strategy, role: distribute.Role,
