@@ -69,10 +69,7 @@ def _rate(count: int, fn) -> float:
 def training_cache(config, files: list[str]) -> decoded_cache.DecodedCache | None:
     """The decoded cache training builds for one input pipeline (or None, as training
     would have none)."""
-    reader = config.train_input_reader
-    return decoded_cache.build(files, None, config.model.num_classes,
-                               reader.max_number_of_boxes, reader.decoded_cache_mb,
-                               lambda m: print(m, file=sys.stderr))
+    return decoded_cache.build(config, files, None, lambda m: print(m, file=sys.stderr))
 
 
 def input_pipeline(config, files: list[str], batches: int,

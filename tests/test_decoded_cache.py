@@ -22,9 +22,7 @@ def _files(pattern: str) -> list[str]:
 
 
 def _cache(config, files, context=None, lines=None):
-    reader = config.train_input_reader
-    return decoded_cache.build(files, context, config.model.num_classes,
-                               reader.max_number_of_boxes, reader.decoded_cache_mb,
+    return decoded_cache.build(config, files, context,
                                (lines if lines is not None else []).append)
 
 

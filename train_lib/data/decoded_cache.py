@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 from official.vision.ops import preprocess_ops
 
+from train_lib.config import PipelineConfig
 from train_lib.data import example_checks, records
 
 _MIB = 1 << 20
@@ -55,7 +56,6 @@ class DecodedCache:
     classes: tf.Tensor  # int64 [boxes]
     rules: tf.Tensor  # int32 [rows]
     counts: tf.Tensor  # int64 [rows, len(example_checks.COUNTERS)]
-    nbytes: int
 
     def lookup(self, position: tf.Tensor, record_index: tf.Tensor) -> dict:
         """Record `record_index` of file `position`, as decode_and_check returns it
@@ -95,19 +95,20 @@ def _decoded(files: list[str], num_classes: int, max_boxes: int) -> tf.data.Data
                 tf.size(classes), data["rule"], data["counts"])
     ds = tf.data.Dataset.range(len(files)).flat_map(read)
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    options = tf.data.Options()
-    # Op determinism (--deterministic) rejects the fused MapAndBatch kernel.
-    options.experimental_optimization.map_and_batch_fusion = False
-    return ds.batch(_BUILD_BATCH).prefetch(1).with_options(options)
+    return ds.batch(_BUILD_BATCH).prefetch(1).with_options(records.options())
 
 
-def build(files: list[str], input_context, num_classes: int, max_boxes: int,
-          limit_mb: int, log: Callable[[str], None],
-          stop: threading.Event | None = None) -> DecodedCache | None:
-    """This pipeline's records decoded and checked (see the module docstring), or
-    None (said in one `log` line) when they do not fit in `limit_mb` MiB, when
-    `limit_mb` is 0, or when a record cannot be read or decoded; None too, without
-    a word, once `stop` is set (checked between batches of records)."""
+def build(config: PipelineConfig, files: list[str], input_context,
+          log: Callable[[str], None], stop: threading.Event | None = None
+          ) -> DecodedCache | None:
+    """The records of this pipeline (`input_context`; None: the only one) of the
+    training `files`, decoded and checked (see the module docstring), or None (said
+    in one `log` line) when they do not fit in train_input_reader.decoded_cache_mb
+    MiB, when that is 0, or when a record cannot be read or decoded; None too,
+    without a word, once `stop` is set (checked between batches of records)."""
+    num_classes = config.model.num_classes
+    max_boxes = config.train_input_reader.max_number_of_boxes
+    limit_mb = config.train_input_reader.decoded_cache_mb
     if limit_mb <= 0:
         return None
     own, shard_records = records.pipeline_files(files, input_context)
@@ -161,8 +162,7 @@ def build(files: list[str], input_context, num_classes: int, max_boxes: int,
         boxes=tf.constant(np.concatenate(parts["boxes"]).reshape(-1, 4), tf.float32),
         classes=tf.constant(np.concatenate(parts["classes"]), tf.int64),
         rules=tf.constant(np.concatenate(parts["rules"]), tf.int32),
-        counts=tf.constant(np.concatenate(parts["counts"]), tf.int64),
-        nbytes=nbytes)
+        counts=tf.constant(np.concatenate(parts["counts"]), tf.int64))
     log(f"input cache: {len(parts['images'])} training records of {len(own)} file"
         f"{'s' * (len(own) != 1)} decoded in memory ({nbytes / _MIB:.0f} MiB, "
         f"{time.perf_counter() - begin:.1f} s)")

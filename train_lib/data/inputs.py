@@ -220,14 +220,6 @@ def training_examples(config: PipelineConfig, files: list[str], count: int,
     return examples
 
 
-def _options() -> tf.data.Options:
-    options = tf.data.Options()
-    options.deterministic = True
-    # Op determinism (--deterministic) rejects the fused MapAndBatch kernel.
-    options.experimental_optimization.map_and_batch_fusion = False
-    return options
-
-
 def build_train_dataset(
     config: PipelineConfig,
     files: list[str],
@@ -296,7 +288,7 @@ def build_train_dataset(
                 (_normalize(images), targets(*boxes), positions[-1], counts[-1]),
                 num_parallel_calls=_parallel(reader), deterministic=True)
     ds = ds.prefetch(tf.data.AUTOTUNE)
-    return ds.with_options(_options())
+    return ds.with_options(records.options())
 
 
 def preprocess_for_model(image: tf.Tensor, input_size: list[int]) -> tuple[tf.Tensor, tf.Tensor]:
@@ -370,4 +362,4 @@ def build_eval_dataset(
                           drop_remainder=False, skip_bad=reader.bad_example_policy == "skip")
     ds = ds.map(lambda images, info, counts: (images, {**info, "data_counts": counts}))
     ds = ds.prefetch(tf.data.AUTOTUNE)
-    return ds.with_options(_options())
+    return ds.with_options(records.options())

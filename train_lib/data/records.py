@@ -21,6 +21,15 @@ import tensorflow as tf
 _EPOCH_SEED_STRIDE = 1_000_003
 
 
+def options() -> tf.data.Options:
+    """The options of every dataset of records: deterministic, and accepted under op
+    determinism (--deterministic), which rejects the fused MapAndBatch kernel."""
+    opts = tf.data.Options()
+    opts.deterministic = True
+    opts.experimental_optimization.map_and_batch_fusion = False
+    return opts
+
+
 def pipeline_files(files: list[str], input_context) -> tuple[list[str], bool]:
     """This input pipeline's files, and whether its records must still be sharded
     (fewer files than pipelines: each pipeline takes every n-th record instead)."""

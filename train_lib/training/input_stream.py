@@ -63,7 +63,6 @@ class CacheBuild:
 
     def __init__(self, config: PipelineConfig, files: list[str], role: distribute.Role,
                  log: Callable[[str], None]):
-        reader = config.train_input_reader
         # The input context tf.distribute gives this worker's one input pipeline.
         self.pipelines = (role.num_workers, role.worker_index)
         context = (tf.distribute.InputContext(role.num_workers, role.worker_index)
@@ -74,9 +73,7 @@ class CacheBuild:
 
         def run() -> None:
             try:
-                self._cache = decoded_cache.build(
-                    files, context, config.model.num_classes, reader.max_number_of_boxes,
-                    reader.decoded_cache_mb, log, self._stop)
+                self._cache = decoded_cache.build(config, files, context, log, self._stop)
             except BaseException as err:  # re-raised by result(), on the caller's thread
                 self._error = err
         self._thread = threading.Thread(target=run, name="decoded-cache", daemon=True)
@@ -116,13 +113,8 @@ def train_iterator(config: PipelineConfig, files: list[str], strategy, role: dis
     def dataset(batch_size: int, context: tf.distribute.InputContext | None):
         pipelines = ((context.num_input_pipelines, context.input_pipeline_id) if context
                      else (1, 0))
-        if pipelines == cache.pipelines:
-            records = cache.result()
-        else:  # not the pipeline the cache was built for
-            reader = config.train_input_reader
-            records = decoded_cache.build(files, context, config.model.num_classes,
-                                          reader.max_number_of_boxes,
-                                          reader.decoded_cache_mb, log)
+        records = (cache.result() if pipelines == cache.pipelines
+                   else decoded_cache.build(config, files, context, log))  # another pipeline
         return inputs.build_train_dataset(config, files, batch_size, context, start, records)
 
     if strategy.num_replicas_in_sync == 1:
