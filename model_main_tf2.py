@@ -23,7 +23,6 @@ Logs: this repository's INFO lines and warnings from any library; --verbosity=1
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 from absl import app, flags, logging
@@ -33,7 +32,7 @@ from train_lib import cli
 if TYPE_CHECKING:
     from train_lib.config import PipelineConfig
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+cli.tensorflow_defaults()  # before TensorFlow is imported
 
 FLAGS = flags.FLAGS
 

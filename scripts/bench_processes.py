@@ -27,9 +27,12 @@ class RunFailed(RuntimeError):
     """A measured subprocess exited non-zero (its last lines are in the message)."""
 
 
-def run_timed(args: list[str], cwd: str = REPO) -> tuple[float, list[tuple[float, str]]]:
-    """Runs `args`; returns (wall seconds, [(seconds since start, stderr line)])."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+def run_timed(args: list[str], cwd: str = REPO,
+              unset: tuple[str, ...] = ()) -> tuple[float, list[tuple[float, str]]]:
+    """Runs `args` in this process's environment less the variables `unset`;
+    returns (wall seconds, [(seconds since start, stderr line)])."""
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     began = time.monotonic()
     proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
@@ -136,9 +139,11 @@ def model_garden_experiment(config, files: list[str], steps: int,
 
 
 def model_garden_training(config, files: list[str], work_dir: str, steps: int,
-                          checkpoint_every_n: int) -> dict:
+                          checkpoint_every_n: int, unset: tuple[str, ...] = ()) -> dict:
     """Model Garden's trainer (`official.vision.train`, Orbit) on the equivalent
-    experiment: steady steps/s (its `steps/sec` lines) and whole-process wall time."""
+    experiment, in this process's environment less `unset` (the variables that our
+    driver's defaults set, not the user): steady steps/s (its `steps/sec` lines)
+    and whole-process wall time."""
     experiment = model_garden_experiment(config, [os.path.abspath(f) for f in files], steps,
                                          checkpoint_every_n)
     config_file = os.path.join(work_dir, "model_garden_retinanet.yaml")
@@ -147,7 +152,8 @@ def model_garden_training(config, files: list[str], work_dir: str, steps: int,
     wall, lines = run_timed([sys.executable, "-m", "official.vision.train",
                              "--experiment=retinanet_resnetfpn_coco", "--mode=train",
                              f"--config_file={config_file}",
-                             f"--model_dir={os.path.join(work_dir, 'model_garden')}"])
+                             f"--model_dir={os.path.join(work_dir, 'model_garden')}"],
+                            unset=unset)
     rates = [float(m.group(2)) for _, line in lines if (m := _MG_STEP.search(line))]
     if not rates:
         raise RunFailed("Model Garden's trainer logged no 'train | step' line")

@@ -18,7 +18,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from train_lib import cli  # noqa: E402
+
+cli.tensorflow_defaults()  # before TensorFlow is imported
 
 from train_lib.config import load_config  # noqa: E402
 from train_lib.training.trainer import train  # noqa: E402

@@ -29,6 +29,12 @@ JSON ratios: `ratio_vs_model_garden` (steady steps/s, ours over theirs),
 ours finishes first), `ratio_vs_bare_constant` (ours over the constant-batch
 loop), `async_stall_ratio` (async stall over sync stall).
 
+Our driver and the bare loops run with the driver's TensorFlow settings
+(cli.tensorflow_defaults: oneDNN's kernels on x86-64); Model Garden's trainer in
+the environment the benchmark was started in, as a user would run it (set
+TF_ENABLE_ONEDNN_OPTS=1 to give it oneDNN's kernels too). The first line says
+which each had.
+
 Figures are wall clock: on a machine shared with other work they are noise.
 """
 
@@ -45,12 +51,16 @@ import warnings
 from statistics import median
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from train_lib import cli  # noqa: E402
+
+# Model Garden's trainer runs in the user's environment, without our defaults.
+USER_ONEDNN = os.environ.get(cli.ONEDNN)
+cli.tensorflow_defaults()  # before TensorFlow is imported, as the driver does
 
 import bench_processes  # noqa: E402  (scripts/ is this script's directory)
 import tensorflow as tf  # noqa: E402
 
-from train_lib import cli, families  # noqa: E402
+from train_lib import families  # noqa: E402
 from train_lib.checkpointing import CheckpointManager, CheckpointPolicy  # noqa: E402
 from train_lib.config import load_config  # noqa: E402
 from train_lib.data import decoded_cache, example_checks, inputs  # noqa: E402
@@ -246,6 +256,10 @@ def _table(r: dict) -> str:
     return "\n".join([*lines, ratios])
 
 
+def _onednn(value: str | None) -> str:
+    return "unset (TensorFlow's default)" if value is None else value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pipeline_config_path", default="configs/shapes_retinanet.yaml")
@@ -276,8 +290,9 @@ def main() -> None:
         ours = bench_processes.our_training(config_path, os.path.join(root, "ours"),
                                             args.steps, args.checkpoint_every_n)
         note(f"Model Garden's trainer, {args.steps} steps")
-        mg = bench_processes.model_garden_training(config, files, root, args.steps,
-                                                   args.checkpoint_every_n)
+        mg = bench_processes.model_garden_training(
+            config, files, root, args.steps, args.checkpoint_every_n,
+            unset=(cli.ONEDNN,) if USER_ONEDNN is None else ())
         note("start to first step, fresh and resumed")
         start = bench_processes.start_to_first_step(config_path, os.path.join(root, "start"))
         note("input pipeline alone, from the decoded cache and from the files")
@@ -293,6 +308,7 @@ def main() -> None:
     results = {
         "config": args.pipeline_config_path, "batch_size": config.train_config.batch_size,
         "grappler": grappler,
+        "onednn": {"ours": os.environ.get(cli.ONEDNN), "model_garden": USER_ONEDNN},
         "load_average_1m": [load_before, os.getloadavg()[0]], "cpus": os.cpu_count(),
         "ours": ours, "model_garden": {k: v for k, v in mg.items() if k != "config_file"},
         "bare": bare, "input_images_per_sec": images_per_sec,
@@ -306,6 +322,8 @@ def main() -> None:
     }
     print(f"{args.pipeline_config_path}, batch {results['batch_size']}, {os.cpu_count()} CPUs, "
           f"grappler {'on' if grappler else 'off'} (ours), "
+          f"TF_ENABLE_ONEDNN_OPTS {_onednn(os.environ.get(cli.ONEDNN))} (ours) and "
+          f"{_onednn(USER_ONEDNN)} (Model Garden), "
           f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after; took "
           f"{results['benchmark_wall_s']:.0f} s")
     print(_table(results))

@@ -32,7 +32,7 @@ from absl import app, flags  # noqa: E402
 
 from train_lib import cli  # noqa: E402
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+cli.tensorflow_defaults()  # before TensorFlow is imported
 
 FLAGS = flags.FLAGS
 

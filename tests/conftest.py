@@ -15,7 +15,12 @@ ODAPI_FIXTURE = os.path.join(os.path.dirname(REPO), "shared", "fixtures", "odapi
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+from train_lib import cli  # noqa: E402
 from train_lib.config import PipelineConfig, dump_config  # noqa: E402
+
+# Before TensorFlow is imported: the tests (and the programs they start) run with
+# the driver's TensorFlow settings, oneDNN's kernels included (cli.py).
+cli.tensorflow_defaults()
 
 
 @pytest.fixture(scope="session")

@@ -16,12 +16,16 @@
   then only this repository's lines and anyone's errors show, and TensorFlow's
   C++ start-up errors (no GPU) are hidden too. absl's own `--verbosity=1`
   (`-v 1`) shows everything again (`quiet_library_logs`).
+- TensorFlow's process defaults (`tensorflow_defaults`, which `main` applies
+  before anything imports TensorFlow): its C++ log at WARNING and above, and
+  oneDNN's kernels on x86-64 CPUs.
 """
 
 from __future__ import annotations
 
 import logging as std_logging
 import os
+import platform
 import sys
 import warnings
 from collections.abc import Callable
@@ -39,6 +43,7 @@ OWN_PATHS = (os.path.join(REPO_ROOT, "train_lib") + os.sep,
              os.path.join(REPO_ROOT, "model_main_tf2.py"))
 # tf_keras warns on every call of Model Garden's FPN over the backbone's level-6 output.
 CPP_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
+ONEDNN = "TF_ENABLE_ONEDNN_OPTS"
 IGNORED_WARNING = r"Input dict contained keys .* which did not match any model input"
 
 
@@ -90,6 +95,26 @@ def quiet_library_logs(library_warnings: bool = True) -> OwnLinesFilter:
     return own
 
 
+def tensorflow_defaults() -> None:
+    """Sets TensorFlow's process settings that the user has not set; call it before
+    TensorFlow is imported (later it changes nothing).
+
+    - TF_CPP_MIN_LOG_LEVEL=2: TensorFlow's C++ start-up chatter (INFO and
+      WARNING) is hidden, its errors shown.
+    - TF_ENABLE_ONEDNN_OPTS=1 on x86-64: oneDNN's convolution, batch-norm and
+      pooling kernels. TensorFlow turns them on by itself only on CPUs with
+      AVX-512 VNNI, BF16 or AMX; on an AVX2 CPU (AMD EPYC, 2 cores) they made the
+      default model's training step 1.45 times as fast as TensorFlow's own
+      kernels, with the same seed giving the same losses run after run.
+      There TensorFlow prints one line at start-up ("oneDNN supports DT_INT32
+      only on platforms with AVX-512"): its integer ops keep their own kernels.
+      TF_ENABLE_ONEDNN_OPTS=0 turns them off.
+    """
+    os.environ.setdefault(CPP_LOG_LEVEL, "2")
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        os.environ.setdefault(ONEDNN, "1")
+
+
 def main(run: Callable[..., int], verbose: bool = True, positional: bool = False,
          library_warnings: bool = True) -> Callable[[list[str]], None]:
     """An absl main: logs at INFO if `verbose` (unless --verbosity is given), hides
@@ -103,7 +128,7 @@ def main(run: Callable[..., int], verbose: bool = True, positional: bool = False
             logging.set_verbosity(logging.INFO)
         if logging.get_verbosity() < logging.DEBUG:
             quiet_library_logs(library_warnings)
-        os.environ.setdefault(CPP_LOG_LEVEL, "2")  # TensorFlow's C++ start-up chatter
+        tensorflow_defaults()
         try:
             code = run(list(argv[1:])) if positional else run()
         except UserError as err:
