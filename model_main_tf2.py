@@ -32,8 +32,6 @@ from train_lib import cli
 if TYPE_CHECKING:
     from train_lib.config import PipelineConfig
 
-cli.tensorflow_defaults()  # before TensorFlow is imported
-
 FLAGS = flags.FLAGS
 
 # --helpfull lists flags by group, in this order, before absl's own.

@@ -32,8 +32,6 @@ from absl import app, flags  # noqa: E402
 
 from train_lib import cli  # noqa: E402
 
-cli.tensorflow_defaults()  # before TensorFlow is imported
-
 FLAGS = flags.FLAGS
 
 flags.DEFINE_enum("format", None, ["coco", "voc", "csv"],

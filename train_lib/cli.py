@@ -41,9 +41,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OWN_PATHS = (os.path.join(REPO_ROOT, "train_lib") + os.sep,
              os.path.join(REPO_ROOT, "scripts") + os.sep,
              os.path.join(REPO_ROOT, "model_main_tf2.py"))
-# tf_keras warns on every call of Model Garden's FPN over the backbone's level-6 output.
 CPP_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
 ONEDNN = "TF_ENABLE_ONEDNN_OPTS"
+# tf_keras warns on every call of Model Garden's FPN over the backbone's level-6 output.
 IGNORED_WARNING = r"Input dict contained keys .* which did not match any model input"
 
 
