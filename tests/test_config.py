@@ -305,7 +305,6 @@ VALUE_ERRORS = [
     ("train_config.learning_rate.schedule=linear",
      "train_config.learning_rate.schedule is 'linear'; must be one of constant, cosine, step"),
     ("train_config.learning_rate.base=0", "train_config.learning_rate.base is 0.0; must be > 0"),
-    ("train_config.learning_rate.base=.nan", "train_config.learning_rate.base is nan"),
     ("train_config.learning_rate.warmup_steps=-1", "warmup_steps is -1; must be >= 0"),
     ("train_config.learning_rate.warmup_start=-0.1", "warmup_start is -0.1; must be >= 0"),
     ("train_config.learning_rate.cosine_alpha=1.5", "cosine_alpha is 1.5; must be in [0, 1]"),

@@ -20,6 +20,7 @@ raise TextProtoError with the source, line and column.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -86,16 +87,25 @@ def scalar_value(node: Node) -> int | float | bool | str:
     (`1.0f` allowed), `true`/`false` as bool, strings and other identifiers (enum
     names) as str."""
     if node.kind == "number":
-        text = node.value
-        if not text.lower().lstrip("+-").startswith("0x"):
-            text = text.rstrip("fF")
-        try:
-            return int(text, 0)
-        except ValueError:
-            return float(text)
+        return _number_value(node.value)
     if node.kind == "identifier" and node.value in ("true", "True", "false", "False"):
         return node.value in ("true", "True")
     return node.value
+
+
+# Identifiers protobuf's text format reads as float values; refused, with numbers beyond
+# a float's range: no field of a config or a label map means NaN or infinity.
+_NON_FINITE = ("inf", "infinity", "nan")
+
+
+def _number_value(text: str) -> int | float:
+    """A number token's value: int (decimal, hex, octal) or float (`1.0f` allowed)."""
+    if not text.lower().lstrip("+-").startswith("0x"):
+        text = text.rstrip("fF")
+    try:
+        return int(text, 0)
+    except ValueError:  # a float, or a decimal integer of more digits than Python reads
+        return float(text)
 
 
 # ---------------------------------------------------------------- tokenizer
@@ -185,9 +195,12 @@ def _tokenize(text: str, source: str) -> list[_Token]:
         column = pos - line_start + 1
         m = _TOKEN_RE.match(text, pos)
         if not m:
+            signed = re.match(r"[-+](inf|infinity|nan)\b", text[pos:], re.IGNORECASE)
             problem = (
                 "unterminated string (strings must close on their line)"
-                if text[pos] in "'\"" else f"unexpected character {text[pos]!r}")
+                if text[pos] in "'\"" else
+                f"{signed.group(0)!r} is not a finite number; write a finite value"
+                if signed else f"unexpected character {text[pos]!r}")
             raise TextProtoError(source, line, column, problem)
         kind, raw = m.lastgroup, m.group(0)
         if kind == "newline":
@@ -299,6 +312,18 @@ class _Parser:
                 bad = self._peek()
                 raise self._error(bad, f"expected ',' or ']' in list, found {self._describe(bad)}")
 
+    def _check_finite(self, tok: _Token, path: str) -> None:
+        """Raises TextProtoError at `tok` if it is nan, inf, infinity or a number beyond a
+        float's range (every comparison with NaN is false: it would pass any check)."""
+        if tok.kind == "identifier":
+            bad = tok.text.lower() in _NON_FINITE
+        else:
+            value = _number_value(tok.text)
+            bad = isinstance(value, float) and not math.isfinite(value)
+        if bad:
+            raise self._error(tok, f"`{path}` is {tok.text!r:.40}, not a finite number; "
+                                   "write a finite value")
+
     def _scalar(self, name: str, path: str, at: _Token) -> Node:
         """The value that is the next token; adjacent strings concatenate, as in protobuf."""
         tok = self._next()
@@ -308,6 +333,7 @@ class _Parser:
                 text += self._next().text
             return Node(name, "string", at.line, at.column, path, value=text)
         if tok.kind in ("number", "identifier"):
+            self._check_finite(tok, path)
             return Node(name, tok.kind, at.line, at.column, path, value=tok.text)
         raise self._error(tok, f"expected a value, found {self._describe(tok)}")
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,9 @@ __all__ = ["ACCEPTS", "PATHS", "STRING_OR_INTEGER", "STRING_OR_SWITCH", "Source"
            "merge_into"]
 
 T = TypeVar("T")
+
+# Every integer of a config ends up in a TensorFlow or NumPy int64.
+_INT64 = 2**63
 
 # Field metadata key: a str field given `STRING_OR_INTEGER` also accepts an
 # integer (stored as its text); a str field given `STRING_OR_SWITCH` also accepts
@@ -84,7 +88,10 @@ def describe(value: Any) -> str:
              dict: "mapping"}
     if value is None:
         return "nothing (null)"
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an integer of more digits than Python converts to text
+        text = f"of {value.bit_length()} bits"
     if len(text) > 80:
         text = text[:77] + "..."
     return f"{kinds.get(type(value), type(value).__name__)} {text}"
@@ -118,6 +125,21 @@ def _coerce_widened(value: Any, accepts: str, path: str, source: Source) -> Any:
     raise TypeError(f"unknown {ACCEPTS} {accepts!r} at {path}")  # schema bug
 
 
+def _finite(value: int | float, path: str, source: Source) -> float:
+    """`value` as a float; ConfigError if it is NaN or infinite (YAML's .nan, .inf, 1e999)
+    or an integer beyond a float's range. No setting means NaN: every comparison with
+    it is false, so it would pass every range check."""
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        shown = repr(number) if isinstance(value, float) else "an integer beyond a float's range"
+        raise ConfigError(f"{source.where(path)}: {path} is {shown}; must be a finite number "
+                          "(NaN and infinity are not settings)")
+    return number
+
+
 def _coerce(value: Any, ftype: Any, path: str, source: Source) -> Any:
     """Checks `value` against a leaf field type; returns it in its stored form."""
     if ftype is bool:
@@ -126,11 +148,14 @@ def _coerce(value: Any, ftype: Any, path: str, source: Source) -> Any:
         raise _type_error(path, "true or false", value, source)
     if ftype is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if not -_INT64 <= value < _INT64:
+                raise ConfigError(f"{source.where(path)}: `{path}` is too large ({describe(value)}"
+                                  "); an integer must fit in 64 bits")
             return value
         raise _type_error(path, "an integer", value, source)
     if ftype is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            return _finite(value, path, source)
         raise _type_error(path, "a number", value, source)
     if ftype is str:
         if isinstance(value, str):

@@ -29,7 +29,17 @@ _FLOAT_RE = re.compile(
 
 
 class YamlLoader(yaml.SafeLoader):
-    """SafeLoader that also reads `1e-3` as a float (plain PyYAML reads it as a string)."""
+    """SafeLoader that also reads `1e-3` as a float (plain PyYAML reads it as a string),
+    and reports a scalar it cannot construct (an integer of more digits than Python
+    reads, a date such as 2024-13-01) as a YAML error at its line, not a ValueError."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {node.value!r:.40} ({exc})", node.start_mark
+            ) from None
 
 
 YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_RE, list("-+0123456789."))
@@ -98,6 +108,10 @@ def parse_yaml(text: str, source: str) -> tuple[Any, dict[str, int]]:
         data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as e:
         raise ConfigError(yaml_error_message(e, source)) from None
+    except (ValueError, OverflowError) as e:  # a value inside a mapping, built later
+        raise ConfigError(f"{source}: cannot read a value ({e})") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply to be read") from None
     finally:
         loader.dispose()
     return data, lines

@@ -25,6 +25,8 @@ from train_lib.config import ConfigError
 
 __all__ = ["LabelMapError", "load_label_map", "write_label_map"]
 
+# The largest id: the OD API's StringIntLabelMapItem.id is an int32.
+MAX_ID = 2**31 - 1
 _FORMAT_HINT = "Each entry must look like: item { id: 1 name: 'square' }"
 
 
@@ -117,6 +119,9 @@ def _read_item(path: str, item: textproto.Node
     if item_id < 1:
         raise _error(path, seen["id"].line, f"id {item_id} is invalid",
                      "Ids start at 1; id 0 is reserved for the background class")
+    if item_id > MAX_ID:
+        raise _error(path, seen["id"].line, f"id {item_id} is too large",
+                     f"Ids are int32 in the OD API's label map: at most {MAX_ID}")
     if not name_node.value:
         raise _error(path, name_node.line, "name is empty", "Give every class a name")
     return item_id, seen["id"], name_node
@@ -129,8 +134,9 @@ def load_label_map(path: str) -> dict[int, str]:
 
     Raises:
         LabelMapError: naming the file, and the line where known, if the file is
-            missing or unreadable, has a syntax error, an item lacks id or name,
-            an id is < 1 (0 is the background), an id or name repeats, or the
+            missing or unreadable, has a syntax error (a NaN or infinite number
+            included), an item lacks id or name, an id is < 1 (0 is the background)
+            or above MAX_ID (int32), an id or name repeats, or the
             map has no items.
     """
     path = os.fspath(path)
@@ -182,7 +188,7 @@ def _quote(name: str) -> str:
 def write_label_map(path: str, names: dict[int, str]) -> None:
     """Writes {id: name} as an OD API label map (items sorted by id), atomically for local paths.
 
-    Ids must be integers >= 1 and names distinct non-empty strings, else LabelMapError;
+    Ids must be integers from 1 to MAX_ID and names distinct non-empty strings, else LabelMapError;
     `load_label_map(path)` then returns `names` unchanged.
     """
     path = os.fspath(path)
@@ -192,9 +198,11 @@ def write_label_map(path: str, names: dict[int, str]) -> None:
     seen_names: dict[str, int] = {}
     items: list[tuple[int, str]] = []
     for key, name in names.items():
-        if not isinstance(key, numbers.Integral) or isinstance(key, bool) or int(key) < 1:
+        if (not isinstance(key, numbers.Integral) or isinstance(key, bool) or int(key) < 1
+                or int(key) > MAX_ID):
             raise _error(path, None, f"invalid id {key!r}",
-                         "Ids must be integers >= 1; id 0 is reserved for the background")
+                         f"Ids must be integers from 1 to {MAX_ID}; id 0 is reserved for the "
+                         "background")
         if not isinstance(name, str) or not name:
             raise _error(path, None, f"invalid name {name!r} for id {key}",
                          "Names must be non-empty strings")

@@ -23,6 +23,8 @@ from train_lib.data.converters.records import (
     ImageRecord,
     ObjectRecord,
     check_box,
+    check_size,
+    finite,
     reading_annotations,
 )
 
@@ -115,6 +117,8 @@ def read_coco(annotations_path: str, image_dir: str) -> Annotations:
             "width": _field(path, where, image, "width", (int,)),
             "height": _field(path, where, image, "height", (int,)),
         }
+        check_size(f"COCO annotations {path}: {where}", images[image_id]["width"],
+                   images[image_id]["height"])
 
     skipped: collections.Counter = collections.Counter()
     objects: dict[int, list[ObjectRecord]] = collections.defaultdict(list)
@@ -140,17 +144,21 @@ def read_coco(annotations_path: str, image_dir: str) -> Annotations:
             raise ConvertError(f"COCO annotations {path}: {where}: bbox must be [x, y, width, "
                                f"height] in pixels, got {bbox!r}")
         info = images[image_id]
-        x, y, w, h = (float(v) for v in bbox)
-        box = check_box(f"COCO annotations {path}: {where} (image {info['file_name']})",
-                        x, y, x + w, y + h, info["width"], info["height"])
+        box_where = f"COCO annotations {path}: {where} (image {info['file_name']})"
+        x, y, w, h = (finite(box_where, f"bbox[{k}] ({name})", v)
+                      for k, (name, v) in enumerate(zip(("x", "y", "width", "height"), bbox,
+                                                        strict=True)))
+        box = check_box(box_where, x, y, x + w, y + h, info["width"], info["height"])
         if box is None:
             skipped[EMPTY_BOX] += 1
             continue
         area = ann.get("area")
+        if isinstance(area, int | float) and not isinstance(area, bool):
+            area = finite(box_where, "area", area)
         objects[image_id].append(ObjectRecord(
             class_name=categories[category_id], xmin=box[0], ymin=box[1], xmax=box[2],
             ymax=box[3],
-            area=float(area) if isinstance(area, int | float) and area > 0 else None))
+            area=area if isinstance(area, float) and area > 0 else None))
 
     records = [
         ImageRecord(path=os.path.join(image_dir, info["file_name"]),

@@ -21,6 +21,8 @@ from train_lib.data.converters.records import (
     ImageRecord,
     ObjectRecord,
     check_box,
+    check_size,
+    finite,
     reading_annotations,
 )
 
@@ -33,10 +35,11 @@ _COORDS = ("xmin", "ymin", "xmax", "ymax")
 def _number(path: str, line: int, row: dict, column: str) -> float:
     text = (row.get(column) or "").strip()
     try:
-        return float(text)
+        number = float(text)
     except ValueError:
         raise ConvertError(f"CSV annotations {path}:{line}: column {column!r} must be a "
                            f"number, got {text!r}; fix the row") from None
+    return finite(f"CSV annotations {path}:{line}", f"column {column!r}", number)
 
 
 def _open_rows(path: str) -> tuple[list[str], list[tuple[int, dict]]]:
@@ -76,6 +79,7 @@ def read_csv(csv_path: str, image_dir: str) -> Annotations:
             raise ConvertError(f"CSV annotations {path}:{line}: empty filename; fix the row")
         width = int(_number(path, line, row, "width"))
         height = int(_number(path, line, row, "height"))
+        check_size(f"CSV annotations {path}:{line} ({filename})", width, height)
         if filename in sizes and sizes[filename][:2] != (width, height):
             w0, h0, line0 = sizes[filename]
             raise ConvertError(f"CSV annotations {path}:{line}: {filename} is {width}x{height} "

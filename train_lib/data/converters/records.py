@@ -11,17 +11,21 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import math
 from collections.abc import Iterator
 
 from train_lib.errors import UserError
 
-__all__ = ["EMPTY_BOX", "Annotations", "ConvertError", "ImageRecord", "ObjectRecord",
-           "check_box", "reading_annotations"]
+__all__ = ["EMPTY_BOX", "MAX_IMAGE_SIDE", "Annotations", "ConvertError", "ImageRecord",
+           "ObjectRecord", "check_box", "check_size", "finite", "reading_annotations"]
 
 EMPTY_BOX = "box with zero width or height"
 # A box may overhang its image by this many pixels (rounding in labelling tools);
 # it is clipped to the image. Further out it is an error.
 BOX_TOLERANCE_PX = 1.0
+# The largest width or height an annotation may give (what an int32 holds, as the
+# OD API's image/width and image/height do).
+MAX_IMAGE_SIDE = 2**31 - 1
 
 
 class ConvertError(UserError, ValueError):
@@ -50,6 +54,26 @@ def reading_annotations(what: str, path: str, expected: str) -> Iterator[None]:
     except UnicodeDecodeError as exc:
         raise ConvertError(f"{what} {path}: not UTF-8 text (byte {exc.start}); save the file "
                            "as UTF-8") from None
+    except RecursionError:
+        raise ConvertError(f"{what} {path}: nested too deeply to be read; is this "
+                           f"{expected}?") from None
+
+
+def finite(where: str, name: str, value: float | int) -> float:
+    """`value` as a float; ConvertError naming `where` and `name` if it is NaN or infinite
+    (or an integer too large for a float).
+
+    Every comparison with NaN is false, so a NaN coordinate would pass every range
+    check and be clipped into a box edge: numbers are checked here, before any use.
+    """
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise ConvertError(f"{where}: {name} is {value!r}, not a finite number; fix the "
+                           "annotation (a NaN or infinite value cannot become a box)")
+    return number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,18 +115,29 @@ class Annotations:
     skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
 
+def check_size(where: str, width: int, height: int) -> None:
+    """Raises ConvertError naming `where` unless 0 < width, height <= MAX_IMAGE_SIDE."""
+    if width <= 0 or height <= 0:
+        raise ConvertError(f"{where}: image size {width}x{height} is not positive; "
+                           "fix the annotation's width and height")
+    if width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE:
+        raise ConvertError(f"{where}: image size {width}x{height} is larger than any image "
+                           f"(at most {MAX_IMAGE_SIDE} pixels a side); fix the annotation's "
+                           "width and height")
+
+
 def check_box(where: str, xmin: float, ymin: float, xmax: float, ymax: float,
               width: int, height: int) -> tuple[float, float, float, float] | None:
     """The box clipped to its image if it overhangs by at most BOX_TOLERANCE_PX;
     None if it has no area (the caller skips it with a count, reason EMPTY_BOX).
 
-    Raises ConvertError naming `where` (file and record) if a box lies outside its
-    image by more than the tolerance, a max is below its min (swapped coordinates),
-    or the image size is not positive.
+    Raises ConvertError naming `where` (file and record) if a coordinate is NaN or
+    infinite, a box lies outside its image by more than the tolerance, a max is below
+    its min (swapped coordinates), or the image size is not positive.
     """
-    if width <= 0 or height <= 0:
-        raise ConvertError(f"{where}: image size {width}x{height} is not positive; "
-                           "fix the annotation's width and height")
+    check_size(where, width, height)
+    xmin, ymin, xmax, ymax = (finite(where, name, value) for name, value in
+                              (("xmin", xmin), ("ymin", ymin), ("xmax", xmax), ("ymax", ymax)))
     if xmax < xmin or ymax < ymin:
         raise ConvertError(
             f"{where}: box (xmin {xmin:g}, ymin {ymin:g}, xmax {xmax:g}, ymax {ymax:g}) has a "

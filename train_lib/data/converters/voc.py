@@ -22,6 +22,8 @@ from train_lib.data.converters.records import (
     ImageRecord,
     ObjectRecord,
     check_box,
+    check_size,
+    finite,
 )
 
 __all__ = ["DIFFICULT", "read_voc"]
@@ -39,10 +41,11 @@ def _text(xml_path: str, parent: ET.Element, tag: str, where: str) -> str:
 def _number(xml_path: str, parent: ET.Element, tag: str, where: str) -> float:
     text = _text(xml_path, parent, tag, where)
     try:
-        return float(text)
+        number = float(text)
     except ValueError:
         raise ConvertError(f"VOC annotation {xml_path}: {where} <{tag}> must be a number, "
                            f"got {text!r}") from None
+    return finite(f"VOC annotation {xml_path}: {where}", f"<{tag}>", number)
 
 
 def _read_one(xml_path: str, image_dir: str, source_id: int, ignore_difficult: bool,
@@ -65,6 +68,7 @@ def _read_one(xml_path: str, image_dir: str, source_id: int, ignore_difficult: b
                            "<size><width>..</width><height>..</height></size>")
     width = int(_number(xml_path, size, "width", "<size>"))
     height = int(_number(xml_path, size, "height", "<size>"))
+    check_size(f"VOC annotation {xml_path}: <size>", width, height)
     objects = []
     for k, obj in enumerate(root.findall("object")):
         where = f"object {k + 1}"
