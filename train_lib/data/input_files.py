@@ -83,20 +83,25 @@ def _describe_ids(ids: list[int]) -> str:
     return f"{ids[0]}..{ids[-1]} ({len(ids)} ids)"
 
 
-def check_label_map(config: PipelineConfig, reader: InputReaderConfig, key: str) -> dict[int, str]:
-    """Loads `reader.label_map_path` and checks its largest id equals model.num_classes.
+def check_label_map(config: PipelineConfig, reader: InputReaderConfig, key: str,
+                    subset: bool = False) -> dict[int, str]:
+    """Loads `reader.label_map_path` and checks its largest id equals model.num_classes
+    (with `subset`, is at most model.num_classes: an evaluation may score some of the
+    model's classes; evaluation/label_maps.py checks their names).
 
     Args:
         config: the pipeline config (for model.num_classes).
         reader: the input reader section naming the label map.
         key: its key in the config, for messages.
+        subset: accept a map of some of the ids 1..model.num_classes.
 
     Returns:
         {id: name} of the label map.
 
     Raises:
         ConfigError: the path is empty or not a file, the map has no items, an id
-            below 1, or a largest id other than model.num_classes (LabelMapError,
+            below 1, or a largest id other than model.num_classes (with `subset`,
+            above model.num_classes) (LabelMapError,
             a ConfigError, for an unreadable or malformed map).
     """
     path = reader.label_map_path
@@ -119,6 +124,14 @@ def check_label_map(config: PipelineConfig, reader: InputReaderConfig, key: str)
         raise ConfigError(
             f"the label map {path} (`{key}.label_map_path`) has id {ids[0]}; ids start at 1 "
             "(0 is the background)"
+        )
+    if subset and ids[-1] <= num_classes:
+        return label_map
+    if subset:
+        raise ConfigError(
+            f"the label map {path} (`{key}.label_map_path`) has id {ids[-1]} "
+            f"({label_map[ids[-1]]!r}), beyond model.num_classes {num_classes}: the model has "
+            f"no such class; evaluate with a label map of its classes (ids 1..{num_classes})"
         )
     if ids[-1] != num_classes:
         raise ConfigError(

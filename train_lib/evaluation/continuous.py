@@ -35,7 +35,7 @@ from train_lib import config as config_lib
 from train_lib.checkpointing import pid_alive, verify_checkpoint
 from train_lib.checkpointing.files import prefix as checkpoint_prefix
 from train_lib.config import ConfigError, PipelineConfig
-from train_lib.evaluation import eval_files
+from train_lib.evaluation import eval_files, label_maps
 from train_lib.evaluation.eval_files import (
     EVAL_METRICS_FILE,
     PIPELINE_FILE,
@@ -112,7 +112,8 @@ def evaluate_checkpoint(prefix: str, config: PipelineConfig, files: list[str] | 
                         eval_on_train_data: bool = False,
                         strategy: tf.distribute.Strategy | None = None) -> dict[str, float]:
     """COCO metrics of the checkpoint at `prefix` (or the newest checkpoint in the
-    directory `prefix`). Files and label map default to `eval_inputs(config, ...)`.
+    directory `prefix`). Files and label map default to `eval_inputs(config, ...)`, the
+    label map checked against the classes of the run beside the checkpoint.
     Raises EvalError (no checkpoint, or one from another model) or ConfigError."""
     graph_optimization.apply(config.train_config.graph_optimization)
     if os.path.isdir(prefix):
@@ -123,7 +124,8 @@ def evaluate_checkpoint(prefix: str, config: PipelineConfig, files: list[str] | 
     if not os.path.exists(prefix + ".index"):
         raise EvalError(f"checkpoint {prefix} not found (no {prefix}.index)")
     if files is None or label_map is None:
-        default_files, default_map = eval_inputs(config, eval_on_train_data)
+        default_files, default_map = eval_inputs(
+            config, eval_on_train_data, label_maps.classes_of_run(os.path.dirname(prefix), config))
         files, label_map = files or default_files, label_map or default_map
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
@@ -217,13 +219,15 @@ def continuous_eval(
     evaluated again. Returns after the checkpoint whose step reaches the run's
     num_steps ("finished"), or when no new checkpoint came for `eval_timeout`
     seconds ("timeout"); a finished run whose checkpoints were all evaluated before
-    logs the final checkpoint's recorded metrics. Raises ConfigError (inputs) or
+    logs the final checkpoint's recorded metrics. Raises ConfigError (inputs; an eval
+    label map that names other classes than the run's, label_maps.py) or
     EvalError (a checkpoint_dir that is not a training run's, see
     eval_files.training_run_problem; a checkpoint that does not fit the config's
     model; bad eval data).
     """
     graph_optimization.apply(config.train_config.graph_optimization)
-    files, label_map = eval_inputs(config, eval_on_train_data)
+    files, label_map = eval_inputs(config, eval_on_train_data,
+                                   label_maps.classes_of_run(checkpoint_dir, config), log)
     split = "eval_train" if eval_on_train_data else "eval"
     problem = eval_files.training_run_problem(checkpoint_dir)
     if problem is not None:

@@ -5,7 +5,8 @@
   traced inference function is reused across calls (one checkpoint after another,
   or the live model during training).
 - `evaluate_model`: the metrics of a model, once.
-- `eval_inputs`: the files and label map to evaluate on.
+- `eval_inputs`: the files and label map to evaluate on (checked against the
+  training classes: label_maps.py).
 
 Evaluating checkpoints (one, or each of a training run) is continuous.py; where
 the results go (log, TensorBoard, eval_metrics.jsonl, best/) is recording.py.
@@ -24,6 +25,7 @@ from train_lib import families
 from train_lib.config import PipelineConfig
 from train_lib.data import example_checks, input_errors, input_files, inputs
 from train_lib.errors import UserError
+from train_lib.evaluation import label_maps
 from train_lib.evaluation.coco_metrics import CocoEvaluator
 from train_lib.report import visualize
 
@@ -35,14 +37,20 @@ class EvalError(UserError, RuntimeError):
     """Evaluation cannot go on; the message names the checkpoint or file and what to do."""
 
 
-def eval_inputs(config: PipelineConfig, on_train_data: bool = False
+def eval_inputs(config: PipelineConfig, on_train_data: bool = False,
+                trained: label_maps.TrainedClasses | None = None,
+                log: Callable[[str], None] = logging.info
                 ) -> tuple[list[str], dict[int, str]]:
     """(files, label map) to evaluate on: eval_input_reader, or train_input_reader with
-    `on_train_data`. Raises ConfigError when files or label map are missing or wrong."""
+    `on_train_data`. The label map must name classes the model was trained on
+    (`trained`, default the config's training label map; label_maps.py): a subset is
+    said in the log. Raises ConfigError when files or label map are missing or wrong."""
     key = "train_input_reader" if on_train_data else "eval_input_reader"
-    reader = getattr(config, key)
-    files = input_files.resolve_input_files(reader, key)
-    return files, input_files.check_label_map(config, reader, key)
+    files = input_files.resolve_input_files(getattr(config, key), key)
+    label_map, note = label_maps.checked_eval_label_map(config, on_train_data, trained)
+    if note:
+        log(note)
+    return files, label_map
 
 
 class Evaluator:

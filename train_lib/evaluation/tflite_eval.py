@@ -26,6 +26,7 @@ from official.vision.ops import preprocess_ops
 
 from train_lib.config import PipelineConfig
 from train_lib.data import inputs
+from train_lib.evaluation import label_maps
 from train_lib.evaluation.coco_metrics import CocoEvaluator
 from train_lib.evaluation.evaluator import EvalError, eval_inputs
 from train_lib.evaluation.recording import metrics_lines
@@ -75,11 +76,13 @@ def evaluate_tflite_file(model_path: str, config: PipelineConfig, model_dir: str
                          log: Callable[[str], None] = logging.info) -> dict[str, float]:
     """Evaluation mode for a .tflite file: evaluates it once on the eval split (the
     train split with `eval_on_train_data`), logs the metrics and appends them to
-    <model_dir>/tflite_metrics.jsonl; returns them."""
+    <model_dir>/tflite_metrics.jsonl; returns them. The eval label map must name
+    classes of model.json's label map (label_maps.py), else ConfigError."""
     if not os.path.isfile(model_path):
         raise EvalError(f"--checkpoint_dir {model_path} is not a file: give the "
                         "model.tflite that scripts/export_tflite.py wrote")
-    files, label_map = eval_inputs(config, eval_on_train_data)
+    files, label_map = eval_inputs(config, eval_on_train_data,
+                                   label_maps.classes_of_tflite(model_path), log)
     split = "train" if eval_on_train_data else "eval"
     start = time.time()
     metrics, num_images, summary = evaluate_tflite(model_path, config, files, label_map,

@@ -30,11 +30,12 @@ def evaluation(config: PipelineConfig, model_dir: str, model, strategy,
                manager: CheckpointManager, log: Callable[[str], None]) -> Callable[[int], None]:
     """evaluate(step): COCO metrics of `model` as it is now, recorded for `step`.
 
-    The eval inputs are resolved here (a missing eval file is an error before the
-    first step, not after the last)."""
+    The eval inputs are resolved here (a missing eval file, or an eval label map
+    naming other classes than the training label map, is an error before the first
+    step, not after the last)."""
     from train_lib import evaluation as evaluation_lib  # imported only when evaluation is on
 
-    files, names = evaluation_lib.eval_inputs(config)
+    files, names = evaluation_lib.eval_inputs(config, log=log)
     evaluator = evaluation_lib.Evaluator(model, config, files, names, strategy=strategy,
                                          log=log)
     recorder = evaluation_lib.MetricsRecorder(config, model_dir, "eval", log)
