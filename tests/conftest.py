@@ -5,18 +5,55 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Third-party inputs (published OD API configs), read in place beside the repository.
-ODAPI_FIXTURE = os.path.join(os.path.dirname(REPO), "shared", "fixtures", "odapi",
-                             "ssd_mobilenet_v2_320x320_coco17_tpu-8.config")
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+from train_lib import cli
+from train_lib.config import PipelineConfig, dump_config
 
-from train_lib import cli  # noqa: E402
-from train_lib.config import PipelineConfig, dump_config  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclass(frozen=True)
+class OdapiSample:
+    """An OD API SSD pipeline.config the tests read, with what it holds: its
+    `num_classes`, its anchors' `aspect_ratios` as written, and what it maps to
+    (`levels`: min and max level, `input_size`, `focal_alpha`)."""
+
+    path: str
+    num_classes: int
+    aspect_ratios: tuple[str, ...]
+    levels: tuple[int, int]
+    input_size: list[int]
+    focal_alpha: float
+
+    def line_of(self, text: str) -> int:
+        """The number of the first line of the file that contains `text`."""
+        with open(self.path, encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                if text in line:
+                    return number
+        raise AssertionError(f"{text!r} is not in {self.path}")
+
+
+# The repository's own sample, written in the shape of the OD API's TF2 SSD configs
+# (tests/fixtures/odapi/), always; and a config as the OD API publishes it when one is
+# beside the repository (../shared/fixtures/odapi/, not part of a clone).
+ODAPI_SAMPLES = [OdapiSample(
+    os.path.join(REPO, "tests", "fixtures", "odapi", "ssd_mobilenet_v2_shapes.config"),
+    num_classes=6, aspect_ratios=("1.0", "2.0", "0.5"), levels=(4, 7), input_size=[384, 384],
+    focal_alpha=0.5)]
+_PUBLISHED = os.path.join(os.path.dirname(REPO), "shared", "fixtures", "odapi",
+                          "ssd_mobilenet_v2_320x320_coco17_tpu-8.config")
+if os.path.isfile(_PUBLISHED):
+    ODAPI_SAMPLES.append(OdapiSample(
+        _PUBLISHED, num_classes=90, aspect_ratios=("1.0", "2.0", "0.5", "3.0", "0.3333"),
+        levels=(4, 7), input_size=[256, 256], focal_alpha=0.75))
+
+
+def odapi_sample_id(sample: OdapiSample) -> str:
+    return os.path.basename(sample.path)
 
 # Before TensorFlow is imported: the tests (and the programs they start) run with
 # the driver's TensorFlow settings, oneDNN's kernels included (cli.py).

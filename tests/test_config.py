@@ -8,14 +8,12 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ODAPI_FIXTURE
+from conftest import ODAPI_SAMPLES, odapi_sample_id
 
 from train_lib import config as C
 from train_lib.config import ConfigError, PipelineConfig
 from train_lib.config.overrides import parse_params_override, split_pairs
 from train_lib.data.input_files import check_label_map, resolve_input_files
-
-ODAPI_CONFIG = ODAPI_FIXTURE
 
 
 def write(tmp_path, text: str, name: str = "pipeline.yaml") -> str:
@@ -146,11 +144,13 @@ def test_missing_file(tmp_path):
     assert "--pipeline_config_path" in message
 
 
-def test_odapi_fixture_is_read_as_pipeline_config():
-    """Decided from the content: the published config is mapped, and its placeholder
+@pytest.mark.parametrize("sample", ODAPI_SAMPLES, ids=odapi_sample_id)
+def test_odapi_fixture_is_read_as_pipeline_config(sample):
+    """Decided from the content: an OD API config is mapped, and its placeholder
     paths are the first thing it asks for."""
-    message = error_of(C.load_config, ODAPI_CONFIG)
-    assert message.startswith(f"{ODAPI_CONFIG}:145: train_config.fine_tune_checkpoint still "
+    message = error_of(C.load_config, sample.path)
+    line = sample.line_of("fine_tune_checkpoint:")
+    assert message.startswith(f"{sample.path}:{line}: train_config.fine_tune_checkpoint still "
                               "holds PATH_TO_BE_CONFIGURED")
 
 

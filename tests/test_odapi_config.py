@@ -14,13 +14,11 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ODAPI_FIXTURE, REPO, ckpt_steps, run_trainer
+from conftest import ODAPI_SAMPLES, REPO, ckpt_steps, odapi_sample_id, run_trainer
 
 from train_lib.config import ConfigError, load_config
 from train_lib.config.odapi_table import markdown_table
 from train_lib.errors import UserError
-
-ODAPI_CONFIG = ODAPI_FIXTURE
 
 HYPER = """conv_hyperparams {{
         activation: {act},
@@ -195,24 +193,27 @@ def test_efficientdet_maps_to_efficientnet_with_fpn(tmp_path, caplog):
     assert "no BiFPN" in caplog.text
 
 
-def test_published_fixture_maps_and_lists_what_it_does_not_use(caplog):
+@pytest.mark.parametrize("sample", ODAPI_SAMPLES, ids=odapi_sample_id)
+def test_published_fixture_maps_and_lists_what_it_does_not_use(sample, caplog):
     override = ("{train_config: {fine_tune_checkpoint: ''}, train_input_reader: {input_path: a, "
                 "label_map_path: b}, eval_input_reader: {input_path: a, label_map_path: b}}")
     with caplog.at_level(logging.INFO, logger="absl"):
-        c = load_config(ODAPI_CONFIG, override)
+        c = load_config(sample.path, override)
     m = c.model
-    assert (m.backbone.model_id, m.min_level, m.max_level, m.input_size) == (
-        "MobileNetV2", 4, 7, [256, 256])
-    assert (m.num_classes, m.head.num_convs, m.loss.focal_loss_alpha) == (90, 0, 0.75)
-    assert (m.anchor.num_scales, m.anchor.aspect_ratios[-1]) == (2, 0.3333)
+    assert (m.backbone.model_id, (m.min_level, m.max_level), m.input_size) == (
+        "MobileNetV2", sample.levels, sample.input_size)
+    assert (m.num_classes, m.head.num_convs, m.loss.focal_loss_alpha) == (
+        sample.num_classes, 0, sample.focal_alpha)
+    assert m.anchor.num_scales == 2
+    assert m.anchor.aspect_ratios == [float(r) for r in sample.aspect_ratios]
     assert c.train_config.fine_tune_checkpoint_type == "backbone"  # classification
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     for path in ("model.ssd.inplace_batchnorm_update", "train_config.sync_replicas",
                  "train_config.unpad_groundtruth_tensors", "eval_input_reader.num_epochs"):
         assert path in warnings[0]
-    assert f"{ODAPI_CONFIG}:157: train_config.data_augmentation_options.ssd_random_crop " \
-           "approximated" in caplog.text
+    assert f"{sample.path}:{sample.line_of('ssd_random_crop')}: " \
+           "train_config.data_augmentation_options.ssd_random_crop approximated" in caplog.text
 
 
 def test_readme_has_the_mapping_table():
@@ -303,7 +304,8 @@ def test_new_backbones_build(tmp_path):
 
 
 @pytest.mark.slow
-def test_published_config_trains_and_exports(tiny_dataset, tmp_path):
+@pytest.mark.parametrize("sample", ODAPI_SAMPLES, ids=odapi_sample_id)
+def test_published_config_trains_and_exports(sample, tiny_dataset, tmp_path):
     override = json.dumps({
         "model": {"num_classes": 3, "input_size": [64, 64], "max_level": 6,
                   "backbone": {"width_multiplier": 0.35}, "fpn": {"num_filters": 32},
@@ -317,7 +319,7 @@ def test_published_config_trains_and_exports(tiny_dataset, tmp_path):
                               "label_map_path": tiny_dataset["label_map_path"]},
     })
     model_dir = str(tmp_path / "run")
-    proc = run_trainer(f"--pipeline_config_path={ODAPI_CONFIG}", f"--model_dir={model_dir}",
+    proc = run_trainer(f"--pipeline_config_path={sample.path}", f"--model_dir={model_dir}",
                        f"--params_override={override}", "--checkpoint_every_n=3")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert ckpt_steps(model_dir) == [3]

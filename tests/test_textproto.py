@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
-from conftest import ODAPI_FIXTURE
+from conftest import ODAPI_SAMPLES, odapi_sample_id
 
 from train_lib.errors import UserError
 from train_lib.textproto import LIST, MESSAGE, Node, TextProtoError, parse
-
-ODAPI_CONFIG = ODAPI_FIXTURE
 
 
 def only(node: Node, name: str) -> Node:
@@ -132,21 +128,21 @@ def test_error_is_a_user_error():
     assert issubclass(TextProtoError, ValueError)
 
 
-@pytest.mark.skipif(not os.path.isfile(ODAPI_CONFIG), reason="OD API fixture not available")
-def test_reads_an_od_api_pipeline_config():
-    with open(ODAPI_CONFIG, encoding="utf-8") as f:
-        root = parse(f.read(), ODAPI_CONFIG)
+@pytest.mark.parametrize("sample", ODAPI_SAMPLES, ids=odapi_sample_id)
+def test_reads_an_od_api_pipeline_config(sample):
+    with open(sample.path, encoding="utf-8") as f:
+        root = parse(f.read(), sample.path)
     assert [c.name for c in root.children] == [
         "model", "train_config", "train_input_reader", "eval_config", "eval_input_reader"]
     ssd = only(only(root, "model"), "ssd")
-    assert only(ssd, "num_classes").value == "90"
+    assert only(ssd, "num_classes").value == str(sample.num_classes)
     generator = only(only(ssd, "anchor_generator"), "ssd_anchor_generator")
-    assert [r.value for r in generator.fields("aspect_ratios")] == [
-        "1.0", "2.0", "0.5", "3.0", "0.3333"]
+    assert tuple(r.value for r in generator.fields("aspect_ratios")) == sample.aspect_ratios
     train = only(root, "train_config")
-    assert (train.line, train.column) == (143, 1)
+    assert (train.line, train.column) == (sample.line_of("train_config: {"), 1)
     momentum = only(only(train, "optimizer"), "momentum_optimizer")
-    assert (momentum.path, momentum.line) == ("train_config.optimizer.momentum_optimizer", 161)
+    assert (momentum.path, momentum.line) == ("train_config.optimizer.momentum_optimizer",
+                                              sample.line_of("momentum_optimizer: {"))
     assert len(train.fields("data_augmentation_options")) == 2
 
 
