@@ -9,14 +9,9 @@ in our keys. Exit codes: 0 written, 1 error (one `error:` line).
 
 from __future__ import annotations
 
-import os
-import sys
+from absl import app, flags, logging
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app, flags, logging  # noqa: E402
-
-from train_lib import cli  # noqa: E402
+from train_lib import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("pipeline_config_path", None, "The OD API pipeline.config to convert.")
@@ -31,9 +26,11 @@ def run() -> int:
     from train_lib.config.odapi import map_pipeline_config
     from train_lib.config.schema import to_dict
     from train_lib.config.yaml_io import to_yaml_text
+    from train_lib.output_paths import check_output_file, make_parent
 
     if not FLAGS.pipeline_config_path or not FLAGS.output_path:
         return cli.fail("--pipeline_config_path and --output_path are required")
+    check_output_file("--output_path", FLAGS.output_path)
     path = FLAGS.pipeline_config_path
     text = _read_config_text(path)
     if not _looks_like_pbtxt(text):
@@ -48,6 +45,7 @@ def run() -> int:
         if line is not None:
             out[line - 1] += "  # approximated: " + note.split(" approximated", 1)[-1].split(
                 ": ", 1)[-1]
+    make_parent(FLAGS.output_path)
     with open(FLAGS.output_path, "w", encoding="utf-8") as f:
         f.write("\n".join(out) + "\n")
     logging.info("wrote %s", FLAGS.output_path)

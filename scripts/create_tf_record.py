@@ -24,13 +24,10 @@ and why. Exit code 0, or 1 with one `error:` line, nothing written.
 from __future__ import annotations
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from train_lib import cli  # noqa: E402
+from train_lib import cli
 
 FLAGS = flags.FLAGS
 
@@ -68,6 +65,13 @@ def run() -> int:
     for name in ("format", "annotations_path", "image_dir", "output_path"):
         if not FLAGS[name].value:
             return cli.fail(f"--{name} is required (see --helpfull)")
+    from train_lib.output_paths import check_output_directory, check_output_file
+
+    if FLAGS.num_shards == 1:
+        check_output_file("--output_path", FLAGS.output_path)
+    else:  # <output_path>-0000K-of-0000N: the folder they go in
+        check_output_directory("--output_path",
+                               os.path.dirname(os.path.abspath(FLAGS.output_path)))
     from train_lib.data.converters.convert import convert
     from train_lib.data.converters.summary import format_summary
 

@@ -29,18 +29,15 @@ Logs: this repository's lines only (and any library's errors); --verbosity=1
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
-import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
+from absl import app, flags, logging
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app, flags, logging  # noqa: E402
-
-from train_lib import cli  # noqa: E402
+from train_lib import cli
 
 FLAGS = flags.FLAGS
 
@@ -106,6 +103,24 @@ def tfrecord_images(pattern: str, count: int) -> list[tuple[str, bytes]]:
     return out
 
 
+@contextlib.contextmanager
+def reading_image(shown: str) -> Iterator[None]:
+    """Turns Pillow's errors for the image `shown` into one UserError: a file it cannot
+    read, or one whose header claims more pixels than Pillow decodes (its
+    decompression-bomb limit, about 179 million pixels)."""
+    from PIL import Image
+
+    from train_lib.errors import UserError
+
+    try:
+        yield
+    except Image.DecompressionBombError as err:
+        raise UserError(f"image {shown} is too large to read: {err} Resize it (its header "
+                        "gives its size) or pass another image") from None
+    except OSError as err:
+        raise UserError(f"cannot read image {shown}: {err}") from None
+
+
 Detector = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
@@ -153,6 +168,9 @@ def run(paths: list[str]) -> int:
                         "exporter_main_v2.py")
     if not FLAGS.output_dir:
         return cli.fail("--output_dir is required: where the drawings go")
+    from train_lib.output_paths import check_output_directory
+
+    check_output_directory("--output_dir", FLAGS.output_dir)  # before the model is loaded
     if FLAGS.image_pattern:
         matched = sorted(glob.glob(FLAGS.image_pattern))
         if not matched:
@@ -167,6 +185,10 @@ def run(paths: list[str]) -> int:
     import io
 
     from PIL import Image
+
+    for path in paths:  # the headers only, before the model is loaded
+        with reading_image(path), Image.open(path):
+            pass
 
     from train_lib.report.visualize import draw_detections
 
@@ -192,11 +214,8 @@ def run(paths: list[str]) -> int:
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     written: set[str] = set()
     for shown, name, source in images:
-        try:
-            with Image.open(source) as opened:
-                image = np.asarray(opened.convert("RGB"))
-        except OSError as err:
-            return cli.fail(f"cannot read image {shown}: {err}")
+        with reading_image(shown), Image.open(source) as opened:
+            image = np.asarray(opened.convert("RGB"))
         boxes, scores, classes = detect(image)
         drawn, count = draw_detections(image, boxes, scores, classes, names,
                                        FLAGS.min_score_threshold)

@@ -20,13 +20,10 @@ Logs: this repository's lines only (and any library's errors); --verbosity=1
 from __future__ import annotations
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags, logging
 
-from absl import app, flags, logging  # noqa: E402
-
-from train_lib import cli  # noqa: E402
+from train_lib import cli
 
 FLAGS = flags.FLAGS
 
@@ -52,10 +49,14 @@ flags.DEFINE_boolean("overwrite", False,
 
 def run() -> int:
     """Resolves the flags, exports, and maps the outcome to an exit code."""
-    from train_lib.config import load_config
+    from train_lib.output_paths import check_output_directory
 
     if not FLAGS.output_directory:
         return cli.fail("--output_directory is required: where model.tflite goes")
+    check_output_directory("--output_directory", FLAGS.output_directory)  # before any loading
+
+    from train_lib.config import load_config
+
     config_path = FLAGS.pipeline_config_path
     if not config_path:
         if not FLAGS.trained_checkpoint_dir:

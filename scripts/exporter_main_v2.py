@@ -14,13 +14,10 @@ Logs: this repository's lines only (and any library's errors); --verbosity=1
 from __future__ import annotations
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags, logging
 
-from absl import app, flags, logging  # noqa: E402
-
-from train_lib import cli  # noqa: E402
+from train_lib import cli
 
 FLAGS = flags.FLAGS
 
@@ -41,10 +38,14 @@ flags.DEFINE_string("output_directory", None,
 
 def run() -> int:
     """Resolves the flags, exports, and maps the outcome to an exit code."""
-    from train_lib.config import load_config
+    from train_lib.output_paths import check_output_directory
 
     if not FLAGS.output_directory:
         return cli.fail("--output_directory is required: where the SavedModel goes")
+    check_output_directory("--output_directory", FLAGS.output_directory)  # before any loading
+
+    from train_lib.config import load_config
+
     if FLAGS.input_type != "image_tensor":
         return cli.fail(f"--input_type={FLAGS.input_type!r} is not supported; only "
                         "image_tensor (uint8 images [1, H, W, 3]) is")

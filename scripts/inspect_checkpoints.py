@@ -15,11 +15,9 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from train_lib import cli  # noqa: E402
+from train_lib import cli
 
 FLAGS = flags.FLAGS
 
@@ -51,6 +49,10 @@ def run() -> int:
     if not os.path.isdir(model_dir):  # checked before the slow TensorFlow import
         what = "is not a directory" if os.path.exists(model_dir) else "does not exist"
         return cli.fail(f"--model_dir {model_dir} {what}")
+    if FLAGS.plot:
+        from train_lib.output_paths import check_output_file
+
+        check_output_file("--plot", FLAGS.plot)
 
     from train_lib.report.format import format_report
     from train_lib.report.inspect import inspect_model_dir
@@ -64,9 +66,11 @@ def run() -> int:
     else:
         print(format_report(report))
     if FLAGS.plot:
+        from train_lib.output_paths import make_parent
         from train_lib.report.timeline import plot_timeline
 
         try:
+            make_parent(FLAGS.plot)
             plot_timeline(model_dir, FLAGS.plot)
         except OSError as err:
             return cli.fail(f"cannot write --plot {FLAGS.plot}: {err.strerror}")
