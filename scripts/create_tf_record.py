@@ -24,10 +24,13 @@ and why. Exit code 0, or 1 with one `error:` line, nothing written.
 from __future__ import annotations
 
 import os
+import sys
 
-from absl import app, flags
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from train_lib import cli
+from absl import app, flags  # noqa: E402
+
+from train_lib import cli  # noqa: E402
 
 FLAGS = flags.FLAGS
 

@@ -29,15 +29,18 @@ Logs: this repository's lines only (and any library's errors); --verbosity=1
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Callable
 
 import numpy as np
-from absl import app, flags, logging
 
-from train_lib import cli
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags, logging  # noqa: E402
+
+from train_lib import cli  # noqa: E402
 
 FLAGS = flags.FLAGS
 

@@ -15,9 +15,11 @@ import json
 import os
 import sys
 
-from absl import app, flags
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from train_lib import cli
+from absl import app, flags  # noqa: E402
+
+from train_lib import cli  # noqa: E402
 
 FLAGS = flags.FLAGS
 
