@@ -95,6 +95,31 @@ def test_detection_pictures_read_back(tmp_path, side, picture_side):
         colour = np.array(visualize.COLOURS[class_id % len(visualize.COLOURS)])
         label = pixels[top:bottom, left:right].reshape(-1, 3).astype(int)
         background = np.all(label == colour, axis=1).mean()
-        ink = np.array(visualize._text_colour(tuple(colour)))
+        ink = np.array(visualize.contrast_colour(tuple(colour)))
         text = (np.linalg.norm(label - ink, axis=1) < 80).mean()  # anti-aliased glyphs
         assert background > 0.4 and text > 0.03, (rect, background, text)
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+@pytest.mark.parametrize("class_id", range(len(visualize.COLOURS)))
+def test_boxes_and_labels_show_on_a_background_of_their_colour(class_id, scale):
+    """A box and its label drawn in the class colour on a picture of that very colour
+    are still seen: across the box's top edge, and around the label, there are pixels
+    of the contrasting colour on both sides of the box's line."""
+    colour = visualize.COLOURS[class_id]
+    image = np.full((96, 96, 3), colour, np.uint8)
+    box = np.array([[40.0, 30.0, 80.0, 70.0]])  # ymin, xmin, ymax, xmax in pixels
+    pixels = visualize.draw_boxes(image, box, np.array([class_id]), NAMES, scale=scale)
+    edge = np.array(visualize.contrast_colour(colour))
+    top, centre = 40 * scale, 50 * scale
+    column = pixels[top - 4 * scale: top + 5 * scale, centre].astype(int)
+    rows = np.flatnonzero(np.all(column == edge, axis=1)) + top - 4 * scale
+    assert (rows < top).any() and (rows > top).any(), (colour, column)
+    assert np.all(column[4 * scale] == colour)  # the box's own line, in its colour
+
+    texts = visualize.label_texts(np.array([class_id]), NAMES)
+    _, (rect,) = visualize.plan_labels(texts, box * scale, 96 * scale, 96 * scale)
+    left, top, right, bottom = rect
+    border = np.concatenate([pixels[top, left:right], pixels[bottom - 1, left:right],
+                             pixels[top:bottom, left], pixels[top:bottom, right - 1]])
+    assert np.all(border == edge), (colour, rect)

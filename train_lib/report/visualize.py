@@ -9,6 +9,10 @@
   with the box, else right-aligned), then the nearest free row; the best scores
   are placed first, and a label with no free place left is not drawn. The font
   is scaled to the picture (`font_size`) and shrunk until the widest label fits.
+
+Each box and label is drawn in its class's colour with a thin edge of the
+contrasting colour (`contrast_colour`: black on light colours, white on dark
+ones) on both sides, so a box stays visible on a background of its own colour.
 """
 
 from __future__ import annotations
@@ -104,7 +108,9 @@ def plan_labels(texts: Sequence[str], boxes: np.ndarray, width: int, height: int
     return size, out
 
 
-def _text_colour(background: tuple[int, int, int]) -> tuple[int, int, int]:
+def contrast_colour(background: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Black for a light colour, white for a dark one: the text on a label of that
+    colour, and the edge around a box of it."""
     red, green, blue = background
     return (0, 0, 0) if 0.299 * red + 0.587 * green + 0.114 * blue > 110 else (255, 255, 255)
 
@@ -138,16 +144,20 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, classes: np.ndarray,
     draw = ImageDraw.Draw(picture)
     line = max(1, scale, size // 10)
     colours = [COLOURS[int(c) % len(COLOURS)] for c in classes]
+    edge = max(1, line // 2)  # the contrasting edge on each side of a box's line
     for (ymin, xmin, ymax, xmax), colour in zip(boxes, colours, strict=True):
+        draw.rectangle([xmin - edge, ymin - edge, xmax + edge, ymax + edge],
+                       outline=contrast_colour(colour), width=line + 2 * edge)
         draw.rectangle([xmin, ymin, xmax, ymax], outline=colour, width=line)
     font, pad = _font(size), max(1, size // 8)
     for text, rect, colour in zip(texts, rects, colours, strict=True):
         if rect is None:
             continue
         left, top, right, bottom = rect
-        draw.rectangle([left, top, right - 1, bottom - 1], fill=colour)
+        draw.rectangle([left, top, right - 1, bottom - 1], fill=colour,
+                       outline=contrast_colour(colour), width=edge)
         draw.text((left + pad - min(font.getbbox(text)[0], 0), top + pad), text,
-                  fill=_text_colour(colour), font=font)
+                  fill=contrast_colour(colour), font=font)
     return np.asarray(picture)
 
 
