@@ -40,12 +40,16 @@ Which families convert is `families.TFLITE_ARCHITECTURES`, the one list.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import tempfile
+from collections.abc import Iterator
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 from official.vision.ops import preprocess_ops
 
 from train_lib.config import ConfigError, PipelineConfig
@@ -168,6 +172,25 @@ def calibration_images(config: PipelineConfig, num_images: int) -> list[np.ndarr
     return out
 
 
+@contextlib.contextmanager
+def converter_output(lines: list[str]) -> Iterator[None]:
+    """While the block runs, what is written to this process's stderr (file
+    descriptor 2, where the converter's C++ code prints) goes to a temporary file;
+    its lines are appended to `lines` when the block ends, and stderr is restored."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(sink.read().decode("utf-8", "replace").splitlines())
+
+
 def convert(module: TFLiteDetectionModule, quantization: str,
             representative: list[np.ndarray] | None = None) -> bytes:
     """The .tflite bytes of `module` (through a SavedModel, so the signature keeps its
@@ -192,20 +215,30 @@ def convert(module: TFLiteDetectionModule, quantization: str,
             c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
             return c
 
+        # The converter prints its settings to stderr (int8: `input_inference_type:
+        # FLOAT32` twice, which is its input option, not the file's input: uint8,
+        # from the signature). Shown with --verbosity=1, and when it fails.
+        lines: list[str] = []
         try:
-            if quantization == "none":
-                return converter().convert()
-            if quantization == "float16":
-                c = converter()
-                c.optimizations = [tf.lite.Optimize.DEFAULT]
-                c.target_spec.supported_types = [tf.float16]
-                return c.convert()
-            return _convert_int8(converter, representative, tmp)
+            with converter_output(lines):
+                if quantization == "none":
+                    flatbuffer = converter().convert()
+                elif quantization == "float16":
+                    c = converter()
+                    c.optimizations = [tf.lite.Optimize.DEFAULT]
+                    c.target_spec.supported_types = [tf.float16]
+                    flatbuffer = c.convert()
+                else:
+                    flatbuffer = _convert_int8(converter, representative, tmp)
         except Exception as err:  # the converter's errors are of several types
+            print("\n".join(lines), file=sys.stderr)
             text = str(err).strip()
             raise ExportError("the TFLite converter failed: "
                               f"{text.splitlines()[0] if text else type(err).__name__}"
                               ) from None
+        for line in lines:
+            logging.debug("TFLite converter: %s", line)
+        return flatbuffer
 
 
 def _convert_int8(converter, representative: list[np.ndarray], tmp: str) -> bytes:
