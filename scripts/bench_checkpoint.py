@@ -18,16 +18,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 from statistics import median
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import tensorflow as tf
 
-import tensorflow as tf  # noqa: E402
-
-from train_lib.checkpointing import CheckpointManager, CheckpointPolicy  # noqa: E402
+from train_lib.checkpointing import CheckpointManager, CheckpointPolicy
 
 REPEATS = 5
 

@@ -12,13 +12,10 @@ which traces the graph, is excluded) and the summaries' overhead.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from train_lib import cli  # noqa: E402
+from train_lib import cli
 
 cli.tensorflow_defaults()  # before TensorFlow is imported
 

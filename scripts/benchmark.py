@@ -50,17 +50,16 @@ import time
 import warnings
 from statistics import median
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from train_lib import cli  # noqa: E402
+from train_lib import cli
 
 # Model Garden's trainer runs in the user's environment, without our defaults.
 USER_ONEDNN = os.environ.get(cli.ONEDNN)
 cli.tensorflow_defaults()  # before TensorFlow is imported, as the driver does
 
-import bench_processes  # noqa: E402  (scripts/ is this script's directory)
 import tensorflow as tf  # noqa: E402
 
 from train_lib import families  # noqa: E402
+from train_lib.bench import processes  # noqa: E402
 from train_lib.checkpointing import CheckpointManager, CheckpointPolicy  # noqa: E402
 from train_lib.config import load_config  # noqa: E402
 from train_lib.data import decoded_cache, example_checks, inputs  # noqa: E402
@@ -287,14 +286,14 @@ def main() -> None:
 
     try:
         note(f"this driver, {args.steps} steps")
-        ours = bench_processes.our_training(config_path, os.path.join(root, "ours"),
+        ours = processes.our_training(config_path, os.path.join(root, "ours"),
                                             args.steps, args.checkpoint_every_n)
         note(f"Model Garden's trainer, {args.steps} steps")
-        mg = bench_processes.model_garden_training(
+        mg = processes.model_garden_training(
             config, files, root, args.steps, args.checkpoint_every_n,
             unset=(cli.ONEDNN,) if USER_ONEDNN is None else ())
         note("start to first step, fresh and resumed")
-        start = bench_processes.start_to_first_step(config_path, os.path.join(root, "start"))
+        start = processes.start_to_first_step(config_path, os.path.join(root, "start"))
         note("input pipeline alone, from the decoded cache and from the files")
         cache = training_cache(config, files)
         images_per_sec = input_pipeline(config, files, 4 * args.bare_steps // 2, cache)

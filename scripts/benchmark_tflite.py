@@ -34,8 +34,7 @@ import tempfile
 import time
 from statistics import median
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from train_lib import cli  # noqa: E402
+from train_lib import cli
 
 cli.tensorflow_defaults()  # before TensorFlow is imported
 

@@ -33,8 +33,6 @@ import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
 
 EVERY_N = 3  # saves every 3 steps; 48 images at batch 4 make a 12-step epoch
 # What makes each architecture's shapes config tiny (64 px besides), by dotted key.

@@ -16,15 +16,12 @@ record breaks a rule or a flag, the config or a file is wrong (one `error:` line
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from train_lib import cli  # noqa: E402
+from train_lib import cli
 
 FLAGS = flags.FLAGS
 

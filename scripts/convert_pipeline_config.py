@@ -9,14 +9,9 @@ in our keys. Exit codes: 0 written, 1 error (one `error:` line).
 
 from __future__ import annotations
 
-import os
-import sys
+from absl import app, flags, logging
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app, flags, logging  # noqa: E402
-
-from train_lib import cli  # noqa: E402
+from train_lib import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("pipeline_config_path", None, "The OD API pipeline.config to convert.")

@@ -24,13 +24,10 @@ and why. Exit code 0, or 1 with one `error:` line, nothing written.
 from __future__ import annotations
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from train_lib import cli  # noqa: E402
+from train_lib import cli
 
 FLAGS = flags.FLAGS
 

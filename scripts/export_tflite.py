@@ -20,13 +20,10 @@ Logs: this repository's lines only (and any library's errors); --verbosity=1
 from __future__ import annotations
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags, logging
 
-from absl import app, flags, logging  # noqa: E402
-
-from train_lib import cli  # noqa: E402
+from train_lib import cli
 
 FLAGS = flags.FLAGS
 

@@ -15,11 +15,9 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from train_lib import cli  # noqa: E402
+from train_lib import cli
 
 FLAGS = flags.FLAGS
 

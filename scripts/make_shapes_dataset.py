@@ -15,8 +15,6 @@ import os
 import sys
 
 # train_lib is not an installed package: make the repo root importable.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from absl import app, flags
 
 _OUTPUT_DIR = flags.DEFINE_string(

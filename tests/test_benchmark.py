@@ -11,15 +11,12 @@ import sys
 import pytest
 
 from tests.conftest import REPO
-
-sys.path.insert(0, os.path.join(REPO, "scripts"))
-
-import bench_processes  # noqa: E402  (scripts/)
+from train_lib.bench import processes
 
 
 def test_steady_rate_leaves_the_first_interval_out():
-    assert bench_processes.steady_rate([0.5, 3.0, 2.0, 4.0]) == 3.0
-    assert bench_processes.steady_rate([2.5]) == 2.5
+    assert processes.steady_rate([0.5, 3.0, 2.0, 4.0]) == 3.0
+    assert processes.steady_rate([2.5]) == 2.5
 
 
 def test_run_timed_unsets_what_it_is_told_and_keeps_the_rest(monkeypatch):
@@ -27,7 +24,7 @@ def test_run_timed_unsets_what_it_is_told_and_keeps_the_rest(monkeypatch):
     monkeypatch.setenv("BENCH_KEPT", "user")
     code = ("import os, sys; print(os.environ.get('BENCH_GONE'), "
             "os.environ.get('BENCH_KEPT'), file=sys.stderr)")
-    _, lines = bench_processes.run_timed([sys.executable, "-c", code], unset=("BENCH_GONE",))
+    _, lines = processes.run_timed([sys.executable, "-c", code], unset=("BENCH_GONE",))
     assert [line for _, line in lines] == ["None user"]
 
 
@@ -46,7 +43,7 @@ def test_model_garden_experiment_is_our_detector_and_training():
 
     config = load_config(os.path.join(REPO, "configs", "shapes_retinanet.yaml"))
     experiment = exp_factory.get_exp_config("retinanet_resnetfpn_coco")
-    experiment.override(bench_processes.model_garden_experiment(
+    experiment.override(processes.model_garden_experiment(
         config, ["train-0.tfrecord"], steps=400, checkpoint_every_n=1000), is_strict=True)
     experiment.validate()
     task, trainer = experiment.task, experiment.trainer

@@ -128,7 +128,6 @@ import json, sys
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-sys.path.insert(0, {repo!r})
 from absl import logging
 logging.set_verbosity(logging.INFO)
 from train_lib.training import distribute
@@ -166,7 +165,7 @@ def test_mirrored_on_two_devices_follows_one_device(tiny_config, tmp_path):
     config.train_config.log_every_n = 1
     path = str(tmp_path / "config.yaml")
     dump_config(config, path)
-    script = MIRRORED_RUNS.format(repo=REPO, config=path, tmp=str(tmp_path))
+    script = MIRRORED_RUNS.format(config=path, tmp=str(tmp_path))
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=900, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from train_lib.config import ConfigError
 from train_lib.data.label_map import LabelMapError, load_label_map, write_label_map

@@ -11,9 +11,6 @@ import sys
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import tensorflow as tf
 
 from train_lib.config import ConfigError

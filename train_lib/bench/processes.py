@@ -18,7 +18,9 @@ from statistics import median
 
 import yaml
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The repository's checkout (the package is installed editable): model_main_tf2.py
+# and configs/ are run from there.
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _OUR_STEP = re.compile(r"Step (\d+) per-step time ([0-9.]+)s")
 _MG_STEP = re.compile(r"train \| step:\s*(\d+) \| steps/sec:\s*([0-9.]+)")
 
