@@ -62,6 +62,28 @@ def _written(node: Node) -> str:
     return node.value
 
 
+def _allowed(node: Node, only: tuple[str, ...]) -> bool:
+    """Whether `node` is a scalar holding one of the values `only` (as written in the
+    table), compared as values: `False` is `false`, `1.00` is `1`."""
+    if node.is_message or node.kind == LIST:
+        return False
+    value = _value(node)
+    return any(isinstance(value, bool) == isinstance(allowed, bool) and value == allowed
+               for allowed in map(_table_value, only))
+
+
+def _table_value(text: str) -> int | float | bool | str:
+    """A value of a row's `only`, as the text-format reader gives it."""
+    if text in ("true", "false"):
+        return text == "true"
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            pass
+    return text
+
+
 class _Mapper:
     def __init__(self, root: Node, source: str):
         self.source = source
@@ -146,7 +168,7 @@ class _Mapper:
                     continue  # a described message: its fields are decided one by one
                 self.unsupported.append(f"{self.at(node)}: {path} (not supported)")
                 continue
-            if row.only and (node.is_message or _written(node) not in row.only):
+            if row.only and not _allowed(node, row.only):
                 shown = "{...}" if node.is_message else _written(node)
                 self.unsupported.append(f"{self.at(node)}: {path}: {shown} ({row.why}; only "
                                         f"{' / '.join(row.only)})")

@@ -1,9 +1,10 @@
 """The `model.ssd` fields of a pipeline.config that combine into our `model` keys.
 
 Called by odapi.py after the plain fields are mapped: the backbone and levels
-(from the feature extractor's type), the anchors, the input size, the one
-norm/activation setting, the head width, and the box-loss scaling. Each
-approximation is noted with why; what cannot be honoured is refused.
+(from the feature extractor's type), its width (depth_multiplier), the anchors,
+the input size, the one norm/activation setting, the head width, and the
+box-loss scaling. Each approximation is noted with why; what cannot be honoured
+is refused.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 import re
 from typing import TYPE_CHECKING
 
-from train_lib.config.model_schema import MAX_LEVEL
+from train_lib.config.model_schema import MAX_LEVEL, FpnConfig, LossConfig, NormConfig
 from train_lib.config.odapi_fields import SUPPORTED_EXTRACTORS
 from train_lib.textproto import scalar_value
 
@@ -45,6 +46,7 @@ def _backbone(m: _Mapper) -> str:
         m.set("model.backbone.model_id", match.group(1), origin,
               f"Model Garden's ResNet-{match.group(1)} (v1.5: the stride in the 3x3 conv) "
               f"and its FPN for the OD API's Keras ResNet-{match.group(1)} v1 FPN")
+        _width(m, fpn=True)
         return "fpn"
     if kind in ("ssd_mobilenet_v1_fpn_keras", "ssd_mobilenet_v2_fpn_keras"):
         version = "V1" if "v1" in kind else "V2"
@@ -52,12 +54,14 @@ def _backbone(m: _Mapper) -> str:
         m.set("model.backbone.model_id", f"MobileNet{version}", origin,
               f"Model Garden's MobileNet{version} and its FPN for the OD API's Keras "
               f"MobileNet{version} FPN (the same layers, other implementations)")
+        _width(m, fpn=True)
         return "fpn"
     if kind == "ssd_mobilenet_v2_keras":
         m.set("model.backbone.type", "mobilenet", origin)
         m.set("model.backbone.model_id", "MobileNetV2", origin,
               "Model Garden's MobileNetV2 with an FPN over levels 4 and up stands in for the "
               "OD API's SSD feature maps (stride 16 and 32 and extra stride-2 layers, no FPN)")
+        _width(m, fpn=False)
         return "ssd"
     if match := re.fullmatch(r"ssd_efficientnet-(b[0-7])_bifpn_keras", kind):
         m.set("model.backbone.type", "efficientnet", origin)
@@ -70,6 +74,22 @@ def _backbone(m: _Mapper) -> str:
     m.refuse(origin, f"feature extractor {kind!r} is not supported; supported: "
                      f"{', '.join(SUPPORTED_EXTRACTORS)}")
     return "none"
+
+
+def _width(m: _Mapper, fpn: bool) -> None:
+    """depth_multiplier scales the backbone's channels (MobileNet's alpha, ResNet's
+    depth multiplier: model.backbone.width_multiplier) and, as the OD API's FPN
+    extractors do, the FPN's: max(int(additional_layer_depth * depth_multiplier),
+    min_depth)."""
+    path = FE + "depth_multiplier"
+    if m.one(path) is None:
+        return
+    multiplier = float(m.get(path))
+    m.set("model.backbone.width_multiplier", multiplier, path)
+    if fpn and multiplier != 1.0:
+        depth = m.get(FE + "fpn.additional_layer_depth", 256)
+        filters = max(int(depth * multiplier), m.get(FE + "min_depth", 0))
+        m.set("model.fpn.num_filters", filters, path)
 
 
 def _levels(m: _Mapper, decoder: str) -> tuple[int, int]:
@@ -152,18 +172,25 @@ def norm(m: _Mapper, fe: str = FE, predictors: tuple[str, ...] = (
             value = float(value)
         ours[name] = value
         m.set(key, value, hp + name)
+    if m.one(hp + "sync_batch_norm") is not None:  # set by its row (a bool)
+        ours["sync_batch_norm"] = m.get(hp + "sync_batch_norm")
     if m.one(hp + "batch_norm") is None and m.one(hp[:-1]) is not None:
         m.approx(hp[:-1], "no batch_norm: batch norm is used all the same")
+    used = {"activation": NormConfig.activation, "batch_norm.decay": NormConfig.norm_momentum,
+            "batch_norm.epsilon": NormConfig.norm_epsilon,
+            "regularizer.l2_regularizer.weight": LossConfig.l2_weight_decay,
+            "sync_batch_norm": NormConfig.use_sync_bn} | ours
     for predictor in predictors:
         other = f"{M}box_predictor.{predictor}.conv_hyperparams."
-        for name, value in ours.items():
+        for name, value in used.items():
             theirs = m.get(other + name)
             if name == "activation":
                 theirs = ACTIVATIONS.get(theirs, theirs)
             if theirs is not None and theirs != value:
-                m.approx(other + name, f"{theirs} differs from the feature extractor's {value}; "
-                                       "one norm/activation setting serves all, the feature "
-                                       "extractor's is used")
+                whose = "the feature extractor's" if name in ours else "the value used"
+                m.approx(other + name, f"{theirs} differs from {whose} {value}; one "
+                                       "norm/activation setting serves all (the feature "
+                                       "extractor's conv_hyperparams)")
     return ours
 
 
@@ -171,11 +198,15 @@ def _head(m: _Mapper) -> None:
     cb = M + "box_predictor.convolutional_box_predictor."
     if m.one(cb[:-1]) is None:
         return
-    depth = m.get(cb + "max_depth", 0) or m.get(cb + "min_depth", 0)
+    m.set("model.head.num_convs", m.get(cb + "num_layers_before_predictor", 0),
+          cb + "num_layers_before_predictor")
+    # The OD API's layers before the predictor: max(min(input depth, max_depth), min_depth).
+    fpn = m.out.data.get("model", {}).get("fpn", {}).get("num_filters", FpnConfig.num_filters)
+    low, high = m.get(cb + "min_depth", 0), m.get(cb + "max_depth", 0)
+    depth = max(min(fpn, high), low)
     if depth:
-        m.set("model.head.num_filters", depth, cb + "max_depth")
-    elif m.get(cb + "num_layers_before_predictor", 0) == 0:
-        m.set("model.head.num_convs", 0, cb + "num_layers_before_predictor")
+        m.set("model.head.num_filters", depth, cb + ("max_depth" if depth == high else
+                                                     "min_depth"))
     m.approx(cb[:-1], "Model Garden's RetinaNet head shares its weights across levels (the "
                       "OD API's convolutional predictor has one per level)")
 

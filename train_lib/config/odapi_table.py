@@ -32,6 +32,7 @@ CB = M + "box_predictor.convolutional_box_predictor."
 T = "train_config."
 OPT = T + "optimizer."
 AUG = T + "data_augmentation_options."
+LR = "train_config.learning_rate."
 _META = ("supported: ssd (as Model Garden's RetinaNet) and faster_rcnn (as its Faster "
          "R-CNN)")
 
@@ -45,11 +46,11 @@ ROWS: tuple[Row, ...] = (
         only=("false",)),
     Row(M + "inplace_batchnorm_update", IGNORED, "",
         "TF1 graph option; Keras updates batch norm in place"),
-    Row(M + "encode_background_as_zeros", APPROX, "model.num_classes",
-        "Model Garden's class head has a background column 0 (num_classes + 1 sigmoid "
-        "outputs, background trained as a negative class)"),
-    Row(M + "add_background_class", APPROX, "model.num_classes",
-        "Model Garden's class head always has a background column 0"),
+    Row(M + "encode_background_as_zeros", APPROX, "",
+        "either value: Model Garden's class head has a background column 0 "
+        "(model.num_classes + 1 sigmoid outputs, background trained as a negative class)"),
+    Row(M + "add_background_class", APPROX, "",
+        "either value: Model Garden's class head always has a background column 0"),
     Row(M + "negative_class_weight", EXACT, "", "negatives always weigh 1", only=("1", "1.0")),
     Row(M + "normalize_loss_by_num_matches", APPROX, "",
         "losses are divided by (matched anchors + 1)", only=("true",)),
@@ -62,8 +63,10 @@ ROWS: tuple[Row, ...] = (
     Row(FE + "type", APPROX, "model.backbone",
         "the nearest Model Garden backbone and FPN (logged per type: BiFPN and SSD's extra "
         "layers become an FPN)"),
-    Row(FE + "depth_multiplier", EXACT, "model.backbone.width_multiplier",
-        "EfficientNet takes its width from model_id (only 1.0)"),
+    Row(FE + "depth_multiplier", EXACT, "model.backbone.width_multiplier, model.fpn.num_filters",
+        "the backbone's width; the FPN's filters are additional_layer_depth x "
+        "depth_multiplier (at least min_depth), as the OD API's; EfficientNet takes its "
+        "width from model_id (only 1.0)"),
     Row(FE + "min_depth", APPROX, "",
         "Model Garden rounds channels to multiples of 8 instead of flooring at min_depth "
         "(the same for depth_multiplier >= 1)"),
@@ -103,9 +106,9 @@ ROWS: tuple[Row, ...] = (
         "a Faster R-CNN's box classifier: use model.faster_rcnn"),
     Row(CB + "num_layers_before_predictor", EXACT, "model.head.num_convs", kind="int"),
     Row(CB + "max_depth", APPROX, "model.head.num_filters",
-        "the head's towers have one width (max_depth, else the FPN's)"),
-    Row(CB + "min_depth", APPROX, "model.head.num_filters",
-        "the head's towers have one width (max_depth, else the FPN's)"),
+        "the head's towers have one width, max(min(the FPN's, max_depth), min_depth), as "
+        "the OD API's layers before the predictor (the FPN's if that is 0)"),
+    Row(CB + "min_depth", APPROX, "model.head.num_filters", "see max_depth"),
     Row(CB + "kernel_size", APPROX, "",
         "Model Garden's head convs are 3x3, shared across levels (the OD API's "
         "convolutional predictor has one per level)"),
@@ -203,31 +206,40 @@ ROWS: tuple[Row, ...] = (
         "train_config.optimizer.momentum", "optimizer.type: sgd", kind="float"),
     Row(OPT + "adam_optimizer.epsilon", EXACT, "train_config.optimizer.epsilon",
         "optimizer.type: adam; absent: 1e-8 as the OD API", kind="float"),
-    *(Row(f"{OPT}{o}.learning_rate.{f}", EXACT, "train_config.learning_rate" + k, w)
-      for o in ("momentum_optimizer", "adam_optimizer") for f, k, w in (
-        ("constant_learning_rate.learning_rate", ".base", "schedule: constant"),
-        ("cosine_decay_learning_rate.learning_rate_base", ".base", "schedule: cosine"),
+    # k: our keys under train_config.learning_rate ("*": several of them)
+    *(Row(f"{OPT}{o}.learning_rate.{f}", EXACT,
+          LR[:-1] if k == "*" else k and LR + k.replace(", ", ", " + LR), w, only=only)
+      for o in ("momentum_optimizer", "adam_optimizer") for f, k, w, only in (
+        ("constant_learning_rate.learning_rate", "base", "schedule: constant", ()),
+        ("cosine_decay_learning_rate.learning_rate_base", "base", "schedule: cosine", ()),
         ("cosine_decay_learning_rate.total_steps", "",
-         "approximated unless it equals num_steps: the cosine ends at num_steps"),
-        ("cosine_decay_learning_rate.warmup_learning_rate", ".warmup_start", ""),
-        ("cosine_decay_learning_rate.warmup_steps", ".warmup_steps", ""),
-        ("cosine_decay_learning_rate.hold_base_rate_steps", "", "only 0"),
-        ("exponential_decay_learning_rate.initial_learning_rate", ".base", "schedule: step"),
-        ("exponential_decay_learning_rate.decay_steps", ".boundaries",
-         "every multiple of decay_steps below num_steps"),
-        ("exponential_decay_learning_rate.decay_factor", ".decay_factor", ""),
+         "the cosine ends at train_config.num_steps; a total_steps that differs is "
+         "approximated (logged)", ()),
+        ("cosine_decay_learning_rate.warmup_learning_rate", "warmup_start", "", ()),
+        ("cosine_decay_learning_rate.warmup_steps", "warmup_steps", "", ()),
+        ("cosine_decay_learning_rate.hold_base_rate_steps", "",
+         "holding the base rate is not supported", ("0",)),
+        ("exponential_decay_learning_rate.initial_learning_rate", "base", "schedule: step",
+         ()),
+        ("exponential_decay_learning_rate.decay_steps", "schedule, boundaries",
+         "every multiple of decay_steps below num_steps (none: schedule constant)", ()),
+        ("exponential_decay_learning_rate.decay_factor", "decay_factor", "", ()),
         ("exponential_decay_learning_rate.staircase", "",
-         "approximated when false: the rate drops in steps"),
-        ("exponential_decay_learning_rate.burnin_learning_rate", ".warmup_start",
-         "approximated: a linear warmup instead of a constant burn-in"),
-        ("exponential_decay_learning_rate.burnin_steps", ".warmup_steps", "as burn-in"),
-        ("exponential_decay_learning_rate.min_learning_rate", "", "only 0"),
-        ("manual_step_learning_rate.initial_learning_rate", ".base", "schedule: step"),
-        ("manual_step_learning_rate.schedule.step", ".boundaries", ""),
-        ("manual_step_learning_rate.schedule.learning_rate", ".decay_factor",
-         "approximated unless each rate is the previous one times the same factor"),
-        ("manual_step_learning_rate.warmup", ".warmup_steps",
-         "true: a linear warmup to the first schedule step"),
+         "the rate drops at each multiple of decay_steps; false is approximated (logged)",
+         ()),
+        ("exponential_decay_learning_rate.burnin_learning_rate", "warmup_start",
+         "approximated: a linear warmup instead of a constant burn-in", ()),
+        ("exponential_decay_learning_rate.burnin_steps", "warmup_steps, warmup_start",
+         "as burn-in", ()),
+        ("exponential_decay_learning_rate.min_learning_rate", "",
+         "a floor the rate reaches before num_steps is not supported", ()),
+        ("manual_step_learning_rate.initial_learning_rate", "base, decay_factor",
+         "schedule: step; the decay factor is the schedule's rates over it", ()),
+        ("manual_step_learning_rate.schedule.step", "boundaries", "", ()),
+        ("manual_step_learning_rate.schedule.learning_rate", "decay_factor",
+         "approximated unless each rate is the previous one times the same factor", ()),
+        ("manual_step_learning_rate.warmup", "*",
+         "true: a linear warmup from initial_learning_rate to the first schedule step", ()),
       )),
     Row(AUG + "random_horizontal_flip", EXACT, "train_config.augmentation."
         "random_horizontal_flip", "probability 0.5 only; keypoint_flip_permutation unused"),

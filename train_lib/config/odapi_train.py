@@ -45,8 +45,6 @@ def _cosine(m: _Mapper, p: str, num_steps: int) -> None:
     if total != num_steps:
         m.approx(p + "total_steps", f"{total} differs from num_steps {num_steps}: the cosine "
                                     "here ends at train_config.num_steps")
-    if m.get(p + "hold_base_rate_steps", 0):
-        m.refuse(p + "hold_base_rate_steps", "holding the base rate is not supported; only 0")
 
 
 def _exponential(m: _Mapper, p: str, num_steps: int) -> None:
@@ -65,8 +63,14 @@ def _exponential(m: _Mapper, p: str, num_steps: int) -> None:
         m.set(LR + "warmup_steps", m.get(p + "burnin_steps"), p + "burnin_steps")
         m.set(LR + "warmup_start", float(m.get(p + "burnin_learning_rate", 0.0)),
               p + "burnin_learning_rate", "a linear warmup instead of a constant burn-in rate")
-    if m.get(p + "min_learning_rate", 0):
-        m.approx(p + "min_learning_rate", "the floor is not applied")
+    floor = float(m.get(p + "min_learning_rate", 0.0))
+    base, factor = float(m.get(p + "initial_learning_rate", 0.002)), float(
+        m.get(p + "decay_factor", 0.95))
+    last = base * factor ** len(boundaries) if boundaries else base
+    if floor > last:
+        m.refuse(p + "min_learning_rate", f"{floor:g} is above the rate {last:g} reached "
+                                          "before num_steps, and a floor is not supported; "
+                                          f"lower it below {last:g} (or to 0)")
 
 
 def _manual(m: _Mapper, p: str) -> None:
