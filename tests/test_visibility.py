@@ -7,13 +7,14 @@ import glob
 import io
 import os
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
 from tests.conftest import make_tiny_config
-from train_lib.report.timeline import plot_timeline, read_scalars
+from train_lib.report.timeline import plot_timeline, read_scalars, timeline_figure
 from train_lib.training.hooks import ProgressLine
 from train_lib.training.trainer import train
 
@@ -88,6 +89,25 @@ def test_timeline_png_from_a_real_model_dir(logged_run, tmp_path):
         colours = np.asarray(picture.convert("RGB")).reshape(-1, 3)
     assert 10_000 < os.path.getsize(out) < 300_000
     assert len(np.unique(colours, axis=0)) > 20  # lines and markers, not a blank canvas
+
+
+def test_timeline_legend_covers_no_marker(logged_run):
+    """The legend lies beside the loss axes, so no curve or checkpoint marker (the
+    last checkpoint's at the right end included) is under it."""
+    model_dir, _ = logged_run
+    figure = timeline_figure(model_dir)
+    try:
+        figure.canvas.draw()
+        ax_loss = figure.axes[0]
+        legend = ax_loss.get_legend().get_window_extent()
+        assert not legend.overlaps(ax_loss.get_window_extent())
+        points = np.concatenate([line.get_transform().transform(line.get_xydata())
+                                 for line in ax_loss.lines])
+        assert len(points) > 3
+        assert not any(legend.contains(x, y) for x, y in points)
+        assert legend.x1 <= figure.bbox.x1  # and the legend is inside the picture
+    finally:
+        plt.close(figure)
 
 
 class _Terminal(io.StringIO):

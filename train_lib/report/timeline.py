@@ -48,6 +48,16 @@ def present_steps(model_dir: str) -> list[int]:
 def plot_timeline(model_dir: str, out_path: str, width: float = 9.0,
                   height: float = 5.0, dpi: int = 100) -> str:
     """Draws the timeline of `model_dir` into the PNG `out_path`; returns the path."""
+    fig = timeline_figure(model_dir, width, height)
+    fig.savefig(out_path, dpi=dpi)
+    plt.close(fig)
+    return out_path
+
+
+def timeline_figure(model_dir: str, width: float = 9.0, height: float = 5.0):
+    """The timeline of `model_dir` as a matplotlib Figure (close it when done): the
+    loss axes first, then the learning rate's. The legend is to the right of the
+    axes, so it covers no curve and no marker."""
     scalars = read_scalars(os.path.join(model_dir, "train"),
                            ("Loss/total_loss", "learning_rate"))
     events = read_events(model_dir)
@@ -83,7 +93,8 @@ def plot_timeline(model_dir: str, out_path: str, width: float = 9.0,
     for i, step in enumerate(sorted(present)):
         ax_loss.axvspan(step, step, color="gold", linewidth=4, alpha=0.9,
                         label="present at the end" if i == 0 else None)
-    ax_loss.legend(loc="upper right", fontsize=8, framealpha=0.9)
+    ax_loss.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
+                   fontsize=8, framealpha=0.9)
     ax_loss.set_title(f"{os.path.basename(os.path.normpath(model_dir))}: "
                       f"{len(present)} checkpoint(s) present "
                       f"({', '.join(f'ckpt-{s}' for s in sorted(present)) or 'none'})",
@@ -94,6 +105,4 @@ def plot_timeline(model_dir: str, out_path: str, width: float = 9.0,
     ax_lr.set_ylabel("learning rate")
     ax_lr.set_xlabel("global step")
     fig.tight_layout()
-    fig.savefig(out_path, dpi=dpi)
-    plt.close(fig)
-    return out_path
+    return fig
