@@ -10,15 +10,14 @@ from pathlib import Path
 import pytest
 
 from train_lib.checkpointing.policy import (
-    FINAL,
-    INTERVAL,
     KEEP_EVERY_N_HOURS,
     MAX_TO_KEEP,
-    STOPPED,
     CheckpointPolicy,
+    SaveReason,
 )
 
-IV, F, S = INTERVAL, FINAL, STOPPED
+# A regular save, the final save at num_steps, the final save of a run stopped by a signal.
+IV, F, S = SaveReason.INTERVAL, SaveReason.END, SaveReason.SIGNAL
 
 
 def simulate(policy: CheckpointPolicy, num_steps: int, resume: int, stop: int | None):
@@ -36,7 +35,7 @@ def simulate(policy: CheckpointPolicy, num_steps: int, resume: int, stop: int | 
                 saves.append((step, reason))
                 last = step
         if policy.needs_final_save(end, last):
-            saves.append((end, FINAL if end == num_steps else STOPPED))
+            saves.append((end, F if end == num_steps else S))
         for step, _ in saves:
             present[step] = float(step)  # the newest is committed before rotating
             plan = policy.plan_rotation(list(present.items()), last_preserved_time=0.0)
@@ -91,10 +90,18 @@ def test_expected_checkpoints_examples_from_the_contract():
         policy.expected_checkpoints(3500, stop_step=4000)
 
 
+def test_next_save_step_is_the_next_step_with_a_save_reason():
+    policy = CheckpointPolicy(every_n=5, max_to_keep=1)
+    for step in range(0, 21):
+        following = next(s for s in range(step + 1, 100) if policy.save_reason(s))
+        assert policy.next_save_step(step) == following, step
+
+
 def test_save_reason_and_final_save():
     policy = CheckpointPolicy(every_n=5, max_to_keep=1)
     assert [s for s in range(0, 21) if policy.save_reason(s)] == [5, 10, 15, 20]
     assert policy.save_reason(0) is None
+    assert policy.save_reason(15) is SaveReason.INTERVAL
     assert policy.needs_final_save(0, None) is False
     assert policy.needs_final_save(7, 5) is True
     assert policy.needs_final_save(10, 10) is False

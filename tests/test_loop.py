@@ -13,7 +13,7 @@ import tensorflow as tf
 from tests.conftest import ckpt_steps
 from train_lib.checkpointing import CheckpointManager, read_events
 from train_lib.checkpointing.policy import CheckpointPolicy, StopReason
-from train_lib.training.hooks import CheckpointHook, Hook
+from train_lib.training.hooks import CheckpointHook, PeriodicHook
 from train_lib.training.loop import run_loop
 
 
@@ -41,7 +41,7 @@ class FakeSteps:
         return {"total_loss": 1.0 / self.step}, True
 
 
-class Recorder(Hook):
+class Recorder(PeriodicHook):
     """Records every call; runs at multiples of `every_n`."""
 
     def __init__(self, name: str, every_n: int, calls: list, fail_in_end: bool = False):

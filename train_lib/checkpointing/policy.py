@@ -33,22 +33,21 @@ class SaveReason(enum.StrEnum):
 
 
 class StopReason(enum.StrEnum):
-    """Why training stopped: what the loop tells its hooks at the end of a run."""
+    """Why training stopped: what the loop tells its hooks at the end of a run, and
+    `TrainResult.stop_reason`."""
 
     FINISHED = "finished"  # num_steps reached
     SIGNAL = "signal"  # SIGINT / SIGTERM (in a multi-worker job: agreed by all)
     ERROR = "error"  # a step or a hook raised
     NON_FINITE = "non_finite"  # a loss was NaN or infinite: nothing may be saved
+    # train() alone: model_dir had reached num_steps before the run; no step ran.
+    ALREADY_FINISHED = "already_finished"
 
 
 FINAL_SAVE_REASONS = (SaveReason.END, SaveReason.SIGNAL, SaveReason.ERROR)
 _FINAL_SAVE = {StopReason.FINISHED: SaveReason.END, StopReason.SIGNAL: SaveReason.SIGNAL,
                StopReason.ERROR: SaveReason.ERROR}
 
-# Names used in expected-save explanations.
-INTERVAL = SaveReason.INTERVAL
-FINAL = SaveReason.END  # a run that reached num_steps
-STOPPED = SaveReason.SIGNAL  # a run stopped before num_steps (by a signal or an error)
 # Rotation reasons.
 MAX_TO_KEEP = "max_to_keep"
 KEEP_EVERY_N_HOURS = "keep_every_n_hours"
@@ -107,11 +106,15 @@ class CheckpointPolicy:
 
     # ------------------------------------------------------------ when to save
 
-    def save_reason(self, step: int) -> str | None:
+    def save_reason(self, step: int) -> SaveReason | None:
         """INTERVAL if `step` is a positive multiple of every_n, else None (never at 0)."""
         if step > 0 and step % self.every_n == 0:
-            return INTERVAL
+            return SaveReason.INTERVAL
         return None
+
+    def next_save_step(self, step: int) -> int:
+        """The first step after `step` with a regular save (`save_reason` is INTERVAL)."""
+        return (step // self.every_n + 1) * self.every_n
 
     def needs_final_save(self, step: int, last_saved_step: int | None) -> bool:
         """True when training stops at `step` and that step is not already saved."""
@@ -168,18 +171,20 @@ class CheckpointPolicy:
         self, num_steps: int, start_step: int = 0, stop_step: int | None = None
     ) -> list[tuple[int, str]]:
         """(step, reason) of every save of a run from `start_step` (a restored
-        checkpoint, or 0) that ends at `stop_step` (default: num_steps)."""
+        checkpoint, or 0) that ends at `stop_step` (default: num_steps): INTERVAL
+        saves, then END at num_steps or, for a run stopped before it, SIGNAL (the
+        reason of a stop by SIGINT / SIGTERM; one after an error would be ERROR)."""
         end = num_steps if stop_step is None else stop_step
         if not 0 <= start_step <= end <= num_steps:
             raise ValueError(
                 "need 0 <= start_step <= stop_step <= num_steps, got "
                 f"start_step={start_step}, stop_step={stop_step}, num_steps={num_steps}"
             )
-        first = (start_step // self.every_n + 1) * self.every_n
-        saves = [(step, INTERVAL) for step in range(first, end + 1, self.every_n)]
+        first = self.next_save_step(start_step)
+        saves = [(step, SaveReason.INTERVAL) for step in range(first, end + 1, self.every_n)]
         last_saved = saves[-1][0] if saves else (start_step or None)
         if self.needs_final_save(end, last_saved):
-            saves.append((end, FINAL if end == num_steps else STOPPED))
+            saves.append((end, SaveReason.END if end == num_steps else SaveReason.SIGNAL))
         return saves
 
     def expected_checkpoints(

@@ -19,12 +19,12 @@ import numpy as np
 
 from train_lib.checkpointing.policy import StopReason
 from train_lib.data.example_checks import COUNTERS, RULE_NAMES, TIDY_COUNTERS, describe_counts
-from train_lib.training.hooks import Hook, StepOutputs
+from train_lib.training.hooks import PeriodicHook, StepOutputs
 
 REPORT_FILE = "data_report.json"
 
 
-class DataReportHook(Hook):
+class DataReportHook(PeriodicHook):
     """Logs and records the data counts every `every_n` steps and at the end.
 
     Args:

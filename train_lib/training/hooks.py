@@ -1,8 +1,9 @@
 """Hooks around the training loop: each concern a small object.
 
-A hook says *when* it next wants to run (`next_step`), *what* it does then
-(`after_steps`), and what it does when the run ends (`end`, with the reason).
-The loop (training/loop.py, which documents the call order) runs training steps
+Each is a `loop.Hook` (the interface, defined with the loop): it says *when* it
+next wants to run (`next_step`), *what* it does then (`after_steps`), and what it
+does when the run ends (`end`, with the reason). The loop (training/loop.py,
+which documents the call order) runs training steps
 up to the nearest step any hook asks for, so save, log and summary boundaries
 are exact however many steps run inside one tf.function call. The hooks of a
 training run are composed in one place: `trainer.build_hooks`.
@@ -22,6 +23,7 @@ from absl import logging as absl_logging
 
 from train_lib.checkpointing.policy import SaveReason, StopReason
 from train_lib.training.failures import op_error_summary
+from train_lib.training.loop import Hook
 
 StepOutputs = dict[str, float]  # loss terms and learning_rate after the last step
 
@@ -31,8 +33,8 @@ def next_multiple(step: int, every_n: int) -> int:
     return (step // every_n + 1) * every_n
 
 
-class Hook:
-    """Base: runs at positive multiples of `every_n`."""
+class PeriodicHook(Hook):
+    """A hook that runs at positive multiples of `every_n` (0: never)."""
 
     every_n: int = 0
 
@@ -42,14 +44,8 @@ class Hook:
     def wants(self, step: int) -> bool:
         return bool(self.every_n) and step > 0 and step % self.every_n == 0
 
-    def after_steps(self, step: int, outputs: StepOutputs) -> None:
-        """Called after every call of the training function."""
 
-    def end(self, step: int, reason: StopReason, error: BaseException | None = None) -> None:
-        """Called once when the run ends at `step`; `error` is set when reason is ERROR."""
-
-
-class LogHook(Hook):
+class LogHook(PeriodicHook):
     """OD API-style progress lines: step, per-step time, losses, learning rate, ETA."""
 
     def __init__(self, every_n: int, num_steps: int, batch_size: int, start_step: int,
@@ -88,7 +84,7 @@ def _loss_terms(outputs: StepOutputs) -> str:
                      if key.endswith("_loss") and key != "total_loss")
 
 
-class SummaryHook(Hook):
+class SummaryHook(PeriodicHook):
     """TensorBoard under `<model_dir>/train`: Loss/*, learning_rate, steps_per_sec,
     images_per_sec; and, when `pictures` is given, `train/images`: the pictures it
     returns for a step (uint8 [H, W, 3] each, e.g. training images with boxes)."""
@@ -141,10 +137,9 @@ class CheckpointHook(Hook):
         self._log = log
         self._state_is_finite = state_is_finite
         self._may_save = may_save
-        self.every_n = policy.every_n
 
-    def wants(self, step: int) -> bool:
-        return self._policy.save_reason(step) is not None
+    def next_step(self, step: int) -> int | None:
+        return self._policy.next_save_step(step)
 
     def after_steps(self, step: int, outputs: StepOutputs) -> None:
         reason = self._policy.save_reason(step)
@@ -221,7 +216,7 @@ class ProgressLine(Hook):
 absl_logging.ABSLLogger.register_frame_to_skip(__file__, "logged")
 
 
-class EvalHook(Hook):
+class EvalHook(PeriodicHook):
     """In-training evaluation: `evaluate(step)` measures the live model and records
     the metrics at every positive multiple of `every_n` (0: none), and, with
     `final_step`, once when the run finishes there (reason FINISHED; not after a

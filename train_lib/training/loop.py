@@ -2,7 +2,8 @@
 
 `run_loop` knows nothing of models, files or TensorFlow: it drives a `Steps`
 object (`step_function.StepRunner` in training, a fake in tests) and a list of
-hooks (`hooks.py`), so its contract is tested in milliseconds.
+`Hook`s (the interface is defined here; the training hooks are in `hooks.py`), so
+its contract is tested in milliseconds.
 
 Call order, for hooks [h1, h2, ...] in list order:
 1. before each call of the training function: every hook's `next_step(step)`;
@@ -38,13 +39,22 @@ class Steps(Protocol):
         losses were finite (it stops at the first that is not)."""
 
 
-class LoopHook(Protocol):
-    def next_step(self, step: int) -> int | None: ...
+class Hook:
+    """The one interface of a training hook: what the loop calls (the module
+    docstring gives the order). Each method does nothing unless overridden; the
+    hooks of a training run are in hooks.py (`PeriodicHook` runs at multiples of
+    an interval)."""
 
-    def after_steps(self, step: int, outputs: dict[str, float]) -> None: ...
+    def next_step(self, step: int) -> int | None:
+        """The next step after `step` at which this hook wants to run, or None."""
+        return None
 
-    def end(self, step: int, reason: StopReason,
-            error: BaseException | None = None) -> None: ...
+    def after_steps(self, step: int, outputs: dict[str, float]) -> None:
+        """Called after every call of the training function, at the global `step`,
+        with the last step's outputs (loss terms, learning_rate)."""
+
+    def end(self, step: int, reason: StopReason, error: BaseException | None = None) -> None:
+        """Called once when the run ends at `step`; `error` is set when reason is ERROR."""
 
 
 @dataclasses.dataclass
@@ -59,7 +69,7 @@ class LoopEnd:
 
 def run_loop(
     steps: Steps,
-    hooks: Sequence[LoopHook],
+    hooks: Sequence[Hook],
     *,
     num_steps: int,
     steps_per_loop: int,
@@ -103,7 +113,7 @@ def run_loop(
     return LoopEnd(step, reason, stop, outputs)
 
 
-def _end_all(hooks: Sequence[LoopHook], step: int, reason: StopReason,
+def _end_all(hooks: Sequence[Hook], step: int, reason: StopReason,
              error: BaseException | None = None) -> None:
     """Every hook's end call, in order. After an error, a hook's own failure is
     logged and the others still run: the original error matters more."""
