@@ -1,12 +1,14 @@
-"""README.md's commands work exactly as written, in order, in a shell without an
-activated virtualenv: every fenced block marked `<!-- runnable -->` is run with
-bash in a copy of the repository whose configs/shapes_retinanet.yaml is a tiny
-version of itself (64 px, 10 steps, 32 + 8 images), so the whole README takes a
-couple of minutes. Blocks that are not marked (the fresh-machine install, the
-TensorBoard server, GPU and cluster set-ups, long benchmarks) are not run."""
+"""The documented commands work exactly as written, in order, in a shell without an
+activated virtualenv: every fenced block marked `<!-- runnable -->` in README.md,
+then in each docs/*.md page (pages in name order, each page's blocks in order), is
+run with bash in one copy of the repository whose configs/shapes_retinanet.yaml is
+a tiny version of itself (64 px, 10 steps, 32 + 8 images), so they take a few
+minutes. Blocks that are not marked (the fresh-machine install, the TensorBoard
+server, GPU and cluster set-ups, long benchmarks, TFLite) are not run."""
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shutil
@@ -21,24 +23,56 @@ from PIL import Image
 from tests.conftest import REPO
 
 MARKER = "<!-- runnable -->"
-# What a command must print (stdout or stderr), by the script it runs: the README's
-# first-hour path. Each must match one runnable command.
+# What a command must print (stdout or stderr), by a pattern of the command it runs
+# (re.search): the first hour's path. Each pattern must match one runnable command.
 EXPECTED = {
-    "model_main_tf2.py --pipeline_config_path=configs/shapes_retinanet.yaml \\\n"
-    "    --model_dir=runs/shapes": [r"training finished at step 10",
-                                    r"evaluated step 10 on 8 images",
-                                    r"AP per class: square=\S+, circle=\S+, triangle=\S+"],
-    "scripts/check_data.py": [r"train_input_reader \(2 files\): 32 records, 32 valid images",
-                              r"No problems found\."],
-    "scripts/inspect_checkpoints.py": [r"Checkpoints in \S*runs/shapes", r"No anomalies"],
-    "--checkpoint_dir=runs/shapes": [r"ckpt-10, the final checkpoint, as evaluated at .*"
-                                     r": AP=\S+, AP50=\S+",
-                                     r"AP per class: square="],
-    "scripts/exporter_main_v2.py": [r"wrote exported/shapes/saved_model"],
-    "data/shapes/samples/val-00000.jpg": [
+    r"model_main_tf2\.py --pipeline_config_path=configs/shapes_retinanet\.yaml \\\n"
+    r"    --model_dir=runs/shapes": [r"training finished at step 10",
+                                   r"evaluated step 10 on 8 images",
+                                   r"AP per class: square=\S+, circle=\S+, triangle=\S+"],
+    r"scripts/check_data\.py --pipeline_config_path=configs/shapes_retinanet\.yaml\Z": [
+        r"train_input_reader \(2 files\): 32 records, 32 valid images",
+        r"No problems found\."],
+    r"scripts/inspect_checkpoints\.py": [r"Checkpoints in \S*runs/shapes", r"No anomalies"],
+    r"--checkpoint_dir=runs/shapes ": [r"ckpt-10, the final checkpoint, as evaluated at .*"
+                                      r": AP=\S+, AP50=\S+",
+                                      r"AP per class: square="],
+    r"exporter_main_v2\.py .*\n.*--output_directory=exported/shapes\Z": [
+        r"wrote exported/shapes/saved_model"],
+    r"data/shapes/samples/val-00000\.jpg": [
         r"data/shapes/samples/val-00000.jpg: \d+ detections with score >= 0.5 -> "
         r"detections/val-00000_detections.png"],
+    # README's "your own data in five commands"
+    r"coco_train\.json": [r"wrote 6 images with 17 boxes to data/mine/train\.record",
+                          r"use model\.num_classes: 3"],
+    r"coco_val\.json": [r"wrote 2 images with 4 boxes to data/mine/val\.record"],
+    r"check_data\.py .*\n.*data/mine/train\.record": [
+        r"train_input_reader \(1 file\): 6 records, 6 valid images",
+        r"eval_input_reader \(1 file\): 2 records, 2 valid images", r"No problems found\."],
+    r"--model_dir=runs/mine ": [r"training finished at step 100",
+                                r"evaluated step 100 on 2 images"],
+    r"--checkpoint_dir=runs/mine ": [r"evaluated step 100 on 2 images",
+                                     r"new best checkpoint: ckpt-100 .* runs/mine_eval/best"],
+    r"--output_directory=exported/mine": [r"wrote exported/mine/saved_model"],
 }
+
+
+def documented_files() -> list[str]:
+    """README.md, then the docs/*.md pages in name order: the order their runnable
+    blocks run in."""
+    pages = sorted(glob.glob(os.path.join(REPO, "docs", "*.md")))
+    return [os.path.join(REPO, "README.md"), *pages]
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    """("file:line", command) of every runnable command, in the order they run."""
+    out = []
+    for path in documented_files():
+        with open(path) as f:
+            text = f.read()
+        name = os.path.relpath(path, REPO)
+        out += [(f"{name}:{line}", command) for line, command in runnable_commands(text)]
+    return out
 
 
 def runnable_commands(text: str) -> list[tuple[int, str]]:
@@ -53,7 +87,7 @@ def runnable_commands(text: str) -> list[tuple[int, str]]:
             continue
         fence = i + 1
         assert fence < len(lines) and re.fullmatch(r"```(sh|bash)", lines[fence].strip()), \
-            f"README.md:{i + 1}: {MARKER} must be followed by a ```sh fence"
+            f"line {i + 1}: {MARKER} must be followed by a ```sh fence"
         i = fence + 1
         command, start = "", i
         while lines[i].strip() != "```":
@@ -92,7 +126,7 @@ def _sandbox(root) -> str:
     runs the tests and the tiny default config."""
     sandbox = str(root / "clone")
     ignore = shutil.ignore_patterns("__pycache__")
-    for name in ("train_lib", "scripts", "configs"):
+    for name in ("train_lib", "scripts", "configs", "examples"):
         shutil.copytree(os.path.join(REPO, name), os.path.join(sandbox, name), ignore=ignore)
     shutil.copy(os.path.join(REPO, "model_main_tf2.py"), sandbox)
     assert os.path.isfile(os.path.join(sys.prefix, "bin", "python")), \
@@ -115,34 +149,63 @@ def _user_shell_env() -> dict[str, str]:
 
 
 def test_runnable_commands_are_found():
-    with open(os.path.join(REPO, "README.md")) as f:
-        commands = [c for _, c in runnable_commands(f.read())]
+    found = documented_commands()
+    commands = [c for _, c in found]
+    assert found[0][0].startswith("README.md:")
     assert commands[0].startswith(".venv/bin/python model_main_tf2.py")  # training first
-    for key in EXPECTED:
-        assert sum(key in c for c in commands) == 1, (key, commands)
+    assert any(where.startswith("docs/") for where, _ in found), found
+    for pattern in EXPECTED:
+        assert sum(bool(re.search(pattern, c)) for c in commands) == 1, (pattern, commands)
     assert all(c.startswith(".venv/bin/") for c in commands), commands
     text = "x\n" + MARKER + "\n```sh\na \\\n  b\n\n# note\nc\n```\n```sh\nd\n```\n"
     assert runnable_commands(text) == [(4, "a \\\n  b"), (8, "c")]
 
 
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces
+    as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_links_between_pages_resolve():
+    """Every relative link of README.md and docs/*.md names a file of the repository,
+    and its #anchor a heading of that file."""
+    links = 0
+    for path in documented_files():
+        with open(path) as f:
+            text = f.read()
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+://", target):
+                continue
+            name, _, anchor = target.partition("#")
+            linked = os.path.normpath(os.path.join(os.path.dirname(path), name)) if name \
+                else path
+            assert os.path.exists(linked), (path, target)
+            if anchor:
+                with open(linked) as f:
+                    headings = re.findall(r"^#+ (.+)$", f.read(), flags=re.M)
+                assert anchor in {_anchor(h) for h in headings}, (path, target)
+            links += 1
+    assert links > 20
+
+
 @pytest.mark.slow
-def test_readme_commands_run_as_written(tmp_path):
-    with open(os.path.join(REPO, "README.md")) as f:
-        commands = runnable_commands(f.read())
+def test_documented_commands_run_as_written(tmp_path):
+    commands = documented_commands()
     sandbox = _sandbox(tmp_path)
     env = _user_shell_env()
     assert shutil.which("python", path=env["PATH"]) != os.path.join(sys.prefix, "bin",
                                                                     "python")
     outputs = {}
-    for line, command in commands:
+    for where, command in commands:
         proc = subprocess.run(["bash", "-c", command], cwd=sandbox, env=env,
                               capture_output=True, text=True, timeout=900)
         output = proc.stdout + proc.stderr
-        assert proc.returncode == 0, f"README.md:{line}: {command}\n{output[-3000:]}"
-        assert "Traceback" not in output, f"README.md:{line}\n{output[-3000:]}"
+        assert proc.returncode == 0, f"{where}: {command}\n{output[-3000:]}"
+        assert "Traceback" not in output, f"{where}\n{output[-3000:]}"
         outputs[command] = output
     for key, patterns in EXPECTED.items():
-        (output,) = [out for command, out in outputs.items() if key in command]
+        (output,) = [out for command, out in outputs.items() if re.search(key, command)]
         for pattern in patterns:
             assert re.search(pattern, output), (key, pattern, output[-3000:])
     with Image.open(os.path.join(sandbox, "detections", "val-00000_detections.png")) as p:
