@@ -1,6 +1,6 @@
 r"""What does a phone get? The SavedModel against the three TFLite exports of one model.
 
-One command, one machine; prints README's "On a phone: TFLite" table (markdown)
+One command, one machine; prints docs/performance.md's "TFLite" table (markdown)
 and, with --json, the figures as JSON on stdout or into a file:
 
     .venv/bin/python scripts/benchmark_tflite.py --model_dir=runs/shapes \

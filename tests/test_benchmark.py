@@ -1,7 +1,7 @@
 """scripts/benchmark.py's parts that decide what is compared: Model Garden's experiment
 is the same detector and training as ours, its trainer runs in the user's environment,
 and the steady rate leaves the traced first interval out. (The benchmark itself is
-minutes long: README's Performance section holds its figures.)"""
+minutes long: docs/performance.md holds its figures.)"""
 
 from __future__ import annotations
 

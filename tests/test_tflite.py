@@ -140,7 +140,7 @@ def test_int8_quantises_the_network_and_keeps_post_processing_float(tflite_model
 
     # This 4-step model scores ~100 boxes alike, so which box comes first is noise;
     # the scores, sorted, must be the float model's within int8's error. (On the
-    # trained shapes model the int8 AP50 equals the float model's: README's table.)
+    # trained shapes model the int8 AP50 equals the float model's: docs/performance.md's table.)
     floats = TFLiteDetector(tflite_models["none"])
     ints = TFLiteDetector(tflite_models["int8"])
     for image in _images():

@@ -46,8 +46,8 @@ PATHS = {ACCEPTS: "paths"}
 _ODAPI_HINTS = {
     "tf_record_input_reader": "this driver takes `{parent}.input_path` directly",
     "ssd": "this driver builds a RetinaNet: set `model.architecture: retinanet`",
-    "faster_rcnn": "set `model.architecture: faster_rcnn` and its keys (README.md, section "
-                   "'Faster R-CNN')",
+    "faster_rcnn": "set `model.architecture: faster_rcnn` and its keys "
+                   "(docs/faster_rcnn.md)",
     "center_net": "this driver builds a RetinaNet: set `model.architecture: retinanet`",
 }
 
