@@ -1,4 +1,4 @@
-"""An OD API protobuf-text pipeline.config, read directly (train_lib/config/odapi*.py).
+"""An OD API protobuf-text pipeline.config, read directly (train_lib/config/odapi/).
 
 Mapping tests are pure Python; two models are built (the new backbones); one
 slow test trains the published ssd_mobilenet_v2 config a few steps through
@@ -17,7 +17,7 @@ import pytest
 from conftest import ODAPI_SAMPLES, REPO, ckpt_steps, odapi_sample_id, run_trainer
 
 from train_lib.config import ConfigError, load_config
-from train_lib.config.odapi_table import markdown_table
+from train_lib.config.odapi.table import markdown_table
 from train_lib.errors import UserError
 
 HYPER = """conv_hyperparams {{

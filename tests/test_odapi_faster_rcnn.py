@@ -1,4 +1,4 @@
-"""An OD API `faster_rcnn { ... }` pipeline.config (train_lib/config/odapi_faster_rcnn.py):
+"""An OD API `faster_rcnn { ... }` pipeline.config (train_lib/config/odapi/faster_rcnn.py):
 the ResNet extractors with and without FPN map to model.architecture: faster_rcnn,
 each field exact, approximated, ignored or refused; one converted config builds its
 model (at a small input size). The mapping tests are pure Python."""

@@ -1,4 +1,4 @@
-"""Every row of the OD API mapping table (train_lib/config/odapi_table.py) is tested by
+"""Every row of the OD API mapping table (train_lib/config/odapi/table.py) is tested by
 what it does.
 
 For each row marked exact or approximated that names our key (or has a conversion
@@ -26,7 +26,7 @@ import pytest
 
 from train_lib.config import ConfigError, load_config
 from train_lib.config.odapi import map_pipeline_config
-from train_lib.config.odapi_table import APPROX, EXACT, ROWS, Row
+from train_lib.config.odapi.table import APPROX, EXACT, ROWS, Row
 from train_lib.config.schema import to_dict
 
 SSD = "model.ssd."

@@ -1,15 +1,15 @@
 """What becomes of each OD API pipeline.config field: the one table of the mapping.
 
-`ROWS` holds one `Row` (odapi_rows.py: exact, approximated, ignored or
+`ROWS` holds one `Row` (rows.py: exact, approximated, ignored or
 unsupported, and our key) per field path: the ssd meta-architecture's here,
-the faster_rcnn one's in odapi_table_faster_rcnn.py, then train_config, the
-input readers and eval_config. A known field (odapi_fields.py) without a row is
+the faster_rcnn one's in table_faster_rcnn.py, then train_config, the
+input readers and eval_config. A known field (fields.py) without a row is
 unsupported. README.md's table "Coming from the OD API" is `markdown_table()`.
 """
 
 from __future__ import annotations
 
-from train_lib.config.odapi_rows import (
+from train_lib.config.odapi.rows import (
     APPROX,
     EXACT,
     IGNORED,
@@ -21,7 +21,7 @@ from train_lib.config.odapi_rows import (
     nms_rows,
     resizer_rows,
 )
-from train_lib.config.odapi_table_faster_rcnn import FASTER_RCNN_ROWS
+from train_lib.config.odapi.table_faster_rcnn import FASTER_RCNN_ROWS
 
 __all__ = ["APPROX", "EXACT", "IGNORED", "ROWS", "UNSUPPORTED", "Row", "markdown_table"]
 

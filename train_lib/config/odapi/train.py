@@ -1,6 +1,6 @@
 """The training and input fields of a pipeline.config that combine into our keys.
 
-Called by odapi.py after the plain fields are mapped: the optimizer type and
+Called by pipeline.py after the plain fields are mapped: the optimizer type and
 its learning-rate schedule, the augmentation options, the fine-tune checkpoint
 type, bfloat16, and the input readers' shuffle. Approximations are noted with
 why; what cannot be honoured is refused.
@@ -9,12 +9,9 @@ why; what cannot be honoured is refused.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
-from train_lib.config.odapi_model import child_value as _child
-
-if TYPE_CHECKING:
-    from train_lib.config.odapi import _Mapper
+from train_lib.config.odapi.mapper import Mapper
+from train_lib.config.odapi.mapper import child_value as _child
 
 __all__ = ["map_training"]
 
@@ -24,7 +21,7 @@ AUG = T + "data_augmentation_options."
 LR = "train_config.learning_rate."
 
 
-def _optimizer(m: _Mapper) -> str | None:
+def _optimizer(m: Mapper) -> str | None:
     """Sets the optimizer type; returns the path of its learning_rate message."""
     for name, kind in (("momentum_optimizer", "sgd"), ("adam_optimizer", "adam")):
         if m.one(OPT + name) is not None:
@@ -35,7 +32,7 @@ def _optimizer(m: _Mapper) -> str | None:
     return None
 
 
-def _cosine(m: _Mapper, p: str, num_steps: int) -> None:
+def _cosine(m: Mapper, p: str, num_steps: int) -> None:
     m.set(LR + "schedule", "cosine", p[:-1])
     m.set(LR + "base", float(m.get(p + "learning_rate_base", 0.002)), p + "learning_rate_base")
     m.set(LR + "warmup_start", float(m.get(p + "warmup_learning_rate", 0.0002)),
@@ -47,7 +44,7 @@ def _cosine(m: _Mapper, p: str, num_steps: int) -> None:
                                     "here ends at train_config.num_steps")
 
 
-def _exponential(m: _Mapper, p: str, num_steps: int) -> None:
+def _exponential(m: Mapper, p: str, num_steps: int) -> None:
     every = m.get(p + "decay_steps", 4000000)
     boundaries = list(range(every, num_steps, every)) if every > 0 else []
     m.set(LR + "schedule", "step" if boundaries else "constant", p[:-1])
@@ -73,7 +70,7 @@ def _exponential(m: _Mapper, p: str, num_steps: int) -> None:
                                           f"lower it below {last:g} (or to 0)")
 
 
-def _manual(m: _Mapper, p: str) -> None:
+def _manual(m: Mapper, p: str) -> None:
     node = m.one(p[:-1])
     steps = [_child(s, "step", 0) for s in node.fields("schedule")]
     rates = [float(_child(s, "learning_rate", 0.002)) for s in node.fields("schedule")]
@@ -98,7 +95,7 @@ def _manual(m: _Mapper, p: str) -> None:
           "" if same else f"the rates {rates} become one factor {factor:.4g} per boundary")
 
 
-def _learning_rate(m: _Mapper, p: str, num_steps: int) -> None:
+def _learning_rate(m: Mapper, p: str, num_steps: int) -> None:
     if m.one(p + "cosine_decay_learning_rate") is not None:
         _cosine(m, p + "cosine_decay_learning_rate.", num_steps)
     elif m.one(p + "exponential_decay_learning_rate") is not None:
@@ -111,7 +108,7 @@ def _learning_rate(m: _Mapper, p: str, num_steps: int) -> None:
               p + "constant_learning_rate.learning_rate")
 
 
-def _augmentation(m: _Mapper) -> None:
+def _augmentation(m: Mapper) -> None:
     flips = m.nodes.get(AUG + "random_horizontal_flip", [])
     m.set("train_config.augmentation.random_horizontal_flip", bool(flips),
           AUG + "random_horizontal_flip")
@@ -137,7 +134,7 @@ def _augmentation(m: _Mapper) -> None:
         m.set("train_config.augmentation.scale_max", round(float(high), 4), origin, note)
 
 
-def _fine_tune(m: _Mapper) -> None:
+def _fine_tune(m: Mapper) -> None:
     path = T + "fine_tune_checkpoint_type"
     kind = m.get(path)
     if kind is None and m.get(T + "from_detection_checkpoint", False):
@@ -153,7 +150,7 @@ def _fine_tune(m: _Mapper) -> None:
         m.refuse(path, f"{kind!r}; supported: classification, detection, full, fine_tune")
 
 
-def map_training(m: _Mapper) -> None:
+def map_training(m: Mapper) -> None:
     """Maps the combined train_config and input reader fields (see the module docstring)."""
     num_steps = m.get(T + "num_steps", 1000)
     if m.one(T + "num_steps") is not None and num_steps == 0:

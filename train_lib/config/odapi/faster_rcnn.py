@@ -1,7 +1,7 @@
 """The `model.faster_rcnn` fields of a pipeline.config that combine into our `model`
-keys (odapi_table_faster_rcnn.py has every field's row).
+keys (table_faster_rcnn.py has every field's row).
 
-Called by odapi.py after the plain fields are mapped: the architecture, the
+Called by pipeline.py after the plain fields are mapped: the architecture, the
 backbone and levels (from the feature extractor's type and the anchors), the
 input size, the norm and L2 weight, the ROI crop size, the proposals, the box
 classifier, and the OD API's defaults where ours differ (faster_rcnn.proto),
@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING
 
 from train_lib.config.model_schema import MAX_LEVEL, MIN_LEVEL
-from train_lib.config.odapi_fields import FASTER_RCNN_EXTRACTORS
-from train_lib.config.odapi_model import child_value, input_size, norm
-
-if TYPE_CHECKING:
-    from train_lib.config.odapi import _Mapper
+from train_lib.config.odapi.fields import FASTER_RCNN_EXTRACTORS
+from train_lib.config.odapi.mapper import Mapper, child_value
+from train_lib.config.odapi.shared import input_size, norm
 
 __all__ = ["map_model"]
 
@@ -36,7 +33,7 @@ ODAPI_DEFAULTS = {
 }
 
 
-def _backbone(m: _Mapper) -> bool | None:
+def _backbone(m: Mapper) -> bool | None:
     """Sets model.backbone and the box classifier from the feature extractor's type;
     returns whether it has an FPN (None: not supported)."""
     origin = FE + "type"
@@ -64,7 +61,7 @@ def _backbone(m: _Mapper) -> bool | None:
     return fpn
 
 
-def _grid_anchors(m: _Mapper) -> tuple[int, int] | None:
+def _grid_anchors(m: Mapper) -> tuple[int, int] | None:
     """Sets the anchors and levels of a grid_anchor_generator (the OD API's anchors of a
     single stride-16 feature map); returns the levels, None when refused."""
     node = m.one(GRID)
@@ -96,7 +93,7 @@ def _grid_anchors(m: _Mapper) -> tuple[int, int] | None:
     return low, high
 
 
-def _levels(m: _Mapper, fpn: bool) -> tuple[int, int] | None:
+def _levels(m: Mapper, fpn: bool) -> tuple[int, int] | None:
     """Sets model.min_level / max_level (and the grid's anchors); returns them."""
     grid, multiscale = m.one(GRID) is not None, m.one(MULTISCALE) is not None
     if not fpn:
@@ -119,7 +116,7 @@ def _levels(m: _Mapper, fpn: bool) -> tuple[int, int] | None:
     return low, high
 
 
-def _crop_size(m: _Mapper) -> None:
+def _crop_size(m: Mapper) -> None:
     crop = m.get(FR + "initial_crop_size")
     if crop is None:
         return
@@ -127,7 +124,7 @@ def _crop_size(m: _Mapper) -> None:
     m.set("model.roi_aligner.crop_size", max(1, crop // stride), FR + "initial_crop_size")
 
 
-def _defaults(m: _Mapper) -> None:
+def _defaults(m: Mapper) -> None:
     """The proposals, and the OD API's defaults of the fields the file leaves out."""
     origin = FR + "first_stage_max_proposals"
     proposals = m.get(origin, 300)
@@ -138,7 +135,7 @@ def _defaults(m: _Mapper) -> None:
             m.set(key, default, FR[:-1])
 
 
-def map_model(m: _Mapper) -> None:
+def map_model(m: Mapper) -> None:
     """Maps the combined `model.faster_rcnn` fields (see the module docstring)."""
     m.set("model.architecture", "faster_rcnn", FR[:-1])
     fpn = _backbone(m)

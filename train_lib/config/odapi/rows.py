@@ -1,4 +1,4 @@
-"""The rows of the OD API mapping table (odapi_table.py) and the groups of rows that
+"""The rows of the OD API mapping table (table.py) and the groups of rows that
 several meta-architectures share (conv hyperparams, image resizers, multiscale
 anchors, batch NMS), written once for any message prefix.
 
@@ -14,7 +14,7 @@ Each `Row` is one field path as written in a pipeline.config and its fate:
 only when false); any other value is unsupported, with the row's `why`. `kind`
 names the plain conversion of a scalar to `ours` (int, float, bool, str,
 paths, floats); rows without it are computed from several fields
-(odapi_model.py, odapi_faster_rcnn.py, odapi_train.py).
+(ssd.py, shared.py, faster_rcnn.py, train.py).
 """
 
 from __future__ import annotations

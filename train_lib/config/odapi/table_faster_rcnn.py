@@ -1,14 +1,14 @@
-"""The `model.faster_rcnn` rows of the OD API mapping table (odapi_table.py's ROWS).
+"""The `model.faster_rcnn` rows of the OD API mapping table (table.py's ROWS).
 
 A faster_rcnn block becomes `model.architecture: faster_rcnn` (Model Garden's
 Faster R-CNN: backbone, FPN, RPN, ROI align, box classifier). The fields that
 combine (the feature extractor, the anchors, the crop size, the proposals and
-the OD API's defaults where ours differ) are computed by odapi_faster_rcnn.py.
+the OD API's defaults where ours differ) are computed by faster_rcnn.py.
 """
 
 from __future__ import annotations
 
-from train_lib.config.odapi_rows import (
+from train_lib.config.odapi.rows import (
     APPROX,
     EXACT,
     IGNORED,

@@ -1,17 +1,14 @@
-"""An OD API protobuf-text pipeline.config -> our config data, field by field.
+"""`Mapper`: a parsed pipeline.config read field by field, and our config data written.
 
-`map_pipeline_config(text, source)` parses the text (train_lib/textproto.py),
-checks every field name against the OD API's messages (odapi_fields.py: a
-typo is an error naming the nearest known field), and decides each field by
-its row in odapi_table.py: exact and approximated fields become our keys,
-ignored ones are listed in one warning, unsupported ones in one error. Fields
-that combine (backbone and levels, anchors, box-loss scaling, learning-rate
-schedules, augmentation) are computed by odapi_model.py (ssd: RetinaNet),
-odapi_faster_rcnn.py (faster_rcnn: Faster R-CNN) and odapi_train.py. Nothing is
-dropped silently.
-
-The result is plain data in our keys (as YAML would give), the pipeline.config
-line of each key, and the notes to log; loading.py merges and validates it.
+A `Mapper` checks every field name against the OD API's messages (fields.py: a
+typo is an error naming the nearest known field), records each field's nodes by
+path, and decides each field by its row in table.py (`classify`): exact and
+approximated fields with a plain conversion become our keys, ignored ones are
+listed, unsupported ones collected for one error. The modules that compute the
+keys combining several fields (ssd.py, faster_rcnn.py, train.py) read and write
+through it (`one`, `get`, `set`, `approx`, `refuse`). The result is an
+`OdapiConfig`: plain data in our keys (as YAML would give), the pipeline.config
+line of each key, and the notes to log.
 """
 
 from __future__ import annotations
@@ -21,20 +18,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from train_lib.config import odapi_faster_rcnn, odapi_model, odapi_train
 from train_lib.config.errors import ConfigError
-from train_lib.config.odapi_fields import (
-    FASTER_RCNN_EXTRACTORS,
-    MESSAGES,
-    OPAQUE,
-    SUPPORTED_EXTRACTORS,
-    S,
-)
-from train_lib.config.odapi_table import APPROX, EXACT, IGNORED, ROWS, UNSUPPORTED
-from train_lib.textproto import LIST, Node, parse
+from train_lib.config.odapi.fields import MESSAGES, OPAQUE, S
+from train_lib.config.odapi.table import APPROX, EXACT, IGNORED, ROWS, UNSUPPORTED
+from train_lib.textproto import LIST, Node
 from train_lib.textproto import scalar_value as _value
 
-__all__ = ["OdapiConfig", "map_pipeline_config"]
+__all__ = ["Mapper", "OdapiConfig", "child_value"]
 
 _ROWS = {row.path: row for row in ROWS}
 
@@ -84,7 +74,10 @@ def _table_value(text: str) -> int | float | bool | str:
     return text
 
 
-class _Mapper:
+class Mapper:
+    """The fields of one parsed pipeline.config (`nodes`, by path) and what they map to
+    (`out`); `unsupported` collects the fields that cannot be honoured, for one error."""
+
     def __init__(self, root: Node, source: str):
         self.source = source
         self.nodes: dict[str, list[Node]] = defaultdict(list)
@@ -94,6 +87,7 @@ class _Mapper:
 
     # ------------------------------------------------------------ reading
     def at(self, node: Node) -> str:
+        """"file:line" of `node`, for messages."""
         return f"{self.source}:{node.line}"
 
     def _walk(self, message: Node, mtype: str) -> None:
@@ -117,6 +111,8 @@ class _Mapper:
                 self._walk(child, ftype)
 
     def one(self, path: str) -> Node | None:
+        """The node of field `path` (None when absent); a field given twice that must be
+        given once is collected as unsupported."""
         found = self.nodes.get(path, [])
         if len(found) > 1 and not path.endswith(("aspect_ratios", "input_path", "metrics_set",
                                                  "schedule", "step", "learning_rate")):
@@ -125,6 +121,7 @@ class _Mapper:
         return found[0] if found else None
 
     def get(self, path: str, default: Any = None) -> Any:
+        """The value of scalar field `path` (text-format types), `default` when absent."""
         node = self.one(path)
         return default if node is None else _value(node)
 
@@ -145,11 +142,13 @@ class _Mapper:
             self.out.approximations[key] = f"{where}{origin} approximated as {key}: {note}"
 
     def approx(self, path: str, note: str) -> None:
+        """Notes (for the log) that field `path`, if given, is approximated, and why."""
         node = self.one(path)
         if node is not None:
             self.out.approximations[path] = f"{self.at(node)}: {path} approximated: {note}"
 
     def refuse(self, path: str, why: str) -> None:
+        """Collects field `path` (or the file, when absent) as unsupported, with why."""
         node = self.one(path)
         where = self.at(node) if node is not None else self.source
         self.unsupported.append(f"{where}: {path} ({why})")
@@ -199,36 +198,10 @@ def _message_type(path: str) -> str:
     return mtype
 
 
-def map_pipeline_config(text: str, source: str) -> OdapiConfig:
-    """Maps the pipeline.config `text` (named `source` in messages) to our config data.
-
-    Raises:
-        ConfigError (TextProtoError for syntax): a syntax error (file:line:column), an
-            unknown field (its path and the nearest known one), a field of the wrong
-            kind, or every unsupported field at once, each by file:line and path.
-    """
-    m = _Mapper(parse(text, source), source)
-    ssd, faster_rcnn = m.one("model.ssd") is not None, m.one("model.faster_rcnn") is not None
-    if not ssd and not faster_rcnn:
-        arch = [n.name for n in (m.one("model").children if m.one("model") else [])]
-        if not arch:
-            raise ConfigError(f"{source}: no `model.ssd {{ ... }}` or `model.faster_rcnn "
-                              f"{{ ... }}`; supported: the ssd meta-architecture with feature "
-                              f"extractors {', '.join(SUPPORTED_EXTRACTORS)}, and faster_rcnn "
-                              f"with {', '.join(FASTER_RCNN_EXTRACTORS)}")
-    m.classify()
-    if ssd and faster_rcnn:
-        m.refuse("model.faster_rcnn", "give one meta-architecture: model.ssd or "
-                                      "model.faster_rcnn")
-    elif ssd:
-        odapi_model.map_model(m)
-    elif faster_rcnn:
-        odapi_faster_rcnn.map_model(m)
-    odapi_train.map_training(m)
-    if m.unsupported:
-        count = len(m.unsupported)
-        raise ConfigError(
-            f"{source}: {count} field{'s' if count > 1 else ''} of this pipeline.config "
-            "cannot be honoured (ignoring them would change what is trained); remove or change "
-            "them (README.md, 'Coming from the OD API'):\n  - " + "\n  - ".join(m.unsupported))
-    return m.out
+def child_value(node: Node | None, name: str, default: Any) -> Any:
+    """The value of field `name` of message `node` (all values for a repeated one, when
+    `default` is a list); `default` when absent."""
+    values = [_value(n) for n in node.fields(name)] if node is not None else []
+    if not values:
+        return default
+    return values if isinstance(default, list) else values[0]

@@ -3,8 +3,8 @@
 `MESSAGES` maps each message type to its fields: a scalar (`S`), a message
 type described here, or a message type not described further (`OPAQUE`: known,
 never mapped, so it is reported whole by its path). A field name that is not
-listed is a typo: `odapi.py` names the nearest known one. What becomes of each
-field is `odapi_table.py`.
+listed is a typo: `mapper.py` names the nearest known one. What becomes of each
+field is `table.py`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""The `model.ssd` fields of a pipeline.config that combine into our `model` keys.
+"""The `model.ssd` fields of a pipeline.config that combine into our `model` keys
+(RetinaNet).
 
-Called by odapi.py after the plain fields are mapped: the backbone and levels
+Called by pipeline.py after the plain fields are mapped: the backbone and levels
 (from the feature extractor's type), its width (depth_multiplier), the anchors,
 the input size, the one norm/activation setting, the head width, and the
 box-loss scaling. Each approximation is noted with why; what cannot be honoured
@@ -11,33 +12,23 @@ from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING
 
-from train_lib.config.model_schema import MAX_LEVEL, FpnConfig, LossConfig, NormConfig
-from train_lib.config.odapi_fields import SUPPORTED_EXTRACTORS
-from train_lib.textproto import scalar_value
+from train_lib.config.model_schema import MAX_LEVEL, FpnConfig
+from train_lib.config.odapi.fields import SUPPORTED_EXTRACTORS
+from train_lib.config.odapi.mapper import Mapper, child_value
+from train_lib.config.odapi.shared import input_size, norm
 
-if TYPE_CHECKING:
-    from train_lib.config.odapi import _Mapper
-
-__all__ = ["child_value", "input_size", "map_model", "norm"]
+__all__ = ["map_model"]
 
 M = "model.ssd."
 FE = M + "feature_extractor."
 SSD_ANCHORS = M + "anchor_generator.ssd_anchor_generator"
 MULTISCALE = M + "anchor_generator.multiscale_anchor_generator."
-ACTIVATIONS = {"RELU_6": "relu6", "RELU": "relu", "SWISH": "swish"}
+PREDICTORS = tuple(f"{M}box_predictor.{p}.conv_hyperparams." for p in (
+    "weight_shared_convolutional_box_predictor", "convolutional_box_predictor"))
 
 
-def child_value(node, name: str, default):
-    """The value of field `name` of message `node` (all values for a repeated one)."""
-    values = [scalar_value(n) for n in node.fields(name)] if node is not None else []
-    if not values:
-        return default
-    return values if isinstance(default, list) else values[0]
-
-
-def _backbone(m: _Mapper) -> str:
+def _backbone(m: Mapper) -> str:
     """Sets model.backbone from the feature extractor's type; returns the decoder kind."""
     kind = m.get(FE + "type", "")
     origin = FE + "type"
@@ -76,7 +67,7 @@ def _backbone(m: _Mapper) -> str:
     return "none"
 
 
-def _width(m: _Mapper, fpn: bool) -> None:
+def _width(m: Mapper, fpn: bool) -> None:
     """depth_multiplier scales the backbone's channels (MobileNet's alpha, ResNet's
     depth multiplier: model.backbone.width_multiplier) and, as the OD API's FPN
     extractors do, the FPN's: max(int(additional_layer_depth * depth_multiplier),
@@ -92,7 +83,7 @@ def _width(m: _Mapper, fpn: bool) -> None:
         m.set("model.fpn.num_filters", filters, path)
 
 
-def _levels(m: _Mapper, decoder: str) -> tuple[int, int]:
+def _levels(m: Mapper, decoder: str) -> tuple[int, int]:
     """Sets model.min_level / max_level; returns them."""
     if decoder in ("fpn", "bifpn"):
         block = FE + decoder
@@ -118,27 +109,7 @@ def _levels(m: _Mapper, decoder: str) -> tuple[int, int]:
     return low, high
 
 
-def input_size(m: _Mapper, max_level: int, prefix: str = M) -> int:
-    """Sets model.input_size from the image_resizer of the meta-architecture `prefix`,
-    rounded to multiples of 2**max_level; returns the height."""
-    stride = 2**max_level
-    fixed = prefix + "image_resizer.fixed_shape_resizer."
-    keep = prefix + "image_resizer.keep_aspect_ratio_resizer."
-    if m.one(fixed + "height") is not None or m.one(fixed[:-1]) is not None:
-        size, origin = [m.get(fixed + "height", 300), m.get(fixed + "width", 300)], fixed + "height"
-    elif m.one(keep[:-1]) is not None:
-        side = m.get(keep + "max_dimension", 1024)
-        size, origin = [side, side], keep + "max_dimension"
-    else:
-        return 128
-    rounded = [max(stride, (s + stride // 2) // stride * stride) for s in size]
-    note = (f"{size} rounded to {rounded}, multiples of 2**max_level = {stride}"
-            if rounded != size else "")
-    m.set("model.input_size", rounded, origin, note)
-    return size[0]
-
-
-def _anchors(m: _Mapper, min_level: int, image_height: int) -> None:
+def _anchors(m: Mapper, min_level: int, image_height: int) -> None:
     node = m.one(SSD_ANCHORS)
     if node is None:
         return
@@ -152,49 +123,7 @@ def _anchors(m: _Mapper, min_level: int, image_height: int) -> None:
     m.set("model.anchor.num_scales", 2 if interpolated > 0 else 1, SSD_ANCHORS)
 
 
-def norm(m: _Mapper, fe: str = FE, predictors: tuple[str, ...] = (
-        "weight_shared_convolutional_box_predictor", "convolutional_box_predictor")) -> dict:
-    """The conv_hyperparams of the feature extractor `fe` set model.norm and the L2
-    weight; those of the ssd box `predictors` must agree (one setting serves all), else
-    that is noted. Returns what was set, by hyperparams field name."""
-    hp = fe + "conv_hyperparams."
-    keys = {"activation": "model.norm.activation", "batch_norm.decay": "model.norm.norm_momentum",
-            "batch_norm.epsilon": "model.norm.norm_epsilon",
-            "regularizer.l2_regularizer.weight": "model.loss.l2_weight_decay"}
-    ours = {}
-    for name, key in keys.items():
-        value = m.get(hp + name)
-        if value is None:
-            continue
-        if name == "activation":
-            value = ACTIVATIONS.get(value, value)
-        else:
-            value = float(value)
-        ours[name] = value
-        m.set(key, value, hp + name)
-    if m.one(hp + "sync_batch_norm") is not None:  # set by its row (a bool)
-        ours["sync_batch_norm"] = m.get(hp + "sync_batch_norm")
-    if m.one(hp + "batch_norm") is None and m.one(hp[:-1]) is not None:
-        m.approx(hp[:-1], "no batch_norm: batch norm is used all the same")
-    used = {"activation": NormConfig.activation, "batch_norm.decay": NormConfig.norm_momentum,
-            "batch_norm.epsilon": NormConfig.norm_epsilon,
-            "regularizer.l2_regularizer.weight": LossConfig.l2_weight_decay,
-            "sync_batch_norm": NormConfig.use_sync_bn} | ours
-    for predictor in predictors:
-        other = f"{M}box_predictor.{predictor}.conv_hyperparams."
-        for name, value in used.items():
-            theirs = m.get(other + name)
-            if name == "activation":
-                theirs = ACTIVATIONS.get(theirs, theirs)
-            if theirs is not None and theirs != value:
-                whose = "the feature extractor's" if name in ours else "the value used"
-                m.approx(other + name, f"{theirs} differs from {whose} {value}; one "
-                                       "norm/activation setting serves all (the feature "
-                                       "extractor's conv_hyperparams)")
-    return ours
-
-
-def _head(m: _Mapper) -> None:
+def _head(m: Mapper) -> None:
     cb = M + "box_predictor.convolutional_box_predictor."
     if m.one(cb[:-1]) is None:
         return
@@ -211,7 +140,7 @@ def _head(m: _Mapper) -> None:
                       "OD API's convolutional predictor has one per level)")
 
 
-def _losses(m: _Mapper) -> None:
+def _losses(m: Mapper) -> None:
     focal = M + "loss.classification_loss.weighted_sigmoid_focal"
     if m.one(focal) is not None:
         if m.one(focal + ".alpha") is None:
@@ -244,12 +173,12 @@ def _losses(m: _Mapper) -> None:
                                                   "weight keeps the ratio")
 
 
-def map_model(m: _Mapper) -> None:
+def map_model(m: Mapper) -> None:
     """Maps the combined `model.ssd` fields (see the module docstring)."""
     decoder = _backbone(m)
     min_level, max_level = _levels(m, decoder)
-    height = input_size(m, max_level)
+    height = input_size(m, max_level, M)
     _anchors(m, min_level, height)
-    norm(m)
+    norm(m, FE, PREDICTORS)
     _head(m)
     _losses(m)

@@ -1,0 +1,73 @@
+"""The keys computed from the blocks both meta-architectures share: the image
+resizer (model.input_size) and the conv hyperparams (model.norm and the L2 weight).
+Their rows are rows.py's groups."""
+
+from __future__ import annotations
+
+from train_lib.config.model_schema import LossConfig, NormConfig
+from train_lib.config.odapi.mapper import Mapper
+
+__all__ = ["ACTIVATIONS", "input_size", "norm"]
+
+ACTIVATIONS = {"RELU_6": "relu6", "RELU": "relu", "SWISH": "swish"}
+
+
+def input_size(m: Mapper, max_level: int, prefix: str) -> int:
+    """Sets model.input_size from the image_resizer of the meta-architecture `prefix`,
+    rounded to multiples of 2**max_level; returns the height."""
+    stride = 2**max_level
+    fixed = prefix + "image_resizer.fixed_shape_resizer."
+    keep = prefix + "image_resizer.keep_aspect_ratio_resizer."
+    if m.one(fixed + "height") is not None or m.one(fixed[:-1]) is not None:
+        size, origin = [m.get(fixed + "height", 300), m.get(fixed + "width", 300)], fixed + "height"
+    elif m.one(keep[:-1]) is not None:
+        side = m.get(keep + "max_dimension", 1024)
+        size, origin = [side, side], keep + "max_dimension"
+    else:
+        return 128
+    rounded = [max(stride, (s + stride // 2) // stride * stride) for s in size]
+    note = (f"{size} rounded to {rounded}, multiples of 2**max_level = {stride}"
+            if rounded != size else "")
+    m.set("model.input_size", rounded, origin, note)
+    return size[0]
+
+
+def norm(m: Mapper, fe: str, predictors: tuple[str, ...] = ()) -> dict:
+    """The conv_hyperparams of the feature extractor `fe` (a prefix ending in '.') set
+    model.norm and the L2 weight; the `predictors`' conv_hyperparams (prefixes ending in
+    '.') must agree with what is used (one setting serves all), else that is noted.
+    Returns what the feature extractor set, by hyperparams field name."""
+    hp = fe + "conv_hyperparams."
+    keys = {"activation": "model.norm.activation", "batch_norm.decay": "model.norm.norm_momentum",
+            "batch_norm.epsilon": "model.norm.norm_epsilon",
+            "regularizer.l2_regularizer.weight": "model.loss.l2_weight_decay"}
+    ours = {}
+    for name, key in keys.items():
+        value = m.get(hp + name)
+        if value is None:
+            continue
+        if name == "activation":
+            value = ACTIVATIONS.get(value, value)
+        else:
+            value = float(value)
+        ours[name] = value
+        m.set(key, value, hp + name)
+    if m.one(hp + "sync_batch_norm") is not None:  # set by its row (a bool)
+        ours["sync_batch_norm"] = m.get(hp + "sync_batch_norm")
+    if m.one(hp + "batch_norm") is None and m.one(hp[:-1]) is not None:
+        m.approx(hp[:-1], "no batch_norm: batch norm is used all the same")
+    used = {"activation": NormConfig.activation, "batch_norm.decay": NormConfig.norm_momentum,
+            "batch_norm.epsilon": NormConfig.norm_epsilon,
+            "regularizer.l2_regularizer.weight": LossConfig.l2_weight_decay,
+            "sync_batch_norm": NormConfig.use_sync_bn} | ours
+    for other in predictors:
+        for name, value in used.items():
+            theirs = m.get(other + name)
+            if name == "activation":
+                theirs = ACTIVATIONS.get(theirs, theirs)
+            if theirs is not None and theirs != value:
+                whose = "the feature extractor's" if name in ours else "the value used"
+                m.approx(other + name, f"{theirs} differs from {whose} {value}; one "
+                                       "norm/activation setting serves all (the feature "
+                                       "extractor's conv_hyperparams)")
+    return ours
