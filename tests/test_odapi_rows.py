@@ -251,7 +251,8 @@ REFUSED = {("false",): "true", ("true",): "false", ("1", "1.0"): "2.0", ("0", "0
            ("BILINEAR",): "NEAREST_NEIGHBOR", ("IDENTITY",): "SIGMOID",
            ("SIGMOID",): "SOFTMAX", ("SOFTMAX",): "SIGMOID", ("V2",): "V1",
            ("RELU_6", "RELU", "SWISH"): "NONE",
-           ("coco_detection_metrics",): '"pascal_voc_detection_metrics"'}
+           ("coco_detection_metrics",): '"pascal_voc_detection_metrics"',
+           ("TF_EXAMPLE", "INPUT_DEFAULT"): "TF_SEQUENCE_EXAMPLE"}
 
 
 def _tail(path: str) -> str:
