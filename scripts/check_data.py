@@ -35,10 +35,9 @@ def run() -> int:
     if not FLAGS.pipeline_config_path:
         return cli.fail("--pipeline_config_path is required: the config whose data to check")
 
-    from train_lib.config import load_config
     from train_lib.data import data_check, input_files
 
-    config = load_config(FLAGS.pipeline_config_path, FLAGS.params_override)
+    config = data_check.load_config_to_check(FLAGS.pipeline_config_path, FLAGS.params_override)
     splits = []
     for key in ("train_input_reader", "eval_input_reader"):
         reader = getattr(config, key)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from absl import logging
 
@@ -122,7 +122,8 @@ def _binary_message(path: str, data: bytes, offset: int, what: str) -> str:
             "right file and that it was saved as text")
 
 
-def load_config(path: str, params_override: str = "") -> PipelineConfig:
+def load_config(path: str, params_override: str = "",
+                unused_keys: Collection[str] = ()) -> PipelineConfig:
     """Reads the pipeline config at `path`, applies `params_override`, validates.
 
     Args:
@@ -131,6 +132,9 @@ def load_config(path: str, params_override: str = "") -> PipelineConfig:
             logged one line each, its harmless unused fields in one warning.
         params_override: a YAML/JSON mapping string or comma-separated `a.b.c=value`
             pairs (values parsed as YAML), applied after the file; blank: none.
+        unused_keys: keys of the OD API's path fields that the caller never reads
+            (scripts/check_data.py: train_config.fine_tune_checkpoint): the
+            placeholder PATH_TO_BE_CONFIGURED left in one of them is not refused.
 
     Raises:
         ConfigError: with the file, line and key path of the problem (or all
@@ -159,7 +163,7 @@ def load_config(path: str, params_override: str = "") -> PipelineConfig:
         source = f"{path} with --params_override"
     _check_architecture_keys(config, given)
     if odapi is not None:
-        _check_configured(config, odapi, path)
+        _check_configured(config, odapi, path, unused_keys)
     raise_problems(config.problems(), source)
     return config
 
@@ -175,8 +179,10 @@ def _log_odapi_notes(odapi: OdapiConfig, path: str) -> None:
                         "\n  - %s", path, len(odapi.ignored), "\n  - ".join(odapi.ignored))
 
 
-def _check_configured(config: PipelineConfig, odapi: OdapiConfig, path: str) -> None:
-    """ConfigError naming the field if a path still holds the OD API's placeholder."""
+def _check_configured(config: PipelineConfig, odapi: OdapiConfig, path: str,
+                      unused_keys: Collection[str] = ()) -> None:
+    """ConfigError naming the field if a path still holds the OD API's placeholder
+    (a key of `unused_keys` aside: its caller does not read it)."""
     values = {
         "train_config.fine_tune_checkpoint": [config.train_config.fine_tune_checkpoint],
         "train_input_reader.label_map_path": [config.train_input_reader.label_map_path],
@@ -185,7 +191,7 @@ def _check_configured(config: PipelineConfig, odapi: OdapiConfig, path: str) -> 
         "eval_input_reader.input_path": config.eval_input_reader.input_path,
     }
     for key, found in values.items():
-        if any(_PLACEHOLDER in v for v in found):
+        if key not in unused_keys and any(_PLACEHOLDER in v for v in found):
             origin = odapi.origins.get(key, key)
             line = odapi.lines.get(key)
             where = f"{path}:{line}" if line else path

@@ -8,6 +8,7 @@ tidies, and every problem by rule with the first few records that show it
 damaged inside (which only a decoder notices) is reported under `undecodable`
 and the check goes on after it; a TFRecord file that cannot be read further is
 reported under `unreadable`. `format_report` prints the reports.
+`load_config_to_check` reads the config, not refusing what the check does not use.
 """
 
 from __future__ import annotations
@@ -20,9 +21,19 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
+from train_lib.config import PipelineConfig, load_config
 from train_lib.data import example_checks
 
 EXAMPLES_PER_PROBLEM = 3
+# Path keys of a config that checking the data never reads: an OD API placeholder
+# (PATH_TO_BE_CONFIGURED) left there is not refused here (training refuses it).
+UNUSED_KEYS = ("train_config.fine_tune_checkpoint",)
+
+
+def load_config_to_check(path: str, params_override: str = "") -> PipelineConfig:
+    """The config whose data to check: `load_config`, except that keys the check never
+    reads (UNUSED_KEYS) may still hold the OD API's placeholder."""
+    return load_config(path, params_override, unused_keys=UNUSED_KEYS)
 
 
 @dataclasses.dataclass

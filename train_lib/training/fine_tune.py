@@ -4,6 +4,7 @@ has no checkpoint yet (a resume always uses model_dir's own checkpoints).
 Contract:
 - `resolve_checkpoint(path)` is the checkpoint prefix `path` names: a prefix, or
   a directory whose newest checkpoint is taken. ConfigError naming the key if neither.
+- With neither, the run starts from random weights and says so (`RANDOM_START`).
 - `apply(model, prefix, kind)` loads into `model`, as the OD API's types do:
   `backbone` the backbone alone, from this trainer's checkpoints
   of either family, or Model Garden's backbone checkpoints (`backbone`);
@@ -26,6 +27,11 @@ from train_lib.config import ConfigError
 from train_lib.training.failures import TrainError
 
 KEY = "train_config.fine_tune_checkpoint"
+
+# Said once when a run starts with neither a checkpoint in model_dir nor a fine-tune one.
+RANDOM_START = (f"training from random weights: model_dir has no checkpoint and {KEY} is "
+                f"not set; to start from pretrained weights, set {KEY} (with "
+                "train_config.fine_tune_checkpoint_type: detection or backbone)")
 
 
 def resolve_checkpoint(path: str) -> str:

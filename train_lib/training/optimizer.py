@@ -2,11 +2,17 @@
 
 The optimizer's `iterations` counter is the global step: it is saved in every
 checkpoint and names the checkpoint files.
+
+What the schedule means for a run is said here too, once each: the learning rate
+at the resumed step when a resume changes the schedule (`resume_learning_rate_note`,
+logged by workdir's drift check), a warmup as long as the run (`warmup_warning`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable
 
 import tensorflow as tf
 import tf_keras
@@ -135,3 +141,67 @@ def build_optimizer(train: TrainConfig) -> tf_keras.optimizers.Optimizer:
     if train.mixed_precision == "mixed_float16":
         optimizer = tf_keras.mixed_precision.LossScaleOptimizer(optimizer)
     return optimizer
+
+
+# ---------------------------------------------------------------- what the user is told
+
+
+def learning_rate_at(train: TrainConfig, step: int) -> float:
+    """The learning rate `train`'s schedule gives at global step `step`."""
+    return float(build_learning_rate(train)(step))
+
+
+def _schedule_changes(before: TrainConfig, after: TrainConfig) -> list[str]:
+    """'key was -> now' of the schedule's settings that differ, num_steps first."""
+    changes = [f"num_steps {before.num_steps} -> {after.num_steps}"] \
+        if before.num_steps != after.num_steps else []
+    for field in dataclasses.fields(before.learning_rate):
+        old, new = getattr(before.learning_rate, field.name), getattr(after.learning_rate,
+                                                                       field.name)
+        if old != new:
+            changes.append(f"learning_rate.{field.name} {old} -> {new}")
+    return changes
+
+
+def resume_learning_rate_note(before: TrainConfig, after: TrainConfig, step: int) -> str | None:
+    """What resuming at `step` under `after` does to the learning rate that the run's
+    recorded config `before` gave there, as one log line; None when the rate there is
+    the same (or `step` is already past `after.num_steps`).
+
+    The schedule is a function of the global step and num_steps: extending a finished
+    cosine run (num_steps 3000 -> 5000) stretches the decay, so at step 3000 the rate
+    jumps from about 0 back up (to about a third of learning_rate.base) and decays again.
+    """
+    if step >= after.num_steps:
+        return None
+    old, new = learning_rate_at(before, step), learning_rate_at(after, step)
+    if math.isclose(old, new, rel_tol=1e-6, abs_tol=1e-12):
+        return None
+    end = learning_rate_at(after, after.num_steps)
+    jump = "jumps up" if new > old else "drops"
+    changes = ", ".join(_schedule_changes(before, after))
+    return (f"learning rate on resume: at step {step} the run's recorded schedule gave "
+            f"{old:.3g}, this config's gives {new:.3g} ({changes}): "
+            f"the rate {jump} from {old:.3g} to {new:.3g} at step {step}, then follows the "
+            f"{after.learning_rate.schedule} schedule to {end:.3g} at step {after.num_steps}")
+
+
+def warmup_warning(train: TrainConfig) -> str | None:
+    """A warning when the linear warmup lasts the whole run (learning_rate.warmup_steps
+    >= num_steps): the rate never reaches learning_rate.base. None otherwise."""
+    lr = train.learning_rate
+    if not lr.warmup_steps or lr.warmup_steps < train.num_steps:
+        return None
+    last = learning_rate_at(train, train.num_steps - 1)
+    return (f"WARNING: train_config.learning_rate.warmup_steps ({lr.warmup_steps}) >= "
+            f"train_config.num_steps ({train.num_steps}): the whole run is warmup, so the "
+            f"learning rate climbs from {lr.warmup_start:.3g} to only {last:.3g} and never "
+            f"reaches learning_rate.base {lr.base:.3g}; set warmup_steps below num_steps "
+            "(e.g. a tenth of it) if that is not intended")
+
+
+def warn_if_warmup_outlasts_run(train: TrainConfig, log: Callable[[str], None]) -> None:
+    """Logs `warmup_warning(train)`, if any."""
+    line = warmup_warning(train)
+    if line:
+        log(line)

@@ -40,6 +40,7 @@ from train_lib.training import (
     graph_optimization,
     in_training_eval,
     input_stream,
+    precision,
     workdir,
 )
 from train_lib.training import failures as train_errors
@@ -48,7 +49,11 @@ from train_lib.training import hooks as hooks_lib
 from train_lib.training.data_report import REPORT_FILE, DataReportHook
 from train_lib.training.failures import TrainError
 from train_lib.training.loop import run_loop
-from train_lib.training.optimizer import build_learning_rate, build_optimizer
+from train_lib.training.optimizer import (
+    build_learning_rate,
+    build_optimizer,
+    warn_if_warmup_outlasts_run,
+)
 from train_lib.training.pictures import training_pictures
 from train_lib.training.signals import StopSignals, agreed_signal
 from train_lib.training.step_function import StepRunner, make_train_function, state_is_finite
@@ -210,6 +215,8 @@ def _restore(manager: CheckpointManager, model, optimizer, fine_tune: str | None
         kind = config.train_config.fine_tune_checkpoint_type
         count = fine_tune_lib.apply(model, fine_tune, kind)
         log(f"initialised {count} variables ({kind}) from fine_tune_checkpoint {fine_tune}")
+    elif restored is None:
+        log(fine_tune_lib.RANDOM_START)
     start = int(optimizer.iterations.numpy())
     if role.num_workers > 1:
         _check_same_step(strategy, role, start)
@@ -318,6 +325,8 @@ def _run(parts: _Parts, start: int, record_summaries: bool) -> TrainResult:
     steps = StepRunner(train_function, parts.iterator, parts.optimizer,
                        build_learning_rate(config.train_config))
     hooks = build_hooks(parts, start, record_summaries)
+    precision.warn_on_cpu(config.train_config.mixed_precision, parts.log)
+    warn_if_warmup_outlasts_run(config.train_config, parts.log)
     parts.log(f"training from step {start} to {config.train_config.num_steps}")
     with StopSignals(parts.log) as stop:
         try:

@@ -54,8 +54,9 @@ def check_config_drift(config: PipelineConfig, model_dir: str,
                        log: Callable[[str], None]) -> None:
     """Records the resolved config in model_dir/pipeline.yaml. When model_dir
     already has checkpoints (a resume), refuses a config whose model structure
-    differs from the recorded one, naming the keys, and logs other differences;
-    the record is then updated to the config in force."""
+    differs from the recorded one, naming the keys, and logs other differences
+    (and, when they change the learning rate at the newest checkpoint's step, the
+    rate before and after); the record is then updated to the config in force."""
     path = os.path.join(model_dir, PIPELINE_FILE)
     resuming = bool(glob.glob(os.path.join(model_dir, "ckpt-*.index")))
     if resuming and os.path.exists(path):
@@ -77,6 +78,12 @@ def _compare_with_recorded(config: PipelineConfig, path: str, model_dir: str,
     for key in config_lib.other_differences(saved, config):
         log(f"config change on resume: {key} (was {_lookup(saved, key)!r}, "
             f"now {_lookup(config, key)!r})")
+    from train_lib.training.optimizer import resume_learning_rate_note  # TensorFlow
+
+    note = resume_learning_rate_note(saved.train_config, config.train_config,
+                                     max(list_steps(model_dir), default=0))
+    if note:
+        log(note)
 
 
 def _lookup(config: PipelineConfig, dotted: str):
