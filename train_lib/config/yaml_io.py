@@ -65,6 +65,14 @@ def yaml_error_message(error: yaml.YAMLError, source: str) -> str:
     return message
 
 
+def _reader_error_message(error: yaml.reader.ReaderError, text: str, source: str) -> str:
+    """A character YAML does not allow (a control character), with its line and column."""
+    line = text.count("\n", 0, error.position) + 1
+    column = error.position - (text.rfind("\n", 0, error.position) + 1) + 1
+    return (f"{source}: YAML does not allow the character U+{error.character:04X} (line "
+            f"{line}, column {column}); remove it or save the file as plain text")
+
+
 def _key_lines(node: yaml.Node, prefix: str, lines: dict[str, int], source: str) -> None:
     """Records the 1-based line of every mapping key; raises on duplicate keys."""
     if not isinstance(node, yaml.MappingNode):
@@ -99,7 +107,10 @@ def parse_yaml(text: str, source: str) -> tuple[Any, dict[str, int]]:
     Raises:
         ConfigError: a syntax error (with line and column) or a duplicate key.
     """
-    loader = YamlLoader(text)
+    try:
+        loader = YamlLoader(text)  # reads the whole text: a control character fails here
+    except yaml.reader.ReaderError as e:
+        raise ConfigError(_reader_error_message(e, text, source)) from None
     try:
         node = loader.get_single_node()
         lines: dict[str, int] = {}

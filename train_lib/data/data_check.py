@@ -137,7 +137,9 @@ def _check_file(report: SplitReport, path: str, probe, num_classes: int, max_box
                 f"the TFRecord file cannot be read from here on "
                 f"({example_checks.first_line(err)}); write the file again"))
             return
-        except tf.errors.OpError:
+        # UnicodeDecodeError: TensorFlow's message quoted a record that is not a
+        # tf.train.Example, bytes that are not UTF-8 (it raises that instead of an OpError).
+        except (tf.errors.OpError, UnicodeDecodeError):
             record = next(iter(tf.data.TFRecordDataset(path).skip(index)))
             reason = example_checks.explain_record(path, index, record, num_classes, max_boxes)
             report.records += 1

@@ -272,6 +272,9 @@ def explain_record(path: str, index: int, record: tf.Tensor, num_classes: int,
     except tf.errors.OpError as err:
         return (f"the record cannot be parsed or its image decoded ({first_line(err)}); "
                 "write it again or remove it (rule undecodable)")
+    except UnicodeDecodeError:  # TensorFlow's message quoted the record's non-UTF-8 bytes
+        return ("the record cannot be parsed: it is not a tf.train.Example; write it again "
+                "or remove it (rule undecodable)")
     if int(data["rule"]) == 0:
         return None
     message = error_message(data, tf.constant(path), tf.constant(index, tf.int64), num_classes)
