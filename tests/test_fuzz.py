@@ -238,31 +238,61 @@ def assert_sane(annotations: Annotations) -> None:
             assert obj.area is None or (math.isfinite(obj.area) and obj.area > 0)
 
 
-def _near(right: st.SearchStrategy) -> st.SearchStrategy:
-    """Mostly `right`, sometimes any JSON value."""
-    return st.one_of(right, right, right, JSON_VALUES)
+# Files are drawn valid, then 0-2 of their values replaced by anything (a wrong type,
+# NaN, infinity, a huge number, text): most examples reach the end of the reader, so
+# that what it returns is checked too, and the rest each break one thing.
+SIZES = {"a.jpg": (64, 48), "b.png": (32, 32)}
+COORD = st.one_of(st.floats(-1.5, 70, allow_nan=False), st.floats(0, 30, allow_nan=False),
+                  st.sampled_from([0, 1, 32, 48, 64]))
+ODD_NUMBERS = st.one_of(NUMBERS, st.sampled_from([float("nan"), float("inf"), -float("inf"),
+                                                  10**400, -1, 0]))
+ODD_TEXTS = st.one_of(NUMBER_TEXTS, st.text(max_size=6))
 
 
-COORDS = st.one_of(st.floats(-5, 70), NUMBERS)
+@st.composite
+def box(draw, width: int, height: int) -> tuple[float, float, float, float]:
+    """(xmin, ymin, xmax, ymax) in pixels: mostly inside the image and ordered, one time
+    in five any coordinates (outside, inverted, overhanging by a rounding)."""
+    if draw(st.integers(0, 4)) == 0:
+        return tuple(draw(st.lists(COORD, min_size=4, max_size=4)))
+    xs = sorted(draw(st.lists(st.floats(0, width), min_size=2, max_size=2)))
+    ys = sorted(draw(st.lists(st.floats(0, height), min_size=2, max_size=2)))
+    return xs[0], ys[0], xs[1], ys[1]
+
+
+def _places(node):
+    """Every (container, key) of a JSON-like tree, the containers included."""
+    items = (node.items() if isinstance(node, dict)
+             else enumerate(node) if isinstance(node, list) else ())
+    for key, value in items:
+        yield node, key
+        yield from _places(value)
+
+
+def mutate(draw, tree):
+    """Replaces 0-2 values of `tree` in place by odd numbers or any JSON value."""
+    for _ in range(draw(st.integers(0, 2))):
+        places = list(_places(tree))
+        if places:
+            container, key = draw(st.sampled_from(places))
+            container[key] = draw(st.one_of(ODD_NUMBERS, JSON_VALUES))
 
 
 @st.composite
 def coco_json(draw) -> bytes:
-    images = draw(st.lists(st.fixed_dictionaries({
-        "id": _near(st.integers(0, 3)), "file_name": _near(st.sampled_from(["a.jpg", "b.png"])),
-        "width": _near(st.integers(-1, 64)), "height": _near(st.integers(-1, 64))}),
-        max_size=3))
-    categories = draw(st.lists(st.fixed_dictionaries({
-        "id": _near(st.integers(0, 3)), "name": _near(st.sampled_from(["cat", "dog"]))}),
-        max_size=3))
-    annotations = draw(st.lists(st.fixed_dictionaries(
-        {"image_id": _near(st.integers(0, 3)), "category_id": _near(st.integers(0, 3)),
-         "bbox": _near(st.lists(COORDS, min_size=3, max_size=5))},
-        optional={"id": JSON_VALUES, "iscrowd": _near(st.integers(0, 1)),
-                  "area": _near(COORDS)}), max_size=4))
+    files = draw(st.lists(st.sampled_from(sorted(SIZES)), min_size=1, max_size=3))
+    images = [{"id": i, "file_name": name, "width": SIZES[name][0], "height": SIZES[name][1]}
+              for i, name in enumerate(files)]
+    categories = [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]
+    annotations = []
+    for k in range(draw(st.integers(0, 4))):
+        image_id = draw(st.integers(0, len(files) - 1))
+        x0, y0, x1, y1 = draw(box(*SIZES[files[image_id]]))
+        annotations.append({"id": k, "image_id": image_id, "category_id": draw(st.integers(1, 2)),
+                            "bbox": [x0, y0, x1 - x0, y1 - y0],
+                            "iscrowd": draw(st.sampled_from([0, 0, 0, 1])), "area": draw(COORD)})
     data = {"images": images, "categories": categories, "annotations": annotations}
-    for key in draw(st.lists(st.sampled_from(sorted(data)), max_size=1)):
-        data[key] = draw(JSON_VALUES)  # a top-level list of the wrong kind now and then
+    mutate(draw, data)
     try:
         return json.dumps(data).encode()
     except ValueError:  # an integer of more digits than Python writes as text
@@ -278,24 +308,30 @@ def test_coco_reader_reads_or_names_the_problem(workdir, data):
         assert_sane(annotations)
 
 
-VOC_TEXT = st.one_of(NUMBER_TEXTS, st.text(max_size=6))
+def _odd(draw, text: str) -> str:
+    """`text`, or one time in twenty an odd number or any short text."""
+    return draw(ODD_TEXTS) if draw(st.integers(0, 19)) == 0 else text
 
 
 @st.composite
 def voc_xml(draw) -> bytes:
-    def tag(name: str, strategy) -> str:
-        if draw(st.integers(0, 9)) == 0:
+    name = draw(st.sampled_from(sorted(SIZES)))
+    width, height = SIZES[name]
+
+    def tag(tag_name: str, text: str) -> str:
+        if draw(st.integers(0, 19)) == 0:
             return ""  # the tag left out now and then
-        return f"<{name}>{escape(draw(strategy))}</{name}>"
+        return f"<{tag_name}>{escape(_odd(draw, text))}</{tag_name}>"
 
     objects = "".join(
-        "<object>" + tag("name", st.sampled_from(["cat", "dog", " "]))
-        + tag("difficult", st.sampled_from(["0", "1", ""]))
-        + "<bndbox>" + "".join(tag(c, VOC_TEXT) for c in ("xmin", "ymin", "xmax", "ymax"))
+        "<object>" + tag("name", draw(st.sampled_from(["cat", "dog"])))
+        + tag("difficult", draw(st.sampled_from(["0", "1"])))
+        + "<bndbox>" + "".join(tag(c, repr(v)) for c, v in
+                               zip(("xmin", "ymin", "xmax", "ymax"), draw(box(width, height)),
+                                   strict=True))
         + "</bndbox></object>" for _ in range(draw(st.integers(0, 3))))
-    text = ("<annotation>" + tag("filename", st.sampled_from(["a.jpg", "", "../b.png"]))
-            + "<size>" + tag("width", VOC_TEXT) + tag("height", VOC_TEXT) + "</size>"
-            + objects + "</annotation>")
+    text = ("<annotation>" + tag("filename", name) + "<size>" + tag("width", str(width))
+            + tag("height", str(height)) + "</size>" + objects + "</annotation>")
     return text.encode("utf-8", "surrogatepass")
 
 
@@ -312,14 +348,18 @@ def test_voc_reader_reads_or_names_the_problem(workdir, data):
 
 @st.composite
 def csv_text(draw) -> bytes:
-    header = ["filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax"]
-    header = draw(st.permutations(header))
-    if draw(st.booleans()):
+    header = draw(st.permutations(["filename", "width", "height", "class", "xmin", "ymin",
+                                   "xmax", "ymax"]))
+    if draw(st.integers(0, 9)) == 0:
         header = header[: draw(st.integers(0, len(header)))]  # a column missing
-    cells = {"filename": st.sampled_from(["a.jpg", "b.png", ""]),
-             "class": st.sampled_from(["cat", "dog", "", "a,b", 'q"t'])}
-    rows = draw(st.lists(st.fixed_dictionaries(
-        {name: cells.get(name, VOC_TEXT) for name in header}), max_size=4))
+    rows = []
+    for _ in range(draw(st.integers(0, 4))):
+        name = draw(st.sampled_from(sorted(SIZES)))
+        row = {"filename": name, "width": str(SIZES[name][0]), "height": str(SIZES[name][1]),
+               "class": draw(st.sampled_from(["cat", "dog", "", "a,b", 'q"t'])),
+               **{c: repr(v) for c, v in zip(("xmin", "ymin", "xmax", "ymax"),
+                                             draw(box(*SIZES[name])), strict=True)}}
+        rows.append({key: _odd(draw, value) for key, value in row.items() if key in header})
     out = io.StringIO()
     writer = csv.DictWriter(out, header)
     writer.writeheader()
@@ -350,27 +390,54 @@ def png_bytes() -> bytes:
 
 @st.composite
 def od_example(draw, png: bytes) -> bytes:
-    """A tf.train.Example of the OD API keys, each present or not, of the right kind or
-    not, with drawn values (NaN, infinity, pixel coordinates, bad labels)."""
+    """A tf.train.Example of the OD API keys: mostly a real PNG and n boxes of
+    coordinates in [0, 1]; each key sometimes left out, of another kind, of another
+    length, or holding NaN, infinity, pixel coordinates or bad labels."""
     import tensorflow as tf
 
-    floats = st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), max_size=3)
-    ints = st.lists(st.integers(-(2**63), 2**63 - 1), max_size=3)
-    def feature(kind: str) -> tf.train.Feature:
-        kind = draw(st.sampled_from([kind, kind, kind, "float", "int", "bytes"]))
-        if kind == "float":
-            return tf.train.Feature(float_list=tf.train.FloatList(value=draw(floats)))
-        if kind == "int":
-            return tf.train.Feature(int64_list=tf.train.Int64List(value=draw(ints)))
-        values = draw(st.lists(st.one_of(st.just(png), st.just(png[: len(png) // 2]),
-                                         st.binary(max_size=20)), max_size=2))
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+    n = draw(st.integers(0, 3))
+    floats = st.one_of(st.floats(0, 1, width=32),
+                       st.floats(allow_nan=True, allow_infinity=True, width=32))
+    ints = st.one_of(st.integers(0, 4), st.integers(-(2**63), 2**63 - 1))
+    unit = st.floats(0, 1, width=32)
+    pairs = [sorted(draw(st.lists(unit, min_size=2, max_size=2))) for _ in range(2 * n)]
+    good = {"ymin": [p[0] for p in pairs[:n]], "ymax": [p[1] for p in pairs[:n]],
+            "xmin": [p[0] for p in pairs[n:]], "xmax": [p[1] for p in pairs[n:]],
+            "label": draw(st.lists(st.integers(1, 3), min_size=n, max_size=n))}
 
-    keys = {"image/encoded": "bytes", "image/source_id": "bytes", "image/height": "int",
-            "image/width": "int", "image/object/class/label": "int",
+    def values(element) -> list:
+        size = n if draw(st.integers(0, 9)) else draw(st.integers(0, 4))
+        return draw(st.lists(element, min_size=size, max_size=size))
+
+    def feature(kind: str) -> tf.train.Feature:
+        if kind in good and draw(st.integers(0, 3)):  # a valid list, three times in four
+            return (tf.train.Feature(int64_list=tf.train.Int64List(value=good[kind]))
+                    if kind == "label" else
+                    tf.train.Feature(float_list=tf.train.FloatList(value=good[kind])))
+        kind = {"label": "int"}.get(kind, "float" if kind in good else kind)
+        kind = kind if draw(st.integers(0, 19)) else draw(st.sampled_from(["float", "int",
+                                                                            "bytes"]))
+        if kind == "float":
+            return tf.train.Feature(float_list=tf.train.FloatList(value=values(floats)))
+        if kind == "int":
+            return tf.train.Feature(int64_list=tf.train.Int64List(value=values(ints)))
+        if kind == "height" or kind == "width":  # one value, mostly the image's
+            size = draw(st.sampled_from([6 if kind == "height" else 8] * 3 + [0, 7]))
+            return tf.train.Feature(int64_list=tf.train.Int64List(value=[size]))
+        if kind == "id":
+            return tf.train.Feature(bytes_list=tf.train.BytesList(
+                value=[draw(st.binary(max_size=8))]))
+        if kind == "image":
+            image = draw(st.sampled_from([png] * 4 + [png[: len(png) // 2], b"", b"GIF8"]))
+            return tf.train.Feature(bytes_list=tf.train.BytesList(value=[image]))
+        return tf.train.Feature(bytes_list=tf.train.BytesList(
+            value=draw(st.lists(st.binary(max_size=20), max_size=2))))
+
+    keys = {"image/encoded": "image", "image/source_id": "id", "image/height": "height",
+            "image/width": "width", "image/object/class/label": "label",
             "image/object/is_crowd": "int",
-            **{f"image/object/bbox/{c}": "float" for c in ("ymin", "xmin", "ymax", "xmax")}}
-    present = draw(st.lists(st.sampled_from(sorted(keys)), unique=True))
+            **{f"image/object/bbox/{c}": c for c in ("ymin", "xmin", "ymax", "xmax")}}
+    present = [key for key in sorted(keys) if draw(st.integers(0, 9))]
     example = tf.train.Example(features=tf.train.Features(
         feature={key: feature(keys[key]) for key in present}))
     return example.SerializeToString()
