@@ -98,7 +98,7 @@ def timeline_figure(model_dir: str, width: float = 9.0, height: float = 5.0):
     ax_loss.set_title(f"{os.path.basename(os.path.normpath(model_dir))}: "
                       f"{len(present)} checkpoint(s) present "
                       f"({', '.join(f'ckpt-{s}' for s in sorted(present)) or 'none'})",
-                      fontsize=10)
+                      fontsize=10, pad=10)  # above the save markers
     rate = scalars["learning_rate"]
     if rate:
         ax_lr.plot(*zip(*rate, strict=True), color="tab:brown", linewidth=1)
