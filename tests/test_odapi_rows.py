@@ -11,9 +11,9 @@ a ConfigError naming the field. An approximated row that names no key must say s
 the log. Exact rows with no key and no `only` are statements ("IoU") and are counted.
 
 The probes below give each field a legal value; a new row without one fails
-`test_every_row_is_probed` until it gets one. The mapping tests are pure Python; one
-test builds a handful of tiny models (64 px) to check that structural rows change the
-Model Garden model itself.
+`test_every_row_is_probed` until it gets one. The mapping tests are pure Python; two
+tests build a handful of tiny models (64 px, RetinaNet and Faster R-CNN) to check that
+structural rows change the Model Garden model itself (its parameter count).
 """
 
 from __future__ import annotations
@@ -522,3 +522,24 @@ def test_structural_rows_change_the_built_model(path, value, tmp_path):
     base = _PARAMS["base"]
     changed = build_model(_load(_tiny(**{path: value}), tmp_path).model).count_params()
     assert changed != base, f"{path}: {value} leaves the model at {base} parameters"
+
+
+@pytest.mark.parametrize("path, value", [
+    (FR + "first_stage_box_predictor_depth", "64"),
+    (FR + "second_stage_box_predictor.mask_rcnn_box_predictor.share_box_across_classes",
+     "true"),
+])
+def test_faster_rcnn_structural_rows_change_the_built_model(path, value, tmp_path):
+    from train_lib import families
+
+    def built(tree: dict, name: str) -> int:
+        _set(tree, FR + "image_resizer", {"fixed_shape_resizer": {"height": "64",
+                                                                  "width": "64"}})
+        _set(tree, FRFE + "fpn.max_level", "6")
+        return families.build_model(_load(tree, tmp_path, name).model).count_params()
+
+    if "faster_rcnn" not in _PARAMS:
+        _PARAMS["faster_rcnn"] = built(copy.deepcopy(FASTER_RCNN_BASE), "base.config")
+    changed = copy.deepcopy(FASTER_RCNN_BASE)
+    _set(changed, path, value)
+    assert built(changed, "changed.config") != _PARAMS["faster_rcnn"], path
