@@ -7,7 +7,7 @@ Reads each record of train_input_reader and eval_input_reader once (decoding in
 parallel) and prints what is there (images, boxes per class, boxes per image,
 image sizes) and every problem by rule, with the first few records that show it
 (file, record index, image/source_id). The rules are those training applies
-(README, "Check your data first"). A progress line on a terminal.
+(docs/getting_started.md, "2. Check your data"). A progress line on a terminal.
 
 Exit codes: 0 when every record passes (tidied boxes are not problems), 1 when a
 record breaks a rule or a flag, the config or a file is wrong (one `error:` line).

@@ -216,8 +216,8 @@ def test_published_fixture_maps_and_lists_what_it_does_not_use(sample, caplog):
            "train_config.data_augmentation_options.ssd_random_crop approximated" in caplog.text
 
 
-def test_readme_has_the_mapping_table():
-    with open(os.path.join(REPO, "README.md")) as f:
+def test_docs_have_the_mapping_table():
+    with open(os.path.join(REPO, "docs", "coming_from_odapi.md")) as f:
         assert markdown_table() in f.read()
 
 

@@ -31,7 +31,7 @@ from train_lib.config.compat import (
 )
 from train_lib.config.errors import ConfigError
 from train_lib.config.loading import (
-    README_CONFIG_REFERENCE,
+    CONFIG_REFERENCE,
     config_from_dict,
     dump_config,
     load_config,
@@ -79,7 +79,7 @@ __all__ = [
     "MIN_LEVEL",
     "OPTIMIZERS",
     "PRECISIONS",
-    "README_CONFIG_REFERENCE",
+    "CONFIG_REFERENCE",
     "STRUCTURAL_PREFIXES",
     "AnchorConfig",
     "AugmentationConfig",

@@ -25,9 +25,9 @@ from train_lib.config.problems import raise_problems
 from train_lib.config.schema import PipelineConfig, architecture_key_problems, to_dict
 from train_lib.config.yaml_io import parse_yaml, to_yaml_text
 
-__all__ = ["README_CONFIG_REFERENCE", "config_from_dict", "dump_config", "load_config"]
+__all__ = ["CONFIG_REFERENCE", "config_from_dict", "dump_config", "load_config"]
 
-README_CONFIG_REFERENCE = "README.md, section 'Config reference'"
+CONFIG_REFERENCE = "docs/configuration.md"
 
 # A protobuf text message opens a block with `name {` (no colon before the brace).
 _PBTXT_BLOCK_RE = re.compile(r"^\s*[A-Za-z_]\w*\s*\{\s*(#.*)?$", re.MULTILINE)
@@ -151,7 +151,7 @@ def load_config(path: str, params_override: str = "",
     if data is None:
         raise ConfigError(
             f"{path} is empty; it must be a YAML mapping with sections such as `model:` and "
-            f"`train_config:` (write `{{}}` for all defaults), see {README_CONFIG_REFERENCE}"
+            f"`train_config:` (write `{{}}` for all defaults), see {CONFIG_REFERENCE}"
         )
     config = merge_into(PipelineConfig(), data, Source(path, lines))
     given = [(data, Source(path, lines))]

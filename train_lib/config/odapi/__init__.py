@@ -5,7 +5,7 @@ validates what it returns (`OdapiConfig`). The modules:
 
 - fields.py: the fields of the OD API's messages (its .proto files);
 - table.py: the one table of what becomes of each field (exact, approximated,
-  ignored, unsupported) that README's "Coming from the OD API" shows, with
+  ignored, unsupported) that docs/coming_from_odapi.md shows, with
   table_faster_rcnn.py (the faster_rcnn rows) and rows.py (`Row`, and the row
   groups both meta-architectures share);
 - mapper.py: `Mapper`, a parsed file read field by field and our keys written,

@@ -52,5 +52,5 @@ def map_pipeline_config(text: str, source: str) -> OdapiConfig:
         raise ConfigError(
             f"{source}: {count} field{'s' if count > 1 else ''} of this pipeline.config "
             "cannot be honoured (ignoring them would change what is trained); remove or change "
-            "them (README.md, 'Coming from the OD API'):\n  - " + "\n  - ".join(m.unsupported))
+            "them (docs/coming_from_odapi.md):\n  - " + "\n  - ".join(m.unsupported))
     return m.out

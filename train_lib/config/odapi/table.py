@@ -4,7 +4,7 @@
 unsupported, and our key) per field path: the ssd meta-architecture's here,
 the faster_rcnn one's in table_faster_rcnn.py, then train_config, the
 input readers and eval_config. A known field (fields.py) without a row is
-unsupported. README.md's table "Coming from the OD API" is `markdown_table()`.
+unsupported. docs/coming_from_odapi.md's table is `markdown_table()`.
 """
 
 from __future__ import annotations
@@ -310,7 +310,7 @@ ROWS: tuple[Row, ...] = (
 
 
 def markdown_table() -> str:
-    """ROWS as the README's Markdown table (OD API field, our key, status: why)."""
+    """ROWS as docs/coming_from_odapi.md's Markdown table (OD API field, our key, status: why)."""
     lines = ["| OD API field | our key | status |", "| --- | --- | --- |"]
     for row in ROWS:
         status = row.status
