@@ -6,8 +6,9 @@ one pipeline.yaml records; it is a structural key (config/compat.py). A mixed
 precision pays on GPUs (float16) and TPUs (bfloat16). On a host with neither, every
 step runs on the CPU, where it is usually slower than float32: mixed_bfloat16, which
 an OD API pipeline.config's `use_bfloat16: true` (a TPU setting of the published
-configs) becomes, made a step of the default model 1.7 times as long as float32 on
-this project's CPU. `cpu_precision_warning` says so once, at the start of training.
+configs) becomes, made a step of the default model 1.3 to 1.6 times as long as
+float32 on this project's 2-core AMD EPYC, although that CPU has AVX512-BF16.
+`cpu_precision_warning` says so once, at the start of training.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ def cpu_precision_warning(precision: str, device_types: Iterable[str]) -> str | 
         return None
     return (f"WARNING: train_config.mixed_precision is {precision} (an OD API "
             "pipeline.config's use_bfloat16: true becomes mixed_bfloat16) but this host has "
-            "no GPU or TPU: on a CPU a step is usually slower than in float32 (1.7x slower "
-            "with mixed_bfloat16 for the default model here), unless the CPU computes in "
-            "bfloat16 natively (AMX, AVX512-BF16). Set train_config.mixed_precision: float32 "
+            "no GPU or TPU: on a CPU a step is usually slower than in float32 (1.3-1.6x "
+            "slower with mixed_bfloat16 for the default model on a CPU with AVX512-BF16). "
+            "Set train_config.mixed_precision: float32 "
             "(--params_override=train_config.mixed_precision=float32) for a new run")
 
 
