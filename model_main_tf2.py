@@ -139,6 +139,7 @@ def run() -> int:
         return run_eval(config)
 
     from train_lib.training.distribute import build_strategy
+    from train_lib.training.run_options import RunOptions
     from train_lib.training.trainer import train
 
     # First TensorFlow work: a multi-worker strategy must exist before any other.
@@ -148,9 +149,7 @@ def run() -> int:
         use_tpu=FLAGS.use_tpu,
         tpu_name=FLAGS.tpu_name,
     )
-    result = train(
-        config,
-        FLAGS.model_dir,
+    options = RunOptions(
         num_train_steps=FLAGS.num_train_steps,
         checkpoint_every_n=FLAGS.checkpoint_every_n,
         max_to_keep=FLAGS.checkpoint_max_to_keep,
@@ -158,8 +157,8 @@ def run() -> int:
         record_summaries=FLAGS.record_summaries,
         async_checkpoint=FLAGS.async_checkpoint,
         deterministic=FLAGS.deterministic,
-        strategy=strategy,
     )
+    result = train(config, FLAGS.model_dir, options, strategy=strategy)
     if result.signal_number is not None:
         return 128 + result.signal_number
     return 0

@@ -13,7 +13,9 @@ import tensorflow as tf
 
 from tests.conftest import ckpt_steps, make_tiny_config
 from train_lib.checkpointing import CheckpointError, read_events, verify_checkpoint
+from train_lib.checkpointing.policy import StopReason
 from train_lib.config import ConfigError
+from train_lib.training.run_options import RunOptions
 from train_lib.training.trainer import TrainError, train
 
 
@@ -22,10 +24,19 @@ def test_a_few_steps_lower_the_loss(tiny_dataset, tmp_path):
     result = train(config, str(tmp_path / "run"), checkpoint_every_n=1000,
                    record_summaries=False)
     losses = [loss for _, loss in result.loss_history]
-    assert result.stop_reason == "finished" and result.step == 60
+    assert result.stop_reason is StopReason.FINISHED and result.step == 60
     assert len(losses) == 12
     assert all(np.isfinite(losses))
     assert np.mean(losses[-3:]) < 0.7 * losses[0], losses
+
+
+def test_train_takes_run_options_or_their_fields_not_both(tiny_config, tmp_path):
+    model_dir = tmp_path / "run"
+    with pytest.raises(TypeError, match="not both: checkpoint_every_n"):
+        train(tiny_config, str(model_dir), RunOptions(), checkpoint_every_n=2)
+    with pytest.raises(TypeError, match="checkpoint_evry_n"):
+        train(tiny_config, str(model_dir), checkpoint_evry_n=2)
+    assert not model_dir.exists()
 
 
 def test_cadence_rotation_final_save_resume_and_event_log(tiny_dataset, tmp_path):
@@ -38,8 +49,8 @@ def test_cadence_rotation_final_save_resume_and_event_log(tiny_dataset, tmp_path
     assert tf.train.latest_checkpoint(model_dir) == os.path.join(model_dir, "ckpt-7")
     assert os.path.exists(os.path.join(model_dir, "pipeline.yaml"))
 
-    again = train(config, model_dir, checkpoint_every_n=3, max_to_keep=2)
-    assert again.stop_reason == "already_finished" and again.step == 7
+    again = train(config, model_dir, RunOptions(checkpoint_every_n=3, max_to_keep=2))
+    assert again.stop_reason is StopReason.ALREADY_FINISHED and again.step == 7
     assert ckpt_steps(model_dir) == [6, 7]
 
     more = train(config, model_dir, num_train_steps=10, checkpoint_every_n=3, max_to_keep=2)
