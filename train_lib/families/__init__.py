@@ -1,9 +1,10 @@
 """Detector families: the one place that knows which family is running.
 
-A family (one module: `retinanet.py`, `faster_rcnn.py`) provides its model from
-Model Garden, its input targets, its losses, its detections for evaluation and
-export, and what a fine-tune loads. Everything else calls these functions, which
-dispatch on `model.architecture` (a ModelConfig) or on the built model:
+A family (one module: `retinanet.py`, `faster_rcnn.py`; the contract it keeps is
+`contract.Family`) provides its model from Model Garden, its input targets, its
+losses, its detections for evaluation and export, and what a fine-tune loads.
+Everything else calls these functions, which dispatch on `model.architecture` (a
+ModelConfig) or on the built model:
 
 - `build_model(model, precision)`: the Keras model, its variables created.
 - `loss_keys(model)`: the loss terms of a training step, `total_loss` last.
@@ -33,22 +34,22 @@ model with TFLite builtins only. A family joins it once its export is tested.
 
 from __future__ import annotations
 
-from types import ModuleType
+from typing import cast
 
 import tensorflow as tf
 import tf_keras
 
 from train_lib.config import ModelConfig
 from train_lib.families import faster_rcnn, retinanet
+from train_lib.families.contract import POST_PROCESSING_SCOPE, Family, TFLiteFamily
 
-FAMILIES: dict[str, ModuleType] = {family.NAME: family for family in (retinanet, faster_rcnn)}
-TFLITE_ARCHITECTURES = ("retinanet",)
-# The name scope of a family's ops after the network in `decoded_detections`.
-POST_PROCESSING_SCOPE = retinanet.POST_PROCESSING_SCOPE
+FAMILIES: dict[str, Family] = {family.NAME: family for family in (retinanet, faster_rcnn)}
+TFLITE_ARCHITECTURES = ("retinanet",)  # each a TFLiteFamily
 
 __all__ = [
     "FAMILIES",
     "POST_PROCESSING_SCOPE",
+    "Family",
     "TFLITE_ARCHITECTURES",
     "architecture_of",
     "backbone_target",
@@ -65,7 +66,7 @@ __all__ = [
 ]
 
 
-def _family(model: ModelConfig) -> ModuleType:
+def _family(model: ModelConfig) -> Family:
     return FAMILIES[model.architecture]
 
 
@@ -110,7 +111,8 @@ def detect(net, images: tf.Tensor, image_shape: tf.Tensor) -> dict:
 
 def decoded_detections(net, images: tf.Tensor,
                        image_shape: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    return FAMILIES[architecture_of(net)].decoded_detections(net, images, image_shape)
+    family = cast(TFLiteFamily, FAMILIES[architecture_of(net)])  # in TFLITE_ARCHITECTURES
+    return family.decoded_detections(net, images, image_shape)
 
 
 def checkpoint_family(variable_names) -> str | None:

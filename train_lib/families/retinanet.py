@@ -22,15 +22,13 @@ from official.vision.utils.object_detection import faster_rcnn_box_coder
 
 from train_lib.config import ModelConfig
 from train_lib.families import backbones
+from train_lib.families.contract import POST_PROCESSING_SCOPE
 
 NAME = "retinanet"
 LOSS_KEYS = ("classification_loss", "localization_loss", "regularization_loss", "total_loss")
 # A variable name only this family's checkpoints (of this trainer) hold.
 CHECKPOINT_MARK = "model/_head/"
 # Head parts that do not depend on the number of classes (kept by a detection fine-tune).
-# The name scope of the ops after the network (anchors, box decoding): TFLite's int8
-# export keeps them float.
-POST_PROCESSING_SCOPE = "post_processing"
 HEAD_PARTS = ("_cls_convs", "_cls_norms", "_box_convs", "_box_norms", "_box_regressor")
 
 
