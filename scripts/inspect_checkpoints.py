@@ -54,7 +54,7 @@ def run() -> int:
 
         check_output_file("--plot", FLAGS.plot)
 
-    from train_lib.report.format import format_report
+    from train_lib.report.format import format_report, report_json
     from train_lib.report.inspect import inspect_model_dir
 
     report = inspect_model_dir(
@@ -62,7 +62,7 @@ def run() -> int:
         max_to_keep=FLAGS.checkpoint_max_to_keep, num_steps=FLAGS.num_train_steps,
         pipeline_config_path=FLAGS.pipeline_config_path)
     if FLAGS.json:
-        print(json.dumps(report.to_json(), indent=1))
+        print(json.dumps(report_json(report), indent=1))
     else:
         print(format_report(report))
     if FLAGS.plot:

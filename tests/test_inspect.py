@@ -19,7 +19,7 @@ import tf_keras
 from train_lib.checkpointing import INVALID_DIR, LOCK_FILE, STATE_FILE, CheckpointManager
 from train_lib.checkpointing.policy import CheckpointPolicy
 from train_lib.config import PipelineConfig, dump_config
-from train_lib.report.format import format_report
+from train_lib.report.format import format_report, report_json
 from train_lib.report.inspect import inspect_model_dir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -100,7 +100,7 @@ def test_clean_run_lists_explains_and_matches_the_settings(clean_dir, copy_dir):
     assert any("checkpoint_every_n=2 (checkpoints.jsonl)" in line
                and "checkpoint_max_to_keep=3 (checkpoints.jsonl)" in line
                for line in recorded.why)
-    data = json.loads(json.dumps(recorded.to_json()))
+    data = json.loads(json.dumps(report_json(recorded)))
     assert set(data) == JSON_KEYS and data["expected"] == [6, 8, 9]
     assert [c["step"] for c in data["checkpoints"]] == [6, 8, 9]
 

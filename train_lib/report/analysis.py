@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import collections
 import os
-from typing import TYPE_CHECKING
 
 from train_lib.checkpointing.files import INVALID_DIR, STATE_FILE, parse_step
 from train_lib.checkpointing.lock import LOCK_FILE
 from train_lib.checkpointing.policy import FINAL_SAVE_REASONS, CheckpointPolicy, SaveReason
-
-if TYPE_CHECKING:
-    from train_lib.report.inspect import CheckpointStatus, DirScan, EventSummary, Settings
+from train_lib.report.records import CheckpointStatus, DirScan, EventSummary, Settings
 
 FINAL_REASONS = FINAL_SAVE_REASONS  # the trainer's final saves
 STOPPED_EARLY = (SaveReason.SIGNAL, SaveReason.ERROR)  # final saves before num_steps

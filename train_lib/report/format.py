@@ -1,16 +1,13 @@
-"""The words of an inspection: `format_report` renders a `Report` (inspect.py) for
-people, `report_json` as the JSON object scripts/inspect_checkpoints.py --json prints
-(`Report.to_json`).
+"""The words of an inspection: `format_report` renders a `Report` (records.py) for
+people, `report_json` as the JSON object scripts/inspect_checkpoints.py --json prints.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from train_lib.report.inspect import Report
+from train_lib.report.records import Report
 
 
 def report_json(report: Report) -> dict:

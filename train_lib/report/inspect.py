@@ -2,9 +2,10 @@
 
 Reads (never writes) `ckpt-<step>.*`, the `checkpoint` state file, checkpoints.jsonl,
 train.lock, invalid_checkpoints/ and pipeline.yaml. `inspect_model_dir` gathers a
-`Report`; format.py renders it for people (`format_report`) and for programs
-(`Report.to_json`; scripts/inspect_checkpoints.py). The file scan (`scan_model_dir`),
-the event summary (`summarize_events`) and the settings (`resolve_settings`) are here;
+`Report` (records.py holds the records); format.py renders it for people
+(`format_report`) and for programs (`report_json`; scripts/inspect_checkpoints.py).
+The file scan (`scan_model_dir`), the event summary (`summarize_events`) and the
+settings (`resolve_settings`) are here;
 the expected steps (`expected_steps`), the anomaly rules (`find_anomalies`) and the
 "why" lines (`explain`) are analysis.py. Each can be called on its own.
 """
@@ -12,7 +13,6 @@ the expected steps (`expected_steps`), the anomaly rules (`find_anomalies`) and 
 from __future__ import annotations
 
 import collections
-import dataclasses
 import glob
 import json
 import os
@@ -31,7 +31,7 @@ from train_lib.checkpointing.verify import verify_checkpoint
 from train_lib.config import ConfigError, load_config
 from train_lib.errors import UserError
 from train_lib.report.analysis import expected_steps, explain, find_anomalies
-from train_lib.report.format import report_json
+from train_lib.report.records import CheckpointStatus, DirScan, EventSummary, Report, Settings
 from train_lib.training.workdir import PIPELINE_FILE
 
 __all__ = ["CheckpointStatus", "DirScan", "EventSummary", "InspectError", "Report", "Settings",
@@ -52,91 +52,6 @@ _CKPT_FILE = re.compile(r"^(.+?)(\.index|\.meta|\.data-\d+-of-\d+)$")
 
 class InspectError(UserError, RuntimeError):
     """model_dir cannot be inspected (does not exist, not a directory)."""
-
-
-@dataclasses.dataclass
-class CheckpointStatus:
-    """One `ckpt-<step>` in model_dir. `time` is when it was written (unix seconds;
-    `time_source` "event" or "mtime"); `reason` its save reason from the events (None if
-    not recorded); `problem` why it is invalid (None if it reads back completely);
-    `optimizer_step` the optimizer's step counter inside it (None if absent/unreadable)."""
-
-    step: int
-    prefix: str
-    time: float | None
-    time_source: str
-    size_bytes: int
-    reason: str | None
-    latest: bool
-    kept_forever: bool
-    valid: bool
-    problem: str | None
-    optimizer_step: int | None
-
-
-@dataclasses.dataclass
-class DirScan:
-    """The files of a model_dir (no checkpoint is read). `state_latest`/`state_listed` are
-    absolute prefixes from the `checkpoint` state file; `lock` is `lock_status`'s result."""
-
-    steps: list[int]
-    data_only: dict[int, list[str]]
-    temp_dirs: list[str]
-    foreign: dict[str, list[str]]
-    moved_invalid: dict[str, list[str]]
-    state_exists: bool
-    state_latest: str | None
-    state_listed: list[str]
-    has_events_file: bool
-    lock: dict
-
-
-@dataclasses.dataclass
-class EventSummary:
-    """checkpoints.jsonl condensed: `saves` (step, reason) in order, `saves_since_resume`
-    those after the last restore, `removed` by max_to_keep, `kept` forever by hours,
-    `skipped_invalid` (step, why), `restores` (resume steps), `reason_of`/`time_of` per
-    step (last `saved` event), `gone` steps whose last event is removed/skipped_invalid."""
-
-    saves: list[tuple[int, str]] = dataclasses.field(default_factory=list)
-    saves_since_resume: list[tuple[int, str]] = dataclasses.field(default_factory=list)
-    removed: list[int] = dataclasses.field(default_factory=list)
-    kept: list[int] = dataclasses.field(default_factory=list)
-    skipped_invalid: list[tuple[int, str]] = dataclasses.field(default_factory=list)
-    restores: list[int] = dataclasses.field(default_factory=list)
-    state_repairs: int = 0
-    reason_of: dict[int, str] = dataclasses.field(default_factory=dict)
-    time_of: dict[int, float] = dataclasses.field(default_factory=dict)
-    gone: set[int] = dataclasses.field(default_factory=set)
-
-
-@dataclasses.dataclass
-class Settings:
-    """The settings a run used, each None when not known; `sources[name]` says where a
-    value came from, `notes` why one is missing."""
-
-    checkpoint_every_n: int | None = None
-    checkpoint_max_to_keep: int | None = None
-    num_steps: int | None = None
-    sources: dict[str, str] = dataclasses.field(default_factory=dict)
-    notes: list[str] = dataclasses.field(default_factory=list)
-
-
-@dataclasses.dataclass
-class Report:
-    """Everything `format_report` prints; `to_json` gives the --json object."""
-
-    model_dir: str
-    checkpoints: list[CheckpointStatus]
-    summary: dict
-    expected: list[int] | None
-    anomalies: list[str]
-    why: list[str]
-
-    def to_json(self) -> dict:
-        """{checkpoints, summary (with the "why" lines), expected, anomalies}: JSON-ready
-        (format.report_json)."""
-        return report_json(self)
 
 
 # ---------------------------------------------------------------- reading the directory
