@@ -1,4 +1,5 @@
-"""An OD API-style training driver for Model Garden's RetinaNet.
+"""An OD API-style training driver for Model Garden's detectors (RetinaNet, Faster
+R-CNN).
 
 Public face: `load_config` (no TensorFlow import), `train`, `evaluate_checkpoint`,
 `continuous_eval` and `export_saved_model`. Every module is imported on first

@@ -1,20 +1,9 @@
 """Pipeline config: YAML with the OD API's sections, or the OD API's pipeline.config,
 -> typed, validated dataclasses.
 
-Modules:
-
-- schema.py     the dataclasses (one per section, each with its `problems()`), `validate`
-- model_schema.py  the `model` section: the keys the families share and each one's own
-                 (faster_rcnn_schema.py: Faster R-CNN's own sections)
-- loading.py    `load_config` (YAML or OD API pipeline.config), `config_from_dict`, `dump_config`
-- odapi.py      an OD API pipeline.config -> our keys (odapi_fields.py: its messages;
-                odapi_table.py: what becomes of each field; odapi_model/odapi_train.py)
-- yaml_io.py    YAML text <-> data, with the line of every key; `YamlLoader`
-- coercion.py   strict conversion of plain data into the dataclasses (types, unknown keys)
-- problems.py   how invalid values are reported, all at once
-- overrides.py  parsing of `--params_override`
-- compat.py     what may change on resume, evaluation and export (structural keys)
-- errors.py     `ConfigError`, raised for every user mistake
+`load_config` reads either; `validate` reports every problem at once; a user's
+mistake is a `ConfigError`. docs/architecture.md ("Packages") says which module
+holds what.
 
 The checks of the files a config names (`resolve_input_files`,
 `check_label_map`) are in `train_lib.data.input_files`, which reads label maps.

@@ -120,7 +120,7 @@ def _anchor_boxes(model: ModelConfig) -> dict:
 
 
 def input_targets(model: ModelConfig, max_boxes: int):
-    """The function of a batch's augmented boxes to its labels (families.py states
+    """The function of a batch's augmented boxes to its labels (families/__init__ states
     its arguments): per example, `rpn_score_targets` and `rpn_box_targets` per level
     (Model Garden's RpnAnchorLabeler with a stateless sample keyed by the example's
     key), and `gt_boxes` [max_boxes, 4] and `gt_classes` [max_boxes], padded with

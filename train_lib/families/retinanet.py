@@ -63,7 +63,7 @@ def is_model(model) -> bool:
 
 
 def input_targets(model: ModelConfig, max_boxes: int):
-    """The function of a batch's augmented boxes to its labels (families.py states
+    """The function of a batch's augmented boxes to its labels (families/__init__ states
     its arguments): `cls_targets` [B, H_l, W_l, A_l] and `box_targets` [B, H_l, W_l,
     4 A_l] per level, `cls_weights` and `box_weights` [B, num_anchors].
 
