@@ -4,6 +4,7 @@ that only a run without checkpoints of its own starts from it."""
 from __future__ import annotations
 
 import copy
+import json
 import os
 
 import numpy as np
@@ -37,7 +38,7 @@ def test_backbone_loads_the_backbone_only(trained_config, source):
     prefix, reference = source
     model = build_model(trained_config.model)
     assert not _same(model.backbone, reference.backbone)
-    count = fine_tune.apply(model, prefix, "backbone")
+    count = fine_tune.apply(model, prefix, "backbone").count
     assert count == len(model.backbone.variables)
     assert _same(model.backbone, reference.backbone)
     assert not _same(model.decoder, reference.decoder)
@@ -56,7 +57,7 @@ def test_detection_loads_all_but_the_class_layer_so_classes_may_change(trained_c
     prefix, reference = source
     trained_config.model.num_classes = 5  # the source has 3
     model = build_model(trained_config.model)
-    count = fine_tune.apply(model, prefix, "detection")
+    count = fine_tune.apply(model, prefix, "detection").count
     assert _same(model.backbone, reference.backbone) and _same(model.decoder, reference.decoder)
     for part in retinanet.HEAD_PARTS:
         assert _same(getattr(model.head, part), getattr(reference.head, part)), part
@@ -92,9 +93,13 @@ def test_only_a_run_without_checkpoints_starts_from_it(trained_run, tmp_path):
     model_dir, lines = str(tmp_path / "run"), []
     train(config, model_dir, num_train_steps=1, record_summaries=False, log=lines.append)
     source = os.path.join(trained_run["model_dir"], "ckpt-4")
-    assert any(f"(detection) from fine_tune_checkpoint {source}" in ln for ln in lines)
+    assert any(ln.startswith("fine-tune: ") and f"checkpoint of this trainer {source} "
+               "(detection)" in ln for ln in lines)
+    with open(os.path.join(model_dir, fine_tune.REPORT_FILE)) as f:
+        assert [row["reason"] for row in json.load(f)["fresh"]] == [
+            "its shape follows model.num_classes"] * 2  # the class layer's kernel and bias
     lines.clear()
     result = train(config, model_dir, num_train_steps=2, record_summaries=False,
                    log=lines.append)
     assert result.start_step == 1
-    assert not any("fine_tune_checkpoint" in ln for ln in lines)
+    assert not any(ln.startswith("fine-tune:") for ln in lines)

@@ -75,9 +75,14 @@ class BackboneConfig:
     model_id: str = field(default="MobileNetV2", metadata=STRING_OR_INTEGER)
     # MobileNet filter_size_scale / ResNet depth_multiplier; EfficientNet: 1.0 only.
     width_multiplier: float = 1.0
+    # MobileNet V2/V3 with width_multiplier < 1: false keeps the last 1x1 convolution
+    # at full width (Model Garden); true scales it too (the OD API's MobileNetV2).
+    scale_last_layer: bool = False
 
     def problems(self, prefix: str = "model.backbone") -> list[str]:
         c = Checks(prefix)
+        c.need(not self.scale_last_layer or self.type == "mobilenet", "scale_last_layer",
+               self.scale_last_layer, "applies to type: mobilenet only")
         c.choice("type", self.type, tuple(BACKBONE_MODEL_IDS))
         if self.type in BACKBONE_MODEL_IDS:
             c.choice("model_id", self.model_id, BACKBONE_MODEL_IDS[self.type],

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import tf_keras
 from official.vision.configs import backbones, common, decoders
+from official.vision.modeling.backbones import mobilenet
 
 from train_lib.config import ModelConfig
 
@@ -31,6 +32,29 @@ def backbone_config(model: ModelConfig) -> backbones.Backbone:
     return backbones.Backbone(
         type="resnet",
         resnet=backbones.ResNet(model_id=int(bb.model_id), depth_multiplier=bb.width_multiplier),
+    )
+
+
+def build_backbone(model: ModelConfig, input_specs: tf_keras.layers.InputSpec,
+                   l2_regularizer) -> tf_keras.Model | None:
+    """The backbone when Model Garden's factory cannot build it from
+    `backbone_config` (pass it to the factory), else None (the factory builds it).
+    So far one: `model.backbone.scale_last_layer`, Model Garden's MobileNet with
+    finegrain_classification_mode off, whose last 1x1 convolution scales with
+    width_multiplier < 1 as the OD API's MobileNetV2's does; otherwise the same
+    arguments as the factory's."""
+    if not model.backbone.scale_last_layer:
+        return None
+    norm = norm_activation(model)
+    return mobilenet.MobileNet(
+        model_id=model.backbone.model_id,
+        filter_size_scale=model.backbone.width_multiplier,
+        input_specs=input_specs,
+        use_sync_bn=norm.use_sync_bn,
+        norm_momentum=norm.norm_momentum,
+        norm_epsilon=norm.norm_epsilon,
+        kernel_regularizer=l2_regularizer,
+        finegrain_classification_mode=False,
     )
 
 

@@ -89,10 +89,13 @@ def build_model(model: ModelConfig, precision: str = "float32") -> tf_keras.Mode
     backbones.precision_policy."""
     height, width = model.input_size
     with backbones.precision_policy(precision):
+        input_specs = tf_keras.layers.InputSpec(shape=[None, height, width, 3])
+        l2_regularizer = backbones.l2_regularizer(model)
         net = factory.build_maskrcnn(
-            input_specs=tf_keras.layers.InputSpec(shape=[None, height, width, 3]),
+            input_specs=input_specs,
             model_config=model_garden_config(model),
-            l2_regularizer=backbones.l2_regularizer(model),
+            l2_regularizer=l2_regularizer,
+            backbone=backbones.build_backbone(model, input_specs, l2_regularizer),
         )
         for sampler in net.roi_sampler:
             sampler._sampler = DeterministicBoxSampler(  # no variables: nothing to checkpoint

@@ -6,24 +6,33 @@ Contract:
   a directory whose newest checkpoint is taken. ConfigError naming the key if neither.
 - With neither, the run starts from random weights and says so (`RANDOM_START`).
 - `apply(model, prefix, kind)` loads into `model`, as the OD API's types do:
-  `backbone` the backbone alone, from this trainer's checkpoints
-  of either family, or Model Garden's backbone checkpoints (`backbone`);
-  `detection` the whole detector of the same family but the layers whose shape
-  follows the number of classes (families.detection_target: RetinaNet's class
-  layer, Faster R-CNN's class and box layers), so the number of classes may
-  change. Every variable of those parts must be in the checkpoint with its shape,
-  else TrainError says which part does not fit. The optimizer and the step start
-  fresh.
+  `backbone` (the OD API's classification) the backbone alone, from this
+  trainer's checkpoints of either family, Model Garden's backbone checkpoints
+  (`backbone`) or an OD API checkpoint (odapi_checkpoint.py);
+  `detection` (the OD API's detection, full and fine_tune) the whole detector of
+  the same family but the layers whose shape follows the number of classes
+  (families.detection_target: RetinaNet's class layer, Faster R-CNN's class and
+  box layers), so the number of classes may change; from an OD API checkpoint,
+  the backbone and the parts after it that compute the OD API's function (none
+  yet: the report says why each starts fresh). Every variable of those parts must
+  be in the checkpoint with its shape, else TrainError says which part (for an OD
+  API checkpoint, which variable) does not fit, and nothing is loaded. The
+  optimizer and the step start fresh. It returns a `FineTune`: the log line and
+  the report that `write_report` puts in model_dir/fine_tune_report.json (every
+  variable of the model, loaded or fresh and why).
 """
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass
 
 import tensorflow as tf
 
 from train_lib import families
 from train_lib.config import ConfigError
+from train_lib.training import odapi_checkpoint
 from train_lib.training.failures import TrainError
 
 KEY = "train_config.fine_tune_checkpoint"
@@ -32,6 +41,15 @@ KEY = "train_config.fine_tune_checkpoint"
 RANDOM_START = (f"training from random weights: model_dir has no checkpoint and {KEY} is "
                 f"not set; to start from pretrained weights, set {KEY} (with "
                 "train_config.fine_tune_checkpoint_type: detection or backbone)")
+REPORT_FILE = "fine_tune_report.json"
+
+
+@dataclass
+class FineTune:
+    """What a fine-tune loaded: how many variables, the log line, the report."""
+    count: int
+    line: str
+    report: dict
 
 
 def resolve_checkpoint(path: str) -> str:
@@ -49,26 +67,34 @@ def resolve_checkpoint(path: str) -> str:
     return path
 
 
-def apply(model, prefix: str, kind: str) -> int:
-    """Loads the `kind` parts of `prefix` into `model`; returns how many variables."""
+def apply(model, prefix: str, kind: str) -> FineTune:
+    """Loads the `kind` parts of `prefix` into `model` (see the module docstring)."""
     names = {name for name, _ in tf.train.list_variables(prefix)}
+    if odapi_checkpoint.is_odapi_checkpoint(names):
+        plan = odapi_checkpoint.plan(model, prefix, kind)
+        plan.load()
+        return FineTune(len(plan.mapped), "fine-tune: " + plan.summary(), plan.report())
     written_by = families.checkpoint_family(names)
     architecture = families.architecture_of(model)
     if kind == "backbone":
         parts = {"backbone": model.backbone}
         if written_by is not None:  # any family's: the backbone is the same
             target = families.backbone_target(written_by, model.backbone)
+            source = f"a {written_by} checkpoint of this trainer"
         elif any(n.startswith("backbone/") for n in names):
             target = tf.train.Checkpoint(backbone=model.backbone)
+            source = "a Model Garden backbone checkpoint"
         else:
             raise TrainError(f"{KEY} {prefix} holds no backbone (neither a detector "
-                             "checkpoint of this trainer nor a Model Garden backbone "
-                             "checkpoint); name one of those")
+                             "checkpoint of this trainer, nor a Model Garden backbone "
+                             "checkpoint, nor a TF2 checkpoint of the TF Object Detection "
+                             "API); name one of those")
         excluded: list = []
     else:
         if written_by is None:
-            raise TrainError(f"{KEY} {prefix} is not a detector checkpoint of this trainer; "
-                             "use fine_tune_checkpoint_type: backbone for a backbone-only "
+            raise TrainError(f"{KEY} {prefix} is not a detector checkpoint of this trainer "
+                             "nor of the TF Object Detection API; use "
+                             "fine_tune_checkpoint_type: backbone for a backbone-only "
                              "checkpoint")
         if written_by != architecture:
             raise TrainError(
@@ -77,6 +103,7 @@ def apply(model, prefix: str, kind: str) -> int:
                 "of the same architecture; use fine_tune_checkpoint_type: backbone to start "
                 "from its backbone")
         parts, target, excluded = families.detection_target(model)
+        source = f"a {written_by} checkpoint of this trainer"
     try:
         target.read(prefix).expect_partial().assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as err:
@@ -85,6 +112,37 @@ def apply(model, prefix: str, kind: str) -> int:
             f"{KEY} {prefix} does not fit this model's {' and '.join(parts)} ({first}); it "
             "must come from a model with the same model.backbone (and, for detection, "
             "fpn, heads and anchor) settings") from None
-    variables = {id(v) for part in parts.values() for v in part.variables}
-    variables -= {id(v) for v in excluded}
-    return len(variables)
+    return _own_result(model, prefix, kind, source, parts, excluded)
+
+
+def _own_result(model, prefix: str, kind: str, source: str, parts: dict,
+                excluded: list) -> FineTune:
+    """The line and report of a load by tf.train.Checkpoint (this trainer's or
+    Model Garden's checkpoints: the object graph pairs the variables)."""
+    excluded_ids = {id(v) for v in excluded}
+    part_of = {id(v): name for name, part in parts.items() for v in part.variables}
+    loaded, fresh = [], []
+    for variable in model.variables:
+        if id(variable) in excluded_ids:
+            fresh.append({"variable": variable.name,
+                          "reason": "its shape follows model.num_classes"})
+        elif id(variable) in part_of:
+            loaded.append({"variable": variable.name, "shape": variable.shape.as_list(),
+                           "part": part_of[id(variable)]})
+        else:
+            fresh.append({"variable": variable.name,
+                          "reason": f"fine_tune_checkpoint_type {kind} loads "
+                                    f"{' and '.join(parts)} only"})
+    line = (f"fine-tune: {len(loaded)} variables ({' and '.join(parts)}) from {source} "
+            f"{prefix} ({kind}); {len(fresh)} fresh")
+    report = {"checkpoint": prefix, "source": source, "fine_tune_checkpoint_type": kind,
+              "loaded": loaded, "fresh": fresh, "unused": []}
+    return FineTune(len(loaded), line, report)
+
+
+def write_report(model_dir: str, result: FineTune) -> str:
+    """Writes model_dir/fine_tune_report.json; returns its path."""
+    path = os.path.join(model_dir, REPORT_FILE)
+    with open(path, "w") as f:
+        json.dump(result.report, f, indent=1)
+    return path

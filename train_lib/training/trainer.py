@@ -192,9 +192,11 @@ def _restore(manager: CheckpointManager, model, optimizer, fine_tune: str | None
     to a new run; returns (the restored checkpoint's step or None, the global step)."""
     restored = manager.restore(expect_partial=True)
     if restored is None and fine_tune:
-        kind = config.train_config.fine_tune_checkpoint_type
-        count = fine_tune_lib.apply(model, fine_tune, kind)
-        log(f"initialised {count} variables ({kind}) from fine_tune_checkpoint {fine_tune}")
+        loaded = fine_tune_lib.apply(model, fine_tune,
+                                     config.train_config.fine_tune_checkpoint_type)
+        log(loaded.line)
+        if role.is_chief:
+            fine_tune_lib.write_report(manager.model_dir, loaded)
     elif restored is None:
         log(fine_tune_lib.RANDOM_START)
     start = int(optimizer.iterations.numpy())
