@@ -352,7 +352,7 @@ def test_invalid_values(tmp_path, override, expected):
     assert expected in message
     # The same config built in code fails validate() the same way.
     data = parse_params_override(override)
-    with pytest.raises(ConfigError, match="") as info:
+    with pytest.raises(ConfigError) as info:
         C.config_from_dict(data)
     assert expected in str(info.value)
 
