@@ -142,7 +142,8 @@ PROBES: dict[str, Probe] = {
     "ssd.feature_extractor.type": Probe("'ssd_mobilenet_v1_fpn_keras'",
                                         expect={"model.backbone.model_id": "MobileNetV1"}),
     "ssd.feature_extractor.depth_multiplier": Probe("0.5", expect={
-        "model.backbone.width_multiplier": 0.5, "model.fpn.num_filters": 128}),
+        "model.backbone.width_multiplier": 0.5, "model.fpn.num_filters": 128,
+        "model.backbone.scale_last_layer": False}),
     "ssd.feature_extractor.fpn.min_level": Probe("4", expect={"model.min_level": 4}),
     "ssd.feature_extractor.fpn.max_level": Probe("6", expect={"model.max_level": 6}),
     "ssd.feature_extractor.bifpn.min_level": Probe("4", expect={"model.min_level": 4}),
@@ -543,3 +544,11 @@ def test_faster_rcnn_structural_rows_change_the_built_model(path, value, tmp_pat
     changed = copy.deepcopy(FASTER_RCNN_BASE)
     _set(changed, path, value)
     assert built(changed, "changed.config") != _PARAMS["faster_rcnn"], path
+
+
+def test_depth_multiplier_narrows_mobilenet_v2s_last_layer_as_the_odapi(tmp_path):
+    tree = _tiny(**{FE + "depth_multiplier": "0.5"})
+    backbone = _load(tree, tmp_path).model.backbone
+    assert (backbone.width_multiplier, backbone.scale_last_layer) == (0.5, True)
+    _set(tree, FE + "depth_multiplier", "1.0")
+    assert _load(tree, tmp_path).model.backbone.scale_last_layer is False

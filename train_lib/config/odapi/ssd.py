@@ -69,7 +69,8 @@ def _backbone(m: Mapper) -> str:
 
 def _width(m: Mapper, fpn: bool) -> None:
     """depth_multiplier scales the backbone's channels (MobileNet's alpha, ResNet's
-    depth multiplier: model.backbone.width_multiplier) and, as the OD API's FPN
+    depth multiplier: model.backbone.width_multiplier; below 1, MobileNetV2's last
+    layer too: scale_last_layer) and, as the OD API's FPN
     extractors do, the FPN's: max(int(additional_layer_depth * depth_multiplier),
     min_depth)."""
     path = FE + "depth_multiplier"
@@ -77,6 +78,10 @@ def _width(m: Mapper, fpn: bool) -> None:
         return
     multiplier = float(m.get(path))
     m.set("model.backbone.width_multiplier", multiplier, path)
+    if multiplier < 1.0 and "mobilenet_v2" in m.get(FE + "type", ""):
+        # The OD API's MobileNetV2 narrows its last 1x1 conv (1280) too; Model Garden's
+        # does so only with scale_last_layer.
+        m.set("model.backbone.scale_last_layer", True, path)
     if fpn and multiplier != 1.0:
         depth = m.get(FE + "fpn.additional_layer_depth", 256)
         filters = max(int(depth * multiplier), m.get(FE + "min_depth", 0))

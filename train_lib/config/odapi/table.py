@@ -63,8 +63,10 @@ ROWS: tuple[Row, ...] = (
     Row(FE + "type", APPROX, "model.backbone",
         "the nearest Model Garden backbone and FPN (logged per type: BiFPN and SSD's extra "
         "layers become an FPN)"),
-    Row(FE + "depth_multiplier", EXACT, "model.backbone.width_multiplier, model.fpn.num_filters",
-        "the backbone's width; the FPN's filters are additional_layer_depth x "
+    Row(FE + "depth_multiplier", EXACT, "model.backbone.width_multiplier, model.fpn.num_filters, "
+        "model.backbone.scale_last_layer",
+        "the backbone's width (below 1, MobileNetV2's last layer too: scale_last_layer); "
+        "the FPN's filters are additional_layer_depth x "
         "depth_multiplier (at least min_depth), as the OD API's; EfficientNet takes its "
         "width from model_id (only 1.0)"),
     Row(FE + "min_depth", APPROX, "",
