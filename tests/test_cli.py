@@ -137,3 +137,19 @@ def test_helpfull_groups_our_flags():
     devices = next(s for s in sections if s.startswith("5. devices"))
     for flag in ("--strategy", "--num_workers", "--[no]use_tpu", "--tpu_name"):
         assert f"  {flag}: " in devices, flag
+
+
+@pytest.mark.slow
+def test_record_that_is_not_an_example_via_cli(tiny_dataset, tiny_config_file, tmp_path):
+    """A TFRecord whose framing is sound but one record is not a tf.train.Example with
+    bytes that are not UTF-8: TensorFlow raises UnicodeDecodeError quoting it, not an
+    OpError. Training names the file and record, nothing else."""
+    src = sorted(tf.io.gfile.glob(tiny_dataset["train_pattern"]))[0]
+    bad = tmp_path / "not_an_example.tfrecord"
+    with tf.io.TFRecordWriter(str(bad)) as writer:
+        for index, record in enumerate(tf.data.TFRecordDataset(src).take(3)):
+            writer.write(b"\x80\x81 not an example" if index == 1 else record.numpy())
+    proc = run_trainer(f"--pipeline_config_path={tiny_config_file}",
+                       f"--model_dir={tmp_path / 'run'}",
+                       f"--params_override=train_input_reader.input_path={bad}")
+    _assert_clean_failure(proc, f"{bad} record 1", "not a tf.train.Example")

@@ -71,6 +71,23 @@ def test_evaluate_checkpoint_gives_the_coco_metrics(trained_run, trained_config,
     assert metrics["AR100"] > 0.0  # with score threshold 0 some box overlaps an object
 
 
+def test_eval_record_that_is_not_an_example_is_named(trained_run, trained_config,
+                                                    tiny_dataset, tmp_path):
+    """An eval record that is not a tf.train.Example, in bytes that are not UTF-8
+    (TensorFlow raises UnicodeDecodeError for it, not an OpError): one EvalError that
+    names the file and the record."""
+    src = sorted(tf.io.gfile.glob(tiny_dataset["val_pattern"]))[0]
+    bad = str(tmp_path / "val-not-an-example.tfrecord")
+    with tf.io.TFRecordWriter(bad) as writer:
+        for index, record in enumerate(tf.data.TFRecordDataset(src).take(3)):
+            writer.write(b"\x80\x81 not an example" if index == 2 else record.numpy())
+    trained_config.eval_input_reader.input_path = [bad]
+    with pytest.raises(EvalError) as info:
+        evaluate_checkpoint(os.path.join(trained_run["model_dir"], "ckpt-4"), trained_config)
+    assert f"{bad} record 2" in str(info.value)
+    assert "not a tf.train.Example" in str(info.value)
+
+
 def test_continuous_eval_of_a_finished_run(trained_run, trained_config, tmp_path):
     run_dir, out = trained_run["model_dir"], str(tmp_path / "eval_out")
     logs: list[str] = []

@@ -123,7 +123,7 @@ def test_detection_fine_tune_loads_all_but_the_class_and_box_layers(
         trained_faster_rcnn_run, five_class_model):
     prefix = os.path.join(trained_faster_rcnn_run["model_dir"], "ckpt-40")
     model = five_class_model
-    count = fine_tune.apply(model, prefix, "detection")
+    count = fine_tune.apply(model, prefix, "detection").count
     reader = tf.train.load_checkpoint(prefix)
     head = model.detection_head[0]
     fc = head._fcs[0].kernel
@@ -141,7 +141,7 @@ def test_a_checkpoint_of_the_other_family(retinanet_run, five_class_model):
     detection fine-tune it is refused, naming both architectures."""
     prefix = retinanet_run["prefix"]
     model = five_class_model
-    assert fine_tune.apply(model, prefix, "backbone") == len(model.backbone.variables)
+    assert fine_tune.apply(model, prefix, "backbone").count == len(model.backbone.variables)
     reader = tf.train.load_checkpoint(prefix)
     saved = [reader.get_tensor(n) for n in reader.get_variable_to_shape_map()
              if n.startswith("model/_backbone/") and n.endswith("VARIABLE_VALUE")]

@@ -144,7 +144,7 @@ def build(config: PipelineConfig, files: list[str], input_context,
             parts["classes"].append(classes.numpy()[real])
             parts["rules"].append(rules.numpy())
             parts["counts"].append(counts.numpy())
-    except tf.errors.OpError:
+    except (tf.errors.OpError, UnicodeDecodeError):  # the latter: a non-Example record
         log("input cache: off, a training record cannot be read or decoded; images are "
             "decoded as they are read (training reports that record when it reaches it)")
         return None

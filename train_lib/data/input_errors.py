@@ -17,13 +17,17 @@ from train_lib.data import example_checks
 from train_lib.data.inputs import INPUT_ERROR_MARK
 
 
-def explain_input_error(err: tf.errors.OpError, files: list[str], reader: InputReaderConfig,
-                        num_classes: int) -> tuple[str, str] | None:
+def explain_input_error(err: tf.errors.OpError | UnicodeDecodeError, files: list[str],
+                        reader: InputReaderConfig, num_classes: int) -> tuple[str, str] | None:
     """What an input-pipeline error says about the data: ("bad", "<file> record <i>
     (image/source_id '<id>'): <rule's problem>; <what to do> (rule <name>)") for a
     record our checks stopped at or that cannot be parsed or decoded (found by
     reading the records again), ("corrupt", which file and record cannot be read),
-    or None when it is not one of those."""
+    or None when it is not one of those. A UnicodeDecodeError is what TensorFlow
+    raises instead of an OpError when its parse error quotes a record that is not a
+    tf.train.Example, in bytes that are not UTF-8."""
+    if isinstance(err, UnicodeDecodeError):
+        return _bad_record(files, reader, num_classes)
     found = _ASSERTION_RE.search(err.message)
     if found:
         path, index = found.group(1), int(found.group(2))
@@ -37,11 +41,18 @@ def explain_input_error(err: tf.errors.OpError, files: list[str], reader: InputR
         return "corrupt", (f"{found[0]} is corrupt at record {found[1]} ({found[2]})" if found
                            else err.message.splitlines()[0])
     if isinstance(err, tf.errors.InvalidArgumentError):
-        found = example_checks.find_bad_record(files, num_classes, reader.max_number_of_boxes)
-        if found is not None:
-            path, index, source_id, reason = found
-            return "bad", f"{path} record {index} (image/source_id '{source_id}'): {reason}"
+        return _bad_record(files, reader, num_classes)
     return None
+
+
+def _bad_record(files: list[str], reader: InputReaderConfig, num_classes: int
+                ) -> tuple[str, str] | None:
+    """("bad", which record fails and why), found by reading `files` again, or None."""
+    found = example_checks.find_bad_record(files, num_classes, reader.max_number_of_boxes)
+    if found is None:
+        return None
+    path, index, source_id, reason = found
+    return "bad", f"{path} record {index} (image/source_id '{source_id}'): {reason}"
 
 
 # How TensorFlow prints `_checked`'s assertion: [INPUT_ERROR: ] [<file>] [<record>].

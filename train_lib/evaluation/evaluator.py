@@ -103,7 +103,7 @@ class Evaluator:
                 if len(self.pictures) < self.config.eval_config.num_visualizations:
                     self._keep_pictures(local(images)[0].numpy(),
                                         {k: v.numpy() for k, v in local(detections)[0].items()})
-        except tf.errors.OpError as err:
+        except (tf.errors.OpError, UnicodeDecodeError) as err:  # see explain_input_error
             raise self._data_error(err) from None
         self._report_data(counts)
         if coco.duplicate_ids:
@@ -143,7 +143,7 @@ class Evaluator:
                 detections["detection_classes"][i][shown], names,
                 scores=detections["detection_scores"][i][shown], scale=2))
 
-    def _data_error(self, err: tf.errors.OpError) -> Exception:
+    def _data_error(self, err: tf.errors.OpError | UnicodeDecodeError) -> Exception:
         explained = input_errors.explain_input_error(err, self.files, self.config.eval_input_reader,
                                                self.config.model.num_classes)
         if explained is not None:

@@ -25,7 +25,7 @@ from absl import logging
 from official.vision.ops import preprocess_ops
 
 from train_lib.config import PipelineConfig
-from train_lib.data import inputs
+from train_lib.data import input_errors, inputs
 from train_lib.evaluation import label_maps
 from train_lib.evaluation.coco_metrics import CocoEvaluator
 from train_lib.evaluation.evaluator import EvalError, eval_inputs
@@ -62,7 +62,13 @@ def evaluate_tflite(model_path: str, config: PipelineConfig, files: list[str],
             detections = {name: np.stack([o[name] for o in outs]) for name in OUTPUT_NAMES}
             detections["detection_boxes"] = detections["detection_boxes"] * size
             coco.add_batch(info, detections)
-    except tf.errors.OpError as err:
+    except (tf.errors.OpError, UnicodeDecodeError) as err:  # see explain_input_error
+        explained = input_errors.explain_input_error(err, files, config.eval_input_reader,
+                                                     config.model.num_classes)
+        if explained is not None:
+            raise EvalError(f"{explained[0]} eval data: {explained[1]}") from None
+        if isinstance(err, UnicodeDecodeError):
+            raise
         raise EvalError(f"bad eval data in {', '.join(files)}: "
                         f"{err.message.splitlines()[0]}") from None
     if coco.num_images == 0:

@@ -52,7 +52,7 @@ def translate_error(err: Exception, files: list[str], config: PipelineConfig,
                     step: int) -> Exception:
     """Input-pipeline errors become a TrainError that names the file, the record and
     the rule; others pass."""
-    if not isinstance(err, tf.errors.OpError):
+    if not isinstance(err, tf.errors.OpError | UnicodeDecodeError):
         return err
     explained = input_errors.explain_input_error(err, files, config.train_input_reader,
                                            config.model.num_classes)
