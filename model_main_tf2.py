@@ -125,7 +125,7 @@ for _name in ("pipeline_config_path", "model_dir", "params_override", "num_train
 def run() -> int:
     """Loads the config, trains (or evaluates, with --checkpoint_dir), and maps the
     outcome to an exit code."""
-    from train_lib.config import load_config
+    from train_lib.config import ONLY_TRAINING_READS, load_config
 
     if not FLAGS.pipeline_config_path:
         return cli.fail("--pipeline_config_path is required (e.g. configs/shapes_retinanet.yaml)")
@@ -134,7 +134,8 @@ def run() -> int:
             return cli.fail("--model_dir is required: where evaluation results go (it may "
                             "be the --checkpoint_dir)")
         return cli.fail("--model_dir is required: where checkpoints and logs go")
-    config = load_config(FLAGS.pipeline_config_path, FLAGS.params_override)
+    config = load_config(FLAGS.pipeline_config_path, FLAGS.params_override,
+                         unused_keys=ONLY_TRAINING_READS if FLAGS.checkpoint_dir else ())
     if FLAGS.checkpoint_dir:
         return run_eval(config)
 

@@ -55,7 +55,7 @@ def run() -> int:
         return cli.fail("--output_directory is required: where model.tflite goes")
     check_output_directory("--output_directory", FLAGS.output_directory)  # before any loading
 
-    from train_lib.config import load_config
+    from train_lib.config import ONLY_TRAINING_READS, load_config
 
     config_path = FLAGS.pipeline_config_path
     if not config_path:
@@ -71,7 +71,7 @@ def run() -> int:
             return cli.fail(f"no checkpoint in {FLAGS.trained_checkpoint_dir} (no "
                             "pipeline.yaml, which the trainer writes); train first, or "
                             "give --pipeline_config_path and --checkpoint_path")
-    config = load_config(config_path)
+    config = load_config(config_path, unused_keys=ONLY_TRAINING_READS)
 
     from train_lib.export.tflite import check_architecture, check_output_directory
 

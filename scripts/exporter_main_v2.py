@@ -44,7 +44,7 @@ def run() -> int:
         return cli.fail("--output_directory is required: where the SavedModel goes")
     check_output_directory("--output_directory", FLAGS.output_directory)  # before any loading
 
-    from train_lib.config import load_config
+    from train_lib.config import ONLY_TRAINING_READS, load_config
 
     if FLAGS.input_type != "image_tensor":
         return cli.fail(f"--input_type={FLAGS.input_type!r} is not supported; only "
@@ -55,7 +55,7 @@ def run() -> int:
             return cli.fail("give --pipeline_config_path, or --trained_checkpoint_dir "
                             "whose pipeline.yaml is then used")
         config_path = os.path.join(FLAGS.trained_checkpoint_dir, "pipeline.yaml")
-    config = load_config(config_path)
+    config = load_config(config_path, unused_keys=ONLY_TRAINING_READS)
 
     from train_lib.export.saved_model import export_saved_model, find_checkpoint
 

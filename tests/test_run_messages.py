@@ -137,3 +137,27 @@ def test_check_data_script_checks_the_data_of_such_a_config(tiny_dataset, tmp_pa
     assert not [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert "PATH_TO_BE_CONFIGURED" not in proc.stderr
     assert "48" in proc.stdout  # the 48 training images were read
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["model_main_tf2.py", "scripts/exporter_main_v2.py",
+                                    "scripts/export_tflite.py"])
+def test_evaluation_and_export_read_a_config_whose_fine_tune_checkpoint_is_a_placeholder(
+        tiny_dataset, tmp_path, script):
+    """They never read fine_tune_checkpoint: they get past the config to the checkpoint
+    they are given (an empty directory here), which they refuse."""
+    path = _odapi_config_with_data(tiny_dataset, tmp_path)
+    empty = tmp_path / "no_checkpoints"
+    empty.mkdir()
+    if script == "model_main_tf2.py":
+        flags = [f"--model_dir={tmp_path / 'eval'}", f"--checkpoint_dir={empty}",
+                 "--eval_timeout=0"]
+    else:
+        flags = [f"--trained_checkpoint_dir={empty}", f"--output_directory={tmp_path / 'out'}"]
+    proc = run_trainer(f"--pipeline_config_path={path}", *flags, script=script)
+    assert "PATH_TO_BE_CONFIGURED" not in proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    assert ("holds nothing of a training run" if script == "model_main_tf2.py"
+            else "no checkpoint in") in errors[0]

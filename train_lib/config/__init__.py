@@ -21,6 +21,7 @@ from train_lib.config.compat import (
 from train_lib.config.errors import ConfigError
 from train_lib.config.loading import (
     CONFIG_REFERENCE,
+    ONLY_TRAINING_READS,
     config_from_dict,
     dump_config,
     load_config,
@@ -78,6 +79,7 @@ __all__ = [
     "FpnConfig",
     "HeadConfig",
     "InputReaderConfig",
+    "ONLY_TRAINING_READS",
     "LearningRateConfig",
     "LossConfig",
     "ModelConfig",

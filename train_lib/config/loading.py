@@ -133,7 +133,7 @@ def load_config(path: str, params_override: str = "",
         params_override: a YAML/JSON mapping string or comma-separated `a.b.c=value`
             pairs (values parsed as YAML), applied after the file; blank: none.
         unused_keys: keys of the OD API's path fields that the caller never reads
-            (scripts/check_data.py: train_config.fine_tune_checkpoint): the
+            (ONLY_TRAINING_READS, for evaluation, export and the data check): the
             placeholder PATH_TO_BE_CONFIGURED left in one of them is not refused.
 
     Raises:
@@ -169,6 +169,9 @@ def load_config(path: str, params_override: str = "",
 
 
 _PLACEHOLDER = "PATH_TO_BE_CONFIGURED"
+# The path keys only a new training run reads: evaluation, export and the data check
+# pass them as `unused_keys`, so an OD API placeholder left there is not refused.
+ONLY_TRAINING_READS = ("train_config.fine_tune_checkpoint",)
 
 
 def _log_odapi_notes(odapi: OdapiConfig, path: str) -> None:

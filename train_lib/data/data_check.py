@@ -21,19 +21,16 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from train_lib.config import PipelineConfig, load_config
+from train_lib.config import ONLY_TRAINING_READS, PipelineConfig, load_config
 from train_lib.data import example_checks
 
 EXAMPLES_PER_PROBLEM = 3
-# Path keys of a config that checking the data never reads: an OD API placeholder
-# (PATH_TO_BE_CONFIGURED) left there is not refused here (training refuses it).
-UNUSED_KEYS = ("train_config.fine_tune_checkpoint",)
 
 
 def load_config_to_check(path: str, params_override: str = "") -> PipelineConfig:
     """The config whose data to check: `load_config`, except that keys the check never
-    reads (UNUSED_KEYS) may still hold the OD API's placeholder."""
-    return load_config(path, params_override, unused_keys=UNUSED_KEYS)
+    reads (ONLY_TRAINING_READS) may still hold the OD API's placeholder."""
+    return load_config(path, params_override, unused_keys=ONLY_TRAINING_READS)
 
 
 @dataclasses.dataclass
