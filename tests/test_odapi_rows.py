@@ -512,6 +512,7 @@ _PARAMS: dict[str, int] = {}  # the base model's parameter count, built once
     (FE + "fpn.additional_layer_depth", "16"),
     (WS + ".depth", "16"),
     (WS + ".num_layers_before_predictor", "2"),
+    (WS + ".share_prediction_tower", "true"),
     (SSD + "anchor_generator.multiscale_anchor_generator.scales_per_octave", "1"),
 ])
 def test_structural_rows_change_the_built_model(path, value, tmp_path):

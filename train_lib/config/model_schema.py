@@ -114,6 +114,9 @@ class HeadConfig:
     num_convs: int = 4
     num_filters: int = 256
     use_separable_conv: bool = False
+    # true: one tower of num_convs convolutions feeds both the class and the box
+    # predictor (the OD API's share_prediction_tower); false: one tower each.
+    share_prediction_tower: bool = False
 
     def problems(self, prefix: str = "model.head") -> list[str]:
         c = Checks(prefix)

@@ -23,12 +23,14 @@ from official.vision.utils.object_detection import faster_rcnn_box_coder
 from train_lib.config import ModelConfig
 from train_lib.families import backbones
 from train_lib.families.contract import POST_PROCESSING_SCOPE
+from train_lib.families.shared_tower_head import SharedTowerRetinaNetHead
 
 NAME = "retinanet"
 LOSS_KEYS = ("classification_loss", "localization_loss", "regularization_loss", "total_loss")
 # A variable name only this family's checkpoints (of this trainer) hold.
 CHECKPOINT_MARK = "model/_head/"
-# Head parts that do not depend on the number of classes (kept by a detection fine-tune).
+# Head parts that do not depend on the number of classes (kept by a detection fine-tune):
+# Model Garden's head's; the shared-tower head's are its CLASS_INDEPENDENT_PARTS.
 HEAD_PARTS = ("_cls_convs", "_cls_norms", "_box_convs", "_box_norms", "_box_regressor")
 
 
@@ -57,8 +59,22 @@ def build_model(model: ModelConfig, precision: str = "float32") -> tf_keras.Mode
             l2_regularizer=l2_regularizer,
             backbone=backbones.build_backbone(model, input_specs, l2_regularizer),
         )
+        if model.head.share_prediction_tower:
+            net = _with_shared_tower(net)
         net(tf.zeros([1, height, width, 3]), training=False)  # create every variable now
     return net
+
+
+def _with_shared_tower(net: retinanet_model.RetinaNetModel) -> retinanet_model.RetinaNetModel:
+    """`net` (as the factory built it) with a SharedTowerRetinaNetHead of the same
+    arguments instead of its head; the factory's head is dropped unused."""
+    head = SharedTowerRetinaNetHead.from_config(net.head.get_config())
+    return retinanet_model.RetinaNetModel.from_config({**net.get_config(), "head": head})
+
+
+def head_parts(head) -> tuple[str, ...]:
+    """The names of `head`'s parts that do not depend on the number of classes."""
+    return getattr(head, "CLASS_INDEPENDENT_PARTS", HEAD_PARTS)
 
 
 def is_model(model) -> bool:
@@ -291,7 +307,7 @@ def backbone_target(backbone) -> tf.train.Checkpoint:
 def detection_target(model) -> tuple[dict, tf.train.Checkpoint, list]:
     """What a detection fine-tune loads: (the parts by name, their place in this
     family's checkpoints, the variables of those parts left out: the class layer)."""
-    head = {part: getattr(model.head, part) for part in HEAD_PARTS}
+    head = {part: getattr(model.head, part) for part in head_parts(model.head)}
     parts = {"backbone": model.backbone, "decoder": model.decoder, "head": model.head}
     target = tf.train.Checkpoint(model=tf.train.Checkpoint(
         _backbone=model.backbone, _decoder=model.decoder,
