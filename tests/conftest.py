@@ -49,7 +49,7 @@ _PUBLISHED = os.path.join(os.path.dirname(REPO), "shared", "fixtures", "odapi",
 if os.path.isfile(_PUBLISHED):
     ODAPI_SAMPLES.append(OdapiSample(
         _PUBLISHED, num_classes=90, aspect_ratios=("1.0", "2.0", "0.5", "3.0", "0.3333"),
-        levels=(4, 7), input_size=[256, 256], focal_alpha=0.75))
+        levels=(4, 7), input_size=[288, 288], focal_alpha=0.75))
 
 
 def odapi_sample_id(sample: OdapiSample) -> str:

@@ -259,10 +259,14 @@ VALUE_ERRORS = [
     ("model.backbone.width_multiplier=0", "model.backbone.width_multiplier is 0.0; must be > 0"),
     ("model.num_classes=0", "model.num_classes is 0; must be >= 1"),
     ("model.input_size=[100,128]",
-     "model.input_size [100, 128] must be a multiple of 2**max_level = 32 "
-     "(model.max_level: 5); try [96, 128]"),
+     "model.input_size [100, 128] must be a multiple of 32 (2**min(max_level, 5), the "
+     "backbone's deepest stride; model.max_level: 5); try [96, 128]"),
     ("model.input_size=[200,72],model.max_level=6",
-     "must be a multiple of 2**max_level = 64 (model.max_level: 6); try [192, 64]"),
+     "must be a multiple of 32 (2**min(max_level, 5), the backbone's deepest stride; "
+     "model.max_level: 6); try [192, 64]"),
+    ("model.input_size=[72,64],model.min_level=4,model.max_level=4",
+     "must be a multiple of 16 (2**min(max_level, 5), the backbone's deepest stride; "
+     "model.max_level: 4); try [80, 64]"),
     ("model.input_size=[64]", "model.input_size is [64]; must be [height, width]"),
     ("model.input_size=[0,64]", "height and width must be positive"),
     ("model.min_level=1", "model.min_level is 1; must be in [2, 7]"),
@@ -361,6 +365,7 @@ def test_invalid_values(tmp_path, override, expected):
     "model.backbone.type=resnet,model.backbone.model_id=18",
     "model.backbone.model_id=MobileNetV3Large,model.norm.activation=hard_swish",
     "model.min_level=2,model.max_level=7,model.input_size=[256,384]",
+    "model.max_level=7,model.input_size=[320,288]",  # multiples of 32: level 7 is 3x3
     "model.anchor.unmatched_threshold=0.4,model.anchor.match_threshold=1",
     "train_config.learning_rate.schedule=step,train_config.learning_rate.boundaries=[1,999]",
     "train_config.learning_rate.schedule=constant,train_config.learning_rate.warmup_steps=999",

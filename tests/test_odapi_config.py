@@ -335,3 +335,18 @@ def test_published_config_trains_and_exports(sample, tiny_dataset, tmp_path):
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert export.returncode == 0, export.stderr[-3000:]
     assert os.path.isfile(os.path.join(out, "saved_model", "saved_model.pb"))
+
+
+@pytest.mark.parametrize("side, expected", [(320, 320), (300, 288), (336, 352)])
+def test_the_input_size_is_kept_at_multiples_of_the_backbones_deepest_stride(
+        tmp_path, caplog, side, expected):
+    """Levels 3..7 need an input that is a multiple of 32 (level 7 is then 3x3 at 320
+    px, as the OD API's), not of 128: 320 stays 320; others round to the nearest."""
+    text = RESNET_FPN.replace("height: 640", f"height: {side}").replace(
+        "width: 640", f"width: {side}")
+    assert f"height: {side}" in text
+    with caplog.at_level(logging.INFO, logger="absl"):
+        model = load_config(write(tmp_path, text)).model
+    assert (model.input_size, model.max_level) == ([expected, expected], 7)
+    rounded = [r.getMessage() for r in caplog.records if "] rounded to [" in r.getMessage()]
+    assert len(rounded) == (side != expected)

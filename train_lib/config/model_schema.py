@@ -26,12 +26,13 @@ from train_lib.config.faster_rcnn_schema import (
 from train_lib.config.problems import Checks
 
 __all__ = [
-    "ACTIVATIONS", "ARCHITECTURES", "ARCHITECTURE_KEYS", "BACKBONE_MODEL_IDS", "FPN_TYPES",
+    "ACTIVATIONS", "ARCHITECTURES", "ARCHITECTURE_KEYS", "BACKBONE_MAX_LEVEL",
+    "BACKBONE_MODEL_IDS", "FPN_TYPES",
     "MAX_LEVEL",
     "MIN_LEVEL", "AnchorConfig", "BackboneConfig", "DetectionHeadConfig", "FpnConfig",
     "HeadConfig", "LossConfig", "ModelConfig", "NormConfig", "PostProcessingConfig",
     "ProposalsConfig", "RoiAlignerConfig", "RoiSamplerConfig", "RpnConfig", "RpnHeadConfig",
-    "architecture_key_problems", "belongs_to",
+    "architecture_key_problems", "belongs_to", "input_stride",
 ]
 
 ARCHITECTURES = ("retinanet", "faster_rcnn")
@@ -61,6 +62,17 @@ BACKBONE_MODEL_IDS = {
 }
 ACTIVATIONS = ("relu", "relu6", "swish", "hard_swish")
 MIN_LEVEL, MAX_LEVEL = 2, 7
+# The deepest level (stride 32) of every backbone here; the FPN makes the levels above
+# it with stride-2 convolutions, which round odd sizes up, as the anchors do.
+BACKBONE_MAX_LEVEL = 5
+
+
+def input_stride(max_level: int) -> int:
+    """What model.input_size must be a multiple of: the stride of the deepest backbone
+    level the model reads, 2**min(max_level, BACKBONE_MAX_LEVEL), so that the FPN's
+    upsampled maps meet the backbone's exactly (320 px for levels 3..7 is allowed:
+    level 7 is 3x3)."""
+    return 2 ** min(max_level, BACKBONE_MAX_LEVEL)
 
 
 # ---------------------------------------------------------------- model
@@ -273,11 +285,12 @@ class ModelConfig:
             return [f"{path} is {size}; height and width must be positive"]
         if not MIN_LEVEL <= self.min_level <= self.max_level <= MAX_LEVEL:
             return []  # reported above; the stride is unknown
-        stride = 2**self.max_level
+        stride = input_stride(self.max_level)
         if any(s % stride for s in size):
             nearest = [max(stride, (s + stride // 2) // stride * stride) for s in size]
-            return [f"{path} {size} must be a multiple of 2**max_level = {stride} "
-                    f"({prefix}.max_level: {self.max_level}); try {nearest}"]
+            return [f"{path} {size} must be a multiple of {stride} (2**min(max_level, "
+                    f"{BACKBONE_MAX_LEVEL}), the backbone's deepest stride; "
+                    f"{prefix}.max_level: {self.max_level}); try {nearest}"]
         return []
 
 

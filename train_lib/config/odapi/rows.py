@@ -74,12 +74,12 @@ def resizer_rows(prefix: str) -> list[Row]:
     return [
         Row(fixed + "height", APPROX, "model.input_size",
             "images are scaled keeping their aspect ratio and padded to input_size (the OD "
-            "API stretches); rounded to a multiple of 2**max_level"),
+            "API stretches); rounded to a multiple of 2**min(max_level, 5)"),
         Row(fixed + "width", APPROX, "model.input_size", "as height"),
         Row(fixed + "resize_method", EXACT, "", "bilinear", only=("BILINEAR",)),
         Row(keep + "max_dimension", EXACT, "model.input_size",
             "scaled keeping the aspect ratio, padded to a square; rounded to a multiple of "
-            "2**max_level"),
+            "2**min(max_level, 5)"),
         Row(keep + "min_dimension", APPROX, "", "the longer side alone decides the scale"),
         Row(keep + "pad_to_max_dimension", EXACT, "", "inputs are padded to input_size",
             only=("true",)),

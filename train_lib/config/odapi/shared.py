@@ -4,7 +4,7 @@ Their rows are rows.py's groups."""
 
 from __future__ import annotations
 
-from train_lib.config.model_schema import LossConfig, NormConfig
+from train_lib.config.model_schema import LossConfig, NormConfig, input_stride
 from train_lib.config.odapi.mapper import Mapper
 
 __all__ = ["ACTIVATIONS", "input_size", "norm"]
@@ -14,8 +14,8 @@ ACTIVATIONS = {"RELU_6": "relu6", "RELU": "relu", "SWISH": "swish"}
 
 def input_size(m: Mapper, max_level: int, prefix: str) -> int:
     """Sets model.input_size from the image_resizer of the meta-architecture `prefix`,
-    rounded to multiples of 2**max_level; returns the height."""
-    stride = 2**max_level
+    rounded to multiples of input_stride(max_level); returns the height."""
+    stride = input_stride(max_level)
     fixed = prefix + "image_resizer.fixed_shape_resizer."
     keep = prefix + "image_resizer.keep_aspect_ratio_resizer."
     if m.one(fixed + "height") is not None or m.one(fixed[:-1]) is not None:
@@ -26,7 +26,8 @@ def input_size(m: Mapper, max_level: int, prefix: str) -> int:
     else:
         return 128
     rounded = [max(stride, (s + stride // 2) // stride * stride) for s in size]
-    note = (f"{size} rounded to {rounded}, multiples of 2**max_level = {stride}"
+    note = (f"{size} rounded to {rounded}, multiples of {stride} (the backbone's deepest "
+            "stride)"
             if rounded != size else "")
     m.set("model.input_size", rounded, origin, note)
     return size[0]

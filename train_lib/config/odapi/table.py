@@ -76,7 +76,7 @@ ROWS: tuple[Row, ...] = (
         f"{ONE_NORM}, the backbone's included"),
     Row(FE + "use_depthwise", EXACT, "model.fpn.use_separable_conv", kind="bool"),
     Row(FE + "pad_to_multiple", EXACT, "",
-        "inputs are already multiples of 2**max_level (model.input_size)"),
+        "inputs are already multiples of 2**min(max_level, 5) (model.input_size)"),
     Row(FE + "use_explicit_padding", EXACT, "", "Model Garden pads 'same'", only=("false",)),
     Row(FE + "fpn.min_level", EXACT, "model.min_level", kind="int"),
     Row(FE + "fpn.max_level", EXACT, "model.max_level", kind="int"),

@@ -45,7 +45,7 @@ FASTER_RCNN_ROWS: tuple[Row, ...] = (
     Row(FE + "first_stage_features_stride", EXACT, "",
         "the RPN's first level is stride 16 (level 4), or the FPN's min_level", only=("16",)),
     Row(FE + "pad_to_multiple", EXACT, "",
-        "inputs are already multiples of 2**max_level (model.input_size)"),
+        "inputs are already multiples of 2**min(max_level, 5) (model.input_size)"),
     Row(FE + "fpn.min_level", EXACT, "model.min_level", kind="int"),
     Row(FE + "fpn.max_level", EXACT, "model.max_level", kind="int"),
     Row(FE + "fpn.additional_layer_depth", EXACT, "model.fpn.num_filters", kind="int"),
