@@ -200,10 +200,11 @@ PROBES: dict[str, Probe] = {
         "6", with_={FRFE + "fpn.max_level": "6"}, expect={"model.max_level": 6}),
     "faster_rcnn.first_stage_anchor_generator.grid_anchor_generator": Probe(
         {"scales": ["0.5", "1.0"]}),
+    # The other side is the OD API's default 300, rounded to a multiple of 32.
     "faster_rcnn.image_resizer.fixed_shape_resizer.height": Probe(
-        "128", expect={"model.input_size": [128, 256]}),
+        "128", expect={"model.input_size": [128, 288]}),
     "faster_rcnn.image_resizer.fixed_shape_resizer.width": Probe(
-        "128", expect={"model.input_size": [256, 128]}),
+        "128", expect={"model.input_size": [288, 128]}),
     "faster_rcnn.image_resizer.keep_aspect_ratio_resizer.max_dimension": Probe(
         "512", expect={"model.input_size": [512, 512]}),
     "faster_rcnn.first_stage_max_proposals": Probe("100", expect={
