@@ -82,9 +82,14 @@ def test_saved_model_gives_the_checkpoint_models_detections(trained_run, trained
     assert proc.returncode == 0, proc.stderr[-3000:]
     signature = json.loads(proc.stdout.strip().splitlines()[-1])
     assert signature["inputs"] == {"input_tensor": [[1, None, None, 3], "uint8"]}
+    anchors = 9 * (8 * 8 + 4 * 4 + 2 * 2)  # 64 px, levels 3-5, 3 scales x 3 aspect ratios
     assert signature["outputs"] == {
         "detection_boxes": [[1, 100, 4], "float32"], "detection_scores": [[1, 100], "float32"],
-        "detection_classes": [[1, 100], "float32"], "num_detections": [[1], "float32"]}
+        "detection_classes": [[1, 100], "float32"], "num_detections": [[1], "float32"],
+        "detection_anchor_indices": [[1, 100], "float32"],
+        "detection_multiclass_scores": [[1, 100, 4], "float32"],
+        "raw_detection_boxes": [[1, anchors, 4], "float32"],
+        "raw_detection_scores": [[1, anchors, 4], "float32"]}
     assert signature["modules"] == []  # it runs on TensorFlow alone
     got = np.load(tmp_path / "out.npz")
 

@@ -15,6 +15,20 @@ the outputs follow the OD API's exported models:
     detection_scores   float32 [1, N]
     detection_classes  float32 [1, N]     label map ids
     num_detections     float32 [1]        rows of the above that are detections
+
+and, for the families in families.SERVING_OUTPUTS (RetinaNet), the OD API's
+other outputs (families/retinanet_serving.py says what each holds):
+
+    raw_detection_boxes          float32 [1, A, 4]      every anchor's box before
+                                                        NMS, normalised as above
+    raw_detection_scores         float32 [1, A, C + 1]  column 0 the background
+    detection_anchor_indices     float32 [1, N]         rows of the raw outputs
+    detection_multiclass_scores  float32 [1, N, C + 1]
+
+N is model.post_processing.max_detections, A the number of anchors and C
+model.num_classes. The saved object is callable too (`tf.saved_model.load(path)
+(images)`, as the OD API's tutorials call its models) with the same outputs.
+docs/evaluation_and_export.md compares this signature with the OD API's.
 """
 
 from __future__ import annotations
@@ -29,7 +43,7 @@ from train_lib.config import PipelineConfig
 from train_lib.data import input_files, inputs
 from train_lib.errors import UserError
 from train_lib.evaluation.continuous import EvalError, load_model_weights
-from train_lib.families import build_model, detect
+from train_lib.families import build_model, serving_detections
 from train_lib.training.workdir import PIPELINE_FILE
 
 INPUT_TYPES = ("image_tensor",)
@@ -50,10 +64,12 @@ def save_signature(serve: tf.types.experimental.GenericFunction, variables: list
     Only the function and the variables are saved, not the Keras model behind them:
     saving the model would also trace and save each of its layers (Keras's SavedModel
     format), which took four times as long and which no reader of the export uses.
-    The loaded object has `.signatures["serving_default"]` and `.serve`."""
+    The loaded object has `.signatures["serving_default"]` and `.serve`, and is
+    callable (the same function, as the OD API's exported models)."""
     saved = tf.Module()
     saved.weights = list(variables)
     saved.serve = serve
+    saved.__call__ = serve
     tf.saved_model.save(saved, path, signatures={"serving_default": serve.get_concrete_function()})
 
 
@@ -72,16 +88,14 @@ class DetectionModule(tf.Module):
         original = tf.cast(tf.shape(image)[0:2], tf.float32)
         model_input, image_scale = inputs.preprocess_for_model(image, self._input_size)
         valid = original * image_scale  # the image's own area inside the padded input
-        outputs = detect(self.model, model_input[tf.newaxis], valid[tf.newaxis])
+        outputs = serving_detections(self.model, model_input[tf.newaxis], valid[tf.newaxis])
         scale = tf.tile(image_scale, [2])
         size = tf.tile(original, [2])
-        boxes = tf.clip_by_value(outputs["detection_boxes"] / scale, 0.0, size) / size
-        return {
-            "detection_boxes": boxes,
-            "detection_scores": tf.cast(outputs["detection_scores"], tf.float32),
-            "detection_classes": tf.cast(outputs["detection_classes"], tf.float32),
-            "num_detections": tf.cast(outputs["num_detections"], tf.float32),
-        }
+        result = {key: tf.cast(value, tf.float32) for key, value in outputs.items()}
+        for key in ("detection_boxes", "raw_detection_boxes"):
+            if key in result:
+                result[key] = tf.clip_by_value(result[key] / scale, 0.0, size) / size
+        return result
 
 
 def find_checkpoint(trained_checkpoint_dir: str | None = None,

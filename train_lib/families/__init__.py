@@ -20,6 +20,11 @@ ModelConfig) or on the built model:
   num_replicas)`: this replica's share of each term of `loss_keys`.
 - `detect(net, images, image_shape)`: detection_boxes (model-input pixels),
   detection_scores, detection_classes (label map ids), num_detections.
+- `serving_detections(net, images, image_shape)`: `detect`'s outputs and, for
+  the families in SERVING_OUTPUTS, the OD API's other serving outputs from the
+  same forward pass (raw_detection_boxes, raw_detection_scores,
+  detection_anchor_indices, detection_multiclass_scores:
+  retinanet_serving.py); the SavedModel export calls it.
 - `decoded_detections(net, images, image_shape)`: every anchor's box and class
   scores before NMS (the TFLite export runs its own loop-free NMS on them), the
   decoding in the name scope POST_PROCESSING_SCOPE; families in
@@ -40,16 +45,20 @@ import tensorflow as tf
 import tf_keras
 
 from train_lib.config import ModelConfig
-from train_lib.families import faster_rcnn, retinanet
+from train_lib.families import faster_rcnn, retinanet, retinanet_serving
 from train_lib.families.contract import POST_PROCESSING_SCOPE, Family, TFLiteFamily
 
 FAMILIES: dict[str, Family] = {family.NAME: family for family in (retinanet, faster_rcnn)}
 TFLITE_ARCHITECTURES = ("retinanet",)  # each a TFLiteFamily
+# The families whose exported SavedModel has the OD API's raw and per-anchor outputs
+# too, by the function that computes them with the detections.
+SERVING_OUTPUTS = {"retinanet": retinanet_serving.serving_detections}
 
 __all__ = [
     "FAMILIES",
     "POST_PROCESSING_SCOPE",
     "Family",
+    "SERVING_OUTPUTS",
     "TFLITE_ARCHITECTURES",
     "architecture_of",
     "backbone_target",
@@ -62,6 +71,7 @@ __all__ = [
     "input_targets",
     "loss_keys",
     "loss_normalizers",
+    "serving_detections",
     "train_outputs",
 ]
 
@@ -78,6 +88,10 @@ def architecture_of(net) -> str:
     raise TypeError(f"not a model of any family: {type(net).__name__}")
 
 
+# Without autograph: building calls each layer on symbolic inputs, and autograph
+# would source-transform each layer's `call` first (same layers, variables and
+# graph, for about 1.5 s of start-up: docs/performance.md, "Start-up").
+@tf.autograph.experimental.do_not_convert
 def build_model(model: ModelConfig, precision: str = "float32") -> tf_keras.Model:
     return _family(model).build_model(model, precision)
 
@@ -107,6 +121,15 @@ def compute_losses(model: ModelConfig, outputs: dict, labels: dict,
 
 def detect(net, images: tf.Tensor, image_shape: tf.Tensor) -> dict:
     return FAMILIES[architecture_of(net)].detect(net, images, image_shape)
+
+
+def serving_detections(net, images: tf.Tensor, image_shape: tf.Tensor) -> dict:
+    """`detect`'s outputs, and the OD API's other serving outputs where the family
+    has them (SERVING_OUTPUTS)."""
+    architecture = architecture_of(net)
+    if architecture in SERVING_OUTPUTS:
+        return SERVING_OUTPUTS[architecture](net, images, image_shape)
+    return FAMILIES[architecture].detect(net, images, image_shape)
 
 
 def decoded_detections(net, images: tf.Tensor,
