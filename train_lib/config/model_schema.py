@@ -60,6 +60,7 @@ BACKBONE_MODEL_IDS = {
     "resnet": ("18", "34", "50", "101", "152"),
     "efficientnet": tuple(f"b{i}" for i in range(8)),
 }
+RESNET_VARIANTS = ("model_garden", "keras_v1")
 ACTIVATIONS = ("relu", "relu6", "swish", "hard_swish")
 MIN_LEVEL, MAX_LEVEL = 2, 7
 # The deepest level (stride 32) of every backbone here; the FPN makes the levels above
@@ -90,9 +91,18 @@ class BackboneConfig:
     # MobileNet V2/V3 with width_multiplier < 1: false keeps the last 1x1 convolution
     # at full width (Model Garden); true scales it too (the OD API's MobileNetV2).
     scale_last_layer: bool = False
+    # resnet: model_garden (Model Garden's ResNet, v1.5: a block downsamples in its 3x3
+    # convolution) | keras_v1 (Keras' ResNet v1 as the OD API's ResNet extractors
+    # compute it: in its first 1x1; 50, 101, 152; their checkpoints load exactly).
+    resnet_variant: str = "model_garden"
 
     def problems(self, prefix: str = "model.backbone") -> list[str]:
         c = Checks(prefix)
+        c.choice("resnet_variant", self.resnet_variant, RESNET_VARIANTS)
+        c.need(self.resnet_variant != "keras_v1" or (
+            self.type == "resnet" and str(self.model_id) in ("50", "101", "152")),
+            "resnet_variant", self.resnet_variant,
+            "applies to type: resnet with model_id 50, 101 or 152 only")
         c.need(not self.scale_last_layer or self.type == "mobilenet", "scale_last_layer",
                self.scale_last_layer, "applies to type: mobilenet only")
         c.choice("type", self.type, tuple(BACKBONE_MODEL_IDS))

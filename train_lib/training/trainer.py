@@ -31,12 +31,14 @@ import tensorflow as tf
 from absl import logging
 
 from train_lib.checkpointing import CheckpointManager, CheckpointPolicy, RunLock
+from train_lib.checkpointing.files import list_steps
 from train_lib.checkpointing.files import prefix as checkpoint_prefix
 from train_lib.checkpointing.policy import StopReason
 from train_lib.config import PipelineConfig, validate
 from train_lib.data import inputs
 from train_lib.training import (
     distribute,
+    fine_tune_checks,
     graph_optimization,
     in_training_eval,
     input_stream,
@@ -108,6 +110,10 @@ def train(
     log = progress.wrap(log)
     policy = options.checkpoint_policy()
     created = role.is_chief and not os.path.exists(model_dir)
+    fine_tune_path = config.train_config.fine_tune_checkpoint
+    if fine_tune_path and not (os.path.isdir(model_dir) and list_steps(model_dir)):
+        # A fine-tune checkpoint that cannot be read stops the run before model_dir.
+        fine_tune_checks.check_readable(fine_tune_checks.resolve(fine_tune_path))
     if role.is_chief:
         workdir.prepare_model_dir(model_dir)
     try:
