@@ -48,6 +48,8 @@ SPECIAL: dict[str, tuple[object, dict]] = {
     "model.architecture": ("faster_rcnn", {}),
     "model.backbone.type": ("resnet", {"model.backbone.model_id": "50"}),
     "model.backbone.model_id": ("MobileNetV1", {"model.backbone.type": "mobilenet"}),
+    "model.backbone.resnet_variant": ("keras_v1", {"model.backbone.type": "resnet",
+                                                   "model.backbone.model_id": "50"}),
     "model.fpn.type": ("none", {"model.architecture": "faster_rcnn", "model.min_level": 4,
                                 "model.max_level": 4}),
     "model.norm.activation": ("swish", {}),

@@ -7,7 +7,7 @@ tests never run it: they read what it wrote. Run it with the OD API's own Python
 
     python scripts/odapi_fixtures/make_odapi_fixtures.py [--out tests/fixtures/odapi]
 
-For each extractor in EXTRACTORS it writes, under OUT/<extractor>/:
+For each extractor in EXTRACTORS (MobileNetV2) it writes, under OUT/<extractor>/:
 
 - pipeline.config: the small config the model was built from (written here: a
   reduced depth multiplier and input so the fixture stays small);
@@ -26,6 +26,20 @@ For each extractor in EXTRACTORS it writes, under OUT/<extractor>/:
 - variables.json: every variable of the checkpoint (name, shape), and the same
   for the published full-size config's model (`published`: the config named in
   EXTRACTORS, read from the OD API's source tree; only names and shapes kept).
+
+For each extractor in RESNETS (the OD API's Keras ResNet v1 extractors, SSD FPN and
+Faster R-CNN, 50/101/152) it builds the published config's model, reduced where
+the OD API allows (3 classes, a small input; SSD: depth_multiplier 0.125, min_depth
+8, box predictor depth 32; Faster R-CNN has no depth multiplier, so its ResNet is
+full width), gives every variable seeded_weights.value(its checkpoint key) and
+writes the same files, but features.npz holds the backbone's outputs:
+`level_<n>` (the Keras ResNet's conv<n> output: SSD's classification_backbone
+outputs, Faster R-CNN's proposal features at level 4), `feature_map_<i>` (SSD: its
+FPN's maps) and `box_classifier` (Faster R-CNN: its second-stage extractor, the
+Keras ResNet's conv5, run on the whole level-4 map). Only the SSD ResNet-50's
+checkpoint is written into the fixture (2.2 MB); for the others variables.json's
+names and shapes and seeded_weights are the checkpoint (the script checks that the
+OD API's own checkpoint holds exactly seeded_weights' values), and the tests write it.
 """
 
 from __future__ import annotations
@@ -37,6 +51,7 @@ import shutil
 import tempfile
 
 import numpy as np
+import seeded_weights
 import tensorflow as tf
 from google.protobuf import text_format
 from object_detection.builders import model_builder
@@ -133,6 +148,34 @@ EXTRACTORS = {
 }
 
 
+def _reduce_ssd(config) -> None:
+    ssd = config.model.ssd
+    ssd.num_classes = 3
+    ssd.feature_extractor.depth_multiplier = 0.125
+    ssd.feature_extractor.min_depth = 8
+    ssd.image_resizer.fixed_shape_resizer.height = 160
+    ssd.image_resizer.fixed_shape_resizer.width = 160
+    ssd.box_predictor.weight_shared_convolutional_box_predictor.depth = 32
+
+
+def _reduce_faster_rcnn(config) -> None:
+    frcnn = config.model.faster_rcnn
+    frcnn.num_classes = 3
+    frcnn.image_resizer.keep_aspect_ratio_resizer.min_dimension = 96
+    frcnn.image_resizer.keep_aspect_ratio_resizer.max_dimension = 96
+
+
+# name: (published config, reduction, input size, whether the checkpoint is committed)
+RESNETS = {
+    **{f"ssd_resnet{d}_v1_fpn_keras": (
+        f"configs/tf2/ssd_resnet{d}_v1_fpn_640x640_coco17_tpu-8.config", _reduce_ssd, 160,
+        d == 50) for d in (50, 101, 152)},
+    **{f"faster_rcnn_resnet{d}_keras": (
+        f"configs/tf2/faster_rcnn_resnet{d}_v1_640x640_coco17_tpu-8.config",
+        _reduce_faster_rcnn, 96, False) for d in (50, 101, 152)},
+}
+
+
 def build_model(config_text: str):
     """The OD API's detection model of a pipeline.config text (training mode off)."""
     config = text_format.Parse(config_text, pipeline_pb2.TrainEvalPipelineConfig())
@@ -176,9 +219,7 @@ def list_checkpoint(prefix: str) -> list[list]:
 
 def published_manifest(relative_path: str) -> dict:
     """Names and shapes of the published config's model, as a zoo ckpt-0 holds them."""
-    package = os.path.dirname(os.path.dirname(os.path.abspath(model_builder.__file__)))
-    path = os.path.join(package, relative_path)
-    with open(path) as f:
+    with open(_odapi_path(relative_path)) as f:
         text = f.read()
     model = build_model(text)
     size = _input_size(text)
@@ -192,7 +233,85 @@ def published_manifest(relative_path: str) -> dict:
 
 def _input_size(config_text: str) -> int:
     config = text_format.Parse(config_text, pipeline_pb2.TrainEvalPipelineConfig())
+    if config.model.WhichOneof("model") != "ssd":
+        return 256  # a Faster R-CNN's variables do not depend on its input size
     return config.model.ssd.image_resizer.fixed_shape_resizer.height
+
+
+def _odapi_path(relative_path: str) -> str:
+    package = os.path.dirname(os.path.dirname(os.path.abspath(model_builder.__file__)))
+    return os.path.join(package, relative_path)
+
+
+def assign_keyed(model) -> None:
+    """Gives every variable of `model` seeded_weights.value(its checkpoint key): each
+    variable is first filled with its index, so that a saved checkpoint says which
+    key is which variable."""
+    variables = model.variables
+    for index, variable in enumerate(variables):
+        variable.assign(tf.fill(variable.shape, tf.cast(index, variable.dtype)))
+    with tempfile.TemporaryDirectory() as tmp:
+        prefix = tf.train.Checkpoint(model=model).write(os.path.join(tmp, "probe"))
+        reader = tf.train.load_checkpoint(prefix)
+        for key, shape in reader.get_variable_to_shape_map().items():
+            if not key.startswith("model/"):
+                continue
+            index = int(np.asarray(reader.get_tensor(key)).flat[0])
+            variables[index].assign(seeded_weights.value(key, shape))
+
+
+def write_resnet(out_dir: str, name: str, spec: tuple) -> None:
+    published, reduce, size, commit = spec
+    rng = np.random.default_rng(SEED)
+    target = os.path.join(out_dir, name)
+    shutil.rmtree(target, ignore_errors=True)
+    os.makedirs(target)
+    with open(_odapi_path(published)) as f:
+        config = text_format.Parse(f.read(), pipeline_pb2.TrainEvalPipelineConfig())
+    reduce(config)
+    config.ClearField("train_input_reader")
+    config.ClearField("eval_input_reader")
+    config_text = text_format.MessageToString(config)
+    with open(os.path.join(target, "pipeline.config"), "w") as f:
+        f.write(config_text)
+
+    model = build_model(config_text)
+    image = make_image(rng, size)
+    preprocessed, true_shapes = model.preprocess(tf.constant(image[None].astype(np.float32)))
+    model.predict(preprocessed, true_shapes)  # builds every variable
+    assign_keyed(model)
+    arrays = {"preprocessed": preprocessed.numpy()}
+    if name.startswith("ssd_"):
+        extractor = model.feature_extractor
+        levels = extractor.classification_backbone(preprocessed, training=False)
+        for level, value in enumerate(levels, start=2):
+            arrays[f"level_{level}"] = value.numpy()
+        for i, fmap in enumerate(extractor(preprocessed)):
+            arrays[f"feature_map_{i}"] = fmap.numpy()
+    else:
+        rpn = model._feature_extractor_for_proposal_features(preprocessed, training=False)
+        box = model._feature_extractor_for_box_classifier_features(rpn, training=False)
+        arrays["level_4"], arrays["box_classifier"] = rpn.numpy(), box.numpy()
+    np.savez_compressed(os.path.join(target, "features.npz"), **arrays)
+    tf.io.write_file(os.path.join(target, "image.png"), tf.io.encode_png(image))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint_dir = os.path.join(target, "checkpoint") if commit else tmp
+        prefix = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), checkpoint_dir,
+                                            max_to_keep=1).save(checkpoint_number=0)
+        entries = list_checkpoint(prefix)
+        reader = tf.train.load_checkpoint(prefix)
+        for key, shape in entries:  # the tests rebuild the checkpoint from these
+            if key.startswith("model/"):
+                assert np.array_equal(reader.get_tensor(key), seeded_weights.value(key, shape))
+    manifest = {"extractor": name, "checkpoint": entries,
+                "checkpoint_committed": commit, "published": published_manifest(published)}
+    with open(os.path.join(target, "variables.json"), "w") as f:
+        json.dump(manifest, f, indent=0)
+    for key, value in arrays.items():
+        print(f"{name}: {key} {value.shape} max |x| {np.abs(value).max():.3g}")
+    print(f"{name}: {len(entries)} checkpoint entries, published "
+          f"{len(manifest['published']['variables'])}")
 
 
 def write_extractor(out_dir: str, name: str, spec: dict) -> None:
@@ -240,12 +359,16 @@ def main() -> None:
     here = os.path.dirname(os.path.abspath(__file__))
     parser.add_argument("--out", default=os.path.join(here, "..", "..", "tests", "fixtures",
                                                       "odapi"))
-    parser.add_argument("--only", default="", help="one extractor name of EXTRACTORS")
+    parser.add_argument("--only", default="",
+                        help="one extractor name of EXTRACTORS or RESNETS")
     args = parser.parse_args()
     tf.keras.utils.set_random_seed(SEED)
     for name, spec in EXTRACTORS.items():
         if not args.only or args.only == name:
             write_extractor(os.path.abspath(args.out), name, spec)
+    for name, spec in RESNETS.items():
+        if not args.only or args.only == name:
+            write_resnet(os.path.abspath(args.out), name, spec)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from official.vision.configs import backbones, common, decoders
 from official.vision.modeling.backbones import mobilenet
 
 from train_lib.config import ModelConfig
+from train_lib.families import keras_resnet
 
 
 def backbone_config(model: ModelConfig) -> backbones.Backbone:
@@ -39,13 +40,26 @@ def build_backbone(model: ModelConfig, input_specs: tf_keras.layers.InputSpec,
                    l2_regularizer) -> tf_keras.Model | None:
     """The backbone when Model Garden's factory cannot build it from
     `backbone_config` (pass it to the factory), else None (the factory builds it).
-    So far one: `model.backbone.scale_last_layer`, Model Garden's MobileNet with
+    Two so far, each with the same arguments as the factory's otherwise:
+    `model.backbone.scale_last_layer`, Model Garden's MobileNet with
     finegrain_classification_mode off, whose last 1x1 convolution scales with
-    width_multiplier < 1 as the OD API's MobileNetV2's does; otherwise the same
-    arguments as the factory's."""
+    width_multiplier < 1 as the OD API's MobileNetV2's does; and
+    `model.backbone.resnet_variant: keras_v1`, Keras' ResNet v1 as the OD API's
+    ResNet extractors compute it (keras_resnet.py)."""
+    norm = norm_activation(model)
+    if model.backbone.resnet_variant == "keras_v1":
+        return keras_resnet.KerasResNetV1(
+            model_id=int(model.backbone.model_id),
+            input_specs=input_specs,
+            depth_multiplier=model.backbone.width_multiplier,
+            activation=norm.activation,
+            use_sync_bn=norm.use_sync_bn,
+            norm_momentum=norm.norm_momentum,
+            norm_epsilon=norm.norm_epsilon,
+            kernel_regularizer=l2_regularizer,
+        )
     if not model.backbone.scale_last_layer:
         return None
-    norm = norm_activation(model)
     return mobilenet.MobileNet(
         model_id=model.backbone.model_id,
         filter_size_scale=model.backbone.width_multiplier,

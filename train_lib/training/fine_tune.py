@@ -8,7 +8,8 @@ Contract:
 - `apply(model, prefix, kind)` loads into `model`, as the OD API's types do:
   `backbone` (the OD API's classification) the backbone alone, from this
   trainer's checkpoints of either family, Model Garden's backbone checkpoints
-  (`backbone`) or an OD API checkpoint (odapi_checkpoint.py);
+  (`backbone`), an OD API checkpoint or a Keras application's weights file
+  (`.h5`, as tf_keras writes it) (odapi_checkpoint.py);
   `detection` (the OD API's detection, full and fine_tune) the whole detector of
   the same family but the layers whose shape follows the number of classes
   (families.detection_target: RetinaNet's class layer, Faster R-CNN's class and
@@ -53,7 +54,13 @@ class FineTune:
 
 
 def resolve_checkpoint(path: str) -> str:
-    """The checkpoint prefix that `path` names; ConfigError if there is none."""
+    """The checkpoint prefix that `path` names (or a Keras weights file, `.h5`, as
+    it is); ConfigError if there is none."""
+    if odapi_checkpoint.is_keras_weights_file(path):
+        if not os.path.isfile(path):
+            raise ConfigError(f"{KEY} {path!r} does not exist; name a Keras weights file "
+                              "(.h5) or a checkpoint prefix")
+        return path
     if os.path.isdir(path):
         prefix = tf.train.latest_checkpoint(path)
         if prefix is None:
@@ -69,6 +76,14 @@ def resolve_checkpoint(path: str) -> str:
 
 def apply(model, prefix: str, kind: str) -> FineTune:
     """Loads the `kind` parts of `prefix` into `model` (see the module docstring)."""
+    if odapi_checkpoint.is_keras_weights_file(prefix):
+        if kind != "backbone":
+            raise TrainError(f"{KEY} {prefix} is a Keras weights file: it holds a backbone "
+                             "alone; use fine_tune_checkpoint_type: backbone (the OD API's "
+                             "classification)")
+        plan = odapi_checkpoint.plan(model, prefix, kind)
+        plan.load()
+        return FineTune(len(plan.mapped), "fine-tune: " + plan.summary(), plan.report())
     names = {name for name, _ in tf.train.list_variables(prefix)}
     if odapi_checkpoint.is_odapi_checkpoint(names):
         plan = odapi_checkpoint.plan(model, prefix, kind)
