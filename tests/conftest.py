@@ -223,6 +223,7 @@ LONGEST_FIRST = (
     "test_data_contract.py",
     "test_odapi_faster_rcnn.py",
     "test_tflite.py",  # about 2 min alone
+    "test_model_parity.py",  # about 5 min alone: it builds 19 published models
 )
 
 

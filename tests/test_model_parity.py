@@ -1,0 +1,110 @@
+"""The model parity table (docs/odapi_parity.md) still says what our code builds.
+
+tests/fixtures/odapi/model_parity.json was written by scripts/odapi_parity/
+model_parity.py: for each published TF2 config, the OD API's model (built by its own
+model_builder) and ours, and the `model` section our mapper made of the config. Here,
+without the OD API and without the published configs, our side is rebuilt from
+those sections and must give the committed parameters per part and anchors; the
+page's table must be the one the file gives. Where our model computes the OD API's
+parts exactly (the MobileNetV2 backbone, the shared prediction tower), the committed
+counts must be equal. A change that moves any figure fails here until the script is
+run again (see its docstring) and the new table committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO
+
+FIXTURE = os.path.join(REPO, "tests", "fixtures", "odapi", "model_parity.json")
+DOC = os.path.join(REPO, "docs", "odapi_parity.md")
+_spec = importlib.util.spec_from_file_location(
+    "model_parity", os.path.join(REPO, "scripts", "odapi_parity", "model_parity.py"))
+parity = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(parity)
+
+with open(FIXTURE, encoding="utf-8") as _f:
+    RESULTS = json.load(_f)
+MAPPED = sorted(name for name, entry in RESULTS.items() if "model" in entry)
+
+
+def test_every_mapped_config_has_both_sides():
+    assert len(MAPPED) >= 15
+    for name in MAPPED:
+        assert RESULTS[name]["ours"] and RESULTS[name]["odapi"], name
+    refused = [name for name, entry in RESULTS.items() if entry.get("refused")]
+    assert all("odapi" not in RESULTS[name] for name in refused)
+
+
+@pytest.mark.parametrize("name", MAPPED)
+def test_our_side_is_what_our_code_builds(name):
+    entry = RESULTS[name]
+    small = [max(2 ** entry["model"]["max_level"], 128)] * 2  # the same parameters
+    model, net = parity.our_model(entry["model"], small)
+    assert parity.our_parameters(model, net) == entry["ours"]["parameters"]
+    model.input_size = entry["ours"]["input_size"]
+    anchors = parity.our_anchors(model)
+    for ours, committed in zip(anchors, entry["ours"]["anchors"], strict=True):
+        assert (ours["grid"], ours["per_cell"], ours["count"]) == (
+            committed["grid"], committed["per_cell"], committed["count"])
+        assert parity.anchor_difference(ours, committed) <= 2e-6  # stored to 6 decimals
+    dense = entry["ours"]["outputs"].get("box_encodings") or \
+        entry["ours"]["outputs"]["rpn_box_encodings"]
+    assert dense[1] == sum(level["count"] for level in anchors)
+
+
+def test_the_page_shows_the_committed_table():
+    with open(DOC, encoding="utf-8") as f:
+        assert parity.markdown(RESULTS) in f.read()
+
+
+def test_exact_parts_have_the_odapi_parameter_counts():
+    """The OD API's MobileNetV2 (FPN-lite, 320 and 640) and its shared prediction tower
+    are ours, variable for variable: the same counts, trainable and all."""
+    for name in ("ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.config",
+                 "ssd_mobilenet_v2_fpnlite_640x640_coco17_tpu-8.config"):
+        entry = RESULTS[name]
+        assert entry["model"]["head"]["share_prediction_tower"] is True
+        for part in ("backbone", "heads"):
+            assert entry["ours"]["parameters"][part] == entry["odapi"]["parameters"][part], \
+                (name, part)
+        assert entry["ours"]["input_size"] == entry["odapi"]["input_size"]
+
+
+def test_the_anchor_comparison_finds_a_difference():
+    """anchor_difference pairs each cell's anchors by shape and sees a shifted grid."""
+    boxes = np.zeros([2, 3, 2, 4])
+    for y in range(2):
+        for x in range(3):
+            for a, (h, w) in enumerate(((0.2, 0.1), (0.1, 0.2))):
+                cy, cx = (y + 0.5) / 2, (x + 0.5) / 3
+                boxes[y, x, a] = [cy - h / 2, cx - w / 2, cy + h / 2, cx + w / 2]
+    sample = parity.grid_sample(boxes)
+    assert parity.is_regular(boxes)
+    swapped = parity.grid_sample(boxes[:, :, ::-1])  # another order in each cell
+    assert parity.anchor_difference(sample, swapped) == 0.0
+    shifted = parity.grid_sample(boxes + np.array([0.0, 0.05, 0.0, 0.05]))
+    assert parity.anchor_difference(sample, shifted) == pytest.approx(0.05)
+    assert parity.anchor_difference(sample, parity.grid_sample(boxes[:1])) is None
+
+
+_PUBLISHED = os.path.join(os.path.dirname(REPO), "shared", "fixtures", "odapi")
+
+
+@pytest.mark.parametrize("name", [n for n in MAPPED if os.path.isfile(
+    os.path.join(_PUBLISHED, n))])
+def test_our_mapper_still_makes_the_committed_model_section(name):
+    """Where a published config is beside the repository (not in a clone), our mapper
+    still maps it to the committed section (the same file: its sha256)."""
+    path = os.path.join(_PUBLISHED, name)
+    with open(path, "rb") as f:
+        assert hashlib.sha256(f.read()).hexdigest() == RESULTS[name]["sha256"]
+    section, _ = parity.map_config(path)
+    assert section == RESULTS[name]["model"]
