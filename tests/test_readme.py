@@ -42,6 +42,8 @@ EXPECTED = {
     r"data/shapes/samples/val-00000\.jpg": [
         r"data/shapes/samples/val-00000.jpg: \d+ detections with score >= 0.5 -> "
         r"detections/val-00000_detections.png"],
+    r"odapi_client\.py": [r"data/shapes/samples/val-00002\.jpg: \d+ detections, \d+ scoring "
+                          r"at least 0\.50"],
     # README's "your own data in five commands"
     r"coco_train\.json": [r"wrote 6 images with 17 boxes to data/mine/train\.record",
                           r"use model\.num_classes: 3"],
