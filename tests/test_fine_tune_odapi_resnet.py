@@ -75,9 +75,10 @@ def _write_tree(tree: dict, prefix: str) -> str:
 
 
 def _model(depth: int = 50, width: float = 0.125, architecture: str = "retinanet",
-            variant: str = "keras_v1", size: int = 160):
-    """Our detector with the OD API extractor's backbone: SSD's conv_hyperparams
-    (ReLU6, epsilon 0.001), Faster R-CNN's Keras ResNet defaults (ReLU, 1e-5)."""
+            variant: str = "keras_v1", size: int = 160, conv_hyperparams: bool | None = None):
+    """Our detector with the OD API extractor's backbone: with the published
+    conv_hyperparams (ReLU6, epsilon 0.001; SSD's), else the Keras ResNet's defaults
+    (ReLU, 1e-5; Faster R-CNN's without FPN)."""
     config = PipelineConfig()
     model = config.model
     model.architecture = architecture
@@ -86,11 +87,12 @@ def _model(depth: int = 50, width: float = 0.125, architecture: str = "retinanet
     model.backbone.type, model.backbone.model_id = "resnet", str(depth)
     model.backbone.width_multiplier = width
     model.backbone.resnet_variant = variant
-    if architecture == "retinanet":
+    if conv_hyperparams if conv_hyperparams is not None else architecture == "retinanet":
         model.norm.activation, model.norm.norm_epsilon = "relu6", 0.001
-        model.head.num_convs, model.head.num_filters = 1, 32
     else:
         model.norm.activation, model.norm.norm_epsilon = "relu", 1e-5
+    if architecture == "retinanet":
+        model.head.num_convs, model.head.num_filters = 1, 32
     model.fpn.num_filters = 32
     return build_model(model)
 
@@ -221,6 +223,21 @@ def test_faster_rcnn_resnet_backbone_computes_the_odapi_features(depth, tmp_path
                          for row in conv5)
 
 
+def test_faster_rcnn_resnet50_fpn_backbone_computes_the_odapi_feature_maps(tmp_path):
+    """faster_rcnn_resnet50_fpn_keras keeps its whole ResNet (with its conv_hyperparams:
+    ReLU6, epsilon 0.001) in the proposal model; its box classifier is two layers."""
+    name = "faster_rcnn_resnet50_fpn_keras"
+    reference = _reference(name)
+    model = _model(50, 1.0, "faster_rcnn", size=128, conv_hyperparams=True)
+    loaded = fine_tune.apply(model, _checkpoint(name, tmp_path), "detection")
+    assert loaded.count == BACKBONE_VARIABLES[50]
+    assert "fresh (ours compute other functions than the OD API's FPN, RPN and box " \
+        "classifier)" in loaded.line
+    ours = _levels(model, reference["preprocessed"])
+    for level in "2345":
+        assert _relative(ours[level], reference[f"level_{level}"]) <= TOLERANCE, level
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("depth", [101, 152])
 def test_ssd_resnet_101_152_backbones_compute_the_odapi_feature_maps(depth, tmp_path):
@@ -236,7 +253,8 @@ def test_ssd_resnet_101_152_backbones_compute_the_odapi_feature_maps(depth, tmp_
 
 @pytest.mark.parametrize("name", [f"{family}{depth}{tail}" for depth in (50, 101, 152)
                                   for family, tail in (("ssd_resnet", "_v1_fpn_keras"),
-                                                       ("faster_rcnn_resnet", "_keras"))])
+                                                       ("faster_rcnn_resnet", "_keras"))]
+                         + ["faster_rcnn_resnet50_fpn_keras"])
 def test_the_published_configs_checkpoints_map_entirely(name):
     """A zoo ckpt-0 of each published config (its names and shapes, as the OD API's
     model of that config saves them) fills every variable of a full-width keras_v1
@@ -248,9 +266,11 @@ def test_the_published_configs_checkpoints_map_entirely(name):
     model = types.SimpleNamespace(backbone=backbone, variables=backbone.variables)
     result = odapi_checkpoint.plan_shapes(model, shapes, "ckpt-0", "detection")
     assert len(result.mapped) == len(backbone.variables) == BACKBONE_VARIABLES[depth]
-    backbone_keys = {key for key in shapes if key.startswith((
+    backbone_keys = {key for key in shapes if "layer_with_weights-" in key and key.startswith((
         odapi_checkpoint.DETECTION_BACKBONE, odapi_checkpoint.PROPOSAL_BACKBONE,
-        odapi_checkpoint.BOX_CLASSIFIER_BACKBONE))}
+        odapi_checkpoint.BOX_CLASSIFIER_BACKBONE)) and not (
+        name.endswith("_fpn_keras") and name.startswith("faster_rcnn")
+        and key.startswith(odapi_checkpoint.BOX_CLASSIFIER_BACKBONE))}
     assert {m.key for m in result.mapped} == backbone_keys
 
 
@@ -273,6 +293,20 @@ def test_another_extractor_depth_or_width_is_refused_naming_the_first_variable(
             f"classification_backbone/{first}") in message
     assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, model.variables,
                                                             strict=True))
+
+
+def test_a_faster_rcnn_checkpoint_of_another_depth_is_refused_naming_a_layer():
+    """ResNet-101's first 86 layers and its conv5 have ResNet-50's shapes: what does
+    not fit is the 87th layer of its proposal model, which ResNet-50 does not have."""
+    shapes = {key: shape for key, shape in
+              _manifest("faster_rcnn_resnet101_keras")["published"]["variables"]}
+    backbone = keras_resnet.KerasResNetV1(50)
+    model = types.SimpleNamespace(backbone=backbone, variables=backbone.variables)
+    with pytest.raises(TrainError, match=(
+            "_feature_extractor_for_proposal_features/ has 188 layers with weights, this "
+            "model.backbone 86 there, so model/_feature_extractor_for_proposal_features/"
+            "layer_with_weights-86 has no place in it")):
+        odapi_checkpoint.plan_shapes(model, shapes, "ckpt-0", "detection")
 
 
 def test_a_keras_application_classification_checkpoint_loads_with_its_biases_folded(tmp_path):

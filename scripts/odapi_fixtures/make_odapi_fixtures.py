@@ -27,16 +27,17 @@ For each extractor in EXTRACTORS (MobileNetV2) it writes, under OUT/<extractor>/
   for the published full-size config's model (`published`: the config named in
   EXTRACTORS, read from the OD API's source tree; only names and shapes kept).
 
-For each extractor in RESNETS (the OD API's Keras ResNet v1 extractors, SSD FPN and
-Faster R-CNN, 50/101/152) it builds the published config's model, reduced where
-the OD API allows (3 classes, a small input; SSD: depth_multiplier 0.125, min_depth
-8, box predictor depth 32; Faster R-CNN has no depth multiplier, so its ResNet is
-full width), gives every variable seeded_weights.value(its checkpoint key) and
-writes the same files, but features.npz holds the backbone's outputs:
-`level_<n>` (the Keras ResNet's conv<n> output: SSD's classification_backbone
-outputs, Faster R-CNN's proposal features at level 4), `feature_map_<i>` (SSD: its
-FPN's maps) and `box_classifier` (Faster R-CNN: its second-stage extractor, the
-Keras ResNet's conv5, run on the whole level-4 map). Only the SSD ResNet-50's
+For each extractor in RESNETS (the OD API's Keras ResNet v1 extractors: SSD FPN
+and Faster R-CNN, 50/101/152, and Faster R-CNN ResNet-50 FPN) it builds the
+published config's model, reduced where the OD API allows (3 classes, a small
+input; SSD: depth_multiplier 0.125, min_depth 8, box predictor depth 32; Faster
+R-CNN has no depth multiplier, so its ResNet is full width), gives every variable
+seeded_weights.value(its checkpoint key) and writes the same files, but
+features.npz holds the backbone's outputs: `level_<n>` (the Keras ResNet's conv<n>
+output: the classification_backbone's outputs of SSD and of Faster R-CNN FPN,
+Faster R-CNN's proposal features at level 4), `feature_map_<i>` (with an FPN: its
+maps) and `box_classifier` (Faster R-CNN: its second-stage extractor, the Keras
+ResNet's conv5, run on the whole level-4 map). Only the SSD ResNet-50's
 checkpoint is written into the fixture (2.2 MB); for the others variables.json's
 names and shapes and seeded_weights are the checkpoint (the script checks that the
 OD API's own checkpoint holds exactly seeded_weights' values), and the tests write it.
@@ -161,8 +162,9 @@ def _reduce_ssd(config) -> None:
 def _reduce_faster_rcnn(config) -> None:
     frcnn = config.model.faster_rcnn
     frcnn.num_classes = 3
-    frcnn.image_resizer.keep_aspect_ratio_resizer.min_dimension = 96
-    frcnn.image_resizer.keep_aspect_ratio_resizer.max_dimension = 96
+    resizer = frcnn.image_resizer.keep_aspect_ratio_resizer
+    resizer.min_dimension = resizer.max_dimension = 128 if frcnn.feature_extractor.HasField(
+        "fpn") else 96
 
 
 # name: (published config, reduction, input size, whether the checkpoint is committed)
@@ -173,6 +175,9 @@ RESNETS = {
     **{f"faster_rcnn_resnet{d}_keras": (
         f"configs/tf2/faster_rcnn_resnet{d}_v1_640x640_coco17_tpu-8.config",
         _reduce_faster_rcnn, 96, False) for d in (50, 101, 152)},
+    "faster_rcnn_resnet50_fpn_keras": (
+        "configs/tf2/faster_rcnn_resnet50_v1_fpn_640x640_coco17_tpu-8.config",
+        _reduce_faster_rcnn, 128, False),
 }
 
 
@@ -281,8 +286,9 @@ def write_resnet(out_dir: str, name: str, spec: tuple) -> None:
     model.predict(preprocessed, true_shapes)  # builds every variable
     assign_keyed(model)
     arrays = {"preprocessed": preprocessed.numpy()}
-    if name.startswith("ssd_"):
-        extractor = model.feature_extractor
+    if name.startswith("ssd_") or name.endswith("_fpn_keras"):
+        extractor = model.feature_extractor if name.startswith("ssd_") else \
+            model._feature_extractor_for_proposal_features
         levels = extractor.classification_backbone(preprocessed, training=False)
         for level, value in enumerate(levels, start=2):
             arrays[f"level_{level}"] = value.numpy()

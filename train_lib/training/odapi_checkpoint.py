@@ -26,7 +26,9 @@ Supported:
   finegrain_classification_mode off (model.backbone.scale_last_layer).
 - Our Keras ResNet v1 (`model.backbone.resnet_variant: keras_v1`,
   families/keras_resnet.py) from the OD API's Keras ResNet-50/101/152 v1
-  (`ssd_resnet<d>_v1_fpn_keras`, `faster_rcnn_resnet<d>_keras` and `_fpn_keras`):
+  (`ssd_resnet<d>_v1_fpn_keras`, `faster_rcnn_resnet<d>_keras`, and
+  `faster_rcnn_resnet<d>_fpn_keras`, whose whole ResNet is under
+  `model/_feature_extractor_for_proposal_features/classification_backbone/`):
   106/208/310 layers with weights, by name. Model Garden's ResNet (v1.5) has the
   same variables but computes another function, so it is refused. A Faster R-CNN's
   conv5 loads into our backbone's level 5, which runs it on the whole image.
@@ -60,6 +62,7 @@ DETECTION_BACKBONE = "model/_feature_extractor/classification_backbone/"
 CLASSIFICATION_BACKBONE = "feature_extractor/"
 PROPOSAL_BACKBONE = "model/_feature_extractor_for_proposal_features/"
 BOX_CLASSIFIER_BACKBONE = "model/_feature_extractor_for_box_classifier_features/"
+FPN_PROPOSAL_BACKBONE = PROPOSAL_BACKBONE + "classification_backbone/"  # _fpn_keras
 FEATURE_MAPS = "model/_feature_extractor/"
 BOX_PREDICTOR = "model/_box_predictor/"
 RPN = "model/_first_stage_box_predictor"  # and _first_stage_box_predictor_first_conv
@@ -175,6 +178,8 @@ class Plan:
     def _after_backbone(self) -> str:
         if self.backbone_prefix == PROPOSAL_BACKBONE:
             return "RPN and box predictor"
+        if self.backbone_prefix == FPN_PROPOSAL_BACKBONE:
+            return "FPN, RPN and box classifier"
         return "SSD feature maps and box predictor"
 
     def report(self) -> dict:
@@ -283,7 +288,7 @@ def _segments(shapes: dict, prefix: str, layers: list) -> list[tuple[str, list]]
     if any(n.startswith(PROPOSAL_BACKBONE + LAYER) for n in shapes):
         split = sum(1 for name, _ in layers if not name.startswith("conv5_"))
         return [(PROPOSAL_BACKBONE, layers[:split]), (BOX_CLASSIFIER_BACKBONE, layers[split:])]
-    for candidate in (DETECTION_BACKBONE, CLASSIFICATION_BACKBONE):
+    for candidate in (DETECTION_BACKBONE, FPN_PROPOSAL_BACKBONE, CLASSIFICATION_BACKBONE):
         if any(n.startswith(candidate + LAYER) for n in shapes):
             return [(candidate, layers)]
     raise TrainError(f"{KEY} {prefix} is an OD API checkpoint without a Keras backbone "
@@ -361,6 +366,10 @@ def _explain_the_rest(result: Plan, model, shapes: dict) -> None:
             why = "the OD API's feature maps after its backbone: not our FPN's function"
         elif key.startswith(BOX_PREDICTOR):
             why = "the OD API's box predictor: not our head's function"
+        elif key.startswith(PROPOSAL_BACKBONE):
+            why = "the OD API's FPN after its backbone: not our FPN's function"
+        elif key.startswith(BOX_CLASSIFIER_BACKBONE):
+            why = "the OD API's box classifier: not our detection head's function"
         elif key.startswith(RPN):
             why = "the OD API's RPN: not our RPN head's function (it reads our FPN)"
         elif key.startswith(SECOND_STAGE_PREDICTOR):
