@@ -50,6 +50,11 @@ INPUT_TYPES = ("image_tensor",)
 SAVED_MODEL_DIR = "saved_model"
 CHECKPOINT_DIR = "checkpoint"
 LABEL_MAP_FILE = "label_map.pbtxt"
+# The serving outputs, as the OD API's exporter names them: the first four always, the
+# others for the families in families.SERVING_OUTPUTS.
+OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections",
+               "raw_detection_boxes", "raw_detection_scores", "detection_anchor_indices",
+               "detection_multiclass_scores")
 
 
 class ExportError(UserError, RuntimeError):
@@ -82,7 +87,8 @@ class DetectionModule(tf.Module):
         self._input_size = [int(s) for s in input_size]
 
     @tf.function(input_signature=[
-        tf.TensorSpec([1, None, None, 3], tf.uint8, name="input_tensor")])
+        tf.TensorSpec([1, None, None, 3], tf.uint8, name="input_tensor")],
+        autograph=False)  # as the evaluator's: the same graph, traced in less time
     def serve(self, input_tensor: tf.Tensor) -> dict[str, tf.Tensor]:
         image = input_tensor[0]
         original = tf.cast(tf.shape(image)[0:2], tf.float32)
@@ -91,7 +97,8 @@ class DetectionModule(tf.Module):
         outputs = serving_detections(self.model, model_input[tf.newaxis], valid[tf.newaxis])
         scale = tf.tile(image_scale, [2])
         size = tf.tile(original, [2])
-        result = {key: tf.cast(value, tf.float32) for key, value in outputs.items()}
+        result = {key: tf.cast(outputs[key], tf.float32) for key in OUTPUT_KEYS
+                  if key in outputs}  # the model's other outputs (features...) stay out
         for key in ("detection_boxes", "raw_detection_boxes"):
             if key in result:
                 result[key] = tf.clip_by_value(result[key] / scale, 0.0, size) / size
