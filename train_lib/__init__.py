@@ -8,11 +8,16 @@ use, so loading and validating a config stays fast.
 
 from __future__ import annotations
 
+from train_lib.model_garden_packages import skip_package_inits
+
 __all__ = ["ConfigError", "PipelineConfig", "continuous_eval", "evaluate_checkpoint",
            "export_saved_model", "load_config", "train"]
 
 # Nothing is imported until used: the TFLite runtime (export/tflite_runtime.py) runs
 # on a device with LiteRT, numpy and pillow alone, without PyYAML or absl.
+# Model Garden's modules, when they are imported, come without the registries of
+# its package __init__s (model_garden_packages.py: about 1-2 s of start-up).
+skip_package_inits()
 _LAZY = {"ConfigError": "train_lib.config",
          "PipelineConfig": "train_lib.config",
          "load_config": "train_lib.config",

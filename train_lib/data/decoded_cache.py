@@ -76,6 +76,7 @@ class DecodedCache:
         return tf.gather(tf.constant(self.files), position)
 
 
+@tf.autograph.experimental.do_not_convert  # as inputs.build_train_dataset
 def _decoded(files: list[str], num_classes: int, max_boxes: int) -> tf.data.Dataset:
     """Batches of every record of `files` in file order, decoded and checked:
     (file position, serialized image, boxes [max_boxes, 4] and classes [max_boxes]

@@ -220,6 +220,11 @@ def training_examples(config: PipelineConfig, files: list[str], count: int,
     return examples
 
 
+# The pipelines are built without autograph (each builder is `do_not_convert`): tf.data
+# traces a map function with the autograph setting in force where `map` is called,
+# so none of their functions (all plain TF ops, explicit tf.cond) is source-transformed,
+# which only cost start-up (docs/performance.md, "Start-up").
+@tf.autograph.experimental.do_not_convert
 def build_train_dataset(
     config: PipelineConfig,
     files: list[str],
@@ -256,7 +261,6 @@ def build_train_dataset(
                 tf.equal(data["rule"], 0))
 
     if cache is None:
-        @tf.autograph.experimental.do_not_convert  # plain TF ops: autograph only adds start-up
         def parse(filename, record_index, record, epoch, index):
             return example(_decoded(reader, num_classes, filename, record_index, record),
                            epoch, index)
@@ -265,7 +269,6 @@ def build_train_dataset(
             return records.epoch_records(files, train.seed, reader.shuffle_buffer_size,
                                          input_context, epoch)
     else:
-        @tf.autograph.experimental.do_not_convert
         def parse(position, record_index, epoch, index):
             data = _checked(reader, cache.lookup(position, record_index),
                             cache.filename(position), record_index)
@@ -335,6 +338,7 @@ def _eval_example(reader: InputReaderConfig, input_size: list[int], data: dict):
     return image, info
 
 
+@tf.autograph.experimental.do_not_convert  # as build_train_dataset
 def build_eval_dataset(
     config: PipelineConfig,
     files: list[str],
@@ -349,7 +353,6 @@ def build_eval_dataset(
     reader = reader or config.eval_input_reader
     num_classes = config.model.num_classes
 
-    @tf.autograph.experimental.do_not_convert
     def parse(filename, record_index, record):
         data = _decoded(reader, num_classes, filename, record_index, record)
         image, info = _eval_example(reader, config.model.input_size, data)

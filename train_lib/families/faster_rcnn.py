@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import tensorflow as tf
 import tf_keras
-from official.vision import registry_imports  # noqa: F401  (registers backbones)
 from official.vision.configs import maskrcnn as maskrcnn_cfg
 from official.vision.losses import maskrcnn_losses
 from official.vision.modeling import factory, maskrcnn_model

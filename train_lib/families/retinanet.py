@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import tensorflow as tf
 import tf_keras
-from official.vision import registry_imports  # noqa: F401  (registers backbones)
 from official.vision.configs import retinanet as retinanet_cfg
 from official.vision.losses import focal_loss, loss_utils
 from official.vision.modeling import factory, retinanet_model
