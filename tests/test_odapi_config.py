@@ -166,7 +166,8 @@ def test_resnet_fpn_maps_to_retinanet(tmp_path, caplog):
     assert c.eval_input_reader.input_path == ["data/val-0.tfrecord", "data/val-1.tfrecord"]
     assert c.eval_input_reader.shuffle_buffer_size == 1 and c.eval_config.batch_size == 1
     assert c.train_input_reader.max_number_of_boxes == 100
-    assert "ResNet-50 (v1.5" in caplog.text and "approximated" in caplog.text
+    assert "Keras ResNet-50 v1 (resnet_variant: keras_v1" in caplog.text
+    assert "approximated" in caplog.text and m.backbone.resnet_variant == "keras_v1"
     assert "train_config.unpad_groundtruth_tensors" in caplog.text  # the one warning
 
 

@@ -224,7 +224,7 @@ def test_the_converted_config_builds_its_model(tmp_path):
                          "model.input_size=[128,128]")
     model = families.build_model(config.model)
     assert families.architecture_of(model) == "faster_rcnn"
-    assert type(model.backbone).__name__ == "ResNet"
+    assert type(model.backbone).__name__ == "KerasResNetV1"  # the OD API's ResNet v1
     head = model.detection_head[0]
     assert len(head._fcs) == 2 and head._classifier.units == 4  # 3 classes and background
     assert sorted(model.decoder.output_specs, key=int) == ["4", "5", "6", "7"]

@@ -45,16 +45,18 @@ def _backbone(m: Mapper) -> bool | None:
         return None
     depth, fpn = match.group(1), match.group(2) is not None
     m.set("model.backbone.type", "resnet", origin)
+    resnet = (f"the OD API's Keras ResNet-{depth} v1 (resnet_variant: keras_v1: the same "
+              "function, its checkpoints load exactly)")
     if fpn:
-        note = (f"Model Garden's ResNet-{depth} (v1.5: the stride in the 3x3 conv) and its "
-                f"FPN for the OD API's Keras ResNet-{depth} v1 FPN; the box classifier is two "
+        note = (f"{resnet} with Model Garden's FPN for its FPN; the box classifier is two "
                 "fully connected layers of 1024, as the OD API's")
     else:
-        note = (f"Model Garden's ResNet-{depth} (v1.5) with an FPN from level 4 (stride 16) "
-                f"for the OD API's ResNet-{depth} v1 stride-16 features without FPN; the box "
-                "classifier is two fully connected layers of 1024 on ROI-aligned features, "
-                "where the OD API runs ResNet's last block on each ROI")
-    m.set("model.backbone.model_id", depth, origin, note)
+        note = (f"{resnet} with an FPN from level 4 (stride 16) for its stride-16 features "
+                "without FPN; the box classifier is two fully connected layers of 1024 on "
+                "ROI-aligned features, where the OD API runs ResNet's last stage (conv5, our "
+                "level 5) on each ROI")
+    m.set("model.backbone.model_id", depth, origin)
+    m.set("model.backbone.resnet_variant", "keras_v1", origin, note)
     m.set("model.detection_head.num_convs", 0, origin)
     m.set("model.detection_head.num_fcs", 2, origin)
     m.set("model.detection_head.fc_dims", 1024, origin)
@@ -145,6 +147,8 @@ def map_model(m: Mapper) -> None:
     given = norm(m, FE, predictors=())
     if "activation" not in given:
         m.set("model.norm.activation", "relu", FE + "type")  # the OD API's ResNet
+    if "batch_norm.epsilon" not in given:
+        m.set("model.norm.norm_epsilon", 1e-5, FE + "type")  # the OD API's Keras ResNet
     if "regularizer.l2_regularizer.weight" not in given:
         m.set("model.loss.l2_weight_decay", 0.0, FE + "type")  # the OD API's Keras ResNet
     _crop_size(m)

@@ -34,9 +34,11 @@ def _backbone(m: Mapper) -> str:
     origin = FE + "type"
     if match := re.fullmatch(r"ssd_resnet(50|101|152)_v1_fpn_keras", kind):
         m.set("model.backbone.type", "resnet", origin)
-        m.set("model.backbone.model_id", match.group(1), origin,
-              f"Model Garden's ResNet-{match.group(1)} (v1.5: the stride in the 3x3 conv) "
-              f"and its FPN for the OD API's Keras ResNet-{match.group(1)} v1 FPN")
+        m.set("model.backbone.model_id", match.group(1), origin)
+        m.set("model.backbone.resnet_variant", "keras_v1", origin,
+              f"the OD API's Keras ResNet-{match.group(1)} v1 (resnet_variant: keras_v1: the "
+              "same function, its checkpoints load exactly) with Model Garden's FPN for its "
+              "FPN")
         _width(m, fpn=True)
         return "fpn"
     if kind in ("ssd_mobilenet_v1_fpn_keras", "ssd_mobilenet_v2_fpn_keras"):

@@ -37,7 +37,8 @@ FASTER_RCNN_ROWS: tuple[Row, ...] = (
     *resizer_rows(FR),
     # ---------------------------------------------------------------- feature extractor
     Row(FE + "type", APPROX, "model.backbone",
-        "Model Garden's ResNet (v1.5) with its FPN, logged per type: the _fpn_keras types "
+        "the OD API's Keras ResNet v1 (resnet_variant: keras_v1) with Model Garden's FPN, "
+        "logged per type: the _fpn_keras types "
         "as they are; the others' stride-16 features become an FPN from level 4 (one level "
         "per octave of anchor scales)"),
     Row(FE + "batch_norm_trainable", EXACT, "", "batch norm is always trained (frozen batch "
