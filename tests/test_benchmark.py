@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import REPO
 from train_lib.bench import processes
+from train_lib.bench.rounds import summarize
 
 
 def test_steady_rate_leaves_the_first_interval_out():
@@ -65,3 +66,16 @@ def test_model_garden_experiment_is_our_detector_and_training():
     def shapes(model):
         return sorted((v.name.split("/", 1)[-1], tuple(v.shape)) for v in model.variables)
     assert shapes(theirs) == shapes(ours)
+
+
+def test_a_start_up_that_never_logs_its_line_is_a_failed_run():
+    lines = [(0.5, "starting"), (2.0, "evaluated step 4 on 8 images in 1.0 s: AP 0.1")]
+    assert processes._first(lines, processes._EVALUATED, "the evaluation") == 2.0
+    with pytest.raises(processes.RunFailed, match="the exporter logged no line"):
+        processes._first(lines, processes._EXPORTED, "the exporter")
+
+
+def test_each_figure_is_summarised_by_its_median_and_spread_over_the_rounds():
+    rounds = [{"a": 3.0, "b": 1.0}, {"a": 1.0, "b": 1.0}, {"a": 2.0, "b": 4.0}]
+    assert summarize(rounds) == {"a": {"median": 2.0, "min": 1.0, "max": 3.0},
+                                 "b": {"median": 1.0, "min": 1.0, "max": 4.0}}

@@ -1,5 +1,7 @@
 """The process-level measurements of scripts/benchmark.py: whole training runs of
-this driver and of Model Garden's own trainer, and start-up to the first step.
+this driver and of Model Garden's own trainer, and each entry point's start-up: to
+the first training step (fresh and resumed), to an evaluation's first metrics, to
+an export's SavedModel.
 
 Each run is a subprocess whose stderr lines are read as they come, each stamped
 with the time since the process was started, so steady-state rates come from the
@@ -23,6 +25,8 @@ import yaml
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _OUR_STEP = re.compile(r"Step (\d+) per-step time ([0-9.]+)s")
 _MG_STEP = re.compile(r"train \| step:\s*(\d+) \| steps/sec:\s*([0-9.]+)")
+_EVALUATED = re.compile(r"evaluated step \d+ on \d+ images")
+_EXPORTED = re.compile(r"wrote .*saved_model")
 
 
 class RunFailed(RuntimeError):
@@ -71,10 +75,13 @@ def steady_rate(rates: list[float]) -> float:
 
 
 def our_training(config_path: str, model_dir: str, steps: int,
-                 checkpoint_every_n: int) -> dict:
-    """This driver on the config: steady steps/s (from its log lines' per-step time)
-    and the whole process's wall time."""
-    wall, lines = run_timed(_ours(model_dir, config_path, steps, checkpoint_every_n))
+                 checkpoint_every_n: int, log_every_n: int | None = None) -> dict:
+    """This driver on the config: steady steps/s (from its log lines' per-step time,
+    every `log_every_n` steps: the config's by default) and the whole process's wall
+    time."""
+    override = f"train_config: {{log_every_n: {log_every_n}}}" if log_every_n else ""
+    wall, lines = run_timed(_ours(model_dir, config_path, steps, checkpoint_every_n,
+                                  override))
     rates = [1.0 / float(m.group(2)) for _, line in lines if (m := _OUR_STEP.search(line))]
     if not rates:
         raise RunFailed("our trainer logged no step line")
@@ -141,13 +148,14 @@ def model_garden_experiment(config, files: list[str], steps: int,
 
 
 def model_garden_training(config, files: list[str], work_dir: str, steps: int,
-                          checkpoint_every_n: int, unset: tuple[str, ...] = ()) -> dict:
+                          checkpoint_every_n: int, unset: tuple[str, ...] = (),
+                          steps_per_loop: int = 100) -> dict:
     """Model Garden's trainer (`official.vision.train`, Orbit) on the equivalent
     experiment, in this process's environment less `unset` (the variables that our
-    driver's defaults set, not the user): steady steps/s (its `steps/sec` lines)
-    and whole-process wall time."""
+    driver's defaults set, not the user): steady steps/s (its `steps/sec` lines,
+    one per `steps_per_loop` steps) and whole-process wall time."""
     experiment = model_garden_experiment(config, [os.path.abspath(f) for f in files], steps,
-                                         checkpoint_every_n)
+                                         checkpoint_every_n, steps_per_loop)
     config_file = os.path.join(work_dir, "model_garden_retinanet.yaml")
     with open(config_file, "w") as f:
         yaml.safe_dump(experiment, f, sort_keys=False)
@@ -163,12 +171,48 @@ def model_garden_training(config, files: list[str], work_dir: str, steps: int,
             "interval_rates": rates, "config_file": config_file}
 
 
+def _first(lines: list[tuple[float, str]], pattern: re.Pattern, what: str) -> float:
+    """The time of the first line that matches `pattern`."""
+    found = next((t for t, line in lines if pattern.search(line)), None)
+    if found is None:
+        raise RunFailed(f"{what} logged no line matching {pattern.pattern!r}")
+    return found
+
+
 def start_to_first_step(config_path: str, model_dir: str) -> dict:
     """Seconds from process start to the end of its first step: a fresh run (2 steps)
-    and a resumed one (from its ckpt-2 to step 4), each logging every step."""
+    and a resumed one (from its ckpt-2 to step 4), each logging every step. Leaves
+    model_dir a finished 4-step run (for `start_to_evaluation` and `start_to_export`)."""
     override = "train_config: {log_every_n: 1}"
 
     def first_step(steps: int) -> float:
         _, lines = run_timed(_ours(model_dir, config_path, steps, 1000, override))
-        return next(t for t, line in lines if _OUR_STEP.search(line))
+        return _first(lines, _OUR_STEP, "our trainer")
     return {"fresh_s": first_step(2), "resume_s": first_step(4)}
+
+
+def start_to_evaluation(checkpoint_dir: str, model_dir: str) -> float:
+    """Seconds from the start of `model_main_tf2.py --checkpoint_dir` (evaluation
+    mode, with the run's own pipeline.yaml) to its first metrics' log line."""
+    _, lines = run_timed([
+        sys.executable, os.path.join(REPO, "model_main_tf2.py"),
+        f"--pipeline_config_path={os.path.join(checkpoint_dir, 'pipeline.yaml')}",
+        f"--checkpoint_dir={checkpoint_dir}", f"--model_dir={model_dir}", "--eval_timeout=0"])
+    return _first(lines, _EVALUATED, "the evaluation")
+
+
+def start_to_export(checkpoint_dir: str, output_directory: str) -> float:
+    """Seconds from the start of scripts/exporter_main_v2.py to its log line saying the
+    SavedModel is written."""
+    _, lines = run_timed([
+        sys.executable, os.path.join(REPO, "scripts", "exporter_main_v2.py"),
+        "--input_type=image_tensor", f"--trained_checkpoint_dir={checkpoint_dir}",
+        f"--output_directory={output_directory}"])
+    return _first(lines, _EXPORTED, "the exporter")
+
+
+def import_tensorflow(unset: tuple[str, ...] = ()) -> float:
+    """Wall seconds of a bare `python -c "import tensorflow"` (the floor of every
+    start-up), in this process's environment less `unset`."""
+    wall, _ = run_timed([sys.executable, "-c", "import tensorflow"], unset=unset)
+    return wall
