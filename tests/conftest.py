@@ -140,6 +140,19 @@ def ckpt_steps(model_dir) -> list[int]:
     return list_steps(model_dir)
 
 
+def write_records_with_a_non_example(pattern: str, path: str, count: int) -> None:
+    """Writes the first `count` records of the first file of `pattern` to `path`, the
+    last replaced by bytes that are not a tf.train.Example nor UTF-8 (TensorFlow raises
+    UnicodeDecodeError quoting them, not an OpError). Its index: count - 1."""
+    import tensorflow as tf
+
+    src = sorted(tf.io.gfile.glob(pattern))[0]
+    with tf.io.TFRecordWriter(path) as writer:
+        for index, record in enumerate(tf.data.TFRecordDataset(src).take(count)):
+            writer.write(b"\x80\x81 not an example" if index == count - 1
+                         else record.numpy())
+
+
 def run_trainer(*args: str, timeout: float = 600, env: dict | None = None,
                 script: str = "model_main_tf2.py", **popen) -> subprocess.CompletedProcess:
     """Runs model_main_tf2.py (or another `script` of the repository) in a subprocess

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 import yaml
 
-from tests.conftest import ckpt_steps, run_trainer
+from tests.conftest import ckpt_steps, run_trainer, write_records_with_a_non_example
 
 
 def _snapshot(directory) -> dict[str, bytes]:
@@ -144,11 +144,8 @@ def test_record_that_is_not_an_example_via_cli(tiny_dataset, tiny_config_file, t
     """A TFRecord whose framing is sound but one record is not a tf.train.Example with
     bytes that are not UTF-8: TensorFlow raises UnicodeDecodeError quoting it, not an
     OpError. Training names the file and record, nothing else."""
-    src = sorted(tf.io.gfile.glob(tiny_dataset["train_pattern"]))[0]
     bad = tmp_path / "not_an_example.tfrecord"
-    with tf.io.TFRecordWriter(str(bad)) as writer:
-        for index, record in enumerate(tf.data.TFRecordDataset(src).take(3)):
-            writer.write(b"\x80\x81 not an example" if index == 1 else record.numpy())
+    write_records_with_a_non_example(tiny_dataset["train_pattern"], str(bad), 2)
     proc = run_trainer(f"--pipeline_config_path={tiny_config_file}",
                        f"--model_dir={tmp_path / 'run'}",
                        f"--params_override=train_input_reader.input_path={bad}")

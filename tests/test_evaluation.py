@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import run_trainer
+from tests.conftest import run_trainer, write_records_with_a_non_example
 from train_lib.config import ConfigError
 from train_lib.data import shapes_dataset
 from train_lib.evaluation import continuous as evaluation
@@ -76,11 +76,8 @@ def test_eval_record_that_is_not_an_example_is_named(trained_run, trained_config
     """An eval record that is not a tf.train.Example, in bytes that are not UTF-8
     (TensorFlow raises UnicodeDecodeError for it, not an OpError): one EvalError that
     names the file and the record."""
-    src = sorted(tf.io.gfile.glob(tiny_dataset["val_pattern"]))[0]
     bad = str(tmp_path / "val-not-an-example.tfrecord")
-    with tf.io.TFRecordWriter(bad) as writer:
-        for index, record in enumerate(tf.data.TFRecordDataset(src).take(3)):
-            writer.write(b"\x80\x81 not an example" if index == 2 else record.numpy())
+    write_records_with_a_non_example(tiny_dataset["val_pattern"], bad, 3)
     trained_config.eval_input_reader.input_path = [bad]
     with pytest.raises(EvalError) as info:
         evaluate_checkpoint(os.path.join(trained_run["model_dir"], "ckpt-4"), trained_config)

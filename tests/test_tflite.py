@@ -185,13 +185,11 @@ def test_tflite_scored_on_the_eval_split_as_the_checkpoint(trained_run, trained_
 def test_tflite_eval_names_a_record_that_is_not_an_example(tiny_dataset, trained_config,
                                                           tflite_models, tmp_path):
     """As the checkpoint's evaluation: the file and the record, in one EvalError."""
+    from tests.conftest import write_records_with_a_non_example
     from train_lib.evaluation.evaluator import EvalError
 
-    src = sorted(tf.io.gfile.glob(tiny_dataset["val_pattern"]))[0]
     bad = str(tmp_path / "val-not-an-example.tfrecord")
-    with tf.io.TFRecordWriter(bad) as writer:
-        for index, record in enumerate(tf.data.TFRecordDataset(src).take(2)):
-            writer.write(b"\x80\x81 not an example" if index == 1 else record.numpy())
+    write_records_with_a_non_example(tiny_dataset["val_pattern"], bad, 2)
     trained_config.eval_input_reader.input_path = [bad]
     with pytest.raises(EvalError) as info:
         evaluate_tflite_file(tflite_models["none"], trained_config, str(tmp_path / "out"))
