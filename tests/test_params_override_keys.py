@@ -18,7 +18,7 @@ import typing
 import pytest
 from test_odapi_rows import FASTER_RCNN_BASE, SSD_BASE, _text
 
-from train_lib.config import load_config
+from train_lib.config import ConfigError, load_config
 from train_lib.config.schema import PipelineConfig, belongs_to
 
 
@@ -138,6 +138,9 @@ def test_override_sets_the_key(key, kind, default, bases):
         return  # a pipeline.config's meta-architecture decides it
     odapi = "faster_rcnn" if pairs.get("model.architecture") == "faster_rcnn" else "ssd"
     odapi_pairs = {k: v for k, v in pairs.items() if k != "model.architecture"}
+    if odapi == "ssd" and pairs.get("model.backbone.type", "resnet") != "resnet":
+        # the base's ResNet-50 extractor maps to keras_v1, which no other backbone has
+        odapi_pairs = {"model.backbone.resnet_variant": "model_garden", **odapi_pairs}
     config = load_config(bases[odapi], ",".join(f"{k}={json.dumps(v)}"
                                                  for k, v in odapi_pairs.items()))
     assert _get(config, key) == value
@@ -150,6 +153,18 @@ def test_every_section_has_leaves():
                  "eval_input_reader", "shapes_dataset"):
         assert name in sections
     assert len(LEAVES) == len({key for key, _, _ in LEAVES}) > 100
+
+
+def test_another_backbone_over_a_keras_v1_resnet_says_what_to_set(bases):
+    """An OD API ResNet extractor maps to keras_v1; overriding the backbone alone is
+    refused with the key to set, not trained as a half-ResNet."""
+    with pytest.raises(ConfigError, match="set resnet_variant: model_garden"):
+        load_config(bases["ssd"], "model.backbone.type=mobilenet,"
+                    "model.backbone.model_id=MobileNetV2")
+    config = load_config(bases["ssd"], "model.backbone.type=mobilenet,"
+                         "model.backbone.model_id=MobileNetV2,"
+                         "model.backbone.resnet_variant=model_garden")
+    assert config.model.backbone.type == "mobilenet"
 
 
 def test_values_as_typed_on_a_command_line(bases):

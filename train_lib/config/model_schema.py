@@ -102,7 +102,8 @@ class BackboneConfig:
         c.need(self.resnet_variant != "keras_v1" or (
             self.type == "resnet" and str(self.model_id) in ("50", "101", "152")),
             "resnet_variant", self.resnet_variant,
-            "applies to type: resnet with model_id 50, 101 or 152 only")
+            "applies to type: resnet with model_id 50, 101 or 152 only (an OD API ResNet "
+            "extractor sets it: with another backbone, set resnet_variant: model_garden)")
         c.need(not self.scale_last_layer or self.type == "mobilenet", "scale_last_layer",
                self.scale_last_layer, "applies to type: mobilenet only")
         c.choice("type", self.type, tuple(BACKBONE_MODEL_IDS))
