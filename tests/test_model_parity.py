@@ -96,15 +96,63 @@ def test_the_anchor_comparison_finds_a_difference():
 
 
 _PUBLISHED = os.path.join(os.path.dirname(REPO), "shared", "fixtures", "odapi")
+# The repository's own config in the published SSD configs' shape (tests/fixtures/
+# odapi/), with the section our mapper made of it: the check runs in any clone.
+SAMPLE = os.path.join(REPO, "tests", "fixtures", "odapi", "ssd_mobilenet_v2_shapes.config")
+SAMPLE_SECTION = os.path.join(REPO, "tests", "fixtures", "odapi",
+                              "ssd_mobilenet_v2_shapes.model.json")
 
 
-@pytest.mark.parametrize("name", [n for n in MAPPED if os.path.isfile(
-    os.path.join(_PUBLISHED, n))])
-def test_our_mapper_still_makes_the_committed_model_section(name):
-    """Where a published config is beside the repository (not in a clone), our mapper
-    still maps it to the committed section (the same file: its sha256)."""
-    path = os.path.join(_PUBLISHED, name)
+def _sha256(path: str) -> str:
     with open(path, "rb") as f:
-        assert hashlib.sha256(f.read()).hexdigest() == RESULTS[name]["sha256"]
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _committed(path: str) -> dict:
+    """{"sha256", "model"} committed for the config at `path`."""
+    if path == SAMPLE:
+        with open(SAMPLE_SECTION, encoding="utf-8") as f:
+            return json.load(f)
+    return RESULTS[os.path.basename(path)]
+
+
+@pytest.mark.parametrize("path", [SAMPLE] + [
+    os.path.join(_PUBLISHED, n) for n in MAPPED if os.path.isfile(os.path.join(_PUBLISHED, n))],
+    ids=os.path.basename)
+def test_our_mapper_still_makes_the_committed_model_section(path):
+    """Our mapper still maps the in-repository sample, and each published config that is
+    beside the repository (not in a clone), to its committed section (the same file:
+    its sha256), both read with the schema's defaults for keys the committed section
+    lacks (a new key the mapper leaves at its default changes nothing). A change of
+    the mapping fails here until the sections are written again: the sample's by
+    `.venv/bin/python -m tests.test_model_parity`, the published ones by
+    scripts/odapi_parity/model_parity.py."""
+    committed = _committed(path)
+    assert _sha256(path) == committed["sha256"]
     section, _ = parity.map_config(path)
-    assert section == RESULTS[name]["model"]
+    assert _with_defaults(section) == _with_defaults(committed["model"])
+
+
+def _with_defaults(section: dict) -> dict:
+    """A `model` section as the schema reads it: every key, defaults where unset."""
+    from train_lib.config import config_from_dict
+    from train_lib.config.schema import to_dict
+
+    return to_dict(config_from_dict({"model": section}))["model"]
+
+
+def test_a_changed_mapping_fails_the_comparison():
+    """What the mapper test compares: an unset key is its default, another value differs."""
+    with open(SAMPLE_SECTION, encoding="utf-8") as f:
+        section = json.load(f)["model"]
+    unset = {k: v for k, v in section.items() if k != "post_processing"}
+    assert _with_defaults(unset)["post_processing"] == _with_defaults({})["post_processing"]
+    changed = {**section, "num_classes": section["num_classes"] + 1}
+    assert _with_defaults(changed) != _with_defaults(section)
+
+
+if __name__ == "__main__":  # writes SAMPLE_SECTION from the mapper as it is now
+    with open(SAMPLE_SECTION, "w", encoding="utf-8") as _out:
+        json.dump({"sha256": _sha256(SAMPLE), "model": parity.map_config(SAMPLE)[0]}, _out,
+                  indent=1, sort_keys=True)
+        _out.write("\n")
