@@ -32,8 +32,11 @@ def _imports(body: list[ast.stmt], modules: dict[str, str]) -> set[str]:
                 out.add(sub if sub in modules else node.module)
         elif isinstance(node, ast.Import):
             out.update(a.name for a in node.names if a.name.startswith("train_lib"))
-        elif isinstance(node, ast.If | ast.Try):
+        elif isinstance(node, ast.If):
             out |= _imports(node.body + node.orelse, modules)
+        elif isinstance(node, ast.Try | ast.TryStar):
+            handlers = [stmt for handler in node.handlers for stmt in handler.body]
+            out |= _imports(node.body + handlers + node.orelse + node.finalbody, modules)
     return out
 
 
@@ -81,6 +84,12 @@ def test_type_only_imports_count():
               "if TYPE_CHECKING:\n    from train_lib.report.records import Report\n")
     modules = {"train_lib.report.records": "records.py"}
     assert _imports(ast.parse(source).body, modules) == {"train_lib.report.records"}
+
+
+def test_imports_in_every_branch_of_a_try_count():
+    source = ("try:\n    import train_lib.a\nexcept ImportError:\n    import train_lib.b\n"
+              "else:\n    import train_lib.c\nfinally:\n    import train_lib.d\n")
+    assert _imports(ast.parse(source).body, {}) == {f"train_lib.{m}" for m in "abcd"}
 
 
 def test_the_check_finds_a_cycle():
