@@ -277,3 +277,27 @@ def test_final_evaluation_needs_an_eval_split_and_may_be_turned_off(tiny_dataset
     config.eval_config.eval_at_end = True
     config.eval_input_reader.input_path = []
     assert in_training_eval.plan(config) == (5, False)
+
+
+def test_a_failed_start_in_an_existing_model_dir_leaves_its_files_as_they_were(
+        tiny_dataset, trained_run, tmp_path):
+    """A fine-tune checkpoint that does not fit stops the run before its first step: an
+    existing model_dir keeps its own files, byte for byte, and gets no pipeline.yaml
+    or fine-tune report of the failed run (the run had written pipeline.yaml first)."""
+    from train_lib.errors import UserError
+    from train_lib.training import fine_tune, workdir
+
+    assert fine_tune.REPORT_FILE in workdir.START_FILES
+    config = make_tiny_config(tiny_dataset)
+    config.model.fpn.num_filters = 48  # the trained run's FPN has 32
+    config.train_config.fine_tune_checkpoint = os.path.join(trained_run["model_dir"], "ckpt-4")
+    config.train_config.fine_tune_checkpoint_type = "detection"
+    for earlier in ({"notes.txt": b"earlier files\n"},
+                    {"notes.txt": b"x", "pipeline.yaml": b"# an earlier record\n"}):
+        model_dir = tmp_path / f"run{len(earlier)}"
+        model_dir.mkdir()
+        for name, content in earlier.items():
+            (model_dir / name).write_bytes(content)
+        with pytest.raises(UserError, match="does not fit"):
+            train(config, str(model_dir), num_train_steps=1, record_summaries=False)
+        assert {p.name: p.read_bytes() for p in model_dir.iterdir()} == earlier

@@ -133,7 +133,8 @@ def _train_locked(config: PipelineConfig, model_dir: str, strategy, role: distri
     num_steps = train_cfg.num_steps
     # Before anything is traced, so that every function of the run has one setting.
     graph_optimization.apply(train_cfg.graph_optimization)
-    with RunLock(model_dir, log=log) if role.is_chief else contextlib.nullcontext():
+    with (RunLock(model_dir, log=log) if role.is_chief else contextlib.nullcontext(),
+          workdir.undone_on_failed_start(model_dir, enabled=role.is_chief)):
         files = _prepare_inputs(config, model_dir, strategy, role, log)
         fine_tune = (fine_tune_lib.resolve_checkpoint(train_cfg.fine_tune_checkpoint)
                      if train_cfg.fine_tune_checkpoint else None)

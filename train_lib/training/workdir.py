@@ -4,10 +4,11 @@ dataset is generated when its config says where and it is absent)."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from train_lib import config as config_lib
 from train_lib.checkpointing.files import list_steps
@@ -15,6 +16,8 @@ from train_lib.config import ConfigError, PipelineConfig
 from train_lib.data import input_files
 
 PIPELINE_FILE = "pipeline.yaml"
+# What a run writes into model_dir before its first checkpoint (besides its lock).
+START_FILES = (PIPELINE_FILE, "fine_tune_report.json")
 
 
 class ModelDirError(ConfigError):
@@ -48,6 +51,39 @@ def remove_if_unused(model_dir: str) -> None:
     a run that failed before saving leaves nothing behind."""
     if os.path.isdir(model_dir) and not list_steps(model_dir):
         shutil.rmtree(model_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def undone_on_failed_start(model_dir: str, enabled: bool = True) -> Iterator[None]:
+    """Leaves `START_FILES` in model_dir as they were when the block fails before any
+    checkpoint is in model_dir (a fine-tune checkpoint that does not fit, a bad
+    record before the first step...): each is put back, or removed if it was not
+    there. Nothing else in model_dir is touched; once a checkpoint exists the files
+    describe it and stay. Use it while holding the run's lock, so that the files
+    are this run's."""
+    before = {}
+    if enabled:
+        for name in START_FILES:
+            path = os.path.join(model_dir, name)
+            if os.path.isfile(path):
+                with open(path, "rb") as f:
+                    before[name] = f.read()
+            else:
+                before[name] = None
+    try:
+        yield
+    except BaseException:
+        if enabled and os.path.isdir(model_dir) and not list_steps(model_dir):
+            for name, content in before.items():
+                path = os.path.join(model_dir, name)
+                with contextlib.suppress(OSError):
+                    if content is None:
+                        os.remove(path)
+                    else:
+                        with open(path + ".tmp", "wb") as f:
+                            f.write(content)
+                        os.replace(path + ".tmp", path)
+        raise
 
 
 def check_config_drift(config: PipelineConfig, model_dir: str,
