@@ -3,8 +3,9 @@
 1 without a traceback, and writes nothing to model_dir.
 
 Checkpoints: the OD API's own (tests/fixtures/odapi/ssd_mobilenet_v2_keras, depth
-multiplier 0.35), this trainer's (conftest's trained_run: MobileNetV2 x0.35, FPN
-32), a TF1 name-based one written here by tf.compat.v1's Saver, and broken copies."""
+multiplier 0.35; ssd_mobilenet_v1_fpn_keras, written from its manifest), this
+trainer's (conftest's trained_run: MobileNetV2 x0.35, FPN 32), a TF1 name-based one
+written here by tf.compat.v1's Saver, and broken copies."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import tensorflow as tf
 
 from tests.conftest import REPO, make_tiny_config, run_trainer
 from tests.test_cli import _assert_clean_failure
+from tests.test_fine_tune_odapi_resnet import _checkpoint as odapi_fixture_checkpoint
 from train_lib.config import dump_config
 
 ODAPI_MODEL = os.path.join(REPO, "tests", "fixtures", "odapi", "ssd_mobilenet_v2_keras")
@@ -118,7 +120,8 @@ def test_fine_tune_checkpoint_version_v1_in_a_pipeline_config(tiny_dataset, tmp_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["depth_multiplier", "fpn_width", "extractor"])
+@pytest.mark.parametrize("case", ["depth_multiplier", "fpn_width", "extractor",
+                                  "odapi_extractor"])
 def test_a_checkpoint_of_another_model_names_the_first_variable_that_differs(
         case, tiny_dataset, trained_run, tmp_path):
     config = make_tiny_config(tiny_dataset)
@@ -136,6 +139,12 @@ def test_a_checkpoint_of_another_model_names_the_first_variable_that_differs(
         config.train_config.fine_tune_checkpoint = own
         fragments = ("does not fit this model's backbone and decoder and head",
                      "incompatible tensor with shape", "model.backbone (and, for detection, fpn")
+    elif case == "odapi_extractor":  # the OD API's MobileNet v1 (x0.5) into a MobileNetV2
+        config.train_config.fine_tune_checkpoint = odapi_fixture_checkpoint(
+            "ssd_mobilenet_v1_fpn_keras", tmp_path)
+        fragments = ("the first variable whose shape differs is model/_feature_extractor/"
+                     "classification_backbone/layer_with_weights-0/kernel",
+                     "[3, 3, 3, 8] in the checkpoint, [3, 3, 3, 16] in this model")
     else:  # this trainer's MobileNetV2 into a MobileNetV1
         config.model.backbone.model_id = "MobileNetV1"
         config.train_config.fine_tune_checkpoint = own

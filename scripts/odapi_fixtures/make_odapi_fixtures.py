@@ -41,6 +41,11 @@ ResNet's conv5, run on the whole level-4 map). Only the SSD ResNet-50's
 checkpoint is written into the fixture (2.2 MB); for the others variables.json's
 names and shapes and seeded_weights are the checkpoint (the script checks that the
 OD API's own checkpoint holds exactly seeded_weights' values), and the tests write it.
+
+SEEDED adds the OD API's Keras MobileNet v1 FPN (`ssd_mobilenet_v1_fpn_keras`:
+the published config at depth_multiplier 0.5, min_depth 8, 128 px, box predictor
+depth 32, 3 classes), written the same way: `level_<n>` are its
+classification_backbone's outputs conv_pw_3/5/11/13_relu, the maps its FPN reads.
 """
 
 from __future__ import annotations
@@ -178,6 +183,30 @@ RESNETS = {
     "faster_rcnn_resnet50_fpn_keras": (
         "configs/tf2/faster_rcnn_resnet50_v1_fpn_640x640_coco17_tpu-8.config",
         _reduce_faster_rcnn, 128, False),
+}
+
+
+def _reduce_ssd_mobilenet_v1(config) -> None:
+    # depth_multiplier 0.5: the OD API's Keras MobileNet v1 scales each layer's width
+    # twice (the Keras application by alpha, then its layer override again), so its
+    # layers are a quarter of the published widths (8..256 channels); min_depth 8 keeps
+    # the first layer at 8.
+    ssd = config.model.ssd
+    ssd.num_classes = 3
+    ssd.feature_extractor.depth_multiplier = 0.5
+    ssd.feature_extractor.min_depth = 8
+    ssd.image_resizer.fixed_shape_resizer.height = 128
+    ssd.image_resizer.fixed_shape_resizer.width = 128
+    ssd.box_predictor.weight_shared_convolutional_box_predictor.depth = 32
+
+
+# Other Keras extractors whose fixture is written as the ResNets' (seeded weights,
+# names and shapes; the same spec).
+SEEDED = {
+    **RESNETS,
+    "ssd_mobilenet_v1_fpn_keras": (
+        "configs/tf2/ssd_mobilenet_v1_fpn_640x640_coco17_tpu-8.config",
+        _reduce_ssd_mobilenet_v1, 128, False),
 }
 
 
@@ -366,13 +395,13 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(here, "..", "..", "tests", "fixtures",
                                                       "odapi"))
     parser.add_argument("--only", default="",
-                        help="one extractor name of EXTRACTORS or RESNETS")
+                        help="one extractor name of EXTRACTORS or SEEDED")
     args = parser.parse_args()
     tf.keras.utils.set_random_seed(SEED)
     for name, spec in EXTRACTORS.items():
         if not args.only or args.only == name:
             write_extractor(os.path.abspath(args.out), name, spec)
-    for name, spec in RESNETS.items():
+    for name, spec in SEEDED.items():
         if not args.only or args.only == name:
             write_resnet(os.path.abspath(args.out), name, spec)
 

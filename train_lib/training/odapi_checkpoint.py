@@ -24,6 +24,12 @@ Supported:
   when the widths agree; the OD API scales the last 1x1 convolution (1280) by a
   depth_multiplier < 1, as Model Garden's MobileNet does with
   finegrain_classification_mode off (model.backbone.scale_last_layer).
+- Model Garden's MobileNetV1 from the OD API's Keras MobileNet v1
+  (`ssd_mobilenet_v1_fpn_keras`): 54 layers with weights (27 convolutions, 27 batch
+  norms), the same function (convolutions padded 'same', ReLU6 or the config's
+  activation, batch norm with the config's epsilon). The OD API scales each layer's
+  width twice by depth_multiplier d (Keras' alpha, then its layer override), so its
+  widths are Model Garden's at width_multiplier d * d.
 - Our Keras ResNet v1 (`model.backbone.resnet_variant: keras_v1`,
   families/keras_resnet.py) from the OD API's Keras ResNet-50/101/152 v1
   (`ssd_resnet<d>_v1_fpn_keras`, `faster_rcnn_resnet<d>_keras`, and
@@ -303,6 +309,9 @@ def _keras_layers(backbone, prefix: str) -> list[tuple[str, object]]:
     if isinstance(backbone, mobilenet.MobileNet) and \
             backbone.get_config()["model_id"] == "MobileNetV2":
         return _mobilenet_v2_layers(backbone)
+    if isinstance(backbone, mobilenet.MobileNet) and \
+            backbone.get_config()["model_id"] == "MobileNetV1":
+        return _mobilenet_v1_layers(backbone)
     if isinstance(backbone, keras_resnet.KerasResNetV1):
         order = keras_resnet.keras_layer_order(backbone.get_config()["model_id"])
         return [(name, backbone.get_layer(name)) for name in order]
@@ -314,9 +323,29 @@ def _keras_layers(backbone, prefix: str) -> list[tuple[str, object]]:
         this = (f"{type(backbone).__name__}; start from a Model Garden or this trainer's "
                 "checkpoint instead")
     raise TrainError(f"{KEY} {prefix} is an OD API checkpoint; its weights load into a "
-                     "MobileNetV2 backbone (model.backbone type: mobilenet, model_id: "
-                     "MobileNetV2) or a ResNet-50/101/152 (type: resnet, resnet_variant: "
-                     f"keras_v1) so far, and this model.backbone is {this}")
+                     "MobileNetV2 backbone or a MobileNetV1 one (model.backbone type: "
+                     "mobilenet, model_id: MobileNetV2 or MobileNetV1) or a "
+                     "ResNet-50/101/152 (type: resnet, resnet_variant: keras_v1) so far, and "
+                     f"this model.backbone is {this}")
+
+
+def _mobilenet_v1_layers(backbone) -> list[tuple[str, object]]:
+    """Keras' MobileNet (v1, tf_keras.applications) names: conv1, conv1_bn, then per
+    depthwise-separable block i = 1..13 conv_dw_<i>, conv_dw_<i>_bn, conv_pw_<i>,
+    conv_pw_<i>_bn. Model Garden's MobileNetV1 has the same layers in the same order:
+    a Conv2DBNBlock and 13 DepthwiseSeparableConvBlocks (depthwise, norm, 1x1, norm),
+    all padded 'same' as the OD API's (it replaces the application's explicit
+    zero padding before a stride-2 depthwise convolution by 'same')."""
+    blocks = [layer for layer in backbone.layers
+              if isinstance(layer, mobilenet.Conv2DBNBlock | nn_blocks.DepthwiseSeparableConvBlock)]
+    layers = []
+    for i, block in enumerate(blocks):
+        if isinstance(block, mobilenet.Conv2DBNBlock):
+            layers += [("conv1", block._conv0), ("conv1_bn", block._norm0)]
+            continue
+        layers += [(f"conv_dw_{i}", block._dwconv0), (f"conv_dw_{i}_bn", block._norm0),
+                   (f"conv_pw_{i}", block._conv1), (f"conv_pw_{i}_bn", block._norm1)]
+    return layers
 
 
 def _mobilenet_v2_layers(backbone) -> list[tuple[str, object]]:

@@ -72,14 +72,17 @@ def _backbone(m: Mapper) -> str:
 def _width(m: Mapper, fpn: bool) -> None:
     """depth_multiplier scales the backbone's channels (MobileNet's alpha, ResNet's
     depth multiplier: model.backbone.width_multiplier; below 1, MobileNetV2's last
-    layer too: scale_last_layer) and, as the OD API's FPN
+    layer too: scale_last_layer; MobileNet v1's twice, as the OD API's) and, as the OD API's FPN
     extractors do, the FPN's: max(int(additional_layer_depth * depth_multiplier),
     min_depth)."""
     path = FE + "depth_multiplier"
     if m.one(path) is None:
         return
     multiplier = float(m.get(path))
-    m.set("model.backbone.width_multiplier", multiplier, path)
+    if "mobilenet_v1" in m.get(FE + "type", ""):
+        _mobilenet_v1_width(m, multiplier)
+    else:
+        m.set("model.backbone.width_multiplier", multiplier, path)
     if multiplier < 1.0 and "mobilenet_v2" in m.get(FE + "type", ""):
         # The OD API's MobileNetV2 narrows its last 1x1 conv (1280) too; Model Garden's
         # does so only with scale_last_layer.
@@ -88,6 +91,33 @@ def _width(m: Mapper, fpn: bool) -> None:
         depth = m.get(FE + "fpn.additional_layer_depth", 256)
         filters = max(int(depth * multiplier), m.get(FE + "min_depth", 0))
         m.set("model.fpn.num_filters", filters, path)
+
+
+# The widths of MobileNet v1's stem and 13 pointwise convolutions (a depthwise one keeps
+# its input's), before any multiplier.
+MOBILENET_V1_FILTERS = (32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024)
+
+
+def _mobilenet_v1_width(m: Mapper, multiplier: float) -> None:
+    """The OD API's Keras MobileNet v1 scales each layer's width twice: the Keras
+    application by alpha (int(filters * d)), then the OD API's layer override again
+    (int(. * d), at least min_depth); Model Garden's MobileNetV1 once
+    (max(8, round(filters * width_multiplier))). width_multiplier d * d gives the OD
+    API's widths (for the published 1.0, for 0.75, and for 0.5 with min_depth <= 8);
+    where they differ the note says which."""
+    path = FE + "depth_multiplier"
+    width = round(multiplier * multiplier, 6)
+    min_depth = m.get(FE + "min_depth", 0) or 0
+    theirs = [max(int(int(f * multiplier) * multiplier), min_depth) for f in
+              MOBILENET_V1_FILTERS]
+    ours = [max(8, int(f * width + 0.5)) for f in MOBILENET_V1_FILTERS]
+    note = ""
+    if theirs != ours:
+        note = (f"the OD API's Keras MobileNet v1 has {sorted(set(theirs))} channels at "
+                f"depth_multiplier {multiplier} (min_depth {min_depth}), Model Garden's "
+                f"MobileNetV1 {sorted(set(ours))} at width_multiplier {width:g}: another "
+                "width, its checkpoints do not load")
+    m.set("model.backbone.width_multiplier", width, path, note)
 
 
 def _levels(m: Mapper, decoder: str) -> tuple[int, int]:
