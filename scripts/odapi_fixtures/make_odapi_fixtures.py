@@ -45,7 +45,11 @@ OD API's own checkpoint holds exactly seeded_weights' values), and the tests wri
 SEEDED adds the OD API's Keras MobileNet v1 FPN (`ssd_mobilenet_v1_fpn_keras`:
 the published config at depth_multiplier 0.5, min_depth 8, 128 px, box predictor
 depth 32, 3 classes), written the same way: `level_<n>` are its
-classification_backbone's outputs conv_pw_3/5/11/13_relu, the maps its FPN reads.
+classification_backbone's outputs conv_pw_3/5/11/13_relu, the maps its FPN reads;
+and the OD API's EfficientDet D0 (`ssd_efficientnet-b0_bifpn_keras`: the published
+config at 256 px (a multiple of 2**7 above 128), 3 classes; B0 at full width):
+`level_<n>` are the Keras EfficientNet's tensors in EFFICIENTNET_LEVELS (its BiFPN
+reads levels 3-5).
 """
 
 from __future__ import annotations
@@ -200,6 +204,20 @@ def _reduce_ssd_mobilenet_v1(config) -> None:
     ssd.box_predictor.weight_shared_convolutional_box_predictor.depth = 32
 
 
+def _reduce_efficientdet(config) -> None:
+    # EfficientNet has no depth multiplier: B0 at full width; the input the least its
+    # BiFPN takes (more than 128 px, a multiple of 2**max_level).
+    ssd = config.model.ssd
+    ssd.num_classes = 3
+    resizer = ssd.image_resizer.keep_aspect_ratio_resizer
+    resizer.min_dimension = resizer.max_dimension = 256
+
+
+# The Keras EfficientNet's (official.legacy's) layers at the ends of our levels 2-5;
+# the OD API's EfficientDet reads levels 3-5 of them.
+EFFICIENTNET_LEVELS = {2: "stack_1/block_1/add", 3: "stack_2/block_1/add",
+                       4: "stack_4/block_2/add", 5: "stack_6/block_0/project_bn"}
+
 # Other Keras extractors whose fixture is written as the ResNets' (seeded weights,
 # names and shapes; the same spec).
 SEEDED = {
@@ -207,6 +225,9 @@ SEEDED = {
     "ssd_mobilenet_v1_fpn_keras": (
         "configs/tf2/ssd_mobilenet_v1_fpn_640x640_coco17_tpu-8.config",
         _reduce_ssd_mobilenet_v1, 128, False),
+    "ssd_efficientnet-b0_bifpn_keras": (
+        "configs/tf2/ssd_efficientdet_d0_512x512_coco17_tpu-8.config",
+        _reduce_efficientdet, 256, False),
 }
 
 
@@ -315,7 +336,16 @@ def write_resnet(out_dir: str, name: str, spec: tuple) -> None:
     model.predict(preprocessed, true_shapes)  # builds every variable
     assign_keyed(model)
     arrays = {"preprocessed": preprocessed.numpy()}
-    if name.startswith("ssd_") or name.endswith("_fpn_keras"):
+    if "efficientnet" in name:
+        backbone = model.feature_extractor.classification_backbone
+        probe = tf.keras.Model(backbone.inputs, [backbone.get_layer(layer).output
+                                                 for layer in EFFICIENTNET_LEVELS.values()])
+        for level, value in zip(EFFICIENTNET_LEVELS, probe(preprocessed, training=False),
+                                strict=True):
+            arrays[f"level_{level}"] = value.numpy()
+        for i, fmap in enumerate(model.feature_extractor(preprocessed)):
+            arrays[f"feature_map_{i}"] = fmap.numpy()
+    elif name.startswith("ssd_") or name.endswith("_fpn_keras"):
         extractor = model.feature_extractor if name.startswith("ssd_") else \
             model._feature_extractor_for_proposal_features
         levels = extractor.classification_backbone(preprocessed, training=False)

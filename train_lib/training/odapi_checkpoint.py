@@ -42,6 +42,11 @@ Supported:
   classification checkpoint's bias is folded into the following batch norm's moving
   mean (the same function in inference; in training, batch norm removes it anyway).
 
+Refused: the OD API's Keras EfficientNet (`ssd_efficientnet-b<n>_bifpn_keras`,
+EfficientDet). Its layers map one to one onto Model Garden's EfficientNet, but Model
+Garden's activates inside squeeze-excitation with ReLU where the OD API's uses swish
+(tests/test_fine_tune_odapi_efficientdet.py measures both).
+
 The OD API's layers after its backbone (SSD's feature maps or FPN and its box
 predictor; Faster R-CNN's RPN and box predictor) compute other functions than our
 FPN and heads: they are never loaded, and the report says so.
@@ -57,7 +62,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
-from official.vision.modeling.backbones import mobilenet, resnet
+from official.vision.modeling.backbones import efficientnet, mobilenet, resnet
 from official.vision.modeling.layers import nn_blocks
 
 from train_lib.families import keras_resnet
@@ -315,6 +320,14 @@ def _keras_layers(backbone, prefix: str) -> list[tuple[str, object]]:
     if isinstance(backbone, keras_resnet.KerasResNetV1):
         order = keras_resnet.keras_layer_order(backbone.get_config()["model_id"])
         return [(name, backbone.get_layer(name)) for name in order]
+    if isinstance(backbone, efficientnet.EfficientNet):
+        raise TrainError(
+            f"{KEY} {prefix} is an OD API checkpoint, and this model.backbone is Model "
+            "Garden's EfficientNet, which activates inside its squeeze-excitation with ReLU "
+            "where the OD API's Keras EfficientNet (EfficientDet) uses swish: with the same "
+            "weights it computes other feature maps (about 1% apart), so EfficientDet "
+            "checkpoints are not loaded; start from a Model Garden EfficientNet checkpoint "
+            "or this trainer's")
     if isinstance(backbone, resnet.ResNet):
         this = ("Model Garden's ResNet (resnet_variant: model_garden), which strides in "
                 "another convolution than the OD API's ResNet and so computes another "

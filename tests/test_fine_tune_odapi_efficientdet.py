@@ -1,0 +1,161 @@
+"""The OD API's EfficientDet checkpoints (`ssd_efficientnet-b0_bifpn_keras`): what
+differs between its Keras EfficientNet and Model Garden's, measured, and why
+fine_tune refuses them.
+
+The fixture (tests/fixtures/odapi/ssd_efficientnet-b0_bifpn_keras/, written by
+scripts/odapi_fixtures/make_odapi_fixtures.py with the real OD API) holds the OD API's
+model built from the published ssd_efficientdet_d0_512x512 config at 256 px with 3
+classes (B0 at full width): the checkpoint's names and shapes (the test writes it with
+seeded_weights' values), an image and the Keras EfficientNet's tensors at the ends of
+our levels 2-5 (its BiFPN reads 3-5).
+
+Measured here: the Keras EfficientNet's 128 layers with weights up to level 5 (the
+checkpoint's model/_feature_extractor/_efficientnet/) map one to one, in order and
+shape, onto Model Garden's EfficientNet-B0; with them, Model Garden's EfficientNet
+built with swish inside squeeze-excitation computes the OD API's levels exactly, and
+with ReLU there (what model.backbone type: efficientnet builds) about 1% apart."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+from conftest import REPO
+from official.vision.modeling.backbones import efficientnet
+from official.vision.modeling.layers import nn_blocks
+from test_fine_tune_odapi_resnet import _checkpoint, _manifest, _reference
+
+from train_lib.config import PipelineConfig
+from train_lib.families import build_model
+from train_lib.training import fine_tune, odapi_checkpoint
+from train_lib.training.trainer import TrainError
+
+NAME = "ssd_efficientnet-b0_bifpn_keras"
+FIXTURE = os.path.join(REPO, "tests", "fixtures", "odapi", NAME)
+BACKBONE = "model/_feature_extractor/_efficientnet/"  # the Keras EfficientNet to level 5
+LAYERS_TO_LEVEL_5 = 128
+TOLERANCE = 1e-4
+
+
+def _garden_layers(backbone) -> list:
+    """Model Garden's EfficientNet's layers with weights in the Keras EfficientNet's
+    order: stem conv and norm; per block expand conv and norm (if any), depthwise
+    conv and norm, squeeze-excitation reduce and expand, project conv and norm; the
+    head's 1x1 conv and norm (the Keras model's `top`)."""
+    layers = []
+    for layer in backbone.layers:
+        if isinstance(layer, nn_blocks.InvertedBottleneckBlock):
+            if layer._expand_ratio > 1:
+                layers += [layer._conv0, layer._norm0]
+            se = layer._squeeze_excitation
+            layers += [layer._conv1, layer._norm1, se._se_reduce, se._se_expand,
+                       layer._conv2, layer._norm2]
+        elif layer.weights:
+            layers.append(layer)
+    return layers
+
+
+def _garden_efficientnet(se_inner_activation: str):
+    return efficientnet.EfficientNet(
+        model_id="b0", se_ratio=0.25, activation="swish", norm_epsilon=0.001,
+        se_inner_activation=se_inner_activation,
+        input_specs=tf_keras.layers.InputSpec(shape=[None, 256, 256, 3]))
+
+
+def _load_by_order(backbone, prefix: str) -> int:
+    """Assigns the checkpoint's layer_with_weights-<i> to the i-th of our layers up to
+    level 5; returns how many variables it assigned."""
+    reader = tf.train.load_checkpoint(prefix)
+    count = 0
+    for i, layer in enumerate(_garden_layers(backbone)[:LAYERS_TO_LEVEL_5]):
+        for variable in layer.weights:
+            attribute = variable.name.split("/")[-1].split(":")[0]
+            value = reader.get_tensor(f"{BACKBONE}layer_with_weights-{i}/{attribute}"
+                                      "/.ATTRIBUTES/VARIABLE_VALUE")
+            variable.assign(value)
+            count += 1
+    return count
+
+
+def _relative(ours: np.ndarray, theirs: np.ndarray) -> float:
+    return float(np.abs(ours - theirs).max() / np.abs(theirs).max())
+
+
+def test_the_fixture_is_the_odapi_extractor_on_its_image():
+    reference = _reference(NAME)
+    image = tf.io.decode_png(tf.io.read_file(os.path.join(FIXTURE, "image.png"))).numpy()
+    # EfficientDet's preprocessing: ImageNet's mean and standard deviation on [0, 1].
+    expected = (image / 255.0 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
+    np.testing.assert_allclose(reference["preprocessed"][0], expected, atol=1e-5)
+    assert [reference[f"level_{n}"].shape[1:] for n in range(2, 6)] == [
+        (64, 64, 24), (32, 32, 40), (16, 16, 112), (8, 8, 320)]
+
+
+def test_the_keras_efficientnet_maps_one_to_one_onto_model_gardens():
+    """The published config's checkpoint (names and shapes): its 128 layers with
+    weights up to level 5 have the shapes of Model Garden's EfficientNet-B0's first 128,
+    and the Keras model's top conv and norm (under classification_backbone/, which the
+    OD API never runs) those of Model Garden's head; the last is the classifier."""
+    shapes = dict(map(tuple, _manifest(NAME)["published"]["variables"]))
+    ours = _garden_layers(_garden_efficientnet("swish"))
+    assert len(ours) == LAYERS_TO_LEVEL_5 + 2
+    top = "model/_feature_extractor/classification_backbone/"
+    for i, layer in enumerate(ours):
+        root = BACKBONE if i < LAYERS_TO_LEVEL_5 else top
+        for variable in layer.weights:
+            attribute = variable.name.split("/")[-1].split(":")[0]
+            key = f"{root}layer_with_weights-{i}/{attribute}/.ATTRIBUTES/VARIABLE_VALUE"
+            assert shapes[key] == variable.shape.as_list(), key
+    assert shapes[f"{top}layer_with_weights-130/kernel/.ATTRIBUTES/VARIABLE_VALUE"] == [
+        1280, 1000]
+
+
+def test_swish_inside_squeeze_excitation_is_the_one_difference(tmp_path):
+    reference = _reference(NAME)
+    prefix = _checkpoint(NAME, tmp_path)
+    stored = sum(name.startswith(BACKBONE) for name, _ in tf.train.list_variables(prefix))
+    assert stored == 304
+    differences = {}
+    for se in ("swish", "relu"):
+        backbone = _garden_efficientnet(se)
+        fresh = backbone(tf.constant(reference["preprocessed"]), training=False)
+        assert _load_by_order(backbone, prefix) == stored  # every variable up to level 5
+        levels = backbone(tf.constant(reference["preprocessed"]), training=False)
+        for level in "2345":
+            theirs = reference[f"level_{level}"]
+            assert _relative(fresh[level].numpy(), theirs) > 0.1, level
+        differences[se] = max(_relative(levels[level].numpy(), reference[f"level_{level}"])
+                              for level in "2345")
+    assert differences["swish"] <= TOLERANCE
+    assert differences["relu"] > 1e-3  # measured 0.008-0.014 per level
+
+
+def _our_efficientdet():
+    config = PipelineConfig()
+    model = config.model
+    model.num_classes = 3
+    model.input_size = [256, 256]
+    model.backbone.type, model.backbone.model_id = "efficientnet", "b0"
+    model.norm.activation, model.norm.norm_epsilon = "swish", 0.001
+    model.fpn.num_filters = 32
+    model.head.num_convs, model.head.num_filters = 1, 32
+    return build_model(model)
+
+
+@pytest.mark.parametrize("kind", ["detection", "backbone"])
+def test_an_efficientdet_checkpoint_is_refused_saying_what_differs(kind, tmp_path):
+    model = _our_efficientdet()
+    assert model.backbone._se_inner_activation == "relu"  # what makes it refused
+    before = [v.numpy() for v in model.variables]
+    prefix = _checkpoint(NAME, tmp_path)
+    with pytest.raises(TrainError) as err:
+        fine_tune.apply(model, prefix, kind)
+    message = str(err.value)
+    assert message.startswith(f"{odapi_checkpoint.KEY} {prefix} is an OD API checkpoint")
+    assert "squeeze-excitation with ReLU" in message and "uses swish" in message
+    assert "\n" not in message
+    assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, model.variables,
+                                                            strict=True))
