@@ -159,3 +159,17 @@ def test_an_efficientdet_checkpoint_is_refused_saying_what_differs(kind, tmp_pat
     assert "\n" not in message
     assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, model.variables,
                                                             strict=True))
+
+
+def test_an_efficientdet_checkpoint_into_another_backbone_names_the_first_variable(tmp_path):
+    """Into a MobileNetV2 (x0.35: Conv1 of 16 filters), the first layer of the Keras
+    EfficientNet (32 filters) already differs."""
+    config = PipelineConfig()
+    config.model.num_classes, config.model.input_size = 3, [128, 128]
+    config.model.backbone.model_id, config.model.backbone.width_multiplier = "MobileNetV2", 0.35
+    prefix = _checkpoint(NAME, tmp_path)
+    with pytest.raises(TrainError, match=(
+            f"the first variable whose shape differs is {BACKBONE}layer_with_weights-0/kernel"
+            r"/\.ATTRIBUTES/VARIABLE_VALUE \(the OD API's Keras layer Conv1/kernel\): "
+            r"\[3, 3, 3, 32\] in the checkpoint, \[3, 3, 3, 16\] in this model")):
+        fine_tune.apply(build_model(config.model), prefix, "detection")

@@ -74,6 +74,9 @@ CLASSIFICATION_BACKBONE = "feature_extractor/"
 PROPOSAL_BACKBONE = "model/_feature_extractor_for_proposal_features/"
 BOX_CLASSIFIER_BACKBONE = "model/_feature_extractor_for_box_classifier_features/"
 FPN_PROPOSAL_BACKBONE = PROPOSAL_BACKBONE + "classification_backbone/"  # _fpn_keras
+# EfficientDet: its Keras EfficientNet up to level 5 (the rest, under
+# classification_backbone/, is the top conv and the classifier it never runs).
+EFFICIENTDET_BACKBONE = "model/_feature_extractor/_efficientnet/"
 FEATURE_MAPS = "model/_feature_extractor/"
 BOX_PREDICTOR = "model/_box_predictor/"
 RPN = "model/_first_stage_box_predictor"  # and _first_stage_box_predictor_first_conv
@@ -299,7 +302,8 @@ def _segments(shapes: dict, prefix: str, layers: list) -> list[tuple[str, list]]
     if any(n.startswith(PROPOSAL_BACKBONE + LAYER) for n in shapes):
         split = sum(1 for name, _ in layers if not name.startswith("conv5_"))
         return [(PROPOSAL_BACKBONE, layers[:split]), (BOX_CLASSIFIER_BACKBONE, layers[split:])]
-    for candidate in (DETECTION_BACKBONE, FPN_PROPOSAL_BACKBONE, CLASSIFICATION_BACKBONE):
+    for candidate in (EFFICIENTDET_BACKBONE, DETECTION_BACKBONE, FPN_PROPOSAL_BACKBONE,
+                      CLASSIFICATION_BACKBONE):
         if any(n.startswith(candidate + LAYER) for n in shapes):
             return [(candidate, layers)]
     raise TrainError(f"{KEY} {prefix} is an OD API checkpoint without a Keras backbone "
