@@ -219,3 +219,34 @@ def test_a_depth_multiplier_whose_widths_model_garden_rounds_otherwise_is_noted(
     assert ("the OD API's Keras MobileNet v1 has [16, 32, 64, 128, 256] channels at "
             "depth_multiplier 0.5 (min_depth 16), Model Garden's MobileNetV1 [8, 16, 32, 64, "
             "128, 256] at width_multiplier 0.25") in caplog.text
+
+
+def test_a_keras_application_weights_file_loads_as_its_classification_checkpoint(tmp_path):
+    """The OD API's classification checkpoint of this extractor is Keras' MobileNet
+    (v1) application; its weights file (as tf_keras' save_weights writes it, the form
+    of the published mobilenet_<alpha>_<size>_tf_no_top.h5) loads into our
+    MobileNetV1, which then computes the application's conv_pw_3/5/11/13_relu (its
+    convolutions have no bias: nothing to fold). alpha 0.25 is our width 0.25."""
+    application = tf_keras.applications.MobileNet(weights=None, include_top=False,
+                                                  alpha=0.25, input_shape=(128, 128, 3))
+    rng = np.random.default_rng(0)
+    for variable in application.weights:
+        shape = variable.shape.as_list()
+        if variable.name.endswith("moving_variance:0"):
+            variable.assign(rng.uniform(0.5, 1.5, shape))
+        elif variable.name.endswith("gamma:0"):
+            variable.assign(rng.uniform(0.5, 1.0, shape))
+        else:
+            variable.assign(rng.normal(0.0, 0.3, shape))
+    path = str(tmp_path / "mobilenet_0_25_128_tf_no_top.h5")
+    application.save_weights(path)
+    model = _model(WIDTH)
+    loaded = fine_tune.apply(model, path, "backbone")
+    assert loaded.count == BACKBONE_VARIABLES
+    assert "convolution biases folded" not in loaded.line
+    probe = tf_keras.Model(application.inputs, [
+        application.get_layer(f"conv_pw_{i}_relu").output for i in (3, 5, 11, 13)])
+    inputs = _reference(NAME)["preprocessed"]
+    ours = _levels(model, inputs)
+    for level, theirs in zip("2345", probe(inputs, training=False), strict=True):
+        assert _relative(ours[level], theirs.numpy()) <= TOLERANCE, level
