@@ -64,6 +64,10 @@ class Candidate:
     anchor_size: float = 3.0
     scale_range: tuple[float, float] = (0.8, 1.2)
     head_separable: bool = False
+    fpn_separable: bool = False
+    fpn_filters: int = 64
+    head_convs: int = 2
+    nms_iou: float = 0.5
     extra: dict = field(default_factory=dict)
 
     def overrides(self, log_every_n: int, eval_every_n: int, eval_at_end: bool = True) -> dict:
@@ -73,7 +77,11 @@ class Candidate:
                 "anchor": {"aspect_ratios": list(self.aspect_ratios),
                            "num_scales": self.num_scales,
                            "anchor_size": self.anchor_size},
-                "head": {"use_separable_conv": self.head_separable},
+                "head": {"use_separable_conv": self.head_separable,
+                         "num_convs": self.head_convs},
+                "fpn": {"use_separable_conv": self.fpn_separable,
+                        "num_filters": self.fpn_filters},
+                "post_processing": {"iou_threshold": self.nms_iou},
             },
             "train_config": {
                 "num_steps": self.num_steps,
@@ -120,6 +128,38 @@ CANDIDATES: dict[str, Candidate] = {
         "separable head, lr 0.008, anchor_size 2.5 (anchors 20-126 px)", 2000,
         aspect_ratios=SQUARE, head_separable=True, base_lr=0.008, warmup_steps=100,
         anchor_size=2.5),
+    "sq_sep_lr4_a25_2000": Candidate(
+        "square_sep_lr8_a25_2000 at base lr 0.004", 2000,
+        aspect_ratios=SQUARE, head_separable=True, base_lr=0.004, warmup_steps=100,
+        anchor_size=2.5),
+    "sq_sep_lr8_a25_noscale_2000": Candidate(
+        "square_sep_lr8_a25_2000 without the scale jitter", 2000,
+        aspect_ratios=SQUARE, head_separable=True, base_lr=0.008, warmup_steps=100,
+        anchor_size=2.5, scale_range=(1.0, 1.0)),
+    "sq_sep_sepfpn_lr8_a25_2000": Candidate(
+        "square_sep_lr8_a25_2000 with a separable FPN", 2000,
+        aspect_ratios=SQUARE, head_separable=True, fpn_separable=True, base_lr=0.008,
+        warmup_steps=100, anchor_size=2.5),
+    "sq_sep_sepfpn_lr8_a25_2400": Candidate(
+        "separable head and FPN, lr 0.008, anchor_size 2.5, 2400 steps", 2400,
+        aspect_ratios=SQUARE, head_separable=True, fpn_separable=True, base_lr=0.008,
+        warmup_steps=100, anchor_size=2.5),
+    "sq_sep_lr8_a25_s2_2000": Candidate(
+        "square_sep_lr8_a25_2000 with 2 anchor scales an octave, not 3", 2000,
+        aspect_ratios=SQUARE, head_separable=True, base_lr=0.008, warmup_steps=100,
+        anchor_size=2.5, num_scales=2),
+    "sq_sep_lr8_a25_c1_2000": Candidate(
+        "square_sep_lr8_a25_2000 with one conv a head tower, not 2", 2000,
+        aspect_ratios=SQUARE, head_separable=True, base_lr=0.008, warmup_steps=100,
+        anchor_size=2.5, head_convs=1),
+    "sq_sep_sepfpn_lr8_a25_nms6_2400": Candidate(
+        "separable head and FPN, lr 0.008, anchor_size 2.5, NMS IoU 0.6, 2400 steps", 2400,
+        aspect_ratios=SQUARE, head_separable=True, fpn_separable=True, base_lr=0.008,
+        warmup_steps=100, anchor_size=2.5, nms_iou=0.6),
+    "sq_sep_sepfpn_lr8_a25_nms6_2200": Candidate(
+        "sq_sep_sepfpn_lr8_a25_nms6_2400 cut to 2200 steps", 2200,
+        aspect_ratios=SQUARE, head_separable=True, fpn_separable=True, base_lr=0.008,
+        warmup_steps=100, anchor_size=2.5, nms_iou=0.6),
     "square_lr8_1600": Candidate("square anchors, base lr 0.008, warmup 100", 1600,
                                  aspect_ratios=SQUARE, base_lr=0.008, warmup_steps=100),
     "square_lr4_noscale_1600": Candidate("square_lr4_1600 without the scale jitter", 1600,
