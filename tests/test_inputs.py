@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from official.vision.ops import anchor
 
@@ -91,13 +92,17 @@ def test_targets_have_positives_and_shapes_of_the_model(tiny_dataset):
     assert set(np.unique(classes)) <= {-2, -1, 1, 2, 3}
 
 
-def test_batched_anchor_targets_are_model_gardens_labeler_per_example(tiny_dataset):
+@pytest.mark.parametrize("box_coder_weights", [[], [10.0, 10.0, 5.0, 5.0]])
+def test_batched_anchor_targets_are_model_gardens_labeler_per_example(tiny_dataset,
+                                                                      box_coder_weights):
     """RetinaNet's targets of a whole batch at once are Model Garden's AnchorLabeler of
     each example (classes, weights bit for bit, box targets to rounding), with boxes
     of several counts and an image without any (its padding never matched, never
-    force-matched)."""
+    force-matched); box targets scaled by model.anchor.box_coder_weights as the
+    labeler's box coder scales them (the OD API's [10, 10, 5, 5])."""
     config = make_tiny_config(tiny_dataset)
     model = config.model
+    model.anchor.box_coder_weights = box_coder_weights
     config.train_config.augmentation.scale_min = 0.5  # some boxes cropped away
     config.train_config.augmentation.scale_max = 2.0
     records = tf.data.TFRecordDataset(_files(tiny_dataset["train_pattern"])[0]).take(11)
@@ -110,7 +115,8 @@ def test_batched_anchor_targets_are_model_gardens_labeler_per_example(tiny_datas
     assert len(set(batch[3].numpy().tolist())) >= 3
     got = families.input_targets(model, 100)(*batch)
     labeler = anchor.AnchorLabeler(model.anchor.match_threshold,
-                                   model.anchor.unmatched_threshold)
+                                   model.anchor.unmatched_threshold,
+                                   box_coder_weights=box_coder_weights or None)
     anchors = anchor.build_anchor_generator(
         min_level=model.min_level, max_level=model.max_level,
         num_scales=model.anchor.num_scales, aspect_ratios=model.anchor.aspect_ratios,
@@ -122,7 +128,7 @@ def test_batched_anchor_targets_are_model_gardens_labeler_per_example(tiny_datas
             np.testing.assert_array_equal(got["cls_targets"][level][i], cls[level])
             # encoded with the same ops on a larger tensor: equal to within rounding
             np.testing.assert_allclose(got["box_targets"][level][i], box[level],
-                                       rtol=1e-6, atol=1e-5)
+                                       rtol=1e-6, atol=1e-5 * max(box_coder_weights or [1]))
         np.testing.assert_array_equal(got["cls_weights"][i], cls_weights)
         np.testing.assert_array_equal(got["box_weights"][i], box_weights)
 

@@ -155,7 +155,9 @@ def test_resnet_fpn_maps_to_retinanet(tmp_path, caplog):
     assert (m.norm.activation, m.norm.norm_momentum, m.loss.l2_weight_decay) == (
         "relu6", 0.997, 0.0004)
     assert m.input_size == [640, 640] and m.post_processing.iou_threshold == 0.6
-    assert (m.loss.huber_loss_delta, m.loss.box_loss_weight) == (0.1, 62.5)
+    # the OD API's box coder scales: the head learns the scaled codes, smooth L1 on them
+    assert (m.loss.huber_loss_delta, m.loss.box_loss_weight) == (1.0, 1.0)
+    assert m.anchor.box_coder_weights == [10.0, 10.0, 5.0, 5.0]
     t = c.train_config
     assert (t.batch_size, t.num_steps, t.optimizer.type, t.optimizer.momentum) == (
         64, 25000, "sgd", 0.9)

@@ -172,13 +172,14 @@ PROBES: dict[str, Probe] = {
     "ssd.image_resizer.keep_aspect_ratio_resizer.max_dimension": Probe(
         "512", expect={"model.input_size": [512, 512]}),
     "ssd.normalize_loc_loss_by_codesize": Probe("true"),
-    "ssd.box_coder.faster_rcnn_box_coder": Probe({"y_scale": "5.0"}),
+    "ssd.box_coder.faster_rcnn_box_coder": Probe(
+        {"y_scale": "5.0"}, expect={"model.anchor.box_coder_weights": [5.0, 10.0, 5.0, 5.0]}),
     "ssd.matcher.argmax_matcher.matched_threshold": Probe(
         "0.6", expect={"model.anchor.match_threshold": 0.6}),
     "ssd.matcher.argmax_matcher.unmatched_threshold": Probe(
         "0.3", expect={"model.anchor.unmatched_threshold": 0.3}),
     "ssd.loss.localization_loss.weighted_smooth_l1.delta": Probe(
-        "0.5", expect={"model.loss.huber_loss_delta": 0.05}),
+        "0.5", expect={"model.loss.huber_loss_delta": 0.5}),
     "ssd.loss.classification_weight": Probe("2.0"),
     "ssd.loss.localization_weight": Probe("2.0"),
     # faster_rcnn

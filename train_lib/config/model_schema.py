@@ -44,6 +44,7 @@ FPN_TYPES = ("fpn", "none")
 ARCHITECTURE_KEYS = {
     "retinanet": (
         "model.head.", "model.anchor.match_threshold", "model.anchor.unmatched_threshold",
+        "model.anchor.box_coder_weights",
         "model.loss.focal_loss_alpha", "model.loss.focal_loss_gamma",
         "model.loss.huber_loss_delta", "model.loss.box_loss_weight",
     ),
@@ -155,6 +156,11 @@ class AnchorConfig:
     anchor_size: float = 4.0
     match_threshold: float = 0.5
     unmatched_threshold: float = 0.5
+    # retinanet: the box targets' scales [y, x, height, width] against the anchors, as
+    # the OD API's faster_rcnn_box_coder (y_scale, x_scale, height_scale, width_scale):
+    # the box head learns the scaled codes and detections divide them out. Empty:
+    # unscaled, as Model Garden's RetinaNet.
+    box_coder_weights: list[float] = field(default_factory=list)
 
     def problems(self, prefix: str = "model.anchor") -> list[str]:
         c = Checks(prefix)
@@ -163,6 +169,10 @@ class AnchorConfig:
                "aspect_ratios", self.aspect_ratios,
                "must be a non-empty list of positive numbers, e.g. [0.5, 1.0, 2.0]")
         c.need(self.anchor_size > 0, "anchor_size", self.anchor_size, "must be > 0")
+        c.need(not self.box_coder_weights or (len(self.box_coder_weights) == 4 and all(
+            w > 0 for w in self.box_coder_weights)), "box_coder_weights",
+            self.box_coder_weights, "must be empty or 4 positive numbers [y, x, height, "
+            "width], e.g. [10, 10, 5, 5]")
         if not 0 < self.unmatched_threshold <= self.match_threshold <= 1:
             c.problems.append(
                 f"{c.path('unmatched_threshold')} is {self.unmatched_threshold} and "

@@ -34,8 +34,9 @@ HEAD_PARTS = ("_cls_convs", "_cls_norms", "_box_convs", "_box_norms", "_box_regr
 
 
 def model_garden_config(model: ModelConfig) -> retinanet_cfg.RetinaNet:
-    """Our `model` section as Model Garden's RetinaNet config."""
-    return retinanet_cfg.RetinaNet(
+    """Our `model` section as Model Garden's RetinaNet config (its detection generator
+    decodes with `model.anchor.box_coder_weights`, None when empty)."""
+    config = retinanet_cfg.RetinaNet(
         head=retinanet_cfg.RetinaNetHead(
             num_convs=model.head.num_convs,
             num_filters=model.head.num_filters,
@@ -43,6 +44,13 @@ def model_garden_config(model: ModelConfig) -> retinanet_cfg.RetinaNet:
         ),
         **backbones.shared_fields(model, retinanet_cfg.Anchor, retinanet_cfg.DetectionGenerator),
     )
+    config.detection_generator.box_coder_weights = box_coder_weights(model)
+    return config
+
+
+def box_coder_weights(model: ModelConfig) -> list[float] | None:
+    """`model.anchor.box_coder_weights` as Model Garden takes them: None for unscaled."""
+    return [float(w) for w in model.anchor.box_coder_weights] or None
 
 
 def build_model(model: ModelConfig, precision: str = "float32") -> tf_keras.Model:
@@ -90,8 +98,9 @@ def input_targets(model: ModelConfig, max_boxes: int):
     anchors, box targets encoded by the Faster R-CNN box coder), vectorised over the
     batch: one set of ops for the batch, not one per example, which made anchor
     labelling about 70% of the input pipeline's time. Matches and weights are
-    the labeler's exactly, box targets to within rounding. The keys are unused (no
-    random choice); `max_boxes` too."""
+    the labeler's exactly, box targets to within rounding (the labeler's with
+    `box_coder_weights=model.anchor.box_coder_weights`: each code times its scale).
+    The keys are unused (no random choice); `max_boxes` too."""
     del max_boxes
     anchors = anchor.build_anchor_generator(
         min_level=model.min_level,
@@ -103,6 +112,7 @@ def input_targets(model: ModelConfig, max_boxes: int):
     flat_anchors = tf.concat([tf.reshape(a, [-1, 4]) for a in anchors.values()], axis=0)
     num_anchors = int(flat_anchors.shape[0])
     anchor_centers_and_sizes = _centers_and_sizes(flat_anchors)
+    scales = box_coder_weights(model)
     match_threshold = model.anchor.match_threshold
     unmatched_threshold = model.anchor.unmatched_threshold
 
@@ -125,7 +135,8 @@ def input_targets(model: ModelConfig, max_boxes: int):
                                tf.gather(tf.reshape(boxes, [-1, 4]), rows))
         return {
             "cls_targets": _unpack(cls_targets, anchors),
-            "box_targets": _unpack(_encode(box_targets, anchor_centers_and_sizes), anchors),
+            "box_targets": _unpack(_encode(box_targets, anchor_centers_and_sizes, scales),
+                                   anchors),
             "cls_weights": tf.cast(tf.not_equal(indicators, -2), tf.float32),
             "box_weights": tf.cast(tf.greater(indicators, 0), tf.float32),
         }
@@ -142,14 +153,18 @@ def _centers_and_sizes(boxes: tf.Tensor) -> tuple[tf.Tensor, ...]:
             width + faster_rcnn_box_coder.EPSILON)
 
 
-def _encode(boxes: tf.Tensor, anchor_centers_and_sizes: tuple) -> tf.Tensor:
-    """Model Garden's FasterRcnnBoxCoder.encode (no scale factors) of boxes [B,
+def _encode(boxes: tf.Tensor, anchor_centers_and_sizes: tuple,
+            scales: list[float] | None = None) -> tf.Tensor:
+    """Model Garden's FasterRcnnBoxCoder(scale_factors=scales).encode of boxes [B,
     anchors, 4] against the anchors' `_centers_and_sizes`, computed once: [ty, tx,
-    th, tw] per anchor."""
+    th, tw] per anchor, each times its scale (none: unscaled)."""
     ycenter_a, xcenter_a, ha, wa = anchor_centers_and_sizes
     ycenter, xcenter, h, w = _centers_and_sizes(boxes)
-    return tf.stack([(ycenter - ycenter_a) / ha, (xcenter - xcenter_a) / wa,
-                     tf.math.log(h / ha), tf.math.log(w / wa)], axis=-1)
+    codes = [(ycenter - ycenter_a) / ha, (xcenter - xcenter_a) / wa,
+             tf.math.log(h / ha), tf.math.log(w / wa)]
+    if scales:
+        codes = [code * scale for code, scale in zip(codes, scales, strict=True)]
+    return tf.stack(codes, axis=-1)
 
 
 def _iou(boxes: tf.Tensor, anchors: tf.Tensor) -> tf.Tensor:

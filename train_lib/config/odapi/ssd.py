@@ -191,20 +191,20 @@ def _losses(m: Mapper) -> None:
         return
     coder = M + "box_coder.faster_rcnn_box_coder"
     node = m.one(coder)
-    scales = [float(child_value(node, n, d)) for n, d in (
-        ("y_scale", 10.0), ("x_scale", 10.0), ("height_scale", 5.0), ("width_scale", 5.0))] \
-        if node is not None else [1.0] * 4
-    delta = float(m.get(smooth + ".delta", 1.0))
-    mean_square = sum(s * s for s in scales) / 4
+    if node is not None:
+        # The OD API's box head learns the scaled codes: so does ours (the targets and
+        # the decoding take the scales), rather than folding them into the loss, which
+        # gives the same loss values but scales its gradients and learning rate.
+        m.set("model.anchor.box_coder_weights", [float(child_value(node, n, d)) for n, d in (
+            ("y_scale", 10.0), ("x_scale", 10.0), ("height_scale", 5.0),
+            ("width_scale", 5.0))], coder)
+    m.set("model.loss.huber_loss_delta", float(m.get(smooth + ".delta", 1.0)), smooth)
     per_code = 1.0 if m.get(M + "normalize_loc_loss_by_codesize", False) else 4.0
     weight = (float(m.get(M + "loss.localization_weight", 1.0))
               / float(m.get(M + "loss.classification_weight", 1.0)))
-    m.set("model.loss.huber_loss_delta", round(delta / scales[0], 6), smooth,
-          f"smooth L1 delta {delta} on targets scaled by {scales[0]:g} is a Huber delta of "
-          f"{delta / scales[0]:g} on Model Garden's unscaled targets")
-    m.set("model.loss.box_loss_weight", round(weight * mean_square * per_code, 6), smooth,
-          f"localization/classification weight {weight:g} x mean squared box-coder scale "
-          f"{mean_square:g}" + (" x 4 coordinates" if per_code > 1 else ""))
+    # x 4 without normalize_loc_loss_by_codesize: Keras' Huber loss averages the 4 box
+    # coordinates, the OD API then sums them.
+    m.set("model.loss.box_loss_weight", round(weight * per_code, 6), smooth)
     if not math.isclose(weight, 1.0):
         m.approx(M + "loss.classification_weight", "the class loss weighs 1 here; the box "
                                                   "weight keeps the ratio")

@@ -54,9 +54,9 @@ ROWS: tuple[Row, ...] = (
     Row(M + "negative_class_weight", EXACT, "", "negatives always weigh 1", only=("1", "1.0")),
     Row(M + "normalize_loss_by_num_matches", APPROX, "",
         "losses are divided by (matched anchors + 1)", only=("true",)),
-    Row(M + "normalize_loc_loss_by_codesize", APPROX, "model.loss.box_loss_weight",
-        "Keras' Huber loss averages over the 4 box coordinates; without this the box "
-        "weight is multiplied by 4"),
+    Row(M + "normalize_loc_loss_by_codesize", EXACT, "model.loss.box_loss_weight",
+        "true: Keras' Huber loss averages over the 4 box coordinates, as the OD API "
+        "divides by the code size; false: the box weight is multiplied by 4"),
     Row(M + "return_raw_detections_during_predict", IGNORED, "",
         "the exported signature has the OD API's detection outputs"),
     # ---------------------------------------------------------------- feature extractor
@@ -131,10 +131,9 @@ ROWS: tuple[Row, ...] = (
         "scale becomes a second scale per octave"),
     *resizer_rows(M),
     # ---------------------------------------------------------------- targets and losses
-    Row(M + "box_coder.faster_rcnn_box_coder", APPROX,
-        "model.loss.huber_loss_delta, model.loss.box_loss_weight",
-        "Model Garden encodes box targets unscaled: the scales are folded into the Huber "
-        "delta (delta / y_scale) and the box weight (mean squared scale)"),
+    Row(M + "box_coder.faster_rcnn_box_coder", EXACT, "model.anchor.box_coder_weights",
+        "[y_scale, x_scale, height_scale, width_scale]: the box head learns the scaled "
+        "codes, as the OD API's, and detections divide the scales out"),
     Row(M + "matcher.argmax_matcher.matched_threshold", EXACT, "model.anchor.match_threshold",
         kind="float"),
     Row(M + "matcher.argmax_matcher.unmatched_threshold", EXACT,
@@ -152,8 +151,8 @@ ROWS: tuple[Row, ...] = (
         "positives and negatives alike)", kind="float"),
     Row(M + "loss.classification_loss.weighted_sigmoid_focal.gamma", EXACT,
         "model.loss.focal_loss_gamma", kind="float"),
-    Row(M + "loss.localization_loss.weighted_smooth_l1.delta", APPROX,
-        "model.loss.huber_loss_delta", "divided by the box coder's y_scale (see box_coder)"),
+    Row(M + "loss.localization_loss.weighted_smooth_l1.delta", EXACT,
+        "model.loss.huber_loss_delta", "on the scaled box codes (see box_coder)"),
     Row(M + "loss.classification_weight", APPROX, "model.loss.box_loss_weight",
         "the box weight becomes localization_weight / classification_weight; the class "
         "loss weighs 1"),
