@@ -214,7 +214,7 @@ def test_a_depth_multiplier_whose_widths_model_garden_rounds_otherwise_is_noted(
              'tf_record_input_reader { input_path: "train.tfrecord" } }\n')
     path = tmp_path / "pipeline.config"
     path.write_text(text)
-    with caplog.at_level("INFO"):
+    with caplog.at_level("INFO", logger="absl"):
         assert load_config(str(path)).model.backbone.width_multiplier == WIDTH
     assert ("the OD API's Keras MobileNet v1 has [16, 32, 64, 128, 256] channels at "
             "depth_multiplier 0.5 (min_depth 16), Model Garden's MobileNetV1 [8, 16, 32, 64, "

@@ -55,6 +55,7 @@ SPECIAL: dict[str, tuple[object, dict]] = {
     "model.norm.activation": ("swish", {}),
     "model.input_size": ([128, 256], {}),  # multiples of 2**max_level of every base
     "model.anchor.match_threshold": (0.75, {}),
+    "model.anchor.box_coder_weights": ([10.0, 10.0, 5.0, 5.0], {}),
     "model.roi_sampler.foreground_iou_threshold": (0.75, {}),
     "model.proposals.num_proposals": (600, {}),  # at least roi_sampler.num_sampled_rois
     "model.roi_sampler.num_sampled_rois": (300, {}),
