@@ -257,6 +257,11 @@ VALUE_ERRORS = [
     ("model.backbone.type=resnet,model.backbone.model_id=200",
      "model.backbone.model_id is '200'; must be one of 18, 34, 50, 101, 152"),
     ("model.backbone.width_multiplier=0", "model.backbone.width_multiplier is 0.0; must be > 0"),
+    ("model.backbone.type=efficientnet,model.backbone.model_id=b0,"
+     "model.backbone.se_activation=sigmoid",
+     "model.backbone.se_activation is 'sigmoid'; must be one of relu, swish"),
+    ("model.backbone.se_activation=swish",
+     "model.backbone.se_activation is 'swish'; applies to type: efficientnet only"),
     ("model.num_classes=0", "model.num_classes is 0; must be >= 1"),
     ("model.input_size=[100,128]",
      "model.input_size [100, 128] must be a multiple of 32 (2**min(max_level, 5), the "
@@ -363,6 +368,8 @@ def test_invalid_values(tmp_path, override, expected):
 
 @pytest.mark.parametrize("override", [
     "model.backbone.type=resnet,model.backbone.model_id=18",
+    "model.backbone.type=efficientnet,model.backbone.model_id=b0,"
+    "model.backbone.se_activation=swish",
     "model.backbone.model_id=MobileNetV3Large,model.norm.activation=hard_swish",
     "model.min_level=2,model.max_level=7,model.input_size=[256,384]",
     "model.max_level=7,model.input_size=[320,288]",  # multiples of 32: level 7 is 3x3

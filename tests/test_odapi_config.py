@@ -189,6 +189,8 @@ def test_efficientdet_maps_to_efficientnet_with_fpn(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="absl"):
         c = load_config(write(tmp_path, EFFICIENTDET))
     assert (c.model.backbone.type, c.model.backbone.model_id) == ("efficientnet", "b0")
+    # the OD API's Keras EfficientNet activates inside squeeze-excitation with swish
+    assert c.model.backbone.se_activation == "swish" and "se_activation: swish" in caplog.text
     assert (c.model.fpn.num_filters, c.model.norm.activation) == (64, "swish")
     assert c.train_config.mixed_precision == "mixed_bfloat16"
     aug = c.train_config.augmentation

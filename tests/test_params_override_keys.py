@@ -50,6 +50,8 @@ SPECIAL: dict[str, tuple[object, dict]] = {
     "model.backbone.model_id": ("MobileNetV1", {"model.backbone.type": "mobilenet"}),
     "model.backbone.resnet_variant": ("keras_v1", {"model.backbone.type": "resnet",
                                                    "model.backbone.model_id": "50"}),
+    "model.backbone.se_activation": ("swish", {"model.backbone.type": "efficientnet",
+                                                "model.backbone.model_id": "b0"}),
     "model.fpn.type": ("none", {"model.architecture": "faster_rcnn", "model.min_level": 4,
                                 "model.max_level": 4}),
     "model.norm.activation": ("swish", {}),

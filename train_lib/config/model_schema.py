@@ -62,6 +62,7 @@ BACKBONE_MODEL_IDS = {
     "efficientnet": tuple(f"b{i}" for i in range(8)),
 }
 RESNET_VARIANTS = ("model_garden", "keras_v1")
+SE_ACTIVATIONS = ("relu", "swish")
 ACTIVATIONS = ("relu", "relu6", "swish", "hard_swish")
 MIN_LEVEL, MAX_LEVEL = 2, 7
 # The deepest level (stride 32) of every backbone here; the FPN makes the levels above
@@ -96,10 +97,18 @@ class BackboneConfig:
     # convolution) | keras_v1 (Keras' ResNet v1 as the OD API's ResNet extractors
     # compute it: in its first 1x1; 50, 101, 152; their checkpoints load exactly).
     resnet_variant: str = "model_garden"
+    # efficientnet: the activation inside squeeze-excitation, relu (Model Garden's
+    # default) | swish (the OD API's Keras EfficientNet, EfficientDet's: its
+    # checkpoints load exactly).
+    se_activation: str = "relu"
 
     def problems(self, prefix: str = "model.backbone") -> list[str]:
         c = Checks(prefix)
         c.choice("resnet_variant", self.resnet_variant, RESNET_VARIANTS)
+        c.choice("se_activation", self.se_activation, SE_ACTIVATIONS)
+        c.need(self.se_activation != "swish" or self.type == "efficientnet", "se_activation",
+               self.se_activation, "applies to type: efficientnet only (an OD API EfficientDet "
+               "extractor sets it: with another backbone, set se_activation: relu)")
         c.need(self.resnet_variant != "keras_v1" or (
             self.type == "resnet" and str(self.model_id) in ("50", "101", "152")),
             "resnet_variant", self.resnet_variant,

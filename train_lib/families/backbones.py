@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import tf_keras
 from official.vision.configs import backbones, common, decoders
-from official.vision.modeling.backbones import mobilenet
+from official.vision.modeling.backbones import efficientnet, mobilenet
 
 from train_lib.config import ModelConfig
 from train_lib.families import keras_resnet
@@ -40,13 +40,25 @@ def build_backbone(model: ModelConfig, input_specs: tf_keras.layers.InputSpec,
                    l2_regularizer) -> tf_keras.Model | None:
     """The backbone when Model Garden's factory cannot build it from
     `backbone_config` (pass it to the factory), else None (the factory builds it).
-    Two so far, each with the same arguments as the factory's otherwise:
+    Three so far, each with the same arguments as the factory's otherwise:
     `model.backbone.scale_last_layer`, Model Garden's MobileNet with
     finegrain_classification_mode off, whose last 1x1 convolution scales with
-    width_multiplier < 1 as the OD API's MobileNetV2's does; and
+    width_multiplier < 1 as the OD API's MobileNetV2's does;
     `model.backbone.resnet_variant: keras_v1`, Keras' ResNet v1 as the OD API's
-    ResNet extractors compute it (keras_resnet.py)."""
+    ResNet extractors compute it (keras_resnet.py); and
+    `model.backbone.se_activation: swish`, Model Garden's EfficientNet with swish
+    inside squeeze-excitation as the OD API's Keras EfficientNet (EfficientDet), by
+    Model Garden's own EfficientNet builder, whose se_inner_activation its factory
+    config has no field for."""
     norm = norm_activation(model)
+    if model.backbone.type == "efficientnet" and model.backbone.se_activation != "relu":
+        return efficientnet.build_efficientnet(
+            input_specs=input_specs,
+            backbone_config=backbone_config(model),
+            norm_activation_config=norm,
+            l2_regularizer=l2_regularizer,
+            se_inner_activation=model.backbone.se_activation,
+        )
     if model.backbone.resnet_variant == "keras_v1":
         return keras_resnet.KerasResNetV1(
             model_id=int(model.backbone.model_id),

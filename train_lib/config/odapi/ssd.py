@@ -59,8 +59,11 @@ def _backbone(m: Mapper) -> str:
     if match := re.fullmatch(r"ssd_efficientnet-(b[0-7])_bifpn_keras", kind):
         m.set("model.backbone.type", "efficientnet", origin)
         m.set("model.backbone.model_id", match.group(1), origin,
-              f"Model Garden's EfficientNet-{match.group(1)} with an FPN (Model Garden has no "
+              f"Model Garden's EfficientNet-{match.group(1)} with swish inside "
+              "squeeze-excitation (se_activation: swish: the OD API's Keras EfficientNet's "
+              "function, its checkpoints load exactly) with an FPN (Model Garden has no "
               "BiFPN: one top-down pass instead of repeated weighted BiFPN layers)")
+        m.set("model.backbone.se_activation", "swish", origin)
         if m.get(FE + "depth_multiplier", 1.0) != 1.0:
             m.refuse(FE + "depth_multiplier", "EfficientNet's width comes from b0..b7; only 1.0")
         return "bifpn"

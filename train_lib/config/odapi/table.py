@@ -62,10 +62,12 @@ ROWS: tuple[Row, ...] = (
     # ---------------------------------------------------------------- feature extractor
     Row(FE + "type", APPROX, "model.backbone",
         "the nearest Model Garden backbone and FPN (logged per type: BiFPN and SSD's extra "
-        "layers become an FPN)"),
+        "layers become an FPN); the backbones compute the OD API's (ResNet: resnet_variant: "
+        "keras_v1; EfficientNet: se_activation: swish), so their checkpoints load exactly"),
     Row(FE + "depth_multiplier", EXACT, "model.backbone.width_multiplier, model.fpn.num_filters, "
         "model.backbone.scale_last_layer",
-        "the backbone's width (below 1, MobileNetV2's last layer too: scale_last_layer); "
+        "the backbone's width (below 1, MobileNetV2's last layer too: scale_last_layer; "
+        "MobileNet v1's applied twice, as the OD API's: width_multiplier d x d); "
         "the FPN's filters are additional_layer_depth x "
         "depth_multiplier (at least min_depth), as the OD API's; EfficientNet takes its "
         "width from model_id (only 1.0)"),
