@@ -1,6 +1,6 @@
 """The OD API's EfficientDet checkpoints (`ssd_efficientnet-b0_bifpn_keras`): what
-differs between its Keras EfficientNet and Model Garden's, measured, and why
-fine_tune refuses them.
+differs between its Keras EfficientNet and Model Garden's, measured, and fine_tune
+loading them exactly.
 
 The fixture (tests/fixtures/odapi/ssd_efficientnet-b0_bifpn_keras/, written by
 scripts/odapi_fixtures/make_odapi_fixtures.py with the real OD API) holds the OD API's
@@ -13,7 +13,9 @@ Measured here: the Keras EfficientNet's 128 layers with weights up to level 5 (t
 checkpoint's model/_feature_extractor/_efficientnet/) map one to one, in order and
 shape, onto Model Garden's EfficientNet-B0; with them, Model Garden's EfficientNet
 built with swish inside squeeze-excitation computes the OD API's levels exactly, and
-with ReLU there (what model.backbone type: efficientnet builds) about 1% apart."""
+with ReLU there (Model Garden's default) about 1% apart. So fine_tune loads them into
+`model.backbone.se_activation: swish` (what the OD API mapper sets for EfficientDet),
+checked on the OD API's own feature maps, and refuses ReLU naming the key."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from official.vision.modeling.backbones import efficientnet
 from official.vision.modeling.layers import nn_blocks
 from test_fine_tune_odapi_resnet import _checkpoint, _manifest, _reference
 
-from train_lib.config import PipelineConfig
+from train_lib.config import PipelineConfig, load_config
 from train_lib.families import build_model
 from train_lib.training import fine_tune, odapi_checkpoint
 from train_lib.training.trainer import TrainError
@@ -133,29 +135,102 @@ def test_swish_inside_squeeze_excitation_is_the_one_difference(tmp_path):
     assert differences["relu"] > 1e-3  # measured 0.008-0.014 per level
 
 
-def _our_efficientdet():
+def _our_efficientdet(se_activation: str):
     config = PipelineConfig()
     model = config.model
     model.num_classes = 3
     model.input_size = [256, 256]
     model.backbone.type, model.backbone.model_id = "efficientnet", "b0"
+    model.backbone.se_activation = se_activation
     model.norm.activation, model.norm.norm_epsilon = "swish", 0.001
     model.fpn.num_filters = 32
     model.head.num_convs, model.head.num_filters = 1, 32
     return build_model(model)
 
 
+def _levels(backbone, reference: dict) -> dict[str, float]:
+    """Our backbone's levels 2-5 on the fixture's preprocessed image: each level's
+    largest difference from the OD API's, relative to the OD API's largest value."""
+    ours = backbone(tf.constant(reference["preprocessed"]), training=False)
+    return {level: _relative(ours[level].numpy(), reference[f"level_{level}"])
+            for level in "2345"}
+
+
+def test_the_mapped_pipeline_config_loads_the_checkpoint_exactly(tmp_path):
+    """The fixture's pipeline.config (the published D0 config at 256 px), mapped and
+    built as a run would, its fine_tune_checkpoint naming the OD API's checkpoint:
+    se_activation swish; the checkpoint's 304 variables up to level 5 load, and the
+    backbone's levels 2-5 are the OD API extractor's."""
+    prefix = _checkpoint(NAME, tmp_path)
+    with open(os.path.join(FIXTURE, "pipeline.config")) as f:
+        text = f.read()
+    text = text.replace('"PATH_TO_BE_CONFIGURED/ckpt-0"', f'"{prefix}"')
+    text += ('train_input_reader { label_map_path: "labels.pbtxt" '
+             'tf_record_input_reader { input_path: "train.tfrecord" } }\n')
+    path = tmp_path / "pipeline.config"
+    path.write_text(text)
+    config = load_config(str(path))
+    assert (config.model.backbone.type, config.model.backbone.se_activation) == (
+        "efficientnet", "swish")
+    model = build_model(config.model)
+    assert model.backbone._se_inner_activation == "swish"
+    assert sorted(model.backbone.output_specs) == ["2", "3", "4", "5"]  # what the FPN reads
+    reference = _reference(NAME)
+    assert min(_levels(model.backbone, reference).values()) > 0.1  # fresh: far apart
+    assert config.train_config.fine_tune_checkpoint_type == "backbone"  # classification
+    result = fine_tune.apply(model, config.train_config.fine_tune_checkpoint,
+                             config.train_config.fine_tune_checkpoint_type)
+    assert result.count == 304
+    differences = _levels(model.backbone, reference)
+    assert max(differences.values()) <= TOLERANCE, differences
+
+
 @pytest.mark.parametrize("kind", ["detection", "backbone"])
-def test_an_efficientdet_checkpoint_is_refused_saying_what_differs(kind, tmp_path):
-    model = _our_efficientdet()
+def test_an_efficientdet_checkpoint_loads_and_reports_what_stays_fresh(kind, tmp_path):
+    model = _our_efficientdet("swish")
+    prefix = _checkpoint(NAME, tmp_path)
+    result = fine_tune.apply(model, prefix, kind)
+    assert result.count == 304
+    assert max(_levels(model.backbone, _reference(NAME)).values()) <= TOLERANCE
+    line = result.line
+    assert line.startswith(f"fine-tune: 304 of 309 backbone variables from an OD API "
+                           f"checkpoint {prefix} ({kind})")
+    assert "the other 5 (EfficientNet's last 1x1 convolution and norm" in line
+    assert "\n" not in line
+    report = result.report
+    assert report["checkpoint_backbone"] == BACKBONE
+    loaded = report["loaded"]
+    assert len(loaded) == 304
+    assert (loaded[0]["checkpoint_key"], loaded[0]["odapi_layer"]) == (
+        f"{BACKBONE}layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE", "stem_conv2d/kernel")
+    assert loaded[-1]["odapi_layer"] == "stack_6/block_0/project_bn/moving_variance"
+    assert {entry["odapi_layer"].rsplit("/", 1)[0] for entry in loaded} >= {
+        "stack_1/block_1/expand_conv2d", "stack_1/block_1/se_reduce_conv2d",
+        "stack_0/block_0/se_expand_conv2d"}
+    fresh = {entry["reason"].split(":")[0] for entry in report["fresh"]}
+    assert fresh == {"backbone", "FPN", "head"}
+    assert sum(entry["reason"].startswith("backbone:") for entry in report["fresh"]) == 5
+    unused = [entry["reason"] for entry in report["unused"]
+              if entry["checkpoint_key"].startswith("model/_feature_extractor/")]
+    if kind == "detection":
+        assert "BiFPN (Model Garden has none)" in line
+        assert unused.count("the OD API's BiFPN: Model Garden has no BiFPN, our FPN starts "
+                            "fresh") == 228
+        assert sum(why.startswith("the OD API's EfficientNet after level 5") for why in
+                   unused) == 7
+
+
+def test_an_efficientdet_checkpoint_into_relu_is_refused_naming_the_key(tmp_path):
+    model = _our_efficientdet("relu")
     assert model.backbone._se_inner_activation == "relu"  # what makes it refused
     before = [v.numpy() for v in model.variables]
     prefix = _checkpoint(NAME, tmp_path)
     with pytest.raises(TrainError) as err:
-        fine_tune.apply(model, prefix, kind)
+        fine_tune.apply(model, prefix, "detection")
     message = str(err.value)
     assert message.startswith(f"{odapi_checkpoint.KEY} {prefix} is an OD API checkpoint")
-    assert "squeeze-excitation with ReLU" in message and "uses swish" in message
+    assert "squeeze-excitation with 'relu' (model.backbone.se_activation)" in message
+    assert message.endswith("set model.backbone.se_activation: swish")
     assert "\n" not in message
     assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, model.variables,
                                                             strict=True))

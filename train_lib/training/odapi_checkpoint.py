@@ -42,10 +42,17 @@ Supported:
   classification checkpoint's bias is folded into the following batch norm's moving
   mean (the same function in inference; in training, batch norm removes it anyway).
 
-Refused: the OD API's Keras EfficientNet (`ssd_efficientnet-b<n>_bifpn_keras`,
-EfficientDet). Its layers map one to one onto Model Garden's EfficientNet, but Model
-Garden's activates inside squeeze-excitation with ReLU where the OD API's uses swish
-(tests/test_fine_tune_odapi_efficientdet.py measures both).
+- Model Garden's EfficientNet-B<n> with swish inside squeeze-excitation
+  (`model.backbone.se_activation: swish`) from the OD API's Keras EfficientNet
+  (`ssd_efficientnet-b<n>_bifpn_keras`, EfficientDet), whose layers up to level 5 are
+  under `model/_feature_extractor/_efficientnet/` (for B0 128 layers with weights, 304
+  variables: stem, then per block expand, depthwise, squeeze-excitation reduce and
+  expand, project): the same layers in the same order, the same function. Model
+  Garden's default (ReLU inside squeeze-excitation) computes other feature maps with
+  them (about 1% apart), so it is refused naming the key. Our EfficientNet's last 1x1
+  convolution and its norm (Model Garden's classification head, beyond level 5, which
+  our FPN does not read) stay fresh: the OD API's (under classification_backbone/)
+  never runs in EfficientDet.
 
 The OD API's layers after its backbone (SSD's feature maps or FPN and its box
 predictor; Faster R-CNN's RPN and box predictor) compute other functions than our
@@ -180,6 +187,12 @@ class Plan:
         folded = sum(m.minus_key is not None for m in self.mapped)
         if folded:
             line += f"; {folded} convolution biases folded into batch-norm moving means"
+        unmapped = sum(why.startswith("backbone:") for _, why in self.fresh)
+        if unmapped and self.backbone_prefix == EFFICIENTDET_BACKBONE:
+            line += (f"; the other {unmapped} (EfficientNet's last 1x1 convolution and norm, "
+                     "after level 5, which our FPN does not read) fresh")
+        elif unmapped:
+            line += f"; the other {unmapped} fresh (no OD API layer maps onto them)"
         parts = [part for part in ("FPN", "head")
                  if any(why.startswith(part + ":") for _, why in self.fresh)]
         if parts:
@@ -190,6 +203,8 @@ class Plan:
         return line
 
     def _after_backbone(self) -> str:
+        if self.backbone_prefix == EFFICIENTDET_BACKBONE:
+            return "BiFPN (Model Garden has none) and box predictor"
         if self.backbone_prefix == PROPOSAL_BACKBONE:
             return "RPN and box predictor"
         if self.backbone_prefix == FPN_PROPOSAL_BACKBONE:
@@ -325,13 +340,15 @@ def _keras_layers(backbone, prefix: str) -> list[tuple[str, object]]:
         order = keras_resnet.keras_layer_order(backbone.get_config()["model_id"])
         return [(name, backbone.get_layer(name)) for name in order]
     if isinstance(backbone, efficientnet.EfficientNet):
-        raise TrainError(
-            f"{KEY} {prefix} is an OD API checkpoint, and this model.backbone is Model "
-            "Garden's EfficientNet, which activates inside its squeeze-excitation with ReLU "
-            "where the OD API's Keras EfficientNet (EfficientDet) uses swish: with the same "
-            "weights it computes other feature maps (about 1% apart), so EfficientDet "
-            "checkpoints are not loaded; start from a Model Garden EfficientNet checkpoint "
-            "or this trainer's")
+        if backbone._se_inner_activation != "swish":
+            raise TrainError(
+                f"{KEY} {prefix} is an OD API checkpoint, and this model.backbone is Model "
+                "Garden's EfficientNet, which activates inside its squeeze-excitation with "
+                f"{backbone._se_inner_activation!r} (model.backbone.se_activation) where the "
+                "OD API's Keras EfficientNet (EfficientDet) uses swish: with the same weights "
+                "it computes other feature maps (about 1% apart with relu); set "
+                "model.backbone.se_activation: swish")
+        return _efficientnet_layers(backbone)
     if isinstance(backbone, resnet.ResNet):
         this = ("Model Garden's ResNet (resnet_variant: model_garden), which strides in "
                 "another convolution than the OD API's ResNet and so computes another "
@@ -344,6 +361,35 @@ def _keras_layers(backbone, prefix: str) -> list[tuple[str, object]]:
                      "mobilenet, model_id: MobileNetV2 or MobileNetV1) or a "
                      "ResNet-50/101/152 (type: resnet, resnet_variant: keras_v1) so far, and "
                      f"this model.backbone is {this}")
+
+
+def _efficientnet_layers(backbone) -> list[tuple[str, object]]:
+    """The OD API's Keras EfficientNet's names up to level 5: stem_conv2d, stem_bn, then
+    per block (`stack_<s>/block_<b>/`, s the block group, b its repeat) expand_conv2d
+    and expand_bn (when the block expands), depthwise_conv2d, depthwise_bn,
+    se_reduce_conv2d, se_expand_conv2d, project_conv2d, project_bn. Model Garden's
+    EfficientNet has the same layers in the same order: its stem convolution and norm,
+    then its InvertedBottleneckBlocks group by group (Model Garden's block specs give
+    each group's repeats); its last 1x1 convolution and norm (after level 5) are left
+    out, as the OD API's extractor leaves out its top."""
+    scaling = efficientnet.SCALING_MAP[backbone.get_config()["model_id"]]
+    specs = efficientnet.block_spec_decoder(efficientnet.EN_B0_BLOCK_SPECS,
+                                            scaling["width_scale"], scaling["depth_scale"])
+    names = [f"stack_{s}/block_{b}/" for s, spec in enumerate(specs)
+             for b in range(spec.block_repeats)]
+    blocks = [layer for layer in backbone.layers
+              if isinstance(layer, nn_blocks.InvertedBottleneckBlock)]
+    stem = [layer for layer in backbone.layers if layer.weights and layer not in blocks][:2]
+    layers = [("stem_conv2d", stem[0]), ("stem_bn", stem[1])]
+    for name, block in zip(names, blocks, strict=True):
+        if block._expand_ratio > 1:
+            layers += [(f"{name}expand_conv2d", block._conv0), (f"{name}expand_bn", block._norm0)]
+        se = block._squeeze_excitation
+        layers += [(f"{name}depthwise_conv2d", block._conv1), (f"{name}depthwise_bn", block._norm1),
+                   (f"{name}se_reduce_conv2d", se._se_reduce),
+                   (f"{name}se_expand_conv2d", se._se_expand),
+                   (f"{name}project_conv2d", block._conv2), (f"{name}project_bn", block._norm2)]
+    return layers
 
 
 def _mobilenet_v1_layers(backbone) -> list[tuple[str, object]]:
@@ -387,16 +433,28 @@ def _mobilenet_v2_layers(backbone) -> list[tuple[str, object]]:
     return layers
 
 
+def _unmapped_backbone_reason(result: Plan) -> str:
+    if result.backbone_prefix == EFFICIENTDET_BACKBONE:
+        return ("backbone: Model Garden's EfficientNet's last 1x1 convolution and norm, after "
+                "level 5: our FPN does not read it, and the OD API's EfficientDet never runs "
+                "its EfficientNet's")
+    return "backbone: no layer of the OD API's backbone maps onto it"
+
+
 def _explain_the_rest(result: Plan, model, shapes: dict) -> None:
-    """Our variables outside the backbone and the checkpoint's outside its
-    backbone, each with why it is not loaded."""
+    """Our variables that take no value (outside the backbone, or in it where no OD API
+    layer maps) and the checkpoint's outside its backbone, each with why it is not
+    loaded."""
     backbone_ids = {id(v) for v in model.backbone.variables}
     decoder = getattr(model, "decoder", None)
     decoder_ids = {id(v) for v in decoder.variables} if decoder is not None else set()
     classification = result.kind == "backbone"
     after = result._after_backbone()
+    mapped_ids = {id(m.variable) for m in result.mapped}
     for variable in model.variables:
         if id(variable) in backbone_ids:
+            if id(variable) not in mapped_ids:
+                result.fresh.append((variable.name, _unmapped_backbone_reason(result)))
             continue
         part = "FPN" if id(variable) in decoder_ids else "head"
         why = (f"{part}: fine_tune_checkpoint_type backbone (the OD API's classification) "
@@ -408,7 +466,13 @@ def _explain_the_rest(result: Plan, model, shapes: dict) -> None:
     for key in sorted(shapes):
         if key in used or not key.endswith(VALUE):
             continue
-        if key.startswith(FEATURE_MAPS):
+        if key.startswith(FEATURE_MAPS + "_bifpn_stage/"):
+            why = "the OD API's BiFPN: Model Garden has no BiFPN, our FPN starts fresh"
+        elif key.startswith(DETECTION_BACKBONE) and \
+                result.backbone_prefix == EFFICIENTDET_BACKBONE:
+            why = ("the OD API's EfficientNet after level 5 (top convolution, norm and "
+                   "classifier), which EfficientDet never runs")
+        elif key.startswith(FEATURE_MAPS):
             why = "the OD API's feature maps after its backbone: not our FPN's function"
         elif key.startswith(BOX_PREDICTOR):
             why = "the OD API's box predictor: not our head's function"
