@@ -358,8 +358,9 @@ def _keras_layers(backbone, prefix: str) -> list[tuple[str, object]]:
                 "checkpoint instead")
     raise TrainError(f"{KEY} {prefix} is an OD API checkpoint; its weights load into a "
                      "MobileNetV2 backbone or a MobileNetV1 one (model.backbone type: "
-                     "mobilenet, model_id: MobileNetV2 or MobileNetV1) or a "
-                     "ResNet-50/101/152 (type: resnet, resnet_variant: keras_v1) so far, and "
+                     "mobilenet, model_id: MobileNetV2 or MobileNetV1), a "
+                     "ResNet-50/101/152 (type: resnet, resnet_variant: keras_v1) or an "
+                     "EfficientNet (type: efficientnet, se_activation: swish) so far, and "
                      f"this model.backbone is {this}")
 
 
