@@ -1,16 +1,21 @@
 """Writes tests/fixtures/odapi/export_signature.json: the serving signature of
 SavedModels written by the real TF Object Detection API's exporter_main_v2.py
 (`--input_type=image_tensor`), for tests/test_export_parity.py, which compares our
-exporter's with it key by key.
+exporter's with it key by key: two SSDs and a Faster R-CNN.
 
 Like make_odapi_fixtures.py (whose seeded weights and image it reuses), this
 script imports the OD API and the tests never run it. Run it with the OD API's
 Python (scripts/odapi_fixtures/README.md), from any directory:
 
-    python scripts/odapi_fixtures/make_export_signature.py [--out tests/fixtures/odapi]
+    python scripts/odapi_fixtures/make_export_signature.py [--out tests/fixtures/odapi] \
+        [--only NAME]
+
+(`--only` exports one model of MODELS and rewrites its entry alone, keeping the
+others as the file holds them.)
 
 For each model in MODELS it builds the OD API's model from the config (its
-model_builder), saves its weights as ckpt-0 where model_main_tf2.py would
+model_builder), saves its weights (seeded random ones, the model's seeded initial
+ones or a committed checkpoint: MODELS says which) as ckpt-0 where model_main_tf2.py would
 (`tf.train.Checkpoint(model=...)`), runs the OD API's own exporter_main_v2.py on
 them in a subprocess, loads the SavedModel and records:
 
@@ -19,7 +24,8 @@ them in a subprocess, loads the SavedModel and records:
   null for a dimension the signature leaves open);
 - `call`: each output's dtype and shape when called on a uint8 [1, 96, 160, 3]
   image, and the value conventions seen there (classes whole numbers in
-  1..num_classes, boxes and scores in [0, 1]);
+  1..num_classes, boxes and scores in [0, 1]) and `raw_conventions` (which
+  row of the raw outputs each detection is: raw_conventions below);
 - `client`: what scripts/odapi_client.py (the OD API tutorial's way of loading
   and calling a SavedModel) reported for it: each output's key, dtype and shape
   through the signature and through the loaded object's direct call.
@@ -49,7 +55,8 @@ NUM_CLASSES = 3
 LABELS = ("square", "circle", "triangle")
 
 # name -> (where its config comes from, the OD API's --config_override, the
-# checkpoint: None to write the built model's seeded random weights).
+# checkpoint: None to write the built model's seeded random weights, "initial" its
+# initial weights under tf.keras.utils.set_random_seed(SEED)).
 MODELS = {
     # The published config as a user downloads it, with three classes.
     "ssd_mobilenet_v2_320x320_coco17_tpu-8": dict(
@@ -62,6 +69,18 @@ MODELS = {
         config="repo:tests/fixtures/odapi/ssd_mobilenet_v2_keras/pipeline.config",
         config_override="",
         checkpoint="repo:tests/fixtures/odapi/ssd_mobilenet_v2_keras/checkpoint"),
+    # The published Faster R-CNN ResNet-50 with three classes at 96 px: the same
+    # model as make_odapi_fixtures.py's faster_rcnn_resnet50_keras/pipeline.config,
+    # which the tests export with ours (first_stage_max_proposals 300 proposals,
+    # max_total_detections 300, one box shared across classes). Its initial weights:
+    # with random ones (randomize) its full-width ResNet's features saturate the
+    # second stage's softmax and boxes, and the image gets no detection at all.
+    "faster_rcnn_resnet50_v1_640x640_coco17_tpu-8": dict(
+        config="odapi:configs/tf2/faster_rcnn_resnet50_v1_640x640_coco17_tpu-8.config",
+        config_override=(f"model {{ faster_rcnn {{ num_classes: {NUM_CLASSES} "
+                         "image_resizer { keep_aspect_ratio_resizer { "
+                         "min_dimension: 96 max_dimension: 96 } } } }"),
+        checkpoint="initial"),
 }
 
 
@@ -105,16 +124,53 @@ def conventions(outputs: dict, num_classes: int) -> dict:
     }
 
 
-def write_training_dir(config_path: str, config_override: str, directory: str) -> str:
-    """ckpt-0 of the OD API's model of the config, seeded random weights."""
+def raw_conventions(outputs: dict) -> dict:
+    """What one call shows of the outputs beside the four detection ones: each
+    detection's row of the raw outputs (detection_anchor_indices), whether its box,
+    its class's score and detection_multiclass_scores are that row's, whether two
+    detections share a row, what padding rows hold, and whether the raw scores'
+    rows sum to 1 (a softmax with the background) or not (sigmoids); rows all zeros
+    (ours: a Faster R-CNN's rows past the proposals its anchors allow) left out."""
+    n = int(outputs["num_detections"][0])
+    rows = outputs["detection_anchor_indices"][0, :n]
+    whole = bool(np.all(rows == np.round(rows)))
+    raw_scores, raw_boxes = outputs["raw_detection_scores"][0], outputs["raw_detection_boxes"][0]
+    index = rows.astype(np.int64)
+    classes = outputs["detection_classes"][0, :n].astype(np.int64)
+    padding = {key: outputs[key][0, n:] for key in
+               ("detection_anchor_indices", "detection_multiclass_scores")}
+    return {
+        "anchor_indices_whole_numbers_within_raw_rows": whole and bool(
+            np.all((rows >= 0) & (rows < raw_scores.shape[0]))),
+        "anchor_indices_distinct": len(set(index.tolist())) == n,
+        "box_is_its_rows_raw_box": bool(np.allclose(
+            outputs["detection_boxes"][0, :n], raw_boxes[index], atol=1e-5)),
+        "score_is_its_rows_raw_score_of_its_class": bool(np.allclose(
+            outputs["detection_scores"][0, :n], raw_scores[index, classes], atol=1e-6)),
+        "multiclass_scores_are_its_rows_raw_scores": bool(np.allclose(
+            outputs["detection_multiclass_scores"][0, :n], raw_scores[index], atol=1e-6)),
+        "padding_rows_zero": n == outputs["detection_scores"].shape[1] or bool(
+            all(np.all(v == 0) for v in padding.values())),
+        "raw_scores_rows_sum_to_1": bool(np.allclose(  # rows of zeros left out
+            raw_scores[raw_scores.any(-1)].sum(-1), 1, atol=1e-4)),
+        "raw_boxes_within_0_1": bool(np.all((raw_boxes >= 0) & (raw_boxes <= 1))),
+    }
+
+
+def write_training_dir(config_path: str, config_override: str, directory: str,
+                       randomized: bool = True) -> str:
+    """ckpt-0 of the OD API's model of the config: seeded random weights, or (not
+    `randomized`) the model's initial weights, seeded."""
     config = pipeline_pb2.TrainEvalPipelineConfig()
     with open(config_path) as f:
         text_format.Merge(f.read(), config)
     text_format.Merge(config_override, config)
+    tf.keras.utils.set_random_seed(SEED)
     model = build_model(text_format.MessageToString(config))
-    size = config.model.ssd.image_resizer.fixed_shape_resizer
-    model.predict(*model.preprocess(tf.zeros([1, size.height, size.width, 3])))
-    randomize(model.variables, np.random.default_rng(SEED))
+    # preprocess resizes to the model's input: any image creates every variable.
+    model.predict(*model.preprocess(tf.zeros([1, *IMAGE_SHAPE, 3])))
+    if randomized:
+        randomize(model.variables, np.random.default_rng(SEED))
     return tf.train.CheckpointManager(tf.train.Checkpoint(model=model), directory,
                                       max_to_keep=1).save(checkpoint_number=0)
 
@@ -140,9 +196,10 @@ def run_client(saved_model_dir: str, workdir: str) -> dict:
 
 def export(spec: dict, workdir: str) -> dict:
     config_path = resolve(spec["config"])
-    if spec["checkpoint"] is None:
+    if spec["checkpoint"] in (None, "initial"):
         checkpoint_dir = os.path.join(workdir, "train")
-        write_training_dir(config_path, spec["config_override"], checkpoint_dir)
+        write_training_dir(config_path, spec["config_override"], checkpoint_dir,
+                           randomized=spec["checkpoint"] is None)
         shown_checkpoint = "TRAIN_DIR"  # where write_training_dir put ckpt-0
     else:
         checkpoint_dir = resolve(spec["checkpoint"])
@@ -174,7 +231,8 @@ def export(spec: dict, workdir: str) -> dict:
         "call": {"input_shape": [1, *IMAGE_SHAPE, 3],
                  "outputs": {k: {"dtype": v.dtype.name, "shape": list(v.shape)}
                              for k, v in sorted(outputs.items())},
-                 "conventions": conventions(outputs, NUM_CLASSES)},
+                 "conventions": conventions(outputs, NUM_CLASSES),
+                 "raw_conventions": raw_conventions(outputs)},
         "client": run_client(saved_model_dir, workdir),
     }
 
@@ -182,17 +240,27 @@ def export(spec: dict, workdir: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=FIXTURES)
+    parser.add_argument("--only", choices=sorted(MODELS),
+                        help="export this model alone; the file's other entries stay")
     args = parser.parse_args()
     tf.keras.utils.set_random_seed(SEED)
+    path = os.path.join(args.out, "export_signature.json")
     record = {"made_by": "scripts/odapi_fixtures/make_export_signature.py",
               "odapi_commit": _odapi_commit(), "num_classes": NUM_CLASSES, "models": {}}
+    if args.only:
+        with open(path) as f:
+            kept = json.load(f)["models"]
+        record["models"] = {name: kept[name] for name in MODELS if name in kept}
     for name, spec in MODELS.items():
+        if args.only and name != args.only:
+            continue
         with tempfile.TemporaryDirectory() as workdir:
             record["models"][name] = export(spec, workdir)
         print(f"{name}: " + ", ".join(
             f"{k} {v['dtype']}{v['shape']}"
             for k, v in record["models"][name]["signature"]["outputs"].items()))
-    path = os.path.join(args.out, "export_signature.json")
+    record["models"] = {name: record["models"][name] for name in MODELS
+                        if name in record["models"]}
     with open(path, "w") as f:
         json.dump(record, f, indent=1)
         f.write("\n")
