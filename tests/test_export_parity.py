@@ -7,7 +7,13 @@ scripts/odapi_fixtures/make_export_signature.py with the real OD API: its
 exporter on make_odapi_fixtures.py's small SSD MobileNetV2 config and checkpoint
 (and on the published ssd_mobilenet_v2_320x320 config with three classes). Ours
 is that same pipeline.config, fine-tuned one step from that same checkpoint and
-exported by export_saved_model."""
+exported by export_saved_model.
+
+The same for Faster R-CNN: the OD API's exporter on the published
+faster_rcnn_resnet50_v1_640x640 config with three classes at 96 px; ours on
+make_odapi_fixtures.py's faster_rcnn_resnet50_keras/pipeline.config (that config
+as the OD API read it) with the model's initial weights. Every output has the
+OD API's shape there, the raw ones one row per proposal."""
 
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ import pytest
 import tensorflow as tf
 from conftest import REPO
 
+from train_lib import families
 from train_lib.config import load_config
 from train_lib.data import shapes_dataset
 from train_lib.export.saved_model import export_saved_model
@@ -32,6 +39,18 @@ ODAPI_MODEL = os.path.join(FIXTURES, "ssd_mobilenet_v2_keras")
 # docs/evaluation_and_export.md): the number of anchors, ours (Model Garden's FPN
 # levels and anchors) against the OD API's SSD feature maps.
 ANCHOR_DIMENSION = {"raw_detection_boxes": 1, "raw_detection_scores": 1}
+
+
+FASTER_RCNN_MODEL = os.path.join(FIXTURES, "faster_rcnn_resnet50_keras")
+FASTER_RCNN = "faster_rcnn_resnet50_v1_640x640_coco17_tpu-8"
+# What one call shows of the outputs beside the four detection ones (see
+# make_export_signature.raw_conventions); the ones compared with the OD API's.
+# `anchor_indices_distinct` is left out: the OD API's per-class NMS may take two
+# detections of different classes from one proposal, ours too.
+RAW_CONVENTIONS = ("anchor_indices_whole_numbers_within_raw_rows", "box_is_its_rows_raw_box",
+                   "score_is_its_rows_raw_score_of_its_class",
+                   "multiclass_scores_are_its_rows_raw_scores", "padding_rows_zero",
+                   "raw_scores_rows_sum_to_1", "raw_boxes_within_0_1")
 
 
 def _odapi(name: str = "fixture:ssd_mobilenet_v2_keras") -> dict:
@@ -66,17 +85,39 @@ def ours(tiny_dataset, tmp_path_factory) -> dict:
     return {"config": config, "saved_model": saved_model, "anchors": anchors}
 
 
+@pytest.fixture(scope="module")
+def ours_faster_rcnn(tiny_dataset, tmp_path_factory) -> dict:
+    """faster_rcnn_resnet50_keras/pipeline.config (the published Faster R-CNN
+    ResNet-50 config at 96 px, 3 classes) built with its initial weights, saved as
+    ckpt-0 and exported; returns the config, the model and the SavedModel directory."""
+    readers = {"input_path": tiny_dataset["train_pattern"],
+               "label_map_path": tiny_dataset["label_map_path"]}
+    override = json.dumps({
+        "train_config": {"fine_tune_checkpoint": ""},
+        "train_input_reader": readers,
+        "eval_input_reader": {**readers, "input_path": tiny_dataset["val_pattern"]}})
+    config = load_config(os.path.join(FASTER_RCNN_MODEL, "pipeline.config"), override)
+    tf.keras.utils.set_random_seed(0)
+    model = families.build_model(config.model)
+    root = tmp_path_factory.mktemp("parity_faster_rcnn")
+    prefix = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(root / "run"),
+                                        max_to_keep=1).save(checkpoint_number=0)
+    saved_model = export_saved_model(config, prefix, str(root / "exported"))
+    return {"config": config, "model": model, "saved_model": saved_model, "anchors": None}
+
+
 def _spec(tensor) -> dict:
     return {"dtype": tensor.dtype.name, "shape": tensor.shape.as_list()}
 
 
-def _assert_same_outputs(ours: dict, theirs: dict, anchors: int) -> None:
-    """Key by key: the same keys and dtypes, the same shapes but the anchor count."""
+def _assert_same_outputs(ours: dict, theirs: dict, anchors: int | None) -> None:
+    """Key by key: the same keys and dtypes, the same shapes but the anchor count
+    (`anchors`; None: the same shapes)."""
     assert sorted(ours) == sorted(theirs)
     for key, spec in theirs.items():
         assert ours[key]["dtype"] == spec["dtype"], key
         expected = list(spec["shape"])
-        if key in ANCHOR_DIMENSION:
+        if anchors is not None and key in ANCHOR_DIMENSION:
             assert expected[ANCHOR_DIMENSION[key]] != anchors  # a kept difference
             expected[ANCHOR_DIMENSION[key]] = anchors
         assert ours[key]["shape"] == expected, key
@@ -138,24 +179,130 @@ def test_a_call_gives_the_odapi_shapes_and_conventions(ours):
                                   raw_scores[rows])
     assert np.all(outputs["detection_multiclass_scores"][0, n:] == 0)
     assert np.all((raw_scores >= 0) & (raw_scores <= 1))
+    # The same conventions as the OD API's SSD (sigmoid scores: rows do not sum to
+    # 1), but the one difference kept: our raw boxes are clipped to the image (Model
+    # Garden's decoding), so a detection's box is its row's; the OD API's are not.
+    seen, recorded = _raw_conventions(outputs), theirs["raw_conventions"]
+    clipped = ("box_is_its_rows_raw_box", "raw_boxes_within_0_1")
+    assert {k: seen[k] for k in RAW_CONVENTIONS if k not in clipped} == {
+        k: recorded[k] for k in RAW_CONVENTIONS if k not in clipped}
+    assert not seen["raw_scores_rows_sum_to_1"]
+    assert [seen[k] for k in clipped] == [True, True] and [recorded[k] for k in clipped] == [
+        False, False]
 
 
-@pytest.mark.slow
-def test_the_odapi_tutorial_client_runs_unchanged_on_ours(ours, tiny_dataset, tmp_path):
+def _raw_conventions(outputs: dict) -> dict:
+    """make_export_signature.raw_conventions, on our outputs."""
+    n = int(outputs["num_detections"][0])
+    rows = outputs["detection_anchor_indices"][0, :n]
+    raw_scores, raw_boxes = outputs["raw_detection_scores"][0], outputs["raw_detection_boxes"][0]
+    index = rows.astype(np.int64)
+    classes = outputs["detection_classes"][0, :n].astype(np.int64)
+    return {
+        "anchor_indices_whole_numbers_within_raw_rows": bool(
+            np.all(rows == np.round(rows)) and np.all((rows >= 0)
+                                                      & (rows < raw_scores.shape[0]))),
+        "box_is_its_rows_raw_box": bool(np.allclose(
+            outputs["detection_boxes"][0, :n], raw_boxes[index], atol=1e-5)),
+        "score_is_its_rows_raw_score_of_its_class": bool(np.allclose(
+            outputs["detection_scores"][0, :n], raw_scores[index, classes], atol=1e-6)),
+        "multiclass_scores_are_its_rows_raw_scores": bool(np.allclose(
+            outputs["detection_multiclass_scores"][0, :n], raw_scores[index], atol=1e-6)),
+        "padding_rows_zero": n == outputs["detection_scores"].shape[1] or bool(
+            np.all(outputs["detection_anchor_indices"][0, n:] == 0)
+            and np.all(outputs["detection_multiclass_scores"][0, n:] == 0)),
+        "raw_scores_rows_sum_to_1": bool(np.allclose(  # rows of zeros left out
+            raw_scores[raw_scores.any(-1)].sum(-1), 1, atol=1e-4)),
+        "raw_boxes_within_0_1": bool(np.all((raw_boxes >= 0) & (raw_boxes <= 1))),
+    }
+
+
+def test_the_faster_rcnn_signature_is_the_odapi_exporters_key_by_key(ours_faster_rcnn):
+    theirs = _odapi(FASTER_RCNN)["signature"]
+    function = tf.saved_model.load(ours_faster_rcnn["saved_model"]).signatures[
+        "serving_default"]
+    args, kwargs = function.structured_input_signature
+    assert args == ()
+    assert {name: _spec(spec) for name, spec in kwargs.items()} == theirs["inputs"] == {
+        "input_tensor": {"dtype": "uint8", "shape": [1, None, None, 3]}}
+    outputs = {key: _spec(spec) for key, spec in function.structured_outputs.items()}
+    assert len(theirs["outputs"]) == 8
+    assert outputs == theirs["outputs"]  # no difference kept: 300 proposals, 300 detections
+    assert theirs["outputs"]["raw_detection_scores"]["shape"] == [1, 300, 4]
+
+
+def test_a_faster_rcnn_call_gives_the_odapi_shapes_and_conventions(ours_faster_rcnn):
+    theirs = _odapi(FASTER_RCNN)["call"]
+    loaded = tf.saved_model.load(ours_faster_rcnn["saved_model"])
+    image = tf.zeros(theirs["input_shape"], tf.uint8) + 128
+    outputs = {k: v.numpy() for k, v in loaded.signatures["serving_default"](
+        input_tensor=image).items()}
+    assert {k: {"dtype": v.dtype.name, "shape": list(v.shape)}
+            for k, v in outputs.items()} == theirs["outputs"]
+    direct = loaded(image)
+    for key, value in outputs.items():
+        np.testing.assert_array_equal(direct[key].numpy(), value, err_msg=key)
+    n = int(outputs["num_detections"][0])
+    assert n > 0
+    seen = _raw_conventions(outputs)
+    assert seen == {k: theirs["raw_conventions"][k] for k in RAW_CONVENTIONS}
+    assert all(seen.values())
+
+
+def test_faster_rcnn_serving_outputs_hold_detects_detections(ours_faster_rcnn):
+    """serving_detections' four detection outputs are detect's (the same forward
+    pass, layer by layer), and the raw rows past the model's proposals are zeros."""
+    model, config = ours_faster_rcnn["model"], ours_faster_rcnn["config"]
+    height, width = config.model.input_size
+    images = tf.random.stateless_uniform([1, height, width, 3], [1, 2], 0, 255)
+    image_shape = tf.constant([[height * 0.6, width]])
+    reference = families.detect(model, images, image_shape)
+    served = families.serving_detections(model, images, image_shape)
+    for key in ("detection_boxes", "detection_scores", "detection_classes", "num_detections"):
+        np.testing.assert_array_equal(served[key].numpy(), reference[key].numpy(),
+                                      err_msg=key)
+    n = int(served["num_detections"][0])
+    assert n > 0
+    rows = served["detection_anchor_indices"][0, :n].numpy()
+    classes = served["detection_classes"][0, :n].numpy()
+    raw_scores = served["raw_detection_scores"][0].numpy()
+    np.testing.assert_array_equal(raw_scores[rows, classes], served["detection_scores"][0, :n])
+    np.testing.assert_array_equal(served["raw_detection_boxes"][0].numpy()[rows],
+                                  served["detection_boxes"][0, :n])
+    # 96 px: levels 4-7 have 150 anchors, so at most 150 proposals of the 300 rows.
+    proposals = 3 * (6 * 6 + 3 * 3 + 2 * 2 + 1)
+    assert raw_scores.shape == (300, 4) and np.all(raw_scores[proposals:] == 0)
+    assert np.all(rows < proposals)
+    np.testing.assert_allclose(raw_scores[:proposals].sum(-1), 1, atol=1e-5)  # softmax
+
+
+def _run_client(saved_model: str, label_map: str, tmp_path) -> tuple[dict, str]:
+    """scripts/odapi_client.py on a shapes image: (its JSON record, its stderr)."""
     image = str(tmp_path / "image.png")
     rendered = shapes_dataset.render_image(0, "val", 0, 96).image
     tf.io.write_file(image, tf.io.encode_png(rendered))
     output = str(tmp_path / "client.json")
     proc = subprocess.run(
         [sys.executable, os.path.join(REPO, "scripts", "odapi_client.py"),
-         f"--saved_model_dir={ours['saved_model']}",
-         f"--label_map_path={tiny_dataset['label_map_path']}", "--min_score_threshold=0",
-         f"--json_output={output}", image],
+         f"--saved_model_dir={saved_model}", f"--label_map_path={label_map}",
+         "--min_score_threshold=0", f"--json_output={output}", image],
         capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(output) as f:
         record = json.load(f)
-    theirs = _odapi()["client"]
+    assert record["images"][0]["image"] == image
+    return record, proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["retinanet", "faster_rcnn"])
+def test_the_odapi_tutorial_client_runs_unchanged_on_ours(family, request, tiny_dataset,
+                                                          tmp_path):
+    ours = request.getfixturevalue("ours" if family == "retinanet" else "ours_faster_rcnn")
+    record, stderr = _run_client(ours["saved_model"], tiny_dataset["label_map_path"], tmp_path)
+    image = record["images"][0]["image"]
+    theirs = _odapi("fixture:ssd_mobilenet_v2_keras" if family == "retinanet"
+                    else FASTER_RCNN)["client"]
     for way in ("signature", "call"):
         _assert_same_outputs(record["outputs"][way], theirs[way], ours["anchors"])
 
@@ -171,5 +318,5 @@ def test_the_odapi_tutorial_client_runs_unchanged_on_ours(ours, tiny_dataset, tm
     scores = [d["score"] for d in detections]
     assert scores == sorted(scores, reverse=True) and 0 <= scores[-1] <= scores[0] <= 1
     # One line per image and one per detection shown (all of them, at threshold 0).
-    assert f"{image}: {len(detections)} detections" in proc.stderr
-    assert proc.stderr.count(f"{names[detections[0]['class']]}: ") >= 1
+    assert f"{image}: {len(detections)} detections" in stderr
+    assert stderr.count(f"{names[detections[0]['class']]}: ") >= 1

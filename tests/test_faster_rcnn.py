@@ -27,7 +27,7 @@ from train_lib.config import ConfigError, config_from_dict, dump_config, load_co
 from train_lib.data import inputs
 from train_lib.evaluation.coco_metrics import METRIC_KEYS, boxes_to_original
 from train_lib.evaluation.continuous import continuous_eval, load_model_weights, read_eval_records
-from train_lib.export.saved_model import export_saved_model
+from train_lib.export.saved_model import OUTPUT_KEYS, export_saved_model
 from train_lib.training import fine_tune, workdir
 from train_lib.training.trainer import TrainError
 
@@ -74,6 +74,8 @@ def test_export_then_a_fresh_process_gives_the_checkpoints_detections(
     assert proc.returncode == 0, proc.stderr[-3000:]
     signature = json.loads(proc.stdout.strip().splitlines()[-1])
     assert signature["inputs"] == {"input_tensor": [[1, None, None, 3], "uint8"]}
+    # The OD API's eight outputs (tests/test_export_parity.py compares them with its).
+    assert sorted(signature["outputs"]) == sorted(OUTPUT_KEYS)
     assert signature["modules"] == []  # it runs on TensorFlow alone
     got = np.load(tmp_path / "out.npz")
 

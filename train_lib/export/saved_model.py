@@ -16,16 +16,20 @@ the outputs follow the OD API's exported models:
     detection_classes  float32 [1, N]     label map ids
     num_detections     float32 [1]        rows of the above that are detections
 
-and, for the families in families.SERVING_OUTPUTS (RetinaNet), the OD API's
-other outputs (families/retinanet_serving.py says what each holds):
+and, for the families in families.SERVING_OUTPUTS (RetinaNet, Faster R-CNN),
+the OD API's other outputs (families/retinanet_serving.py and
+faster_rcnn_serving.py say what each holds):
 
-    raw_detection_boxes          float32 [1, A, 4]      every anchor's box before
-                                                        NMS, normalised as above
+    raw_detection_boxes          float32 [1, A, 4]      every anchor's (RetinaNet)
+                                                        or proposal's (Faster R-CNN)
+                                                        box before NMS, normalised
+                                                        as above
     raw_detection_scores         float32 [1, A, C + 1]  column 0 the background
     detection_anchor_indices     float32 [1, N]         rows of the raw outputs
     detection_multiclass_scores  float32 [1, N, C + 1]
 
-N is model.post_processing.max_detections, A the number of anchors and C
+N is model.post_processing.max_detections, A the number of anchors (RetinaNet)
+or of proposals (Faster R-CNN: model.proposals.test_num_proposals) and C
 model.num_classes. The saved object is callable too (`tf.saved_model.load(path)
 (images)`, as the OD API's tutorials call its models) with the same outputs.
 docs/evaluation_and_export.md compares this signature with the OD API's.

@@ -24,7 +24,7 @@ ModelConfig) or on the built model:
   the families in SERVING_OUTPUTS, the OD API's other serving outputs from the
   same forward pass (raw_detection_boxes, raw_detection_scores,
   detection_anchor_indices, detection_multiclass_scores:
-  retinanet_serving.py); the SavedModel export calls it.
+  retinanet_serving.py, faster_rcnn_serving.py); the SavedModel export calls it.
 - `decoded_detections(net, images, image_shape)`: every anchor's box and class
   scores before NMS (the TFLite export runs its own loop-free NMS on them), the
   decoding in the name scope POST_PROCESSING_SCOPE; families in
@@ -45,14 +45,15 @@ import tensorflow as tf
 import tf_keras
 
 from train_lib.config import ModelConfig
-from train_lib.families import faster_rcnn, retinanet, retinanet_serving
+from train_lib.families import faster_rcnn, faster_rcnn_serving, retinanet, retinanet_serving
 from train_lib.families.contract import POST_PROCESSING_SCOPE, Family, TFLiteFamily
 
 FAMILIES: dict[str, Family] = {family.NAME: family for family in (retinanet, faster_rcnn)}
 TFLITE_ARCHITECTURES = ("retinanet",)  # each a TFLiteFamily
 # The families whose exported SavedModel has the OD API's raw and per-anchor outputs
 # too, by the function that computes them with the detections.
-SERVING_OUTPUTS = {"retinanet": retinanet_serving.serving_detections}
+SERVING_OUTPUTS = {"retinanet": retinanet_serving.serving_detections,
+                   "faster_rcnn": faster_rcnn_serving.serving_detections}
 
 __all__ = [
     "FAMILIES",
