@@ -13,11 +13,13 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import ODAPI_SAMPLES, REPO, ckpt_steps, odapi_sample_id, run_trainer
 
 from train_lib.config import ConfigError, load_config
 from train_lib.config.odapi.table import markdown_table
+from train_lib.config.odapi.train import crop_zoom_range
 from train_lib.errors import UserError
 
 HYPER = """conv_hyperparams {{
@@ -176,9 +178,9 @@ def test_resnet_fpn_maps_to_retinanet(tmp_path, caplog):
 def test_mobilenet_v1_fpn_and_fpn_lite(tmp_path):
     v1 = load_config(write(tmp_path, MOBILENET_V1_FPN))
     assert (v1.model.backbone.type, v1.model.backbone.model_id) == ("mobilenet", "MobileNetV1")
-    # random_crop_image of area [0.75, 1] is a zoom of up to 1/sqrt(0.75)
+    # random_crop_image of area [0.75, 1]: a zoom from 1 with the crops' mean zoom, 1.0718
     aug = v1.train_config.augmentation
-    assert (aug.random_horizontal_flip, aug.scale_min, aug.scale_max) == (True, 1.0, 1.1547)
+    assert (aug.random_horizontal_flip, aug.scale_min, aug.scale_max) == (True, 1.0, 1.1436)
     lite = load_config(write(tmp_path, FPN_LITE, "lite.config"))
     assert lite.model.backbone.model_id == "MobileNetV2"
     assert (lite.model.fpn.use_separable_conv, lite.model.fpn.num_filters) == (True, 128)
@@ -219,6 +221,24 @@ def test_published_fixture_maps_and_lists_what_it_does_not_use(sample, caplog):
         assert path in warnings[0]
     assert f"{sample.path}:{sample.line_of('ssd_random_crop')}: " \
            "train_config.data_augmentation_options.ssd_random_crop approximated" in caplog.text
+    # ssd_random_crop's default crops zoom 1.44 on average: the jitter [1, 1.8831] too
+    # (before: [1, 3.1623], twice that zoom, which cut the objects to pieces)
+    aug = c.train_config.augmentation
+    assert (aug.scale_min, aug.scale_max) == (1.0, 1.8831)
+
+
+def test_crop_zoom_range_keeps_the_crops_least_and_mean_zoom():
+    # The OD API's crop: area a uniform in [min_area, max_area], none with random_coef,
+    # a zoom by 1/sqrt(a); our jitter draws its zoom uniformly in the range returned.
+    rng = np.random.default_rng(0)
+    for min_area, max_area, random_coef in ((0.1, 1.0, 0.15), (0.25, 1.0, 0.0),
+                                            (0.3, 0.8, 0.5)):
+        area = rng.uniform(min_area, max_area, 400_000)
+        zoom = np.where(rng.uniform(size=area.size) < random_coef, 1.0, 1 / np.sqrt(area))
+        low, high = crop_zoom_range(min_area, max_area, random_coef)
+        assert low == pytest.approx(1 / np.sqrt(max_area))
+        assert (low + high) / 2 == pytest.approx(zoom.mean(), rel=2e-3)
+    assert crop_zoom_range(0.5, 0.5, 0.0) == pytest.approx((2 ** 0.5, 2 ** 0.5))
 
 
 def test_docs_have_the_mapping_table():

@@ -243,7 +243,7 @@ PROBES: dict[str, Probe] = {
     "random_image_scale": Probe({"min_scale_ratio": "0.8", "max_scale_ratio": "1.5"}),
     "ssd_random_crop": Probe({}),
     "random_crop_image": Probe({"min_area": "0.25"}, expect={
-        "train_config.augmentation.scale_max": 2.0}),
+        "train_config.augmentation.scale_max": 1.6667}),
     # input readers
     "shuffle": Probe("false"),
 }

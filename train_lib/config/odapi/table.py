@@ -255,11 +255,15 @@ ROWS: tuple[Row, ...] = (
     Row(AUG + "random_image_scale", APPROX, "train_config.augmentation.scale_min/max",
         "min/max_scale_ratio as our scale jitter (scale, then crop or pad)"),
     Row(AUG + "ssd_random_crop", APPROX, "train_config.augmentation.scale_max",
-        "a crop of area a is a zoom by 1/sqrt(a): scale jitter [1, 1/sqrt(0.1)] (its "
-        "operations' smallest area); no aspect-ratio change, no box-overlap constraint"),
+        "a crop of area a is a zoom by 1/sqrt(a): its default operations' area drawn "
+        "uniformly in [0.1, 1], uncropped with 0.15, zoom 1.44 on average, become the "
+        "scale jitter [1, 1.8831] of the same mean (not [1, 1/sqrt(0.1)], which zooms "
+        "twice as much and cuts objects to pieces); no aspect-ratio change, no "
+        "box-overlap constraint"),
     Row(AUG + "random_crop_image", APPROX, "train_config.augmentation.scale_min/max",
-        "a crop of area a is a zoom by 1/sqrt(a): scale jitter [1/sqrt(max_area), "
-        "1/sqrt(min_area)]; no aspect-ratio change, no box-overlap constraint"),
+        "a crop of area a is a zoom by 1/sqrt(a): scale jitter from 1/sqrt(max_area) "
+        "with the crops' mean zoom (area uniform in [min_area, max_area], uncropped with "
+        "random_coef); no aspect-ratio change, no box-overlap constraint"),
     # ---------------------------------------------------------------- input readers, eval
     *(Row(f"{r}.{f}", s, o, w, kind=k) for r in ("train_input_reader", "eval_input_reader")
       for f, s, o, w, k in (

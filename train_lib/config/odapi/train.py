@@ -108,6 +108,25 @@ def _learning_rate(m: Mapper, p: str, num_steps: int) -> None:
               p + "constant_learning_rate.learning_rate")
 
 
+def crop_zoom_range(min_area: float, max_area: float, random_coef: float) -> tuple[float,
+                                                                                     float]:
+    """Our scale jitter [low, high] for the OD API's random crop of area a drawn uniformly
+    in [min_area, max_area] (tf.image.sample_distorted_bounding_box), left uncropped with
+    probability random_coef, then resized to the model's input: a zoom by 1/sqrt(a).
+    The jitter draws its zoom uniformly, so it keeps the crop's least zoom
+    (1/sqrt(max_area)) and its mean zoom, (1 - random_coef) * 2 (sqrt(max_area) -
+    sqrt(min_area)) / (max_area - min_area) + random_coef: the crop's largest zoom
+    (1/sqrt(min_area)) as `high` would zoom in about twice as much on average, cutting
+    most objects to pieces (their class lost) where the OD API's crops keep them."""
+    low = 1 / math.sqrt(max_area)
+    if math.isclose(min_area, max_area):
+        mean = low
+    else:
+        mean = 2 * (math.sqrt(max_area) - math.sqrt(min_area)) / (max_area - min_area)
+    mean = (1 - random_coef) * mean + random_coef
+    return low, max(low, 2 * mean - low)
+
+
 def _augmentation(m: Mapper) -> None:
     flips = m.nodes.get(AUG + "random_horizontal_flip", [])
     m.set("train_config.augmentation.random_horizontal_flip", bool(flips),
@@ -120,10 +139,11 @@ def _augmentation(m: Mapper) -> None:
     for node in m.nodes.get(AUG + "random_image_scale", []):
         ranges.append((_child(node, "min_scale_ratio", 0.5), _child(node, "max_scale_ratio", 2.0)))
     for node in m.nodes.get(AUG + "random_crop_image", []):
-        low, high = _child(node, "min_area", 0.1), _child(node, "max_area", 1.0)
-        ranges.append((1 / math.sqrt(high), 1 / math.sqrt(low)))
+        ranges.append(crop_zoom_range(_child(node, "min_area", 0.1), _child(node, "max_area", 1.0),
+                                      _child(node, "random_coef", 0.0)))
     if m.nodes.get(AUG + "ssd_random_crop"):
-        ranges.append((1.0, 1 / math.sqrt(0.1)))
+        # Its default operations: area in [0.1, 1], each kept uncropped with 0.15.
+        ranges.append(crop_zoom_range(0.1, 1.0, 0.15))
     if ranges:
         origin = next(AUG + name for name in ("random_scale_crop_and_pad_to_square",
                                                "random_image_scale", "random_crop_image",
