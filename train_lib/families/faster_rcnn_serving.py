@@ -25,16 +25,17 @@ Where the model has fewer anchors than that (a small input), Model Garden's ROI
 generator returns one proposal per anchor at most, and the raw outputs' rows
 past them are zeros (the OD API's K is first_stage_max_proposals at any input).
 As in the OD API, NMS runs per class, so two detections of different classes
-may come from one proposal. Model Garden's NMS does not say which proposal a
-detection came from; it keeps the proposal's decoded box for the detection's
-class and that class's score, so the proposal is the one whose box and score
-for that class are nearest (equal: distance 0) to the detection's.
+may come from one proposal. The proposal a detection comes from is found as
+odapi_outputs.py says (by the proposal's box and score for the detection's
+class), which builds the eight outputs.
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
-from official.vision.ops import anchor
+
+from train_lib.families.anchors import batch_anchors
+from train_lib.families.odapi_outputs import serving_outputs
 
 
 def serving_detections(model, images: tf.Tensor, image_shape: tf.Tensor) -> dict:
@@ -48,14 +49,7 @@ def serving_detections(model, images: tf.Tensor, image_shape: tf.Tensor) -> dict
     if model.decoder:
         features = model.decoder(features, training=False)
     rpn_scores, rpn_boxes = model.rpn_head(features, training=False)
-    batch = tf.shape(images)[0]
-    anchors = anchor.Anchor(
-        min_level=config["min_level"], max_level=config["max_level"],
-        num_scales=config["num_scales"], aspect_ratios=config["aspect_ratios"],
-        anchor_size=config["anchor_size"], image_size=tuple(images.shape[1:3]),
-    ).multilevel_boxes
-    anchors = {level: tf.tile(boxes[tf.newaxis], [batch, 1, 1, 1])
-               for level, boxes in anchors.items()}
+    anchors = batch_anchors(model, images)
     rois, _ = model.roi_generator(rpn_boxes, rpn_scores, anchors, image_shape,
                                   training=False)
     class_outputs, box_outputs = model.detection_head[0](
@@ -83,35 +77,6 @@ def serving_detections(model, images: tf.Tensor, image_shape: tf.Tensor) -> dict
         best = tf.argmax(logits[:, :, 1:], axis=-1, output_type=tf.int32)
         boxes = tf.gather(decoded_boxes, best[:, :, tf.newaxis], batch_dims=2)[:, :, 0, :]
 
-    detection_boxes = tf.cast(results["detection_boxes"], tf.float32)
-    detection_scores = tf.cast(results["detection_scores"], tf.float32)
-    classes = tf.cast(results["detection_classes"], tf.int32)  # 1..C in valid rows
-    valid = (tf.range(tf.shape(detection_scores)[1])[tf.newaxis]
-             < tf.cast(results["num_detections"], tf.int32)[:, tf.newaxis])  # [B, N]
-    column = tf.maximum(classes - 1, 0)  # the detection's class among decoded's columns
-    # Each detection's class score and box at every proposal: [B, N, K] and
-    # [B, N or 1, K, 4] (one box for all classes: broadcast over the detections).
-    class_scores = tf.gather(tf.transpose(decoded_scores, [0, 2, 1]), column, batch_dims=1)
-    class_boxes = tf.transpose(decoded_boxes, [0, 2, 1, 3])  # [B, C or 1, K, 4]
-    if decoded_boxes.shape[2] != 1:
-        class_boxes = tf.gather(class_boxes, column, batch_dims=1)
-    distance = tf.abs(class_scores - detection_scores[:, :, tf.newaxis])
-    for i in range(4):  # one coordinate at a time
-        distance += tf.abs(detection_boxes[:, :, tf.newaxis, i] - class_boxes[:, :, :, i])
-    indices = tf.where(valid, tf.argmin(distance, axis=-1, output_type=tf.int32), 0)
-    multiclass = tf.gather(scores, indices, batch_dims=1) * tf.cast(valid, tf.float32)[
-        :, :, tf.newaxis]
-    missing = model.roi_generator.get_config()["test_num_proposals"] - rois.shape[1]
-    if missing > 0:
-        boxes = tf.pad(boxes, [[0, 0], [0, missing], [0, 0]])
-        scores = tf.pad(scores, [[0, 0], [0, missing], [0, 0]])
-    return {
-        "detection_boxes": results["detection_boxes"],
-        "detection_scores": results["detection_scores"],
-        "detection_classes": results["detection_classes"],
-        "num_detections": results["num_detections"],
-        "raw_detection_boxes": boxes,
-        "raw_detection_scores": scores,
-        "detection_anchor_indices": indices,
-        "detection_multiclass_scores": multiclass,
-    }
+    return serving_outputs(
+        results, boxes, scores, row_boxes=decoded_boxes, row_class_scores=decoded_scores,
+        first_class=1, num_rows=model.roi_generator.get_config()["test_num_proposals"])

@@ -21,6 +21,7 @@ from official.vision.utils.object_detection import faster_rcnn_box_coder
 
 from train_lib.config import ModelConfig
 from train_lib.families import backbones
+from train_lib.families.anchors import batch_anchors
 from train_lib.families.contract import POST_PROCESSING_SCOPE
 from train_lib.families.shared_tower_head import SharedTowerRetinaNetHead
 
@@ -292,20 +293,12 @@ def decoded_detections(model, images: tf.Tensor,
     backbone, FPN, heads, anchors and Model Garden decoding as `detect`, whose
     detection generator then runs its NMS (in a loop) on these. The decoding's ops
     are in the name scope POST_PROCESSING_SCOPE."""
-    config = model.get_config()
     features = model.backbone(images, training=False)
     if model.decoder:
         features = model.decoder(features, training=False)
     raw_scores, raw_boxes, _ = model.head(features, training=False)
     with tf.name_scope(POST_PROCESSING_SCOPE):
-        anchors = anchor.Anchor(
-            min_level=config["min_level"], max_level=config["max_level"],
-            num_scales=config["num_scales"], aspect_ratios=config["aspect_ratios"],
-            anchor_size=config["anchor_size"], image_size=tuple(images.shape[1:3]),
-        ).multilevel_boxes
-        batch = tf.shape(images)[0]
-        anchors = {level: tf.tile(boxes[tf.newaxis], [batch, 1, 1, 1])
-                   for level, boxes in anchors.items()}
+        anchors = batch_anchors(model, images)
         decoder = type(model.detection_generator).from_config(
             {**model.detection_generator.get_config(), "apply_nms": False})
         decoded = decoder(raw_boxes, raw_scores, anchors, image_shape)
