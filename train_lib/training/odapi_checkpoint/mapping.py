@@ -1,151 +1,38 @@
-"""The TF Object Detection API's TF2 checkpoints as starting weights: which of
-their variables go into which of our model's, checked by shape, loaded by value.
-
-An OD API checkpoint is object-based. An SSD detector's (a TF2 model zoo `ckpt-0`,
-written by its exporter as `tf.train.Checkpoint(model=detection_model)`, or one
-its `model_main_tf2.py` saved) keeps its Keras feature extractor's backbone under
-`model/_feature_extractor/classification_backbone/`; a Faster R-CNN's keeps the
-Keras ResNet in two parts, its first three stages (conv1..conv4, the RPN's
-features) under `model/_feature_extractor_for_proposal_features/` and the fourth
-(conv5, run on each proposal by the box classifier) under
-`model/_feature_extractor_for_box_classifier_features/`; a classification checkpoint
-(what the OD API loads for `fine_tune_checkpoint_type: classification`, a Keras
-application's weights) keeps the whole backbone under `feature_extractor/`. Inside,
-a Keras functional model names its layers by position: `layer_with_weights-<i>`
-is the i-th layer that has weights, in the Keras application's order. This module
-knows that order for each backbone it maps and pairs every such layer with the
-layer of our backbone that computes the same function.
-
-Supported:
-- Model Garden's MobileNetV2 from the OD API's Keras MobileNetV2
-  (`ssd_mobilenet_v2_keras`, `ssd_mobilenet_v2_fpn_keras`): 104 layers with weights
-  (52 convolutions, 52 batch norms). Both compute the same function (convolutions
-  padded 'same', ReLU6, batch norm with the config's epsilon, the same residuals)
-  when the widths agree; the OD API scales the last 1x1 convolution (1280) by a
-  depth_multiplier < 1, as Model Garden's MobileNet does with
-  finegrain_classification_mode off (model.backbone.scale_last_layer).
-- Model Garden's MobileNetV1 from the OD API's Keras MobileNet v1
-  (`ssd_mobilenet_v1_fpn_keras`): 54 layers with weights (27 convolutions, 27 batch
-  norms), the same function (convolutions padded 'same', ReLU6 or the config's
-  activation, batch norm with the config's epsilon). The OD API scales each layer's
-  width twice by depth_multiplier d (Keras' alpha, then its layer override), so its
-  widths are Model Garden's at width_multiplier d * d.
-- Our Keras ResNet v1 (`model.backbone.resnet_variant: keras_v1`,
-  families/keras_resnet.py) from the OD API's Keras ResNet-50/101/152 v1
-  (`ssd_resnet<d>_v1_fpn_keras`, `faster_rcnn_resnet<d>_keras`, and
-  `faster_rcnn_resnet<d>_fpn_keras`, whose whole ResNet is under
-  `model/_feature_extractor_for_proposal_features/classification_backbone/`):
-  106/208/310 layers with weights, by name. Model Garden's ResNet (v1.5) has the
-  same variables but computes another function, so it is refused. A Faster R-CNN's
-  conv5 loads into our backbone's level 5, which runs it on the whole image.
-  A Keras application's convolutions have a bias, which the OD API's do not: a
-  classification checkpoint's bias is folded into the following batch norm's moving
-  mean (the same function in inference; in training, batch norm removes it anyway).
-
-- Model Garden's EfficientNet-B<n> with swish inside squeeze-excitation
-  (`model.backbone.se_activation: swish`) from the OD API's Keras EfficientNet
-  (`ssd_efficientnet-b<n>_bifpn_keras`, EfficientDet), whose layers up to level 5 are
-  under `model/_feature_extractor/_efficientnet/` (for B0 128 layers with weights, 304
-  variables: stem, then per block expand, depthwise, squeeze-excitation reduce and
-  expand, project): the same layers in the same order, the same function. Model
-  Garden's default (ReLU inside squeeze-excitation) computes other feature maps with
-  them (about 1% apart), so it is refused naming the key. Our EfficientNet's last 1x1
-  convolution and its norm (Model Garden's classification head, beyond level 5, which
-  our FPN does not read) stay fresh: the OD API's (under classification_backbone/)
-  never runs in EfficientDet.
-
-The OD API's layers after its backbone (SSD's feature maps or FPN and its box
-predictor; Faster R-CNN's RPN and box predictor) compute other functions than our
-FPN and heads: they are never loaded, and the report says so.
-
-Contract: `plan(model, prefix, kind)` checks everything before anything is loaded
-and raises TrainError naming the first variable that does not fit (its checkpoint
-key, the Keras layer, both shapes); `Plan.load()` then assigns every mapped value.
+"""An OD API checkpoint's plan, the package's contract: `plan` pairs each variable
+of our backbone with the checkpoint's (the layer names in order come from the
+backbone's own module) and checks every pair's shape before anything is loaded;
+`Plan.load` assigns the values; `Plan.summary` and `Plan.report` say what loaded,
+and why each of the rest (ours left fresh, the checkpoint's unused) is not.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import tensorflow as tf
-from official.vision.modeling.backbones import efficientnet, mobilenet, resnet
-from official.vision.modeling.layers import nn_blocks
+from official.vision.modeling.backbones import resnet
 
-from train_lib.families import keras_resnet
 from train_lib.training.failures import TrainError
-
-KEY = "train_config.fine_tune_checkpoint"
-DETECTION_BACKBONE = "model/_feature_extractor/classification_backbone/"
-CLASSIFICATION_BACKBONE = "feature_extractor/"
-PROPOSAL_BACKBONE = "model/_feature_extractor_for_proposal_features/"
-BOX_CLASSIFIER_BACKBONE = "model/_feature_extractor_for_box_classifier_features/"
-FPN_PROPOSAL_BACKBONE = PROPOSAL_BACKBONE + "classification_backbone/"  # _fpn_keras
-# EfficientDet: its Keras EfficientNet up to level 5 (the rest, under
-# classification_backbone/, is the top conv and the classifier it never runs).
-EFFICIENTDET_BACKBONE = "model/_feature_extractor/_efficientnet/"
-FEATURE_MAPS = "model/_feature_extractor/"
-BOX_PREDICTOR = "model/_box_predictor/"
-RPN = "model/_first_stage_box_predictor"  # and _first_stage_box_predictor_first_conv
-SECOND_STAGE_PREDICTOR = "model/_mask_rcnn_box_predictor/"
-LAYER = "layer_with_weights-"
-VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
-# The variables of a Keras layer with weights, by the attribute a checkpoint names.
-LAYER_ATTRIBUTES = ("kernel", "depthwise_kernel", "bias", "gamma", "beta", "moving_mean",
-                    "moving_variance")
-
-
-def is_odapi_checkpoint(names) -> bool:
-    """Whether a checkpoint with these variable names was written by the OD API
-    (a detector's or a classification checkpoint of a Keras feature extractor)."""
-    return any(n.startswith((FEATURE_MAPS, BOX_PREDICTOR, PROPOSAL_BACKBONE, RPN))
-               or n.startswith(CLASSIFICATION_BACKBONE + LAYER) for n in names)
-
-
-def is_keras_weights_file(path: str) -> bool:
-    """Whether `path` names a weights file as tf_keras writes it (HDF5)."""
-    return path.endswith((".h5", ".hdf5", ".keras.h5"))
-
-
-class KerasWeightsFile:
-    """A Keras application's weights as tf_keras writes them (`save_weights('x.h5')`
-    or `save('x.h5')`), read as the classification checkpoint they are: the file keeps
-    its layers in the model's order, so its i-th layer with weights is
-    `feature_extractor/layer_with_weights-<i>`."""
-
-    def __init__(self, path: str):
-        import h5py  # TensorFlow's dependency; only a .h5 needs it
-
-        self._values: dict[str, np.ndarray] = {}
-        try:
-            with h5py.File(path, "r") as f:
-                group = f["model_weights"] if "model_weights" in f else f
-                if "layer_names" not in group.attrs:
-                    raise TrainError(f"{KEY} {path} is an HDF5 file without Keras weights "
-                                     "(no layer_names); name a weights file written by "
-                                     "tf_keras' save_weights")
-                index = 0
-                for layer in group.attrs["layer_names"]:
-                    layer = group[_text(layer)]
-                    weights = [_text(w) for w in layer.attrs.get("weight_names", [])]
-                    for weight in weights:
-                        attribute = weight.split("/")[-1].split(":")[0]
-                        key = f"{CLASSIFICATION_BACKBONE}{LAYER}{index}/{attribute}{VALUE}"
-                        self._values[key] = np.asarray(layer[weight])
-                    index += bool(weights)
-        except OSError as err:
-            raise TrainError(f"{KEY} {path} cannot be read as a Keras weights file "
-                             f"({err}); name a file written by tf_keras' save_weights") from None
-
-    def get_variable_to_shape_map(self) -> dict[str, list[int]]:
-        return {key: list(value.shape) for key, value in self._values.items()}
-
-    def get_tensor(self, key: str) -> np.ndarray:
-        return self._values[key]
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+from train_lib.training.odapi_checkpoint import efficientnet, mobilenet_v1, mobilenet_v2, resnet_v1
+from train_lib.training.odapi_checkpoint.keras_weights import (
+    KerasWeightsFile,
+    is_keras_weights_file,
+)
+from train_lib.training.odapi_checkpoint.layout import (
+    BOX_CLASSIFIER_BACKBONE,
+    BOX_PREDICTOR,
+    CLASSIFICATION_BACKBONE,
+    DETECTION_BACKBONE,
+    EFFICIENTDET_BACKBONE,
+    FEATURE_MAPS,
+    FPN_PROPOSAL_BACKBONE,
+    KEY,
+    LAYER,
+    PROPOSAL_BACKBONE,
+    RPN,
+    SECOND_STAGE_PREDICTOR,
+    VALUE,
+)
 
 
 @dataclass
@@ -330,25 +217,14 @@ def _segments(shapes: dict, prefix: str, layers: list) -> list[tuple[str, list]]
 def _keras_layers(backbone, prefix: str) -> list[tuple[str, object]]:
     """Our backbone's layers with weights, each with the name of the Keras layer in
     the OD API's backbone that it stands for, in the Keras application's order."""
-    if isinstance(backbone, mobilenet.MobileNet) and \
-            backbone.get_config()["model_id"] == "MobileNetV2":
-        return _mobilenet_v2_layers(backbone)
-    if isinstance(backbone, mobilenet.MobileNet) and \
-            backbone.get_config()["model_id"] == "MobileNetV1":
-        return _mobilenet_v1_layers(backbone)
-    if isinstance(backbone, keras_resnet.KerasResNetV1):
-        order = keras_resnet.keras_layer_order(backbone.get_config()["model_id"])
-        return [(name, backbone.get_layer(name)) for name in order]
-    if isinstance(backbone, efficientnet.EfficientNet):
-        if backbone._se_inner_activation != "swish":
-            raise TrainError(
-                f"{KEY} {prefix} is an OD API checkpoint, and this model.backbone is Model "
-                "Garden's EfficientNet, which activates inside its squeeze-excitation with "
-                f"{backbone._se_inner_activation!r} (model.backbone.se_activation) where the "
-                "OD API's Keras EfficientNet (EfficientDet) uses swish: with the same weights "
-                "it computes other feature maps (about 1% apart with relu); set "
-                "model.backbone.se_activation: swish")
-        return _efficientnet_layers(backbone)
+    if mobilenet_v2.matches(backbone):
+        return mobilenet_v2.keras_layers(backbone)
+    if mobilenet_v1.matches(backbone):
+        return mobilenet_v1.keras_layers(backbone)
+    if resnet_v1.matches(backbone):
+        return resnet_v1.keras_layers(backbone)
+    if efficientnet.matches(backbone):
+        return efficientnet.keras_layers(backbone, prefix)
     if isinstance(backbone, resnet.ResNet):
         this = ("Model Garden's ResNet (resnet_variant: model_garden), which strides in "
                 "another convolution than the OD API's ResNet and so computes another "
@@ -362,76 +238,6 @@ def _keras_layers(backbone, prefix: str) -> list[tuple[str, object]]:
                      "ResNet-50/101/152 (type: resnet, resnet_variant: keras_v1) or an "
                      "EfficientNet (type: efficientnet, se_activation: swish) so far, and "
                      f"this model.backbone is {this}")
-
-
-def _efficientnet_layers(backbone) -> list[tuple[str, object]]:
-    """The OD API's Keras EfficientNet's names up to level 5: stem_conv2d, stem_bn, then
-    per block (`stack_<s>/block_<b>/`, s the block group, b its repeat) expand_conv2d
-    and expand_bn (when the block expands), depthwise_conv2d, depthwise_bn,
-    se_reduce_conv2d, se_expand_conv2d, project_conv2d, project_bn. Model Garden's
-    EfficientNet has the same layers in the same order: its stem convolution and norm,
-    then its InvertedBottleneckBlocks group by group (Model Garden's block specs give
-    each group's repeats); its last 1x1 convolution and norm (after level 5) are left
-    out, as the OD API's extractor leaves out its top."""
-    scaling = efficientnet.SCALING_MAP[backbone.get_config()["model_id"]]
-    specs = efficientnet.block_spec_decoder(efficientnet.EN_B0_BLOCK_SPECS,
-                                            scaling["width_scale"], scaling["depth_scale"])
-    names = [f"stack_{s}/block_{b}/" for s, spec in enumerate(specs)
-             for b in range(spec.block_repeats)]
-    blocks = [layer for layer in backbone.layers
-              if isinstance(layer, nn_blocks.InvertedBottleneckBlock)]
-    stem = [layer for layer in backbone.layers if layer.weights and layer not in blocks][:2]
-    layers = [("stem_conv2d", stem[0]), ("stem_bn", stem[1])]
-    for name, block in zip(names, blocks, strict=True):
-        if block._expand_ratio > 1:
-            layers += [(f"{name}expand_conv2d", block._conv0), (f"{name}expand_bn", block._norm0)]
-        se = block._squeeze_excitation
-        layers += [(f"{name}depthwise_conv2d", block._conv1), (f"{name}depthwise_bn", block._norm1),
-                   (f"{name}se_reduce_conv2d", se._se_reduce),
-                   (f"{name}se_expand_conv2d", se._se_expand),
-                   (f"{name}project_conv2d", block._conv2), (f"{name}project_bn", block._norm2)]
-    return layers
-
-
-def _mobilenet_v1_layers(backbone) -> list[tuple[str, object]]:
-    """Keras' MobileNet (v1, tf_keras.applications) names: conv1, conv1_bn, then per
-    depthwise-separable block i = 1..13 conv_dw_<i>, conv_dw_<i>_bn, conv_pw_<i>,
-    conv_pw_<i>_bn. Model Garden's MobileNetV1 has the same layers in the same order:
-    a Conv2DBNBlock and 13 DepthwiseSeparableConvBlocks (depthwise, norm, 1x1, norm),
-    all padded 'same' as the OD API's (it replaces the application's explicit
-    zero padding before a stride-2 depthwise convolution by 'same')."""
-    blocks = [layer for layer in backbone.layers
-              if isinstance(layer, mobilenet.Conv2DBNBlock | nn_blocks.DepthwiseSeparableConvBlock)]
-    layers = []
-    for i, block in enumerate(blocks):
-        if isinstance(block, mobilenet.Conv2DBNBlock):
-            layers += [("conv1", block._conv0), ("conv1_bn", block._norm0)]
-            continue
-        layers += [(f"conv_dw_{i}", block._dwconv0), (f"conv_dw_{i}_bn", block._norm0),
-                   (f"conv_pw_{i}", block._conv1), (f"conv_pw_{i}_bn", block._norm1)]
-    return layers
-
-
-def _mobilenet_v2_layers(backbone) -> list[tuple[str, object]]:
-    """Keras' MobileNetV2 (tf_keras.applications) names: Conv1, bn_Conv1, then per
-    inverted bottleneck <block>_expand (not in the first), _depthwise, _project
-    (each followed by its _BN), the first block being `expanded_conv` and the
-    others `block_<n>`; then Conv_1, Conv_1_bn. Model Garden's blocks come in the
-    same order: its first and last Conv2DBNBlock and 17 InvertedBottleneckBlocks."""
-    blocks = [layer for layer in backbone.layers
-              if isinstance(layer, mobilenet.Conv2DBNBlock | nn_blocks.InvertedBottleneckBlock)]
-    layers = []
-    for i, block in enumerate(blocks):
-        if isinstance(block, mobilenet.Conv2DBNBlock):
-            conv, norm = ("Conv1", "bn_Conv1") if i == 0 else ("Conv_1", "Conv_1_bn")
-            layers += [(conv, block._conv0), (norm, block._norm0)]
-            continue
-        name = "expanded_conv" if i == 1 else f"block_{i - 1}"
-        if block._expand_ratio > 1:
-            layers += [(f"{name}_expand", block._conv0), (f"{name}_expand_BN", block._norm0)]
-        layers += [(f"{name}_depthwise", block._conv1), (f"{name}_depthwise_BN", block._norm1),
-                   (f"{name}_project", block._conv2), (f"{name}_project_BN", block._norm2)]
-    return layers
 
 
 def _unmapped_backbone_reason(result: Plan) -> str:

@@ -1,0 +1,68 @@
+"""The TF Object Detection API's TF2 checkpoints as starting weights: which of
+their variables go into which of our model's, checked by shape, loaded by value.
+
+Where to look:
+- layout.py: where an OD API checkpoint keeps each part of its model (its variable
+  names' prefixes), and how a Keras model in it numbers its layers by position
+  (`layer_with_weights-<i>`, in the Keras application's order);
+- one module per backbone it maps, named after it, each holding that backbone's
+  Keras layer order (the name of the OD API's layer each of our layers with weights
+  stands for) and why ours computes the same function:
+  mobilenet_v2.py (the OD API's Keras MobileNetV2 into Model Garden's),
+  mobilenet_v1.py (its Keras MobileNet v1 into Model Garden's MobileNetV1),
+  resnet_v1.py (its Keras ResNet-50/101/152 v1 into our `resnet_variant: keras_v1`),
+  efficientnet.py (EfficientDet's Keras EfficientNet into Model Garden's, with
+  `se_activation: swish`);
+- keras_weights.py: a Keras application's weights file (`.h5`) read as the
+  classification checkpoint it stands for;
+- mapping.py: the plan (each backbone layer's variables paired with the checkpoint's,
+  checked by shape), its loading, its log line and fine_tune_report.json, and why
+  each of the rest is not loaded.
+
+The OD API's layers after its backbone (SSD's feature maps or FPN and its box
+predictor; Faster R-CNN's RPN and box predictor) compute other functions than our
+FPN and heads: they are never loaded, and the report says so.
+
+Contract: `plan(model, prefix, kind)` checks everything before anything is loaded
+and raises TrainError naming the first variable that does not fit (its checkpoint
+key, the Keras layer, both shapes); `Plan.load()` then assigns every mapped value.
+"""
+
+from __future__ import annotations
+
+from train_lib.training.odapi_checkpoint.keras_weights import (
+    KerasWeightsFile,
+    is_keras_weights_file,
+)
+from train_lib.training.odapi_checkpoint.layout import (
+    BOX_CLASSIFIER_BACKBONE,
+    BOX_PREDICTOR,
+    CLASSIFICATION_BACKBONE,
+    DETECTION_BACKBONE,
+    EFFICIENTDET_BACKBONE,
+    FEATURE_MAPS,
+    FPN_PROPOSAL_BACKBONE,
+    KEY,
+    LAYER,
+    LAYER_ATTRIBUTES,
+    PROPOSAL_BACKBONE,
+    RPN,
+    SECOND_STAGE_PREDICTOR,
+    VALUE,
+    is_odapi_checkpoint,
+)
+from train_lib.training.odapi_checkpoint.mapping import (
+    Mapped,
+    Plan,
+    _keras_layers,
+    plan,
+    plan_shapes,
+)
+
+__all__ = [
+    "BOX_CLASSIFIER_BACKBONE", "BOX_PREDICTOR", "CLASSIFICATION_BACKBONE",
+    "DETECTION_BACKBONE", "EFFICIENTDET_BACKBONE", "FEATURE_MAPS", "FPN_PROPOSAL_BACKBONE",
+    "KEY", "LAYER", "LAYER_ATTRIBUTES", "PROPOSAL_BACKBONE", "RPN", "SECOND_STAGE_PREDICTOR",
+    "VALUE", "KerasWeightsFile", "Mapped", "Plan", "_keras_layers", "is_keras_weights_file",
+    "is_odapi_checkpoint", "plan", "plan_shapes",
+]

@@ -1,0 +1,65 @@
+"""The OD API's Keras EfficientNet (`ssd_efficientnet-b<n>_bifpn_keras`, EfficientDet)
+into Model Garden's EfficientNet-B<n> with swish inside squeeze-excitation
+(`model.backbone.se_activation: swish`). Its layers up to level 5 are under
+`model/_feature_extractor/_efficientnet/` (for B0 128 layers with weights, 304
+variables: stem, then per block expand, depthwise, squeeze-excitation reduce and
+expand, project): the same layers in the same order, the same function. Model
+Garden's default (ReLU inside squeeze-excitation) computes other feature maps with
+them (about 1% apart), so it is refused naming the key. Our EfficientNet's last 1x1
+convolution and its norm (Model Garden's classification head, beyond level 5, which
+our FPN does not read) stay fresh: the OD API's (under classification_backbone/)
+never runs in EfficientDet.
+"""
+
+from __future__ import annotations
+
+from official.vision.modeling.backbones import efficientnet
+from official.vision.modeling.layers import nn_blocks
+
+from train_lib.training.failures import TrainError
+from train_lib.training.odapi_checkpoint.layout import KEY
+
+
+def matches(backbone) -> bool:
+    """Whether `backbone` is Model Garden's EfficientNet, which these names fit."""
+    return isinstance(backbone, efficientnet.EfficientNet)
+
+
+def keras_layers(backbone, prefix: str) -> list[tuple[str, object]]:
+    """The OD API's Keras EfficientNet's names up to level 5: stem_conv2d, stem_bn, then
+    per block (`stack_<s>/block_<b>/`, s the block group, b its repeat) expand_conv2d
+    and expand_bn (when the block expands), depthwise_conv2d, depthwise_bn,
+    se_reduce_conv2d, se_expand_conv2d, project_conv2d, project_bn. Model Garden's
+    EfficientNet has the same layers in the same order: its stem convolution and norm,
+    then its InvertedBottleneckBlocks group by group (Model Garden's block specs give
+    each group's repeats); its last 1x1 convolution and norm (after level 5) are left
+    out, as the OD API's extractor leaves out its top. TrainError naming
+    model.backbone.se_activation when `backbone` activates inside its
+    squeeze-excitation with other than swish (`prefix`: the checkpoint, for the
+    message)."""
+    if backbone._se_inner_activation != "swish":
+        raise TrainError(
+            f"{KEY} {prefix} is an OD API checkpoint, and this model.backbone is Model "
+            "Garden's EfficientNet, which activates inside its squeeze-excitation with "
+            f"{backbone._se_inner_activation!r} (model.backbone.se_activation) where the "
+            "OD API's Keras EfficientNet (EfficientDet) uses swish: with the same weights "
+            "it computes other feature maps (about 1% apart with relu); set "
+            "model.backbone.se_activation: swish")
+    scaling = efficientnet.SCALING_MAP[backbone.get_config()["model_id"]]
+    specs = efficientnet.block_spec_decoder(efficientnet.EN_B0_BLOCK_SPECS,
+                                            scaling["width_scale"], scaling["depth_scale"])
+    names = [f"stack_{s}/block_{b}/" for s, spec in enumerate(specs)
+             for b in range(spec.block_repeats)]
+    blocks = [layer for layer in backbone.layers
+              if isinstance(layer, nn_blocks.InvertedBottleneckBlock)]
+    stem = [layer for layer in backbone.layers if layer.weights and layer not in blocks][:2]
+    layers = [("stem_conv2d", stem[0]), ("stem_bn", stem[1])]
+    for name, block in zip(names, blocks, strict=True):
+        if block._expand_ratio > 1:
+            layers += [(f"{name}expand_conv2d", block._conv0), (f"{name}expand_bn", block._norm0)]
+        se = block._squeeze_excitation
+        layers += [(f"{name}depthwise_conv2d", block._conv1), (f"{name}depthwise_bn", block._norm1),
+                   (f"{name}se_reduce_conv2d", se._se_reduce),
+                   (f"{name}se_expand_conv2d", se._se_expand),
+                   (f"{name}project_conv2d", block._conv2), (f"{name}project_bn", block._norm2)]
+    return layers
