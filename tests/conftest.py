@@ -153,6 +153,27 @@ def write_records_with_a_non_example(pattern: str, path: str, count: int) -> Non
                          else record.numpy())
 
 
+def write_odapi_fixture_config(name: str, directory, replacements: dict[str, str],
+                               label_map_path: str = "labels.pbtxt",
+                               input_path: str = "train.tfrecord") -> str:
+    """tests/fixtures/odapi/<name>/pipeline.config written as `directory`/pipeline.config:
+    each key of `replacements` (which the fixture must hold) replaced by its value (e.g.
+    its PATH_TO_BE_CONFIGURED fine_tune_checkpoint by a checkpoint), and a
+    train_input_reader added (the fixture has none) naming `label_map_path` and
+    `input_path`. Returns its path."""
+    with open(os.path.join(REPO, "tests", "fixtures", "odapi", name, "pipeline.config")) as f:
+        text = f.read()
+    for old, new in replacements.items():
+        assert old in text, f"{name}/pipeline.config does not hold {old!r}"
+        text = text.replace(old, new)
+    text += (f'train_input_reader {{ label_map_path: "{label_map_path}" '
+             f'tf_record_input_reader {{ input_path: "{input_path}" }} }}\n')
+    path = os.path.join(str(directory), "pipeline.config")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
 def run_trainer(*args: str, timeout: float = 600, env: dict | None = None,
                 script: str = "model_main_tf2.py", **popen) -> subprocess.CompletedProcess:
     """Runs model_main_tf2.py (or another `script` of the repository) in a subprocess

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import REPO, make_tiny_config, run_trainer
+from tests.conftest import REPO, make_tiny_config, run_trainer, write_odapi_fixture_config
 from tests.test_cli import _assert_clean_failure
 from tests.test_fine_tune_odapi_resnet import _checkpoint as odapi_fixture_checkpoint
 from train_lib.config import dump_config
@@ -103,16 +103,11 @@ def test_an_unreadable_checkpoint_is_one_error_and_model_dir_is_untouched(
 
 @pytest.mark.slow
 def test_fine_tune_checkpoint_version_v1_in_a_pipeline_config(tiny_dataset, tmp_path):
-    with open(os.path.join(ODAPI_MODEL, "pipeline.config")) as f:
-        text = f.read()
-    assert "fine_tune_checkpoint_version: V2" in text
-    text = text.replace("fine_tune_checkpoint_version: V2", (
-        f'fine_tune_checkpoint: "{ODAPI_CHECKPOINT}/ckpt-0" '
-        'fine_tune_checkpoint_type: "detection" fine_tune_checkpoint_version: V1'))
-    text += (f'train_input_reader {{ label_map_path: "{tiny_dataset["label_map_path"]}" '
-             f'tf_record_input_reader {{ input_path: "{tiny_dataset["train_pattern"]}" }} }}\n')
-    config = tmp_path / "pipeline.config"
-    config.write_text(text)
+    config = write_odapi_fixture_config(
+        os.path.basename(ODAPI_MODEL), tmp_path, {"fine_tune_checkpoint_version: V2": (
+            f'fine_tune_checkpoint: "{ODAPI_CHECKPOINT}/ckpt-0" '
+            'fine_tune_checkpoint_type: "detection" fine_tune_checkpoint_version: V1')},
+        tiny_dataset["label_map_path"], tiny_dataset["train_pattern"])
     model_dir = tmp_path / "run"
     proc = run_trainer(f"--pipeline_config_path={config}", f"--model_dir={model_dir}")
     _assert_clean_failure(proc, "fine_tune_checkpoint_version", "V1", "only V2")

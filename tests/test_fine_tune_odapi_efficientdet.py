@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
-from conftest import REPO
+from conftest import REPO, write_odapi_fixture_config
 from official.vision.modeling.backbones import efficientnet
 from official.vision.modeling.layers import nn_blocks
 from test_fine_tune_odapi_resnet import _checkpoint, _manifest, _reference
@@ -162,14 +162,8 @@ def test_the_mapped_pipeline_config_loads_the_checkpoint_exactly(tmp_path):
     se_activation swish; the checkpoint's 304 variables up to level 5 load, and the
     backbone's levels 2-5 are the OD API extractor's."""
     prefix = _checkpoint(NAME, tmp_path)
-    with open(os.path.join(FIXTURE, "pipeline.config")) as f:
-        text = f.read()
-    text = text.replace('"PATH_TO_BE_CONFIGURED/ckpt-0"', f'"{prefix}"')
-    text += ('train_input_reader { label_map_path: "labels.pbtxt" '
-             'tf_record_input_reader { input_path: "train.tfrecord" } }\n')
-    path = tmp_path / "pipeline.config"
-    path.write_text(text)
-    config = load_config(str(path))
+    config = load_config(write_odapi_fixture_config(
+        NAME, tmp_path, {'"PATH_TO_BE_CONFIGURED/ckpt-0"': f'"{prefix}"'}))
     assert (config.model.backbone.type, config.model.backbone.se_activation) == (
         "efficientnet", "swish")
     model = build_model(config.model)

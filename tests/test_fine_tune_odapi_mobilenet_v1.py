@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
-from conftest import REPO, make_tiny_config
+from conftest import REPO, make_tiny_config, write_odapi_fixture_config
 from test_fine_tune_odapi_resnet import _checkpoint, _manifest, _reference
 
 from train_lib.config import PipelineConfig, load_config
@@ -29,6 +29,7 @@ from train_lib.training.trainer import TrainError, train
 
 NAME = "ssd_mobilenet_v1_fpn_keras"
 FIXTURE = os.path.join(REPO, "tests", "fixtures", "odapi", NAME)
+PLACEHOLDER = '"PATH_TO_BE_CONFIGURED/mobilenet_v1.ckpt-1"'  # its pipeline.config's checkpoint
 BACKBONE_VARIABLES = 135  # 27 convolutions' kernels, 27 batch norms' four variables
 # The OD API's depth_multiplier 0.5 scales each layer twice (Keras' alpha, then its
 # layer override): a quarter of the published widths, Model Garden's 0.25.
@@ -132,14 +133,7 @@ def test_the_fixtures_pipeline_config_maps_to_the_width_that_loads(tmp_path):
     fine_tune_checkpoint naming the OD API's checkpoint) builds the backbone that
     checkpoint fits: width_multiplier 0.25."""
     prefix = _checkpoint(NAME, tmp_path)
-    with open(os.path.join(FIXTURE, "pipeline.config")) as f:
-        text = f.read()
-    text = text.replace('"PATH_TO_BE_CONFIGURED/mobilenet_v1.ckpt-1"', f'"{prefix}"')
-    text += ('train_input_reader { label_map_path: "labels.pbtxt" '
-             'tf_record_input_reader { input_path: "train.tfrecord" } }\n')
-    path = tmp_path / "pipeline.config"
-    path.write_text(text)
-    config = load_config(str(path))
+    config = load_config(write_odapi_fixture_config(NAME, tmp_path, {PLACEHOLDER: f'"{prefix}"'}))
     backbone = config.model.backbone
     assert (backbone.model_id, backbone.width_multiplier) == ("MobileNetV1", WIDTH)
     assert config.train_config.fine_tune_checkpoint_type == "backbone"  # classification
@@ -207,15 +201,10 @@ def test_a_depth_multiplier_whose_widths_model_garden_rounds_otherwise_is_noted(
     """At depth_multiplier 0.5 with the published min_depth 16, the OD API's first
     layers have 16 channels where Model Garden's MobileNetV1 at 0.25 has 8: the mapping
     says so (and such a checkpoint is refused naming conv1)."""
-    with open(os.path.join(FIXTURE, "pipeline.config")) as f:
-        text = f.read().replace("min_depth: 8", "min_depth: 16")
-    text = text.replace('"PATH_TO_BE_CONFIGURED/mobilenet_v1.ckpt-1"', '""')
-    text += ('train_input_reader { label_map_path: "labels.pbtxt" '
-             'tf_record_input_reader { input_path: "train.tfrecord" } }\n')
-    path = tmp_path / "pipeline.config"
-    path.write_text(text)
+    path = write_odapi_fixture_config(NAME, tmp_path, {"min_depth: 8": "min_depth: 16",
+                                                       PLACEHOLDER: '""'})
     with caplog.at_level("INFO", logger="absl"):
-        assert load_config(str(path)).model.backbone.width_multiplier == WIDTH
+        assert load_config(path).model.backbone.width_multiplier == WIDTH
     assert ("the OD API's Keras MobileNet v1 has [16, 32, 64, 128, 256] channels at "
             "depth_multiplier 0.5 (min_depth 16), Model Garden's MobileNetV1 [8, 16, 32, 64, "
             "128, 256] at width_multiplier 0.25") in caplog.text
