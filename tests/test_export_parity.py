@@ -27,6 +27,7 @@ import pytest
 import tensorflow as tf
 from conftest import REPO
 
+from scripts.odapi_fixtures import export_checks
 from train_lib import families
 from train_lib.config import load_config
 from train_lib.data import shapes_dataset
@@ -43,8 +44,10 @@ ANCHOR_DIMENSION = {"raw_detection_boxes": 1, "raw_detection_scores": 1}
 
 FASTER_RCNN_MODEL = os.path.join(FIXTURES, "faster_rcnn_resnet50_keras")
 FASTER_RCNN = "faster_rcnn_resnet50_v1_640x640_coco17_tpu-8"
+NUM_CLASSES = 3  # the fixtures' label map, and the OD API's models' num_classes
+SERVING_INPUTS = {"input_tensor": {"dtype": "uint8", "shape": [1, None, None, 3]}}
 # What one call shows of the outputs beside the four detection ones (see
-# make_export_signature.raw_conventions); the ones compared with the OD API's.
+# export_checks.raw_conventions); the ones compared with the OD API's.
 # `anchor_indices_distinct` is left out: the OD API's per-class NMS may take two
 # detections of different classes from one proposal, ours too.
 RAW_CONVENTIONS = ("anchor_indices_whole_numbers_within_raw_rows", "box_is_its_rows_raw_box",
@@ -106,10 +109,6 @@ def ours_faster_rcnn(tiny_dataset, tmp_path_factory) -> dict:
     return {"config": config, "model": model, "saved_model": saved_model, "anchors": None}
 
 
-def _spec(tensor) -> dict:
-    return {"dtype": tensor.dtype.name, "shape": tensor.shape.as_list()}
-
-
 def _assert_same_outputs(ours: dict, theirs: dict, anchors: int | None) -> None:
     """Key by key: the same keys and dtypes, the same shapes but the anchor count
     (`anchors`; None: the same shapes)."""
@@ -123,15 +122,33 @@ def _assert_same_outputs(ours: dict, theirs: dict, anchors: int | None) -> None:
         assert ours[key]["shape"] == expected, key
 
 
+def _serving_outputs(saved_model: str, theirs: dict) -> dict:
+    """The SavedModel's serving_default output specs (export_checks.signature_of),
+    after checking its inputs are the OD API's (`theirs`) and the OD API's single
+    uint8 image tensor, and that the OD API's has eight outputs."""
+    signature = export_checks.signature_of(tf.saved_model.load(saved_model))
+    assert signature["inputs"] == theirs["inputs"] == SERVING_INPUTS
+    assert len(theirs["outputs"]) == 8
+    return signature["outputs"]
+
+
+def _call(saved_model: str, input_shape: list[int]) -> dict:
+    """The SavedModel's serving_default on a grey uint8 image of `input_shape`, its
+    outputs as numpy arrays, after checking that the loaded object, called
+    directly as the OD API's is, gives the same values."""
+    loaded = tf.saved_model.load(saved_model)
+    image = tf.zeros(input_shape, tf.uint8) + 128
+    outputs = {k: v.numpy() for k, v in loaded.signatures["serving_default"](
+        input_tensor=image).items()}
+    direct = loaded(image)
+    for key, value in outputs.items():
+        np.testing.assert_array_equal(direct[key].numpy(), value, err_msg=key)
+    return outputs
+
+
 def test_the_signature_is_the_odapi_exporters_key_by_key(ours):
     theirs = _odapi()["signature"]
-    function = tf.saved_model.load(ours["saved_model"]).signatures["serving_default"]
-    args, kwargs = function.structured_input_signature
-    assert args == ()
-    assert {name: _spec(spec) for name, spec in kwargs.items()} == theirs["inputs"] == {
-        "input_tensor": {"dtype": "uint8", "shape": [1, None, None, 3]}}
-    outputs = {key: _spec(spec) for key, spec in function.structured_outputs.items()}
-    assert len(theirs["outputs"]) == 8
+    outputs = _serving_outputs(ours["saved_model"], theirs)
     _assert_same_outputs(outputs, theirs["outputs"], ours["anchors"])
     # The published config's export has the same signature but its anchor count.
     published = _odapi("ssd_mobilenet_v2_320x320_coco17_tpu-8")["signature"]
@@ -144,27 +161,16 @@ def test_the_signature_is_the_odapi_exporters_key_by_key(ours):
 
 def test_a_call_gives_the_odapi_shapes_and_conventions(ours):
     theirs = _odapi()["call"]
-    loaded = tf.saved_model.load(ours["saved_model"])
-    image = tf.zeros(theirs["input_shape"], tf.uint8) + 128
-    outputs = {k: v.numpy() for k, v in loaded.signatures["serving_default"](
-        input_tensor=image).items()}
+    outputs = _call(ours["saved_model"], theirs["input_shape"])
     _assert_same_outputs({k: {"dtype": v.dtype.name, "shape": list(v.shape)}
                           for k, v in outputs.items()}, theirs["outputs"], ours["anchors"])
-    direct = loaded(image)  # the loaded object is callable, as the OD API's
-    for key, value in outputs.items():
-        np.testing.assert_array_equal(direct[key].numpy(), value, err_msg=key)
 
     n = int(outputs["num_detections"][0])
     assert n > 0
     classes = outputs["detection_classes"][0, :n]
     boxes, scores = outputs["detection_boxes"][0, :n], outputs["detection_scores"][0, :n]
-    seen = {
-        "classes_are_whole_numbers": bool(np.all(classes == np.round(classes))),
-        "classes_within_1_to_num_classes": bool(np.all((classes >= 1) & (classes <= 3))),
-        "boxes_within_0_1": bool(np.all((boxes >= 0) & (boxes <= 1))),
-        "scores_within_0_1_descending": bool(np.all((scores >= 0) & (scores <= 1))
-                                             and np.all(np.diff(scores) <= 0)),
-    }
+    seen = export_checks.conventions(outputs, NUM_CLASSES)
+    del seen["num_detections"]
     assert seen == {k: v for k, v in theirs["conventions"].items() if k != "num_detections"}
     assert all(seen.values())
 
@@ -182,7 +188,7 @@ def test_a_call_gives_the_odapi_shapes_and_conventions(ours):
     # The same conventions as the OD API's SSD (sigmoid scores: rows do not sum to
     # 1), but the one difference kept: our raw boxes are clipped to the image (Model
     # Garden's decoding), so a detection's box is its row's; the OD API's are not.
-    seen, recorded = _raw_conventions(outputs), theirs["raw_conventions"]
+    seen, recorded = export_checks.raw_conventions(outputs), theirs["raw_conventions"]
     clipped = ("box_is_its_rows_raw_box", "raw_boxes_within_0_1")
     assert {k: seen[k] for k in RAW_CONVENTIONS if k not in clipped} == {
         k: recorded[k] for k in RAW_CONVENTIONS if k not in clipped}
@@ -191,60 +197,22 @@ def test_a_call_gives_the_odapi_shapes_and_conventions(ours):
         False, False]
 
 
-def _raw_conventions(outputs: dict) -> dict:
-    """make_export_signature.raw_conventions, on our outputs."""
-    n = int(outputs["num_detections"][0])
-    rows = outputs["detection_anchor_indices"][0, :n]
-    raw_scores, raw_boxes = outputs["raw_detection_scores"][0], outputs["raw_detection_boxes"][0]
-    index = rows.astype(np.int64)
-    classes = outputs["detection_classes"][0, :n].astype(np.int64)
-    return {
-        "anchor_indices_whole_numbers_within_raw_rows": bool(
-            np.all(rows == np.round(rows)) and np.all((rows >= 0)
-                                                      & (rows < raw_scores.shape[0]))),
-        "box_is_its_rows_raw_box": bool(np.allclose(
-            outputs["detection_boxes"][0, :n], raw_boxes[index], atol=1e-5)),
-        "score_is_its_rows_raw_score_of_its_class": bool(np.allclose(
-            outputs["detection_scores"][0, :n], raw_scores[index, classes], atol=1e-6)),
-        "multiclass_scores_are_its_rows_raw_scores": bool(np.allclose(
-            outputs["detection_multiclass_scores"][0, :n], raw_scores[index], atol=1e-6)),
-        "padding_rows_zero": n == outputs["detection_scores"].shape[1] or bool(
-            np.all(outputs["detection_anchor_indices"][0, n:] == 0)
-            and np.all(outputs["detection_multiclass_scores"][0, n:] == 0)),
-        "raw_scores_rows_sum_to_1": bool(np.allclose(  # rows of zeros left out
-            raw_scores[raw_scores.any(-1)].sum(-1), 1, atol=1e-4)),
-        "raw_boxes_within_0_1": bool(np.all((raw_boxes >= 0) & (raw_boxes <= 1))),
-    }
-
-
 def test_the_faster_rcnn_signature_is_the_odapi_exporters_key_by_key(ours_faster_rcnn):
     theirs = _odapi(FASTER_RCNN)["signature"]
-    function = tf.saved_model.load(ours_faster_rcnn["saved_model"]).signatures[
-        "serving_default"]
-    args, kwargs = function.structured_input_signature
-    assert args == ()
-    assert {name: _spec(spec) for name, spec in kwargs.items()} == theirs["inputs"] == {
-        "input_tensor": {"dtype": "uint8", "shape": [1, None, None, 3]}}
-    outputs = {key: _spec(spec) for key, spec in function.structured_outputs.items()}
-    assert len(theirs["outputs"]) == 8
+    outputs = _serving_outputs(ours_faster_rcnn["saved_model"], theirs)
     assert outputs == theirs["outputs"]  # no difference kept: 300 proposals, 300 detections
     assert theirs["outputs"]["raw_detection_scores"]["shape"] == [1, 300, 4]
 
 
 def test_a_faster_rcnn_call_gives_the_odapi_shapes_and_conventions(ours_faster_rcnn):
     theirs = _odapi(FASTER_RCNN)["call"]
-    loaded = tf.saved_model.load(ours_faster_rcnn["saved_model"])
-    image = tf.zeros(theirs["input_shape"], tf.uint8) + 128
-    outputs = {k: v.numpy() for k, v in loaded.signatures["serving_default"](
-        input_tensor=image).items()}
+    outputs = _call(ours_faster_rcnn["saved_model"], theirs["input_shape"])
     assert {k: {"dtype": v.dtype.name, "shape": list(v.shape)}
             for k, v in outputs.items()} == theirs["outputs"]
-    direct = loaded(image)
-    for key, value in outputs.items():
-        np.testing.assert_array_equal(direct[key].numpy(), value, err_msg=key)
     n = int(outputs["num_detections"][0])
     assert n > 0
-    seen = _raw_conventions(outputs)
+    raw = export_checks.raw_conventions(outputs)
+    seen = {k: raw[k] for k in RAW_CONVENTIONS}
     assert seen == {k: theirs["raw_conventions"][k] for k in RAW_CONVENTIONS}
     assert all(seen.values())
 
