@@ -1,14 +1,26 @@
-"""The OD API's Keras EfficientNet (`ssd_efficientnet-b<n>_bifpn_keras`, EfficientDet)
-into Model Garden's EfficientNet-B<n> with swish inside squeeze-excitation
-(`model.backbone.se_activation: swish`). Its layers up to level 5 are under
-`model/_feature_extractor/_efficientnet/` (for B0 128 layers with weights, 304
-variables: stem, then per block expand, depthwise, squeeze-excitation reduce and
-expand, project): the same layers in the same order, the same function. Model
-Garden's default (ReLU inside squeeze-excitation) computes other feature maps with
-them (about 1% apart), so it is refused naming the key. Our EfficientNet's last 1x1
-convolution and its norm (Model Garden's classification head, beyond level 5, which
-our FPN does not read) stay fresh: the OD API's (under classification_backbone/)
-never runs in EfficientDet.
+"""The OD API's Keras EfficientNet (`ssd_efficientnet-b<n>_bifpn_keras`, EfficientDet
+D0-D7: B0-B6, D7 B6 too) into Model Garden's EfficientNet-B<n> with swish inside
+squeeze-excitation (`model.backbone.se_activation: swish`). Both have the same layers
+in the same order with the same shapes: stem, then per block expand (when the block
+expands), depthwise, squeeze-excitation reduce and expand, project; Model Garden's
+block specs give each group's repeats as the Keras model's (the same rounding).
+
+The OD API keeps its EfficientNet in two parts. Its EfficientDet reads its levels at
+B0's block names for every size (level 5: stack_6/block_0/project_bn), so
+`model/_feature_extractor/_efficientnet/` holds the layers up to that one (for B0 128
+layers with weights, 304 variables), and `model/_feature_extractor/classification_backbone/`
+the rest, numbered on: for B1-B6 the later blocks of the last group (stack_6/block_1,
+and block_2 for B5 and B6), which the OD API's EfficientDet never runs, then the top
+1x1 convolution, its norm and the classifier. Ours loads both parts: its level 5 is
+the end of the last group. For B1-B6 the OD API's levels 2-4 are also inside a group
+(stack_1/block_1/add, stack_2/block_1/add, stack_4/block_2/add) where Model Garden's
+are at its end, so with the same weights our levels are other tensors than the ones
+its BiFPN reads (for B0 they are the same: tests/test_fine_tune_odapi_efficientdet.py).
+Model Garden's default (ReLU inside squeeze-excitation) computes other feature maps
+with these weights (about 1% apart), so it is refused naming the key. Our
+EfficientNet's last 1x1 convolution and its norm (Model Garden's classification head,
+beyond level 5, which our FPN does not read) stay fresh: the OD API's never runs in
+EfficientDet.
 """
 
 from __future__ import annotations
@@ -17,7 +29,15 @@ from official.vision.modeling.backbones import efficientnet
 from official.vision.modeling.layers import nn_blocks
 
 from train_lib.training.failures import TrainError
-from train_lib.training.odapi_checkpoint.layout import KEY
+from train_lib.training.odapi_checkpoint.layout import (
+    DETECTION_BACKBONE,
+    EFFICIENTDET_BACKBONE,
+    KEY,
+)
+
+# The Keras EfficientNet's layer the OD API's EfficientDet reads as level 5, for every
+# size (its _EFFICIENTNET_LEVEL_ENDPOINTS): the last layer under EFFICIENTDET_BACKBONE.
+LEVEL_5 = "stack_6/block_0/project_bn"
 
 
 def matches(backbone) -> bool:
@@ -26,7 +46,7 @@ def matches(backbone) -> bool:
 
 
 def keras_layers(backbone, prefix: str) -> list[tuple[str, object]]:
-    """The OD API's Keras EfficientNet's names up to level 5: stem_conv2d, stem_bn, then
+    """The OD API's Keras EfficientNet's names up to our level 5: stem_conv2d, stem_bn, then
     per block (`stack_<s>/block_<b>/`, s the block group, b its repeat) expand_conv2d
     and expand_bn (when the block expands), depthwise_conv2d, depthwise_bn,
     se_reduce_conv2d, se_expand_conv2d, project_conv2d, project_bn. Model Garden's
@@ -63,3 +83,14 @@ def keras_layers(backbone, prefix: str) -> list[tuple[str, object]]:
                    (f"{name}se_expand_conv2d", se._se_expand),
                    (f"{name}project_conv2d", block._conv2), (f"{name}project_bn", block._norm2)]
     return layers
+
+
+def segments(layers: list[tuple[str, object]]) -> list[tuple[str, list, int]]:
+    """Where the OD API's checkpoint keeps `layers` (keras_layers'): (prefix, layers,
+    index of the first in that Keras model's numbering) for those up to LEVEL_5 under
+    EFFICIENTDET_BACKBONE, and for the rest under DETECTION_BACKBONE, numbered on (the
+    whole EfficientNet's numbering, which goes on to its top and classifier). Layers
+    without LEVEL_5 (another backbone) are all looked for under EFFICIENTDET_BACKBONE."""
+    names = [name for name, _ in layers]
+    end = names.index(LEVEL_5) + 1 if LEVEL_5 in names else len(layers)
+    return [(EFFICIENTDET_BACKBONE, layers[:end], 0), (DETECTION_BACKBONE, layers[end:], end)]

@@ -24,8 +24,9 @@ CLASSIFICATION_BACKBONE = "feature_extractor/"
 PROPOSAL_BACKBONE = "model/_feature_extractor_for_proposal_features/"
 BOX_CLASSIFIER_BACKBONE = "model/_feature_extractor_for_box_classifier_features/"
 FPN_PROPOSAL_BACKBONE = PROPOSAL_BACKBONE + "classification_backbone/"  # _fpn_keras
-# EfficientDet: its Keras EfficientNet up to level 5 (the rest, under
-# classification_backbone/, is the top conv and the classifier it never runs).
+# EfficientDet: its Keras EfficientNet up to the layer it reads as level 5 (the rest,
+# under classification_backbone/ and numbered on, it never runs: for B1-B6 the last
+# group's later blocks, then the top conv and the classifier).
 EFFICIENTDET_BACKBONE = "model/_feature_extractor/_efficientnet/"
 FEATURE_MAPS = "model/_feature_extractor/"
 BOX_PREDICTOR = "model/_box_predictor/"

@@ -74,6 +74,11 @@ class Plan:
         folded = sum(m.minus_key is not None for m in self.mapped)
         if folded:
             line += f"; {folded} convolution biases folded into batch-norm moving means"
+        after_level_5 = sum(m.key.startswith(DETECTION_BACKBONE) for m in self.mapped)
+        if after_level_5 and self.backbone_prefix == EFFICIENTDET_BACKBONE:
+            line += (f"; {after_level_5} of them (stack_6's blocks after block_0, where the OD "
+                     "API's EfficientDet reads its level 5, so it never runs them) from its "
+                     "classification_backbone")
         unmapped = sum(why.startswith("backbone:") for _, why in self.fresh)
         if unmapped and self.backbone_prefix == EFFICIENTDET_BACKBONE:
             line += (f"; the other {unmapped} (EfficientNet's last 1x1 convolution and norm, "
@@ -132,12 +137,14 @@ def plan_shapes(model, shapes: dict, prefix: str, kind: str) -> Plan:
     layers = _keras_layers(model.backbone, prefix)
     segments = _segments(shapes, prefix, layers)
     mapped = []
-    for backbone_prefix, part in segments:
+    for backbone_prefix, part, first in segments:
         checkpoint_layers = _layer_indices(shapes, backbone_prefix)
-        for index, (keras_name, layer) in enumerate(part):
+        for index, (keras_name, layer) in enumerate(part, start=first):
             for variable in layer.variables:
                 mapped.append(_map_variable(shapes, prefix, backbone_prefix, index, keras_name,
                                             variable, len(checkpoint_layers), len(part)))
+        if first:
+            continue  # it continues the model before it, whose layers after ours it holds
         extra = sorted(checkpoint_layers - set(range(len(part))))
         if extra:
             raise TrainError(
@@ -197,17 +204,21 @@ def _layer_indices(shapes: dict, backbone_prefix: str) -> set[int]:
     return {int(n[start:].split("/")[0]) for n in shapes if n.startswith(backbone_prefix + LAYER)}
 
 
-def _segments(shapes: dict, prefix: str, layers: list) -> list[tuple[str, list]]:
+def _segments(shapes: dict, prefix: str, layers: list) -> list[tuple[str, list, int]]:
     """Where our backbone's layers are in the checkpoint: (the prefix of a Keras model
-    in it, our layers that model holds, in its order). A Faster R-CNN's backbone is two
-    models: conv1..conv4, and conv5 (the stage its box classifier runs)."""
+    in it, our layers that model holds, in its order, and the index of the first of
+    them in its numbering). A Faster R-CNN's backbone is two models: conv1..conv4, and
+    conv5 (the stage its box classifier runs); an EfficientDet's, its EfficientNet up to
+    level 5 and the rest of that EfficientNet, numbered on (efficientnet.segments)."""
     if any(n.startswith(PROPOSAL_BACKBONE + LAYER) for n in shapes):
         split = sum(1 for name, _ in layers if not name.startswith("conv5_"))
-        return [(PROPOSAL_BACKBONE, layers[:split]), (BOX_CLASSIFIER_BACKBONE, layers[split:])]
-    for candidate in (EFFICIENTDET_BACKBONE, DETECTION_BACKBONE, FPN_PROPOSAL_BACKBONE,
-                      CLASSIFICATION_BACKBONE):
+        return [(PROPOSAL_BACKBONE, layers[:split], 0),
+                (BOX_CLASSIFIER_BACKBONE, layers[split:], 0)]
+    if any(n.startswith(EFFICIENTDET_BACKBONE + LAYER) for n in shapes):
+        return efficientnet.segments(layers)
+    for candidate in (DETECTION_BACKBONE, FPN_PROPOSAL_BACKBONE, CLASSIFICATION_BACKBONE):
         if any(n.startswith(candidate + LAYER) for n in shapes):
-            return [(candidate, layers)]
+            return [(candidate, layers, 0)]
     raise TrainError(f"{KEY} {prefix} is an OD API checkpoint without a Keras backbone "
                      f"(nothing under {DETECTION_BACKBONE}, {PROPOSAL_BACKBONE} or "
                      f"{CLASSIFICATION_BACKBONE}); name a TF2 checkpoint of an OD API model "
