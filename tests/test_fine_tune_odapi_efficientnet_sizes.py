@@ -13,10 +13,12 @@ to the layer its EfficientDet reads as level 5, stack_6/block_0/project_bn) and
 later blocks, then the top 1x1 convolution, its norm and the classifier).
 
 Our model is built from the model section our mapper made of the same config
-(tests/fixtures/odapi/model_parity.json, same sha256; test_model_parity checks that
-the mapper still makes it), with 3 classes at 256 px (the backbone's variables do not
-depend on either), and the plan fine_tune would make is computed from the names and
-shapes alone (odapi_checkpoint.plan_shapes). The B0 fixture's test
+(tests/fixtures/odapi/model_parity.json, same sha256, written by
+scripts/odapi_parity/model_parity.py; test_model_parity checks that the mapper still
+makes it where the published config is beside the repository), with 3 classes at
+256 px (the backbone's variables depend on neither), and the plan fine_tune would
+make is computed from the names and shapes alone (odapi_checkpoint.plan_shapes). The
+B0 fixture's test
 (test_fine_tune_odapi_efficientdet.py) shows, with values, that those names load into
 a backbone computing the OD API's levels exactly."""
 
