@@ -46,10 +46,12 @@ SEEDED adds the OD API's Keras MobileNet v1 FPN (`ssd_mobilenet_v1_fpn_keras`:
 the published config at depth_multiplier 0.5, min_depth 8, 128 px, box predictor
 depth 32, 3 classes), written the same way: `level_<n>` are its
 classification_backbone's outputs conv_pw_3/5/11/13_relu, the maps its FPN reads;
-and the OD API's EfficientDet D0 (`ssd_efficientnet-b0_bifpn_keras`: the published
-config at 256 px (a multiple of 2**7 above 128), 3 classes; B0 at full width):
-`level_<n>` are the Keras EfficientNet's tensors in EFFICIENTNET_LEVELS (its BiFPN
-reads levels 3-5).
+and the OD API's EfficientDet D0 and D1 (`ssd_efficientnet-b0_bifpn_keras`,
+`ssd_efficientnet-b1_bifpn_keras`: the published config at 256 px (a multiple of
+2**7 above 128), 3 classes; B0 and B1 at full width): `level_<n>` are the Keras
+EfficientNet's tensors in EFFICIENTNET_LEVELS, the same layer names for every size
+(the script checks that levels 3-5 are what its extractor's `_efficientnet` outputs,
+which its BiFPN reads).
 """
 
 from __future__ import annotations
@@ -213,8 +215,9 @@ def _reduce_efficientdet(config) -> None:
     resizer.min_dimension = resizer.max_dimension = 256
 
 
-# The Keras EfficientNet's (official.legacy's) layers at the ends of our levels 2-5;
-# the OD API's EfficientDet reads levels 3-5 of them.
+# The Keras EfficientNet's (official.legacy's) layers the OD API's EfficientDet reads
+# as its levels (its _EFFICIENTNET_LEVEL_ENDPOINTS: B0's block names for every size;
+# its BiFPN reads levels 3-5).
 EFFICIENTNET_LEVELS = {2: "stack_1/block_1/add", 3: "stack_2/block_1/add",
                        4: "stack_4/block_2/add", 5: "stack_6/block_0/project_bn"}
 
@@ -227,6 +230,11 @@ SEEDED = {
         _reduce_ssd_mobilenet_v1, 128, False),
     "ssd_efficientnet-b0_bifpn_keras": (
         "configs/tf2/ssd_efficientdet_d0_512x512_coco17_tpu-8.config",
+        _reduce_efficientdet, 256, False),
+    # B1: the first size whose levels are inside a block group (level 3 is stack_2's
+    # second block of three), where Model Garden's EfficientNet ends its levels.
+    "ssd_efficientnet-b1_bifpn_keras": (
+        "configs/tf2/ssd_efficientdet_d1_640x640_coco17_tpu-8.config",
         _reduce_efficientdet, 256, False),
 }
 
@@ -343,6 +351,10 @@ def write_resnet(out_dir: str, name: str, spec: tuple) -> None:
         for level, value in zip(EFFICIENTNET_LEVELS, probe(preprocessed, training=False),
                                 strict=True):
             arrays[f"level_{level}"] = value.numpy()
+        # What its BiFPN reads (the extractor's _efficientnet: levels 3-5) is them.
+        read = model.feature_extractor._efficientnet(preprocessed, training=False)
+        for level, value in zip(range(6 - len(read), 6), read, strict=True):
+            assert np.array_equal(value.numpy(), arrays[f"level_{level}"]), level
         for i, fmap in enumerate(model.feature_extractor(preprocessed)):
             arrays[f"feature_map_{i}"] = fmap.numpy()
     elif name.startswith("ssd_") or name.endswith("_fpn_keras"):
