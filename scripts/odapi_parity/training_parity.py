@@ -36,7 +36,9 @@ The figures, from each driver's own output:
 - steady s/step: the time between the log lines of the first and the last logged
   steps over the steps between them (steps 101..N: the first 100, with the
   tracing, left out), from the lines' stamps, so both are measured alike (the OD
-  API's own "per-step time" is the time of one step);
+  API's `model_main_tf2.py` runs 100 steps per call of its compiled loop and logs
+  once a call: its own "per-step time" is the mean over those 100; a run of it
+  shorter than 200 steps has no steady figure);
 - AP and AP50 of the final checkpoint by the driver's own evaluation (the OD API's
   `DetectionBoxes_Precision/mAP` and `mAP@.50IOU`, our `AP` and `AP50`);
 - parameters: the model's trainable variables in the final checkpoint (batch
