@@ -262,6 +262,11 @@ VALUE_ERRORS = [
      "model.backbone.se_activation is 'sigmoid'; must be one of relu, swish"),
     ("model.backbone.se_activation=swish",
      "model.backbone.se_activation is 'swish'; applies to type: efficientnet only"),
+    ("model.backbone.type=efficientnet,model.backbone.model_id=b1,"
+     "model.backbone.efficientnet_endpoints=keras",
+     "model.backbone.efficientnet_endpoints is 'keras'; must be one of model_garden, odapi"),
+    ("model.backbone.efficientnet_endpoints=odapi",
+     "model.backbone.efficientnet_endpoints is 'odapi'; applies to type: efficientnet only"),
     ("model.num_classes=0", "model.num_classes is 0; must be >= 1"),
     ("model.input_size=[100,128]",
      "model.input_size [100, 128] must be a multiple of 32 (2**min(max_level, 5), the "
@@ -370,6 +375,8 @@ def test_invalid_values(tmp_path, override, expected):
     "model.backbone.type=resnet,model.backbone.model_id=18",
     "model.backbone.type=efficientnet,model.backbone.model_id=b0,"
     "model.backbone.se_activation=swish",
+    "model.backbone.type=efficientnet,model.backbone.model_id=b3,"
+    "model.backbone.se_activation=swish,model.backbone.efficientnet_endpoints=odapi",
     "model.backbone.model_id=MobileNetV3Large,model.norm.activation=hard_swish",
     "model.min_level=2,model.max_level=7,model.input_size=[256,384]",
     "model.max_level=7,model.input_size=[320,288]",  # multiples of 32: level 7 is 3x3

@@ -15,7 +15,10 @@ shape, onto Model Garden's EfficientNet-B0; with them, Model Garden's EfficientN
 built with swish inside squeeze-excitation computes the OD API's levels exactly, and
 with ReLU there (Model Garden's default) about 1% apart. So fine_tune loads them into
 `model.backbone.se_activation: swish` (what the OD API mapper sets for EfficientDet),
-checked on the OD API's own feature maps, and refuses ReLU naming the key."""
+checked on the OD API's own feature maps, and refuses ReLU naming the key. B0's
+levels end its block groups, so `efficientnet_endpoints` odapi (what the mapper sets
+too) and model_garden compute the same levels (for B1:
+test_fine_tune_odapi_efficientdet_b1.py)."""
 
 from __future__ import annotations
 
@@ -135,13 +138,14 @@ def test_swish_inside_squeeze_excitation_is_the_one_difference(tmp_path):
     assert differences["relu"] > 1e-3  # measured 0.008-0.014 per level
 
 
-def _our_efficientdet(se_activation: str):
+def _our_efficientdet(se_activation: str, endpoints: str = "model_garden"):
     config = PipelineConfig()
     model = config.model
     model.num_classes = 3
     model.input_size = [256, 256]
     model.backbone.type, model.backbone.model_id = "efficientnet", "b0"
     model.backbone.se_activation = se_activation
+    model.backbone.efficientnet_endpoints = endpoints
     model.norm.activation, model.norm.norm_epsilon = "swish", 0.001
     model.fpn.num_filters = 32
     model.head.num_convs, model.head.num_filters = 1, 32
@@ -164,10 +168,12 @@ def test_the_mapped_pipeline_config_loads_the_checkpoint_exactly(tmp_path):
     prefix = _checkpoint(NAME, tmp_path)
     config = load_config(write_odapi_fixture_config(
         NAME, tmp_path, {'"PATH_TO_BE_CONFIGURED/ckpt-0"': f'"{prefix}"'}))
-    assert (config.model.backbone.type, config.model.backbone.se_activation) == (
-        "efficientnet", "swish")
+    backbone = config.model.backbone
+    assert (backbone.type, backbone.se_activation, backbone.efficientnet_endpoints) == (
+        "efficientnet", "swish", "odapi")
     model = build_model(config.model)
     assert model.backbone._se_inner_activation == "swish"
+    assert len(model.backbone.variables) == 304  # up to level 5, as the OD API's
     assert sorted(model.backbone.output_specs) == ["2", "3", "4", "5"]  # what the FPN reads
     reference = _reference(NAME)
     assert min(_levels(model.backbone, reference).values()) > 0.1  # fresh: far apart
@@ -212,6 +218,23 @@ def test_an_efficientdet_checkpoint_loads_and_reports_what_stays_fresh(kind, tmp
                             "fresh") == 228
         assert sum(why.startswith("the OD API's EfficientNet after level 5") for why in
                    unused) == 7
+
+
+def test_for_b0_both_endpoints_compute_the_same_levels(tmp_path):
+    """B0's OD API levels end their block groups: efficientnet_endpoints odapi reads
+    Model Garden's own endpoint tensors and leaves out only the last 1x1 convolution
+    and norm (5 variables, which no FPN reads); with the checkpoint both compute the
+    same levels, bit for bit."""
+    prefix = _checkpoint(NAME, tmp_path)
+    levels = {}
+    for endpoints in ("model_garden", "odapi"):
+        model = _our_efficientdet("swish", endpoints)
+        assert fine_tune.apply(model, prefix, "detection").count == 304
+        assert len(model.backbone.variables) == {"model_garden": 309, "odapi": 304}[endpoints]
+        levels[endpoints] = model.backbone(
+            tf.constant(_reference(NAME)["preprocessed"]), training=False)
+    for level in "2345":
+        assert np.array_equal(levels["odapi"][level], levels["model_garden"][level]), level
 
 
 def test_an_efficientdet_checkpoint_into_relu_is_refused_naming_the_key(tmp_path):

@@ -18,9 +18,10 @@ scripts/odapi_parity/model_parity.py; test_model_parity checks that the mapper s
 makes it where the published config is beside the repository), with 3 classes at
 256 px (the backbone's variables depend on neither), and the plan fine_tune would
 make is computed from the names and shapes alone (odapi_checkpoint.plan_shapes). The
-B0 fixture's test
-(test_fine_tune_odapi_efficientdet.py) shows, with values, that those names load into
-a backbone computing the OD API's levels exactly."""
+B0 and B1 fixtures' tests
+(test_fine_tune_odapi_efficientdet.py, test_fine_tune_odapi_efficientdet_b1.py) show,
+with values, that those names load into the mapper's backbone
+(efficientnet_endpoints: odapi), which then computes the OD API's levels exactly."""
 
 from __future__ import annotations
 
@@ -71,14 +72,25 @@ def _shapes(name: str) -> dict[str, list[int]]:
     return {key: shape for key, shape in BACKBONES["configs"][name]["variables"]}
 
 
-def _our_model(name: str, se_activation: str | None = None):
+def _our_model(name: str, se_activation: str | None = None, endpoints: str | None = None):
     """Our detector from the model section our mapper made of the published config,
-    with 3 classes at 256 px."""
+    with 3 classes at 256 px (`se_activation`, `endpoints`: the backbone's
+    se_activation and efficientnet_endpoints instead of the mapper's)."""
     section = json.loads(json.dumps(SECTIONS[f"{name}.config"]["model"]))
     section["num_classes"], section["input_size"] = 3, [256, 256]
     if se_activation is not None:
         section["backbone"]["se_activation"] = se_activation
+    if endpoints is not None:
+        section["backbone"]["efficientnet_endpoints"] = endpoints
     return build_model(config_from_dict({"model": section}).model)
+
+
+def _to_level_5(name: str) -> int:
+    """The variables of the OD API's EfficientNet up to its level 5: Model Garden's
+    whole EfficientNet's but stack_6's later blocks (19 each) and the last 1x1
+    convolution and norm (5)."""
+    _, repeats, variables = SIZES[_size(name)]
+    return variables - 5 - 19 * (repeats[-1] - 1)
 
 
 def test_the_fixture_holds_every_published_efficientdet_config():
@@ -90,22 +102,58 @@ def test_the_fixture_holds_every_published_efficientdet_config():
         assert entry["sha256"] == SECTIONS[f"{name}.config"]["sha256"]  # the same file
         assert SECTIONS[f"{name}.config"]["model"]["backbone"] == {
             **SECTIONS[f"{name}.config"]["model"]["backbone"], "type": "efficientnet",
-            "model_id": model_id, "se_activation": "swish"}
+            "model_id": model_id, "se_activation": "swish", "efficientnet_endpoints": "odapi"}
     d6, d7 = (BACKBONES["configs"][n]["variables"] for n in CONFIGS[-2:])
     assert d6 == d7  # D7 is B6 too
 
 
 @pytest.mark.parametrize("name", _params(CONFIGS))
-def test_the_published_configs_efficientnet_maps_one_to_one(name):
-    """Every variable of our backbone but its last 1x1 convolution and norm takes one
-    checkpoint variable of the same shape, none twice: all of the OD API's Keras
-    EfficientNet up to its level 5 (_efficientnet/, in order), and for B1-B6 stack_6's
-    later blocks (under classification_backbone/, numbered on). The report says what
-    stays fresh (those 5, the FPN and the head) and why the rest of the checkpoint's
-    EfficientNet is unused (its top and classifier)."""
-    model_id, repeats, variables = SIZES[_size(name)]
+def test_the_mapped_efficientnet_is_the_odapi_one_to_level_5(name):
+    """The mapper's backbone (efficientnet_endpoints: odapi) ends where the OD API's
+    EfficientDet reads its level 5: each of its variables takes one checkpoint variable
+    of the same shape under _efficientnet/, all of them, in the Keras model's order;
+    nothing of the backbone stays fresh; the rest of the checkpoint's EfficientNet
+    (stack_6's later blocks for B1-B6, the top and classifier) is unused."""
+    model_id, repeats, _ = SIZES[_size(name)]
     shapes = _shapes(name)
     model = _our_model(name)
+    assert model.backbone.get_config()["model_id"] == model_id
+    assert len(model.backbone.variables) == _to_level_5(name)
+    plan = odapi_checkpoint.plan_shapes(model, shapes, name, "detection")
+    keys = [m.key for m in plan.mapped]
+    assert len(set(keys)) == len(keys) == _to_level_5(name)
+    assert len({id(m.variable) for m in plan.mapped}) == len(keys)
+    assert all(shapes[m.key] == m.variable.shape.as_list() for m in plan.mapped)
+    assert {k for k in shapes if k.startswith(EFFICIENTNET)} == set(keys)
+    layers = list(dict.fromkeys(m.keras_name.rsplit("/", 1)[0] for m in plan.mapped))
+    blocks = list(dict.fromkeys(layer.rsplit("/", 1)[0] for layer in layers[2:]))
+    assert blocks == [f"stack_{s}/block_{b}" for s, n in enumerate(repeats[:-1])
+                      for b in range(n)] + ["stack_6/block_0"]
+    index = {m.keras_name.rsplit("/", 1)[0]: int(m.key.split("layer_with_weights-")[1]
+                                                 .split("/")[0]) for m in plan.mapped}
+    assert [index[layer] for layer in layers] == list(range(len(layers)))
+    report = plan.report()
+    assert not [e for e in report["fresh"] if e["reason"].startswith("backbone:")]
+    unused = [e for e in report["unused"] if e["checkpoint_key"].startswith(REST)]
+    assert len(unused) == 7 + 19 * (repeats[-1] - 1)
+    assert all(e["reason"].startswith("the OD API's EfficientNet after level 5") for e in unused)
+    summary = plan.summary()
+    assert summary.startswith(f"{len(keys)} of {len(keys)} backbone variables")
+    assert "classification_backbone" not in summary
+
+
+@pytest.mark.parametrize("name", _params(CONFIGS))
+def test_model_gardens_whole_efficientnet_maps_one_to_one(name):
+    """With efficientnet_endpoints: model_garden, every variable of our backbone but
+    its last 1x1 convolution and norm takes one checkpoint variable of the same shape,
+    none twice: all of the OD API's Keras EfficientNet up to its level 5
+    (_efficientnet/, in order), and for B1-B6 stack_6's later blocks (under
+    classification_backbone/, numbered on). The report says what stays fresh (those 5,
+    the FPN and the head) and why the rest of the checkpoint's EfficientNet is unused
+    (its top and classifier)."""
+    model_id, repeats, variables = SIZES[_size(name)]
+    shapes = _shapes(name)
+    model = _our_model(name, endpoints="model_garden")
     assert model.backbone.get_config()["model_id"] == model_id
     assert len(model.backbone.variables) == variables
     plan = odapi_checkpoint.plan_shapes(model, shapes, name, "detection")

@@ -193,6 +193,9 @@ def test_efficientdet_maps_to_efficientnet_with_fpn(tmp_path, caplog):
     assert (c.model.backbone.type, c.model.backbone.model_id) == ("efficientnet", "b0")
     # the OD API's Keras EfficientNet activates inside squeeze-excitation with swish
     assert c.model.backbone.se_activation == "swish" and "se_activation: swish" in caplog.text
+    # and reads its levels where the OD API's EfficientDet does
+    assert c.model.backbone.efficientnet_endpoints == "odapi"
+    assert "efficientnet_endpoints: odapi" in caplog.text
     assert (c.model.fpn.num_filters, c.model.norm.activation) == (64, "swish")
     assert c.train_config.mixed_precision == "mixed_bfloat16"
     aug = c.train_config.augmentation
@@ -322,7 +325,7 @@ def test_new_backbones_build(tmp_path):
         model = build_model(config.model)
         assert model.count_params() > 0
         assert type(model.backbone).__name__ == (
-            "MobileNet" if "mobilenet" in text else "EfficientNet")
+            "MobileNet" if "mobilenet" in text else "OdapiEndpointsEfficientNet")
 
 
 # ---------------------------------------------------------------- end to end

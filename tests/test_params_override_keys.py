@@ -52,6 +52,8 @@ SPECIAL: dict[str, tuple[object, dict]] = {
                                                    "model.backbone.model_id": "50"}),
     "model.backbone.se_activation": ("swish", {"model.backbone.type": "efficientnet",
                                                 "model.backbone.model_id": "b0"}),
+    "model.backbone.efficientnet_endpoints": ("odapi", {"model.backbone.type": "efficientnet",
+                                                        "model.backbone.model_id": "b1"}),
     "model.fpn.type": ("none", {"model.architecture": "faster_rcnn", "model.min_level": 4,
                                 "model.max_level": 4}),
     "model.norm.activation": ("swish", {}),

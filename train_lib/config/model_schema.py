@@ -63,6 +63,7 @@ BACKBONE_MODEL_IDS = {
 }
 RESNET_VARIANTS = ("model_garden", "keras_v1")
 SE_ACTIVATIONS = ("relu", "swish")
+EFFICIENTNET_ENDPOINTS = ("model_garden", "odapi")
 ACTIVATIONS = ("relu", "relu6", "swish", "hard_swish")
 MIN_LEVEL, MAX_LEVEL = 2, 7
 # The deepest level (stride 32) of every backbone here; the FPN makes the levels above
@@ -101,6 +102,11 @@ class BackboneConfig:
     # default) | swish (the OD API's Keras EfficientNet, EfficientDet's: its
     # checkpoints load exactly).
     se_activation: str = "relu"
+    # efficientnet: where its levels 2-5 are: model_garden (Model Garden's: the end of
+    # each block group) | odapi (the OD API's EfficientDet's: B0's block names for every
+    # size, inside the groups of B1-B7; the layers after its level 5 are not built;
+    # with se_activation swish, its checkpoints load exactly). B0: the same levels.
+    efficientnet_endpoints: str = "model_garden"
 
     def problems(self, prefix: str = "model.backbone") -> list[str]:
         c = Checks(prefix)
@@ -109,6 +115,11 @@ class BackboneConfig:
         c.need(self.se_activation != "swish" or self.type == "efficientnet", "se_activation",
                self.se_activation, "applies to type: efficientnet only (an OD API EfficientDet "
                "extractor sets it: with another backbone, set se_activation: relu)")
+        c.choice("efficientnet_endpoints", self.efficientnet_endpoints, EFFICIENTNET_ENDPOINTS)
+        c.need(self.efficientnet_endpoints != "odapi" or self.type == "efficientnet",
+               "efficientnet_endpoints", self.efficientnet_endpoints,
+               "applies to type: efficientnet only (an OD API EfficientDet extractor sets it: "
+               "with another backbone, set efficientnet_endpoints: model_garden)")
         c.need(self.resnet_variant != "keras_v1" or (
             self.type == "resnet" and str(self.model_id) in ("50", "101", "152")),
             "resnet_variant", self.resnet_variant,

@@ -12,7 +12,7 @@ from official.vision.configs import backbones, common, decoders
 from official.vision.modeling.backbones import efficientnet, mobilenet
 
 from train_lib.config import ModelConfig
-from train_lib.families import keras_resnet
+from train_lib.families import efficientnet_endpoints, keras_resnet
 
 
 def backbone_config(model: ModelConfig) -> backbones.Backbone:
@@ -40,7 +40,7 @@ def build_backbone(model: ModelConfig, input_specs: tf_keras.layers.InputSpec,
                    l2_regularizer) -> tf_keras.Model | None:
     """The backbone when Model Garden's factory cannot build it from
     `backbone_config` (pass it to the factory), else None (the factory builds it).
-    Three so far, each with the same arguments as the factory's otherwise:
+    Four so far, each with the same arguments as the factory's otherwise:
     `model.backbone.scale_last_layer`, Model Garden's MobileNet with
     finegrain_classification_mode off, whose last 1x1 convolution scales with
     width_multiplier < 1 as the OD API's MobileNetV2's does;
@@ -49,8 +49,25 @@ def build_backbone(model: ModelConfig, input_specs: tf_keras.layers.InputSpec,
     `model.backbone.se_activation: swish`, Model Garden's EfficientNet with swish
     inside squeeze-excitation as the OD API's Keras EfficientNet (EfficientDet), by
     Model Garden's own EfficientNet builder, whose se_inner_activation its factory
-    config has no field for."""
+    config has no field for; and `model.backbone.efficientnet_endpoints: odapi`, that
+    EfficientNet with its levels at the OD API's EfficientDet's layers
+    (efficientnet_endpoints.py)."""
     norm = norm_activation(model)
+    if model.backbone.type == "efficientnet" and \
+            model.backbone.efficientnet_endpoints == "odapi":
+        garden = backbone_config(model).efficientnet
+        return efficientnet_endpoints.OdapiEndpointsEfficientNet(
+            model_id=model.backbone.model_id,
+            input_specs=input_specs,
+            se_ratio=garden.se_ratio,
+            stochastic_depth_drop_rate=garden.stochastic_depth_drop_rate,
+            activation=norm.activation,
+            se_inner_activation=model.backbone.se_activation,
+            use_sync_bn=norm.use_sync_bn,
+            norm_momentum=norm.norm_momentum,
+            norm_epsilon=norm.norm_epsilon,
+            kernel_regularizer=l2_regularizer,
+        )
     if model.backbone.type == "efficientnet" and model.backbone.se_activation != "relu":
         return efficientnet.build_efficientnet(
             input_specs=input_specs,

@@ -60,10 +60,12 @@ def _backbone(m: Mapper) -> str:
         m.set("model.backbone.type", "efficientnet", origin)
         m.set("model.backbone.model_id", match.group(1), origin,
               f"Model Garden's EfficientNet-{match.group(1)} with swish inside "
-              "squeeze-excitation (se_activation: swish: the OD API's Keras EfficientNet's "
+              "squeeze-excitation and its levels at the OD API's layers (se_activation: "
+              "swish, efficientnet_endpoints: odapi: the OD API's Keras EfficientNet's "
               "function, its checkpoints load exactly) with an FPN (Model Garden has no "
               "BiFPN: one top-down pass instead of repeated weighted BiFPN layers)")
         m.set("model.backbone.se_activation", "swish", origin)
+        m.set("model.backbone.efficientnet_endpoints", "odapi", origin)
         if m.get(FE + "depth_multiplier", 1.0) != 1.0:
             m.refuse(FE + "depth_multiplier", "EfficientNet's width comes from b0..b7; only 1.0")
         return "bifpn"

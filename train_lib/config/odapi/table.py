@@ -63,7 +63,8 @@ ROWS: tuple[Row, ...] = (
     Row(FE + "type", APPROX, "model.backbone",
         "the nearest Model Garden backbone and FPN (logged per type: BiFPN and SSD's extra "
         "layers become an FPN); the backbones compute the OD API's (ResNet: resnet_variant: "
-        "keras_v1; EfficientNet: se_activation: swish), so their checkpoints load exactly"),
+        "keras_v1; EfficientNet: se_activation: swish, efficientnet_endpoints: odapi), so "
+        "their checkpoints load exactly"),
     Row(FE + "depth_multiplier", EXACT, "model.backbone.width_multiplier, model.fpn.num_filters, "
         "model.backbone.scale_last_layer",
         "the backbone's width (below 1, MobileNetV2's last layer too: scale_last_layer; "

@@ -12,7 +12,7 @@ Where to look:
   mobilenet_v1.py (its Keras MobileNet v1 into Model Garden's MobileNetV1),
   resnet_v1.py (its Keras ResNet-50/101/152 v1 into our `resnet_variant: keras_v1`),
   efficientnet.py (EfficientDet's Keras EfficientNet into Model Garden's, with
-  `se_activation: swish`);
+  `se_activation: swish` and, for its levels, `efficientnet_endpoints: odapi`);
 - keras_weights.py: a Keras application's weights file (`.h5`) read as the
   classification checkpoint it stands for;
 - mapping.py: the plan (each backbone layer's variables paired with the checkpoint's,

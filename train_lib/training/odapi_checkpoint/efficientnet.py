@@ -11,11 +11,15 @@ B0's block names for every size (level 5: stack_6/block_0/project_bn), so
 layers with weights, 304 variables), and `model/_feature_extractor/classification_backbone/`
 the rest, numbered on: for B1-B6 the later blocks of the last group (stack_6/block_1,
 and block_2 for B5 and B6), which the OD API's EfficientDet never runs, then the top
-1x1 convolution, its norm and the classifier. Ours loads both parts: its level 5 is
-the end of the last group. For B1-B6 the OD API's levels 2-4 are also inside a group
+1x1 convolution, its norm and the classifier. Model Garden's EfficientNet
+(`efficientnet_endpoints: model_garden`) loads both parts: its level 5 is the end of
+the last group. For B1-B6 the OD API's levels 2-4 are also inside a group
 (stack_1/block_1/add, stack_2/block_1/add, stack_4/block_2/add) where Model Garden's
-are at its end, so with the same weights our levels are other tensors than the ones
-its BiFPN reads (for B0 they are the same: tests/test_fine_tune_odapi_efficientdet.py).
+are at its end, so with the same weights its levels are other tensors than the ones
+the OD API's BiFPN reads (for B0 they are the same: tests/test_fine_tune_odapi_efficientdet.py).
+`efficientnet_endpoints: odapi` (what the OD API mapper sets) reads its levels at the
+OD API's layers and ends at its level 5, so it loads the first part, all of it, and
+computes the OD API's levels (tests/test_fine_tune_odapi_efficientdet_b1.py).
 Model Garden's default (ReLU inside squeeze-excitation) computes other feature maps
 with these weights (about 1% apart), so it is refused naming the key. Our
 EfficientNet's last 1x1 convolution and its norm (Model Garden's classification head,
@@ -28,6 +32,7 @@ from __future__ import annotations
 from official.vision.modeling.backbones import efficientnet
 from official.vision.modeling.layers import nn_blocks
 
+from train_lib.families.efficientnet_endpoints import OdapiEndpointsEfficientNet
 from train_lib.training.failures import TrainError
 from train_lib.training.odapi_checkpoint.layout import (
     DETECTION_BACKBONE,
@@ -41,8 +46,9 @@ LEVEL_5 = "stack_6/block_0/project_bn"
 
 
 def matches(backbone) -> bool:
-    """Whether `backbone` is Model Garden's EfficientNet, which these names fit."""
-    return isinstance(backbone, efficientnet.EfficientNet)
+    """Whether `backbone` is Model Garden's EfficientNet, whole or up to the OD API's
+    level 5 (efficientnet_endpoints: odapi), which these names fit."""
+    return isinstance(backbone, efficientnet.EfficientNet | OdapiEndpointsEfficientNet)
 
 
 def keras_layers(backbone, prefix: str) -> list[tuple[str, object]]:
@@ -53,7 +59,9 @@ def keras_layers(backbone, prefix: str) -> list[tuple[str, object]]:
     EfficientNet has the same layers in the same order: its stem convolution and norm,
     then its InvertedBottleneckBlocks group by group (Model Garden's block specs give
     each group's repeats); its last 1x1 convolution and norm (after level 5) are left
-    out, as the OD API's extractor leaves out its top. TrainError naming
+    out, as the OD API's extractor leaves out its top. With `efficientnet_endpoints:
+    odapi` our EfficientNet ends at the OD API's level 5 (LEVEL_5's block), as the
+    OD API's extractor does. TrainError naming
     model.backbone.se_activation when `backbone` activates inside its
     squeeze-excitation with other than swish (`prefix`: the checkpoint, for the
     message)."""
@@ -70,6 +78,8 @@ def keras_layers(backbone, prefix: str) -> list[tuple[str, object]]:
                                             scaling["width_scale"], scaling["depth_scale"])
     names = [f"stack_{s}/block_{b}/" for s, spec in enumerate(specs)
              for b in range(spec.block_repeats)]
+    if isinstance(backbone, OdapiEndpointsEfficientNet):
+        names = names[:names.index(LEVEL_5.rsplit("/", 1)[0] + "/") + 1]
     blocks = [layer for layer in backbone.layers
               if isinstance(layer, nn_blocks.InvertedBottleneckBlock)]
     stem = [layer for layer in backbone.layers if layer.weights and layer not in blocks][:2]

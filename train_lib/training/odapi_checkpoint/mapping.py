@@ -78,7 +78,9 @@ class Plan:
         if after_level_5 and self.backbone_prefix == EFFICIENTDET_BACKBONE:
             line += (f"; {after_level_5} of them (stack_6's blocks after block_0, where the OD "
                      "API's EfficientDet reads its level 5, so it never runs them) from its "
-                     "classification_backbone")
+                     "classification_backbone; our levels are at the ends of the block groups, "
+                     "not where the OD API's EfficientDet reads them (model.backbone."
+                     "efficientnet_endpoints: odapi reads them there)")
         unmapped = sum(why.startswith("backbone:") for _, why in self.fresh)
         if unmapped and self.backbone_prefix == EFFICIENTDET_BACKBONE:
             line += (f"; the other {unmapped} (EfficientNet's last 1x1 convolution and norm, "
@@ -288,8 +290,9 @@ def _explain_the_rest(result: Plan, model, shapes: dict) -> None:
             why = "the OD API's BiFPN: Model Garden has no BiFPN, our FPN starts fresh"
         elif key.startswith(DETECTION_BACKBONE) and \
                 result.backbone_prefix == EFFICIENTDET_BACKBONE:
-            why = ("the OD API's EfficientNet after level 5 (top convolution, norm and "
-                   "classifier), which EfficientDet never runs")
+            why = ("the OD API's EfficientNet after level 5 (its top convolution, norm and "
+                   "classifier; for B1-B7 with efficientnet_endpoints: odapi, stack_6's later "
+                   "blocks too), which EfficientDet never runs")
         elif key.startswith(FEATURE_MAPS):
             why = "the OD API's feature maps after its backbone: not our FPN's function"
         elif key.startswith(BOX_PREDICTOR):
