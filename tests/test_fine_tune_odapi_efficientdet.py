@@ -89,9 +89,13 @@ def _relative(ours: np.ndarray, theirs: np.ndarray) -> float:
     return float(np.abs(ours - theirs).max() / np.abs(theirs).max())
 
 
-def test_the_fixture_is_the_odapi_extractor_on_its_image():
-    reference = _reference(NAME)
-    image = tf.io.decode_png(tf.io.read_file(os.path.join(FIXTURE, "image.png"))).numpy()
+@pytest.mark.parametrize("name", [NAME, "ssd_efficientnet-b1_bifpn_keras"])
+def test_the_fixture_is_the_odapi_extractor_on_its_image(name):
+    """B0's and B1's fixtures (the OD API's levels at B0's block names, so the same
+    shapes at 256 px)."""
+    reference = _reference(name)
+    fixture = os.path.join(REPO, "tests", "fixtures", "odapi", name)
+    image = tf.io.decode_png(tf.io.read_file(os.path.join(fixture, "image.png"))).numpy()
     # EfficientDet's preprocessing: ImageNet's mean and standard deviation on [0, 1].
     expected = (image / 255.0 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
     np.testing.assert_allclose(reference["preprocessed"][0], expected, atol=1e-5)

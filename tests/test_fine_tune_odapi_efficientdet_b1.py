@@ -21,12 +21,12 @@ other levels."""
 from __future__ import annotations
 
 import copy
-import os
 
 import numpy as np
 import tensorflow as tf
-from conftest import REPO, write_odapi_fixture_config
+from conftest import write_odapi_fixture_config
 from official.vision.modeling.backbones import efficientnet
+from test_fine_tune_odapi_efficientdet import _levels
 from test_fine_tune_odapi_resnet import _checkpoint, _reference
 
 from train_lib.config import load_config
@@ -35,25 +35,12 @@ from train_lib.families.efficientnet_endpoints import OdapiEndpointsEfficientNet
 from train_lib.training import fine_tune
 
 NAME = "ssd_efficientnet-b1_bifpn_keras"
-FIXTURE = os.path.join(REPO, "tests", "fixtures", "odapi", NAME)
 EFFICIENTNET = "model/_feature_extractor/_efficientnet/"  # the Keras EfficientNet to level 5
 REST = "model/_feature_extractor/classification_backbone/"
 TOLERANCE = 1e-4
 # B1's variables up to the OD API's level 5 (what _efficientnet/ holds), and Model
 # Garden's whole EfficientNet-B1's: one more block (19) and the last 1x1 conv and norm (5)
 TO_LEVEL_5, WHOLE = 413, 437
-
-
-def _relative(ours: np.ndarray, theirs: np.ndarray) -> float:
-    return float(np.abs(ours - theirs).max() / np.abs(theirs).max())
-
-
-def _levels(backbone, reference: dict) -> dict[str, float]:
-    """Our backbone's levels 2-5 on the fixture's preprocessed image: each level's
-    largest difference from the OD API's, relative to the OD API's largest value."""
-    ours = backbone(tf.constant(reference["preprocessed"]), training=False)
-    return {level: _relative(ours[level].numpy(), reference[f"level_{level}"])
-            for level in "2345"}
 
 
 def _mapped(tmp_path, endpoints: str | None = None):
@@ -66,15 +53,6 @@ def _mapped(tmp_path, endpoints: str | None = None):
     if endpoints is not None:
         config.model.backbone.efficientnet_endpoints = endpoints
     return config, build_model(config.model), prefix
-
-
-def test_the_fixture_is_the_odapi_extractor_on_its_image():
-    reference = _reference(NAME)
-    image = tf.io.decode_png(tf.io.read_file(os.path.join(FIXTURE, "image.png"))).numpy()
-    expected = (image / 255.0 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
-    np.testing.assert_allclose(reference["preprocessed"][0], expected, atol=1e-5)
-    assert [reference[f"level_{n}"].shape[1:] for n in range(2, 6)] == [
-        (64, 64, 24), (32, 32, 40), (16, 16, 112), (8, 8, 320)]
 
 
 def test_the_mapped_config_loads_every_backbone_variable_and_computes_the_odapi_levels(
