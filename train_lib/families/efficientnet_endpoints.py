@@ -28,6 +28,8 @@ import tf_keras
 from official.vision.modeling.backbones import efficientnet
 from official.vision.modeling.layers import nn_blocks
 
+from train_lib.families.functional_backbone import FunctionalBackbone
+
 # level: (block group, block within the group) the OD API's EfficientDet reads, for
 # every size (B0's last block of each group that ends a stride).
 ODAPI_LEVELS = {"2": (1, 1), "3": (2, 1), "4": (4, 2), "5": (6, 0)}
@@ -62,7 +64,7 @@ def odapi_levels(garden: efficientnet.EfficientNet, model_id: str) -> dict[str, 
     return levels
 
 
-class OdapiEndpointsEfficientNet(tf_keras.Model):
+class OdapiEndpointsEfficientNet(FunctionalBackbone):
     """Model Garden's EfficientNet up to the OD API's level 5, with the OD API's
     EfficientDet's levels (see the module docstring). Takes Model Garden's
     EfficientNet's arguments; outputs a dict of levels "2".."5", `output_specs` their
@@ -76,27 +78,14 @@ class OdapiEndpointsEfficientNet(tf_keras.Model):
                  norm_momentum: float = 0.99, norm_epsilon: float = 0.001, **kwargs):
         if input_specs is None:
             input_specs = tf_keras.layers.InputSpec(shape=[None, None, None, 3])
-        self._config = dict(
+        config = dict(
             model_id=model_id, input_specs=input_specs, se_ratio=se_ratio,
             stochastic_depth_drop_rate=stochastic_depth_drop_rate,
             kernel_initializer=kernel_initializer, kernel_regularizer=kernel_regularizer,
             bias_regularizer=bias_regularizer, activation=activation,
             se_inner_activation=se_inner_activation, use_sync_bn=use_sync_bn,
             norm_momentum=norm_momentum, norm_epsilon=norm_epsilon)
-        garden = efficientnet.EfficientNet(**self._config)
-        levels = odapi_levels(garden, model_id)
-        self._output_specs = {level: value.get_shape() for level, value in levels.items()}
+        garden = efficientnet.EfficientNet(**config)
         self._model_id = model_id
         self._se_inner_activation = se_inner_activation
-        super().__init__(inputs=garden.inputs, outputs=levels, **kwargs)
-
-    @property
-    def output_specs(self) -> dict[str, tf.TensorShape]:
-        return self._output_specs
-
-    def get_config(self) -> dict:
-        return dict(self._config)
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        return cls(**config)
+        super().__init__(config, garden.inputs, odapi_levels(garden, model_id), **kwargs)

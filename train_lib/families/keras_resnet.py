@@ -29,9 +29,10 @@ ResNet's, so its FPN and heads take this backbone as they take that one.
 
 from __future__ import annotations
 
-import tensorflow as tf
 import tf_keras
 from official.modeling import tf_utils
+
+from train_lib.families.functional_backbone import FunctionalBackbone
 
 # The bottleneck stages of Keras' ResNets: (filters of the 1x1/3x3 convs, blocks).
 STAGES = {
@@ -66,7 +67,7 @@ def stage_of(layer_name: str) -> int:
     return int(layer_name[4])
 
 
-class KerasResNetV1(tf_keras.Model):
+class KerasResNetV1(FunctionalBackbone):
     """ResNet-50/101/152 v1 as the OD API's Keras extractors compute it (see the
     module docstring). Outputs a dict of levels "2".."5"; `output_specs` their
     shapes, as Model Garden's backbones."""
@@ -80,12 +81,12 @@ class KerasResNetV1(tf_keras.Model):
             raise ValueError(f"keras_v1 ResNet has depths {sorted(STAGES)}, not {model_id}")
         if input_specs is None:
             input_specs = tf_keras.layers.InputSpec(shape=[None, None, None, 3])
-        self._config = dict(model_id=model_id, input_specs=input_specs,
+        config = dict(model_id=model_id, input_specs=input_specs,
                             depth_multiplier=depth_multiplier, activation=activation,
                             use_sync_bn=use_sync_bn, norm_momentum=norm_momentum,
                             norm_epsilon=norm_epsilon, kernel_initializer=kernel_initializer,
                             kernel_regularizer=kernel_regularizer)
-        layers = _Layers(self._config)
+        layers = _Layers(config)
         inputs = tf_keras.Input(shape=input_specs.shape[1:])
         x = tf_keras.layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
         x = layers.conv(64, 7, "conv1_conv", strides=2, padding="valid")(x)
@@ -98,19 +99,7 @@ class KerasResNetV1(tf_keras.Model):
                 x = layers.bottleneck(x, filters, strides, block == 1,
                                       f"conv{stage}_block{block}")
             endpoints[str(stage)] = x
-        self._output_specs = {level: value.get_shape() for level, value in endpoints.items()}
-        super().__init__(inputs=inputs, outputs=endpoints, **kwargs)
-
-    @property
-    def output_specs(self) -> dict[str, tf.TensorShape]:
-        return self._output_specs
-
-    def get_config(self) -> dict:
-        return dict(self._config)
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        return cls(**config)
+        super().__init__(config, inputs, endpoints, **kwargs)
 
 
 class _Layers:
