@@ -34,21 +34,12 @@ from train_lib.training.odapi_checkpoint.keras_weights import (
     KerasWeightsFile,
     is_keras_weights_file,
 )
-from train_lib.training.odapi_checkpoint.layout import (
+from train_lib.training.odapi_checkpoint.layout import (  # what other modules use
     BOX_CLASSIFIER_BACKBONE,
-    BOX_PREDICTOR,
-    CLASSIFICATION_BACKBONE,
     DETECTION_BACKBONE,
-    EFFICIENTDET_BACKBONE,
-    FEATURE_MAPS,
-    FPN_PROPOSAL_BACKBONE,
     KEY,
     LAYER,
-    LAYER_ATTRIBUTES,
     PROPOSAL_BACKBONE,
-    RPN,
-    SECOND_STAGE_PREDICTOR,
-    VALUE,
     is_odapi_checkpoint,
 )
 from train_lib.training.odapi_checkpoint.mapping import (
@@ -60,9 +51,7 @@ from train_lib.training.odapi_checkpoint.mapping import (
 )
 
 __all__ = [
-    "BOX_CLASSIFIER_BACKBONE", "BOX_PREDICTOR", "CLASSIFICATION_BACKBONE",
-    "DETECTION_BACKBONE", "EFFICIENTDET_BACKBONE", "FEATURE_MAPS", "FPN_PROPOSAL_BACKBONE",
-    "KEY", "LAYER", "LAYER_ATTRIBUTES", "PROPOSAL_BACKBONE", "RPN", "SECOND_STAGE_PREDICTOR",
-    "VALUE", "KerasWeightsFile", "Mapped", "Plan", "_keras_layers", "is_keras_weights_file",
+    "BOX_CLASSIFIER_BACKBONE", "DETECTION_BACKBONE", "KEY", "LAYER", "PROPOSAL_BACKBONE",
+    "KerasWeightsFile", "Mapped", "Plan", "_keras_layers", "is_keras_weights_file",
     "is_odapi_checkpoint", "plan", "plan_shapes",
 ]

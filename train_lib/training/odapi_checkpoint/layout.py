@@ -34,9 +34,6 @@ RPN = "model/_first_stage_box_predictor"  # and _first_stage_box_predictor_first
 SECOND_STAGE_PREDICTOR = "model/_mask_rcnn_box_predictor/"
 LAYER = "layer_with_weights-"
 VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
-# The variables of a Keras layer with weights, by the attribute a checkpoint names.
-LAYER_ATTRIBUTES = ("kernel", "depthwise_kernel", "bias", "gamma", "beta", "moving_mean",
-                    "moving_variance")
 
 
 def is_odapi_checkpoint(names) -> bool:
