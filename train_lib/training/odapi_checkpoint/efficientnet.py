@@ -32,7 +32,10 @@ from __future__ import annotations
 from official.vision.modeling.backbones import efficientnet
 from official.vision.modeling.layers import nn_blocks
 
-from train_lib.families.efficientnet_endpoints import OdapiEndpointsEfficientNet
+from train_lib.families.efficientnet_endpoints import (
+    OdapiEndpointsEfficientNet,
+    group_repeats,
+)
 from train_lib.training.failures import TrainError
 from train_lib.training.odapi_checkpoint.layout import (
     DETECTION_BACKBONE,
@@ -73,11 +76,9 @@ def keras_layers(backbone, prefix: str) -> list[tuple[str, object]]:
             "OD API's Keras EfficientNet (EfficientDet) uses swish: with the same weights "
             "it computes other feature maps (about 1% apart with relu); set "
             "model.backbone.se_activation: swish")
-    scaling = efficientnet.SCALING_MAP[backbone.get_config()["model_id"]]
-    specs = efficientnet.block_spec_decoder(efficientnet.EN_B0_BLOCK_SPECS,
-                                            scaling["width_scale"], scaling["depth_scale"])
-    names = [f"stack_{s}/block_{b}/" for s, spec in enumerate(specs)
-             for b in range(spec.block_repeats)]
+    names = [f"stack_{s}/block_{b}/"
+             for s, repeats in enumerate(group_repeats(backbone.get_config()["model_id"]))
+             for b in range(repeats)]
     if isinstance(backbone, OdapiEndpointsEfficientNet):
         names = names[:names.index(LEVEL_5.rsplit("/", 1)[0] + "/") + 1]
     blocks = [layer for layer in backbone.layers
