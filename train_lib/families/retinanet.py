@@ -69,8 +69,21 @@ def build_model(model: ModelConfig, precision: str = "float32") -> tf_keras.Mode
         )
         if model.head.share_prediction_tower:
             net = _with_shared_tower(net)
-        net(tf.zeros([1, height, width, 3]), training=False)  # create every variable now
+        _create_variables(net, height, width)
     return net
+
+
+def _create_variables(net: retinanet_model.RetinaNetModel, height: int, width: int) -> None:
+    """Creates every variable of `net` now: one eager pass of a zero image through its
+    backbone, decoder and head, the parts and order of RetinaNetModel.call, so the
+    variables and their initial values are the same. Its post-processing (anchors, box
+    decoding, NMS) has no variables and is skipped: a quarter of a second of every
+    start-up (docs/performance.md, "Start-up")."""
+    features = net.backbone(tf.zeros([1, height, width, 3]), training=False)
+    if net.decoder:
+        features = net.decoder(features, training=False)
+    net.head(features, training=False)
+    net.built = True
 
 
 def _with_shared_tower(net: retinanet_model.RetinaNetModel) -> retinanet_model.RetinaNetModel:
