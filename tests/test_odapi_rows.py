@@ -89,6 +89,9 @@ FASTER_RCNN_BASE = {
 # value, applied to the config with and without the probed field alike. A value of None
 # removes the field.
 CONTEXTS: dict[str, dict[str, object]] = {
+    FE + "override_base_feature_extractor_hyperparams": {
+        FE + "conv_hyperparams": {"initializer": {
+            "random_normal_initializer": {"stddev": "0.05"}}}},
     FE + "bifpn.": {FE + "type": "'ssd_efficientnet-b0_bifpn_keras'", FE + "fpn": None,
                     FE + "bifpn": {"min_level": "3", "max_level": "7"}},
     CB + ".": {WS: None, CB: {}},
@@ -156,6 +159,25 @@ PROBES: dict[str, Probe] = {
         "0.37", expect={"model.norm.norm_momentum": 0.37}),
     "ssd.feature_extractor.conv_hyperparams.batch_norm.epsilon": Probe(
         "0.37", expect={"model.norm.norm_epsilon": 0.37}),
+    "ssd.feature_extractor.conv_hyperparams.initializer": Probe(
+        {"random_normal_initializer": {"stddev": "0.05"}}, expect={
+            "model.initializers.fpn.type": "random_normal",
+            "model.initializers.fpn.stddev": 0.05}),
+    # With an initializer in the feature extractor's conv_hyperparams (CONTEXTS).
+    "ssd.feature_extractor.override_base_feature_extractor_hyperparams": Probe(
+        "true", expect={"model.initializers.backbone.type": "random_normal",
+                        "model.initializers.backbone.stddev": 0.05}),
+    "ssd.box_predictor.weight_shared_convolutional_box_predictor.conv_hyperparams."
+    "initializer": Probe({"truncated_normal_initializer": {"mean": "0.1", "stddev": "0.02"}},
+                         expect={"model.initializers.head.type": "truncated_normal",
+                                 "model.initializers.head.mean": 0.1,
+                                 "model.initializers.predictors.stddev": 0.02}),
+    "ssd.box_predictor.convolutional_box_predictor.conv_hyperparams.initializer": Probe(
+        {"variance_scaling_initializer": {"factor": "1.0", "mode": "FAN_AVG",
+                                          "uniform": "true"}},
+        expect={"model.initializers.head.type": "variance_scaling",
+                "model.initializers.head.factor": 1.0, "model.initializers.head.mode": "fan_avg",
+                "model.initializers.predictors.uniform": True}),
     "ssd.box_predictor.convolutional_box_predictor.max_depth": Probe(
         "64", expect={"model.head.num_filters": 64}),
     "ssd.box_predictor.convolutional_box_predictor.min_depth": Probe(

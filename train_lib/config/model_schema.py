@@ -30,7 +30,8 @@ __all__ = [
     "BACKBONE_MODEL_IDS", "FPN_TYPES",
     "MAX_LEVEL",
     "MIN_LEVEL", "AnchorConfig", "BackboneConfig", "DetectionHeadConfig", "FpnConfig",
-    "HeadConfig", "LossConfig", "ModelConfig", "NormConfig", "PostProcessingConfig",
+    "HeadConfig", "InitializerConfig", "InitializersConfig", "LossConfig", "ModelConfig",
+    "NormConfig", "PARTS", "PostProcessingConfig",
     "ProposalsConfig", "RoiAlignerConfig", "RoiSamplerConfig", "RpnConfig", "RpnHeadConfig",
     "architecture_key_problems", "belongs_to", "input_stride",
 ]
@@ -46,7 +47,7 @@ ARCHITECTURE_KEYS = {
         "model.head.", "model.anchor.match_threshold", "model.anchor.unmatched_threshold",
         "model.anchor.box_coder_weights",
         "model.loss.focal_loss_alpha", "model.loss.focal_loss_gamma",
-        "model.loss.huber_loss_delta", "model.loss.box_loss_weight",
+        "model.loss.huber_loss_delta", "model.loss.box_loss_weight", "model.initializers.",
     ),
     "faster_rcnn": (
         "model.rpn_head.", "model.rpn.", "model.proposals.", "model.roi_sampler.",
@@ -62,6 +63,9 @@ BACKBONE_MODEL_IDS = {
     "efficientnet": tuple(f"b{i}" for i in range(8)),
 }
 RESNET_VARIANTS = ("model_garden", "keras_v1")
+INITIALIZER_TYPES = ("", "truncated_normal", "random_normal", "variance_scaling",
+                     "glorot_uniform")
+FAN_MODES = ("fan_in", "fan_out", "fan_avg")
 SE_ACTIVATIONS = ("relu", "swish")
 EFFICIENTNET_ENDPOINTS = ("model_garden", "odapi")
 ACTIVATIONS = ("relu", "relu6", "swish", "hard_swish")
@@ -170,6 +174,47 @@ class HeadConfig:
 
 
 @dataclass
+class InitializerConfig:
+    """The distribution one part's convolution kernels start from, as the OD API's
+    conv_hyperparams.initializer: truncated_normal or random_normal (mean, stddev),
+    variance_scaling (factor, mode, uniform: the OD API's variance_scaling_initializer),
+    glorot_uniform; "" keeps Model Garden's own (families/initializers.py)."""
+
+    type: str = ""
+    mean: float = 0.0
+    stddev: float = 1.0
+    factor: float = 2.0
+    mode: str = "fan_in"
+    uniform: bool = False
+
+    def problems(self, prefix: str) -> list[str]:
+        c = Checks(prefix)
+        c.choice("type", self.type, INITIALIZER_TYPES)
+        c.need(self.stddev > 0, "stddev", self.stddev, "must be > 0")
+        c.need(self.factor > 0, "factor", self.factor, "must be > 0")
+        c.choice("mode", self.mode, FAN_MODES)
+        return c.problems
+
+
+@dataclass
+class InitializersConfig:
+    """RetinaNet's parts and the distribution each one's kernels start from: the
+    backbone, the FPN, the head's towers, and the class and box predictors."""
+
+    backbone: InitializerConfig = field(default_factory=InitializerConfig)
+    fpn: InitializerConfig = field(default_factory=InitializerConfig)
+    head: InitializerConfig = field(default_factory=InitializerConfig)
+    predictors: InitializerConfig = field(default_factory=InitializerConfig)
+
+    def problems(self, prefix: str = "model.initializers") -> list[str]:
+        return [p for part in PARTS
+                for p in getattr(self, part).problems(f"{prefix}.{part}")]
+
+
+PARTS = ("backbone", "fpn", "head", "predictors")
+
+
+@dataclass
 class AnchorConfig:
     num_scales: int = 3
     aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
@@ -274,6 +319,7 @@ class ModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     fpn: FpnConfig = field(default_factory=FpnConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
+    initializers: InitializersConfig = field(default_factory=InitializersConfig)
     anchor: AnchorConfig = field(default_factory=AnchorConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     post_processing: PostProcessingConfig = field(default_factory=PostProcessingConfig)

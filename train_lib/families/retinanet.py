@@ -20,7 +20,7 @@ from official.vision.ops import anchor
 from official.vision.utils.object_detection import faster_rcnn_box_coder
 
 from train_lib.config import ModelConfig
-from train_lib.families import backbones
+from train_lib.families import backbones, initializers
 from train_lib.families.anchors import batch_anchors
 from train_lib.families.contract import POST_PROCESSING_SCOPE
 from train_lib.families.shared_tower_head import SharedTowerRetinaNetHead
@@ -56,7 +56,8 @@ def box_coder_weights(model: ModelConfig) -> list[float] | None:
 
 def build_model(model: ModelConfig, precision: str = "float32") -> tf_keras.Model:
     """Builds the RetinaNet with L2 regularisation on its weights; variables exist on
-    return. `precision`: see backbones.precision_policy."""
+    return, each part's kernels drawn from `model.initializers` where it sets one
+    (families/initializers.py). `precision`: see backbones.precision_policy."""
     height, width = model.input_size
     with backbones.precision_policy(precision):
         input_specs = tf_keras.layers.InputSpec(shape=[None, height, width, 3])
@@ -70,6 +71,7 @@ def build_model(model: ModelConfig, precision: str = "float32") -> tf_keras.Mode
         if model.head.share_prediction_tower:
             net = _with_shared_tower(net)
         _create_variables(net, height, width)
+        initializers.draw(net, model)
     return net
 
 

@@ -38,8 +38,9 @@ class Row:
     kind: str = ""  # int | float | bool | str | paths | floats: a plain conversion to `ours`
 
 
-def hyperparams_rows(prefix: str, ours_too: bool) -> list[Row]:
-    """Rows of a conv_hyperparams block; `ours_too`: it sets our keys (else it is compared)."""
+def hyperparams_rows(prefix: str, ours_too: bool, initializers: str = "") -> list[Row]:
+    """Rows of a conv_hyperparams block; `ours_too`: it sets our keys (else it is compared);
+    `initializers`: the model.initializers keys its initializer sets (none: approximated)."""
     p = prefix + "conv_hyperparams."
     key = (lambda k: k) if ours_too else (lambda k: "")
     why = "" if ours_too else f"must agree with the feature extractor's: {ONE_NORM}"
@@ -48,6 +49,12 @@ def hyperparams_rows(prefix: str, ours_too: bool) -> list[Row]:
             only=("RELU_6", "RELU", "SWISH")),
         Row(p + "regularizer.l2_regularizer.weight", EXACT, key("model.loss.l2_weight_decay"),
             why),
+        Row(p + "initializer", EXACT, initializers,
+            "each of those parts' kernels is drawn from it, as the OD API's (a separable "
+            "convolution's pointwise kernel: glorot_uniform, as the OD API's; a separable "
+            "predictor's kernels: glorot_uniform); truncated_normal, random_normal, "
+            "variance_scaling, keras_initializer_by_name: 'glorot_uniform'")
+        if initializers else
         Row(p + "initializer", APPROX, "",
             "Model Garden's layers keep their own initializers (normal, stddev 0.01 in the "
             "head, as the OD API's; He/Glorot elsewhere)"),

@@ -1,13 +1,13 @@
 """The keys computed from the blocks both meta-architectures share: the image
-resizer (model.input_size) and the conv hyperparams (model.norm and the L2 weight).
-Their rows are rows.py's groups."""
+resizer (model.input_size) and the conv hyperparams (model.norm, the L2 weight and
+the initializer). Their rows are rows.py's groups."""
 
 from __future__ import annotations
 
 from train_lib.config.model_schema import LossConfig, NormConfig, input_stride
-from train_lib.config.odapi.mapper import Mapper
+from train_lib.config.odapi.mapper import Mapper, child_value
 
-__all__ = ["ACTIVATIONS", "input_size", "norm"]
+__all__ = ["ACTIVATIONS", "initializer", "input_size", "norm"]
 
 ACTIVATIONS = {"RELU_6": "relu6", "RELU": "relu", "SWISH": "swish"}
 
@@ -72,3 +72,30 @@ def norm(m: Mapper, fe: str, predictors: tuple[str, ...] = ()) -> dict:
                                        "norm/activation setting serves all (the feature "
                                        "extractor's conv_hyperparams)")
     return ours
+
+
+def initializer(m: Mapper, path: str) -> dict | None:
+    """The OD API's `initializer` block at `path` (a conv_hyperparams.initializer) as a
+    model.initializers entry, with the OD API's defaults for what it leaves out (mean
+    0, stddev 1; factor 2, FAN_IN, not uniform); None when absent, or noted and None
+    when its kind has no counterpart here (the part keeps Model Garden's initializer)."""
+    node = m.one(path)
+    if node is None:
+        return None
+    for kind in node.children:
+        if kind.name in ("truncated_normal_initializer", "random_normal_initializer"):
+            return {"type": kind.name.removesuffix("_initializer"),
+                    "mean": float(child_value(kind, "mean", 0.0)),
+                    "stddev": float(child_value(kind, "stddev", 1.0))}
+        if kind.name == "variance_scaling_initializer":
+            return {"type": "variance_scaling",
+                    "factor": float(child_value(kind, "factor", 2.0)),
+                    "mode": str(child_value(kind, "mode", "FAN_IN")).lower(),
+                    "uniform": bool(child_value(kind, "uniform", False))}
+        if kind.name == "keras_initializer_by_name" and \
+                child_value(node, kind.name, "") == "glorot_uniform":
+            return {"type": "glorot_uniform"}
+    m.approx(path, "only truncated_normal_initializer, random_normal_initializer, "
+                   "variance_scaling_initializer and keras_initializer_by_name: "
+                   "'glorot_uniform' map; this part keeps Model Garden's initializer")
+    return None

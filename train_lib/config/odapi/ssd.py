@@ -16,7 +16,7 @@ import re
 from train_lib.config.model_schema import MAX_LEVEL, FpnConfig
 from train_lib.config.odapi.fields import SUPPORTED_EXTRACTORS
 from train_lib.config.odapi.mapper import Mapper, child_value
-from train_lib.config.odapi.shared import input_size, norm
+from train_lib.config.odapi.shared import initializer, input_size, norm
 
 __all__ = ["map_model"]
 
@@ -165,6 +165,55 @@ def _anchors(m: Mapper, min_level: int, image_height: int) -> None:
     m.set("model.anchor.num_scales", 2 if interpolated > 0 else 1, SSD_ANCHORS)
 
 
+# The initializers of the OD API's Keras backbones when the feature extractor's
+# conv_hyperparams do not override theirs (override_base_feature_extractor_hyperparams
+# false), by the extractor type's prefix: its MobileNets' layer override's truncated
+# normal, Keras' ResNet's variance scaling, its EfficientNet's.
+BACKBONE_INITIALIZERS = {
+    "ssd_mobilenet_": {"type": "truncated_normal", "mean": 0.0, "stddev": 0.09},
+    "ssd_resnet": {"type": "variance_scaling", "factor": 1.0, "mode": "fan_in",
+                   "uniform": False},
+    "ssd_efficientnet": {"type": "variance_scaling", "factor": 2.0, "mode": "fan_out",
+                         "uniform": False},
+}
+GLOROT_UNIFORM = {"type": "glorot_uniform"}
+
+
+def _initializers(m: Mapper) -> None:
+    """Sets model.initializers: the FPN's from the feature extractor's conv_hyperparams;
+    the backbone's from them too with override_base_feature_extractor_hyperparams, else
+    the OD API's backbone's own; the head's towers and predictors from the box
+    predictor's (a separable predictor's: glorot_uniform, which the OD API's
+    SeparableConv2D heads get, as they ignore the kernel_initializer they are passed)."""
+    path = FE + "conv_hyperparams.initializer"
+    extractor = initializer(m, path)
+    if extractor is not None:
+        m.set("model.initializers.fpn", extractor, path)
+    override = FE + "override_base_feature_extractor_hyperparams"
+    if m.get(override, False):
+        if extractor is not None:
+            m.set("model.initializers.backbone", extractor, override)
+    else:
+        kind = m.get(FE + "type", "")
+        for prefix, own in BACKBONE_INITIALIZERS.items():
+            if kind.startswith(prefix):
+                m.set("model.initializers.backbone", own, FE + "type")
+    for hyperparams in PREDICTORS:
+        path = hyperparams + "initializer"
+        head = initializer(m, path)
+        if head is None:
+            continue
+        m.set("model.initializers.head", head, path)
+        predictor = hyperparams.removesuffix("conv_hyperparams.")
+        separable = m.get(predictor + "use_depthwise", False)
+        m.set("model.initializers.predictors", GLOROT_UNIFORM if separable else head, path)
+        if separable and "convolutional_box_predictor" in predictor \
+                and "weight_shared" not in predictor:
+            m.approx(path, "the OD API's depthwise class and box predictors end in a 1x1 "
+                           "convolution drawn from it; ours are separable convolutions, "
+                           "both of whose kernels start glorot_uniform")
+
+
 def _head(m: Mapper) -> None:
     cb = M + "box_predictor.convolutional_box_predictor."
     if m.one(cb[:-1]) is None:
@@ -222,5 +271,6 @@ def map_model(m: Mapper) -> None:
     height = input_size(m, max_level, M)
     _anchors(m, min_level, height)
     norm(m, FE, PREDICTORS)
+    _initializers(m)
     _head(m)
     _losses(m)

@@ -60,7 +60,7 @@ ROWS: tuple[Row, ...] = (
     Row(M + "return_raw_detections_during_predict", IGNORED, "",
         "the exported signature has the OD API's detection outputs"),
     # ---------------------------------------------------------------- feature extractor
-    Row(FE + "type", APPROX, "model.backbone",
+    Row(FE + "type", APPROX, "model.backbone, model.initializers.backbone",
         "the nearest Model Garden backbone and FPN (logged per type: BiFPN and SSD's extra "
         "layers become an FPN); the backbones compute the OD API's (ResNet: resnet_variant: "
         "keras_v1; EfficientNet: se_activation: swish, efficientnet_endpoints: odapi), so "
@@ -75,8 +75,12 @@ ROWS: tuple[Row, ...] = (
     Row(FE + "min_depth", APPROX, "",
         "Model Garden rounds channels to multiples of 8 instead of flooring at min_depth "
         "(the same for depth_multiplier >= 1)"),
-    Row(FE + "override_base_feature_extractor_hyperparams", APPROX, "",
-        f"{ONE_NORM}, the backbone's included"),
+    Row(FE + "override_base_feature_extractor_hyperparams", APPROX,
+        "model.initializers.backbone",
+        "true: the backbone's kernels are drawn from the feature extractor's initializer, "
+        "false (the default): from the OD API's backbone's own (MobileNets: truncated "
+        f"normal, stddev 0.09; ResNet: variance scaling 1, fan_in; EfficientNet: 2, "
+        f"fan_out), both as the OD API's; {ONE_NORM}, the backbone's included"),
     Row(FE + "use_depthwise", EXACT, "model.fpn.use_separable_conv", kind="bool"),
     Row(FE + "pad_to_multiple", EXACT, "",
         "inputs are already multiples of 2**min(max_level, 5) (model.input_size)"),
@@ -91,7 +95,8 @@ ROWS: tuple[Row, ...] = (
         "Model Garden has no BiFPN: one top-down FPN pass instead of repeated BiFPN layers"),
     Row(FE + "bifpn.combine_method", APPROX, "", "FPN adds its inputs"),
     Row(FE + "bifpn.use_native_resize_op", IGNORED, "", "FPN upsamples by nearest neighbour"),
-    *hyperparams_rows(FE, ours_too=True),
+    *hyperparams_rows(FE, ours_too=True,
+                      initializers="model.initializers.fpn, model.initializers.backbone"),
     # ---------------------------------------------------------------- box predictor
     Row(WS + "depth", EXACT, "model.head.num_filters", kind="int"),
     Row(WS + "num_layers_before_predictor", EXACT, "model.head.num_convs", kind="int"),
@@ -106,7 +111,8 @@ ROWS: tuple[Row, ...] = (
     Row(WS + "dropout_keep_probability", IGNORED, "", "unused without use_dropout"),
     Row(WS + "score_converter", EXACT, "", "scores are sigmoids of the logits",
         only=("IDENTITY",)),
-    *hyperparams_rows(WS, ours_too=False),
+    *hyperparams_rows(WS, ours_too=False,
+                      initializers="model.initializers.head, model.initializers.predictors"),
     Row(M + "box_predictor.mask_rcnn_box_predictor", UNSUPPORTED, "",
         "a Faster R-CNN's box classifier: use model.faster_rcnn"),
     Row(CB + "num_layers_before_predictor", EXACT, "model.head.num_convs", kind="int"),
@@ -125,7 +131,8 @@ ROWS: tuple[Row, ...] = (
     Row(CB + "dropout_keep_probability", IGNORED, "", "unused without use_dropout"),
     Row(CB + "apply_sigmoid_to_scores", EXACT, "", "scores are sigmoids at inference",
         only=("false",)),
-    *hyperparams_rows(CB, ours_too=False),
+    *hyperparams_rows(CB, ours_too=False,
+                      initializers="model.initializers.head, model.initializers.predictors"),
     # ---------------------------------------------------------------- anchors, resizer
     *multiscale_anchor_rows(M + "anchor_generator.multiscale_anchor_generator."),
     Row(M + "anchor_generator.ssd_anchor_generator", APPROX, "model.anchor",

@@ -1,0 +1,96 @@
+"""`model.initializers`: the distribution each part of a RetinaNet starts from.
+
+Model Garden's layers fix their own initializers (He-style variance scaling in the
+backbone and the FPN, normal(0.01) in the head's towers, normal(1e-5) in its class
+and box predictors), and several of them cannot be given another. The OD API draws
+each part from its config's `conv_hyperparams.initializer`. So once the model's
+variables exist, `draw` draws every kernel of each part whose `type` is set again,
+from that part's distribution:
+
+- backbone: `net.backbone`; fpn: `net.decoder`; predictors: the head's class and
+  box predictors (`_classifier`, `_box_regressor`); head: the rest of the head (its
+  towers).
+- A Conv2D's or Dense's `kernel` and a DepthwiseConv2D's or SeparableConv2D's
+  `depthwise_kernel` take the part's distribution, as the OD API's layers do. A
+  SeparableConv2D's `pointwise_kernel` takes Keras' default, glorot_uniform, also as
+  the OD API's (Keras' SeparableConv2D ignores the `kernel_initializer` the OD API
+  passes it).
+- Biases and batch norms keep what they have.
+
+The seeds come from TensorFlow's global random state (`train_config.seed`, set before
+the model is built): the same seed gives the same weights. A part whose `type` is
+empty is left exactly as Model Garden built it, so a config without
+`model.initializers` builds the same weights as before this existed.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tf_keras
+
+from train_lib.config import ModelConfig
+from train_lib.config.model_schema import PARTS, InitializerConfig
+
+__all__ = ["draw", "keras_initializer", "part_variables"]
+
+# Kernel variables by their last name component; the biases and norms are left alone.
+_KERNELS = ("kernel", "depthwise_kernel", "pointwise_kernel")
+
+
+def keras_initializer(spec: InitializerConfig, seed: int) -> tf_keras.initializers.Initializer:
+    """The tf_keras initializer of `spec` (its `type` set), seeded by `seed`, as the OD
+    API's hyperparams_builder makes it (variance_scaling: scale `factor`, `mode`,
+    uniform or truncated normal)."""
+    if spec.type == "truncated_normal":
+        return tf_keras.initializers.TruncatedNormal(spec.mean, spec.stddev, seed=seed)
+    if spec.type == "random_normal":
+        return tf_keras.initializers.RandomNormal(spec.mean, spec.stddev, seed=seed)
+    if spec.type == "variance_scaling":
+        return tf_keras.initializers.VarianceScaling(
+            scale=spec.factor, mode=spec.mode,
+            distribution="uniform" if spec.uniform else "truncated_normal", seed=seed)
+    if spec.type == "glorot_uniform":
+        return tf_keras.initializers.GlorotUniform(seed=seed)
+    raise ValueError(f"no initializer of type {spec.type!r}")
+
+
+def part_variables(net: tf_keras.Model) -> dict[str, list[tf.Variable]]:
+    """The kernel variables of each part of the RetinaNet `net` (see the module
+    docstring), in the parts' own order."""
+    head = net.head
+    predictors = [*head._classifier.weights, *head._box_regressor.weights]
+    taken = {id(v) for v in predictors}
+    parts = {
+        "backbone": net.backbone.weights,
+        "fpn": net.decoder.weights if net.decoder is not None else [],
+        "head": [v for v in head.weights if id(v) not in taken],
+        "predictors": predictors,
+    }
+    return {part: [v for v in variables if _kind(v) in _KERNELS]
+            for part, variables in parts.items()}
+
+
+def draw(net: tf_keras.Model, model: ModelConfig) -> int:
+    """Draws again every kernel of each part of `net` whose `model.initializers` type is
+    set (the module docstring says which distribution each kernel takes); returns how
+    many kernels were drawn (0, and nothing touched, when no type is set)."""
+    specs = {part: getattr(model.initializers, part) for part in PARTS}
+    if not any(spec.type for spec in specs.values()):
+        return 0
+    base = int(tf.random.uniform([], maxval=2**31 - 1, dtype=tf.int64))
+    glorot = InitializerConfig(type="glorot_uniform")
+    drawn = 0
+    for part, variables in part_variables(net).items():
+        if not specs[part].type:
+            continue
+        for variable in variables:
+            spec = glorot if _kind(variable) == "pointwise_kernel" else specs[part]
+            init = keras_initializer(spec, seed=(base + drawn) % (2**31 - 1))
+            variable.assign(init(variable.shape, variable.dtype))
+            drawn += 1
+    return drawn
+
+
+def _kind(variable: tf.Variable) -> str:
+    """The variable's own name: 'kernel' of '.../conv2d/kernel:0'."""
+    return variable.name.rsplit("/", 1)[-1].split(":")[0]
