@@ -41,6 +41,13 @@ def test_the_config_both_drivers_read(tiny_dataset, tmp_path):
     assert config.eval_input_reader.input_path == [os.path.abspath(tiny_dataset["val_pattern"])]
     assert config.train_config.fine_tune_checkpoint == ""
 
+    # --lr_scale multiplies both scaled rates, the same for both drivers.
+    parity.write_config(SAMPLE, out, tiny_dataset["train_pattern"], tiny_dataset["val_pattern"],
+                        tiny_dataset["label_map_path"], num_steps=300, batch_size=8,
+                        warmup_steps=50, lr_scale=4.0)
+    lr = load_config(out).train_config.learning_rate
+    assert (lr.base, lr.warmup_start) == (0.1, 0.01)
+
 
 ODAPI_LOG = """\
 INFO:tensorflow:Step 100 per-step time 0.977s

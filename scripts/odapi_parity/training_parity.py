@@ -9,8 +9,9 @@ one pipeline.config for both drivers, `<work_dir>/pipeline.config`:
 - `num_classes`: the label map's;
 - `train_config.batch_size`: --batch_size (8), the cosine schedule's
   `learning_rate_base` and `warmup_learning_rate` scaled linearly from the
-  config's batch to it (0.8 at 512 -> 0.0125 at 8), `warmup_steps`:
-  --warmup_steps, `total_steps` and `num_steps`: --num_steps;
+  config's batch to it (0.8 at 512 -> 0.0125 at 8) and then multiplied by
+  --lr_scale (1), `warmup_steps`: --warmup_steps, `total_steps` and `num_steps`:
+  --num_steps;
 - no `fine_tune_checkpoint` (both start from the same kind of random weights);
 - the record and label map paths.
 
@@ -127,7 +128,7 @@ def _num_classes(label_map: str) -> int:
 
 def write_config(published: str, out: str, train_records: str, val_records: str,
                  label_map: str, num_steps: int, batch_size: int,
-                 warmup_steps: int) -> dict:
+                 warmup_steps: int, lr_scale: float = 1.0) -> dict:
     """Writes the published config `published`, changed as the module docstring says,
     to `out`; returns what was changed {what: (old, new)}."""
     with open(published) as f:
@@ -149,7 +150,7 @@ def write_config(published: str, out: str, train_records: str, val_records: str,
     except ParityError as e:
         raise ParityError(f"{published}: only a cosine_decay_learning_rate schedule is "
                           "scaled here (the published SSD configs' schedule)") from e
-    scale = batch_size / float(old_batch)
+    scale = batch_size / float(old_batch) * lr_scale
     cosine = "cosine_decay_learning_rate"
     for field in ("learning_rate_base", "warmup_learning_rate"):
         old = _set_field(text, _block_span(text, cosine), field, "0", cosine)[1]
@@ -393,6 +394,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num_steps", type=int, default=300)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--warmup_steps", type=int, default=50)
+    parser.add_argument("--lr_scale", type=float, default=1.0,
+                        help="multiplies both rates of the cosine schedule after their "
+                             "scaling to --batch_size (the same for both drivers)")
     parser.add_argument("--sides", default="odapi,ours",
                         help="the sides to run now (the table shows every side with a "
                              "result in work_dir)")
@@ -425,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         config = os.path.abspath(os.path.join(args.work_dir, "pipeline.config"))
         changes = write_config(args.pipeline_config, config, args.train_records,
                                args.val_records, args.label_map, args.num_steps,
-                               args.batch_size, args.warmup_steps)
+                               args.batch_size, args.warmup_steps, args.lr_scale)
         print(f"wrote {config}:")
         for what, (old, new) in changes.items():
             print(f"  {what}: {old} -> {new}")
