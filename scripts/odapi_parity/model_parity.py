@@ -43,6 +43,13 @@ _UNUSED_PATHS = ("train_config.fine_tune_checkpoint", "train_input_reader.label_
                  "train_input_reader.input_path", "eval_input_reader.label_map_path",
                  "eval_input_reader.input_path")
 PARTS = ("backbone", "neck", "rpn_head", "heads")
+# Both sides build their models from this seed (the initial weights, and so the L2 loss).
+SEED = 0
+
+
+def l2_loss(losses) -> float:
+    """The sum of a model's regularization losses (its L2 loss), as a float."""
+    return float(sum(float(loss) for loss in losses))
 
 
 def _count(variables, trainable_only: bool) -> int:
@@ -121,6 +128,7 @@ def odapi_side(path: str) -> dict:
     from object_detection.utils import config_util
 
     configs = config_util.get_configs_from_pipeline_file(path)
+    tf.keras.utils.set_random_seed(SEED)
     model = model_builder.build(configs["model"], is_training=False)
     meta = configs["model"].WhichOneof("model")
     resizer = getattr(configs["model"], meta).image_resizer
@@ -171,7 +179,8 @@ def odapi_side(path: str) -> dict:
             raise SystemExit(f"{path}: the OD API's anchors are not a regular grid")
         anchors.append(grid_sample(grid))
     return {"meta_architecture": meta, "input_size": size, "parameters": _part_counts(parts),
-            "anchors": anchors, "outputs": outputs}
+            "anchors": anchors, "outputs": outputs,
+            "initial_l2": l2_loss(model.regularization_losses())}
 
 
 # ---------------------------------------------------------------- our side
@@ -198,12 +207,15 @@ def map_config(path: str) -> tuple[dict | None, str]:
 def our_model(model_section: dict, input_size: list[int] | None = None):
     """Our ModelConfig of `model_section` (our keys), at `input_size` if given (the
     parameters do not depend on it), and the model built from it."""
+    import tf_keras
+
     from train_lib import families
     from train_lib.config import config_from_dict
 
     model = config_from_dict({"model": model_section}).model
     if input_size is not None:
         model.input_size = list(input_size)
+    tf_keras.utils.set_random_seed(SEED)
     return model, families.build_model(model)
 
 
@@ -269,7 +281,8 @@ def ours_side(model_section: dict) -> dict:
     dense = outputs["box_encodings" if "box_encodings" in outputs else "rpn_box_encodings"]
     assert dense[1] == sum(level["count"] for level in anchors), "outputs and anchors differ"
     return {"meta_architecture": model.architecture, "input_size": [height, width],
-            "parameters": our_parameters(model, net), "anchors": anchors, "outputs": outputs}
+            "parameters": our_parameters(model, net), "anchors": anchors, "outputs": outputs,
+            "initial_l2": l2_loss(net.losses)}
 
 
 def summary(entry: dict) -> dict:
@@ -305,8 +318,8 @@ def markdown(results: dict) -> str:
     """The parity table of docs/odapi_parity.md: one row per config."""
     lines = ["| config | input (ours / OD API) | backbone | neck | RPN head | heads | total | "
              "anchors (ours / OD API) per level | largest anchor difference | "
-             "class outputs (ours / OD API) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "class outputs (ours / OD API) | initial L2 loss (ours / OD API) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     refused = []
     for name, entry in sorted(results.items()):
         short = name.removesuffix(".config")
@@ -333,6 +346,9 @@ def markdown(results: dict) -> str:
         key = "class_predictions"
         a, b = ours["outputs"][key], theirs["outputs"][key]
         cells.append(f"{a}" if a == b else f"{a} / {b}")
+        a, b = ours.get("initial_l2"), theirs.get("initial_l2")
+        cells.append("" if a is None or b is None else f"{a:.3g} / {b:.3g}" + (
+            f" ({a / b:.2f}x)" if b else ""))
         lines.append("| " + " | ".join(cells) + " |")
     if refused:
         lines += ["", "Refused by our mapper (not compared):", "", *refused]
