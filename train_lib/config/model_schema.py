@@ -189,7 +189,10 @@ class InitializerConfig:
 
     def problems(self, prefix: str) -> list[str]:
         c = Checks(prefix)
-        c.choice("type", self.type, INITIALIZER_TYPES)
+        if self.type not in INITIALIZER_TYPES:
+            c.problems.append(f"{c.path('type')} is {self.type!r}; must be one of "
+                              f"{', '.join(INITIALIZER_TYPES[1:])}, or '' (Model Garden's "
+                              "own)")
         c.need(self.stddev > 0, "stddev", self.stddev, "must be > 0")
         c.need(self.factor > 0, "factor", self.factor, "must be > 0")
         c.choice("mode", self.mode, FAN_MODES)
