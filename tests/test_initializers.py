@@ -151,6 +151,28 @@ def test_without_override_the_backbone_keeps_the_odapi_backbones_own(extractor, 
     assert ours["backbone"] == ours["fpn"]
 
 
+def test_efficientnet_keeps_its_own_initializer_even_with_override():
+    """The OD API's EfficientNet takes only the weight decay from the feature
+    extractor's conv_hyperparams."""
+    given = {"truncated_normal_initializer": {"stddev": "0.03"}}
+    ours, _ = _mapped({FE + "type": "'ssd_efficientnet-b0_bifpn_keras'", FE + "fpn": None,
+                       FE + "bifpn": {"min_level": "3", "max_level": "7"},
+                       FE + "conv_hyperparams": {"initializer": given},
+                       FE + "override_base_feature_extractor_hyperparams": "true"})
+    assert ours["backbone"] == {"type": "variance_scaling", "factor": 2.0, "mode": "fan_out",
+                                "uniform": False}
+    assert ours["fpn"]["type"] == "truncated_normal"
+
+
+@pytest.mark.parametrize("uniform, mode, expected", [
+    ("t", "FAN_OUT", (True, "fan_out")), ("f", "1", (False, "fan_out")),
+    ("1", "2", (True, "fan_avg")), ("false", "FAN_IN", (False, "fan_in"))])
+def test_variance_scaling_reads_text_formats_booleans_and_enum_numbers(uniform, mode, expected):
+    ours, _ = _mapped({FE + "conv_hyperparams": {"initializer": {
+        "variance_scaling_initializer": {"uniform": uniform, "mode": mode}}}})
+    assert (ours["fpn"]["uniform"], ours["fpn"]["mode"]) == expected
+
+
 def test_an_initializer_without_counterpart_is_noted_and_left():
     ours, notes = _mapped({FE + "conv_hyperparams": {"initializer": {
         "keras_initializer_by_name": '"he_normal"'}}})

@@ -59,6 +59,26 @@ def test_one_tower_has_the_parameters_it_should(tiny_config, separable):
     assert two - head.count_params() == tower + 2 * convs * width + norms
 
 
+@pytest.mark.parametrize("separable", [False, True])
+def test_the_l2_loss_is_on_the_odapis_kernels(tiny_config, separable):
+    """Plain convolutions: every kernel of the head is regularised. Separable ones (the
+    OD API's SeparableConv2D layers ignore kernel_regularizer): the tower's depthwise
+    kernels only, its pointwise ones and the predictors' not."""
+    config = _shared(tiny_config)
+    config.model.head.use_separable_conv = separable
+    head = retinanet.build_model(config.model).head
+    convs = config.model.head.num_convs
+    weight = config.model.loss.l2_weight_decay / 2.0
+    for conv in head._tower_convs:
+        assert len(conv.losses) == 1
+        kernel = conv.depthwise_kernel if separable else conv.kernel
+        np.testing.assert_allclose(float(conv.losses[0]),
+                                   weight * float(tf.reduce_sum(kernel ** 2)), rtol=1e-5)
+    predictors = [*head._classifier.losses, *head._box_regressor.losses]
+    assert len(predictors) == (0 if separable else 2)
+    assert len(head.losses) == convs + len(predictors)
+
+
 def test_both_predictions_read_the_one_tower(tiny_config):
     net = retinanet.build_model(_shared(tiny_config).model)
     images = tf.random.uniform([2, 64, 64, 3], seed=1)

@@ -17,9 +17,9 @@ from that part's distribution:
   passes it).
 - Biases and batch norms keep what they have.
 
-The seeds come from TensorFlow's global random state (`train_config.seed`, set before
-the model is built): the same seed gives the same weights. A part whose `type` is
-empty is left exactly as Model Garden built it, so a config without
+The seeds come from TensorFlow's global random state (`train_config.seed`, set
+before the model is built): the same seed gives the same weights. A part whose
+`type` is empty is left exactly as Model Garden built it, so a config without
 `model.initializers` builds the same weights as before this existed.
 """
 
@@ -77,6 +77,9 @@ def draw(net: tf_keras.Model, model: ModelConfig) -> int:
     specs = {part: getattr(model.initializers, part) for part in PARTS}
     if not any(spec.type for spec in specs.values()):
         return 0
+    # Drawn from the global random state that train_config.seed sets just before the
+    # model is built: every worker of a multi-worker run reaches here with the same
+    # state, so draws the same weights.
     base = int(tf.random.uniform([], maxval=2**31 - 1, dtype=tf.int64))
     glorot = InitializerConfig(type="glorot_uniform")
     drawn = 0

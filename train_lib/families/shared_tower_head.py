@@ -9,7 +9,8 @@ is Model Garden's head with that change: the tower's convolutions are shared
 across levels (as in both), each level keeps its own batch norms (as in both),
 the class and box predictors are Model Garden's, shared across levels, and the
 tower's convolutions have no bias (each feeds a batch norm), as the OD API's: its
-parameters are the OD API predictor's, one for one.
+parameters are the OD API predictor's, one for one. With separable convolutions its
+L2 loss is on the OD API's kernels too: the tower's depthwise ones only.
 
 Its outputs are those of `RetinaNetHead` (scores, boxes, attributes by level), so
 the model, the losses, the decoding and the exports are unchanged.
@@ -48,6 +49,16 @@ class SharedTowerRetinaNetHead(dense_prediction_heads.RetinaNetHead):
         # A tower conv feeds a batch norm, whose offset makes a bias redundant; the OD
         # API's tower has none, and so the same parameters.
         self._conv_kwargs["use_bias"] = False
+        if self._config_dict["use_separable_conv"]:
+            # The L2 loss where the OD API's separable predictor has it: on the tower's
+            # depthwise kernels, not its pointwise ones, and nowhere in the class and box
+            # predictors (Keras' SeparableConv2D ignores the kernel_regularizer the OD
+            # API passes it). Model Garden's separable head regularises the predictors'
+            # kernels and none of the tower's.
+            self._conv_kwargs["depthwise_regularizer"] = self._config_dict["kernel_regularizer"]
+            for kwargs in (self._classifier_kwargs, self._box_regressor_kwargs):
+                kwargs.pop("depthwise_regularizer", None)
+                kwargs.pop("pointwise_regularizer", None)
 
     def build(self, input_shape) -> None:
         """Creates the tower (with each level's norms), the class and the box predictor."""

@@ -88,10 +88,14 @@ def initializer(m: Mapper, path: str) -> dict | None:
                     "mean": float(child_value(kind, "mean", 0.0)),
                     "stddev": float(child_value(kind, "stddev", 1.0))}
         if kind.name == "variance_scaling_initializer":
+            mode = child_value(kind, "mode", "FAN_IN")
+            modes = ("FAN_IN", "FAN_OUT", "FAN_AVG")  # the enum's names, by number too
+            mode = modes[mode] if isinstance(mode, int) and 0 <= mode < len(modes) else mode
+            # Text format's booleans: true / t / 1 (and false / f / 0).
+            uniform = child_value(kind, "uniform", False) in (True, "t", 1)
             return {"type": "variance_scaling",
                     "factor": float(child_value(kind, "factor", 2.0)),
-                    "mode": str(child_value(kind, "mode", "FAN_IN")).lower(),
-                    "uniform": bool(child_value(kind, "uniform", False))}
+                    "mode": str(mode).lower(), "uniform": uniform}
         if kind.name == "keras_initializer_by_name" and \
                 child_value(node, kind.name, "") == "glorot_uniform":
             return {"type": "glorot_uniform"}

@@ -182,19 +182,22 @@ GLOROT_UNIFORM = {"type": "glorot_uniform"}
 def _initializers(m: Mapper) -> None:
     """Sets model.initializers: the FPN's from the feature extractor's conv_hyperparams;
     the backbone's from them too with override_base_feature_extractor_hyperparams, else
-    the OD API's backbone's own; the head's towers and predictors from the box
-    predictor's (a separable predictor's: glorot_uniform, which the OD API's
-    SeparableConv2D heads get, as they ignore the kernel_initializer they are passed)."""
+    (and always for EfficientNet, as the OD API's) the OD API's backbone's own; the
+    head's towers and predictors from the box predictor's (a separable predictor's:
+    glorot_uniform, which the OD API's SeparableConv2D heads get, as they ignore the
+    kernel_initializer they are passed)."""
     path = FE + "conv_hyperparams.initializer"
     extractor = initializer(m, path)
     if extractor is not None:
         m.set("model.initializers.fpn", extractor, path)
     override = FE + "override_base_feature_extractor_hyperparams"
-    if m.get(override, False):
+    kind = m.get(FE + "type", "")
+    # The OD API's EfficientNet takes only the weight decay from the feature extractor's
+    # conv_hyperparams, override or not: its kernels keep their own initializer.
+    if m.get(override, False) and not kind.startswith("ssd_efficientnet"):
         if extractor is not None:
             m.set("model.initializers.backbone", extractor, override)
     else:
-        kind = m.get(FE + "type", "")
         for prefix, own in BACKBONE_INITIALIZERS.items():
             if kind.startswith(prefix):
                 m.set("model.initializers.backbone", own, FE + "type")

@@ -78,7 +78,8 @@ ROWS: tuple[Row, ...] = (
     Row(FE + "override_base_feature_extractor_hyperparams", APPROX,
         "model.initializers.backbone",
         "true: the backbone's kernels are drawn from the feature extractor's initializer, "
-        "false (the default): from the OD API's backbone's own (MobileNets: truncated "
+        "false (the default; EfficientNet always): from the OD API's backbone's own "
+        "(MobileNets: truncated "
         f"normal, stddev 0.09; ResNet: variance scaling 1, fan_in; EfficientNet: 2, "
         f"fan_out), both as the OD API's; {ONE_NORM}, the backbone's included"),
     Row(FE + "use_depthwise", EXACT, "model.fpn.use_separable_conv", kind="bool"),
