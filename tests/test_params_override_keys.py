@@ -76,6 +76,9 @@ SPECIAL: dict[str, tuple[object, dict]] = {
     "eval_input_reader.num_parallel_calls": (3, {}),
     "eval_config.metric_for_best": ("AP50", {}),
 }
+for _part in ("backbone", "fpn", "head", "predictors"):
+    SPECIAL[f"model.initializers.{_part}.type"] = ("random_normal", {})
+    SPECIAL[f"model.initializers.{_part}.mode"] = ("fan_out", {})
 
 
 def _generic(kind: object, default: object) -> object:
