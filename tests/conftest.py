@@ -60,6 +60,17 @@ def odapi_sample_id(sample: OdapiSample) -> str:
 cli.tensorflow_defaults()
 
 
+@pytest.fixture(autouse=True)
+def _no_global_seed_left_behind():
+    """TensorFlow's global seed is unset after each test: one test's seed (0 in
+    particular, which TensorFlow's seeded tf.data shuffle cannot take) must not reach
+    the next test a worker runs."""
+    yield
+    import tensorflow as tf
+
+    tf.random.set_seed(None)
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> dict:
     """A 64-px shapes dataset: 48 train and 8 val images in OD API TFRecords."""

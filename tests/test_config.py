@@ -622,3 +622,11 @@ def test_graph_optimization_takes_yaml_switches(tmp_path, text, expected):
     override = load_text(tmp_path, "{}\n", f"train_config.graph_optimization={text}")
     assert in_file.train_config.graph_optimization == expected
     assert override.train_config.graph_optimization == expected
+
+
+def test_a_seed_of_0_is_refused_by_its_key():
+    """TensorFlow reads a global seed of 0 as none, and its seeded input shuffle then
+    fails while tracing: one error line instead of that traceback."""
+    with pytest.raises(ConfigError, match=r"train_config\.seed is 0; must not be 0"):
+        C.config_from_dict({"train_config": {"seed": 0}})
+    assert C.config_from_dict({"train_config": {"seed": 1}}).train_config.seed == 1

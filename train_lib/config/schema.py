@@ -153,6 +153,11 @@ class TrainConfig:
         for name in ("batch_size", "num_steps", "steps_per_loop", "log_every_n",
                      "summary_every_n"):
             c.need(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
+        # TensorFlow takes a global seed of 0 for "no seed" where it checks its seeds,
+        # and its seeded tf.data shuffle (the input order) then fails inside tracing.
+        c.need(self.seed != 0, "seed", self.seed,
+               "must not be 0 (TensorFlow's input shuffle cannot take a global seed of "
+               "0); use any other integer, e.g. 42")
         c.problems += self.optimizer.problems(c.path("optimizer"))
         c.choice("mixed_precision", self.mixed_precision, PRECISIONS)
         c.choice("graph_optimization", self.graph_optimization, GRAPH_OPTIMIZATIONS)
