@@ -39,10 +39,6 @@ def _with_initializers(tiny_config):
     return model
 
 
-def _kind(variable) -> str:
-    return variable.name.rsplit("/", 1)[-1].split(":")[0]
-
-
 def test_each_part_is_drawn_from_its_own_distribution(tiny_config):
     net = _build(_with_initializers(tiny_config))
     parts = initializers.part_variables(net)
@@ -51,7 +47,8 @@ def test_each_part_is_drawn_from_its_own_distribution(tiny_config):
     for part, variables in parts.items():
         for variable in variables:
             values = variable.numpy()
-            if _kind(variable) == "pointwise_kernel":  # glorot_uniform, as the OD API's
+            # A pointwise kernel starts glorot_uniform, as the OD API's.
+            if initializers.kernel_kind(variable) == "pointwise_kernel":
                 pointwise += 1
                 fan_in, fan_out = values.shape[-2], values.shape[-1]
                 assert np.abs(values).max() <= np.sqrt(6.0 / (fan_in + fan_out)) + 1e-6

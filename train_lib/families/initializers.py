@@ -29,9 +29,9 @@ import tensorflow as tf
 import tf_keras
 
 from train_lib.config import ModelConfig
-from train_lib.config.model_schema import PARTS, InitializerConfig
+from train_lib.config.initializer_schema import PARTS, InitializerConfig
 
-__all__ = ["draw", "keras_initializer", "part_variables"]
+__all__ = ["draw", "kernel_kind", "keras_initializer", "part_variables"]
 
 # Kernel variables by their last name component; the biases and norms are left alone.
 _KERNELS = ("kernel", "depthwise_kernel", "pointwise_kernel")
@@ -66,7 +66,7 @@ def part_variables(net: tf_keras.Model) -> dict[str, list[tf.Variable]]:
         "head": [v for v in head.weights if id(v) not in taken],
         "predictors": predictors,
     }
-    return {part: [v for v in variables if _kind(v) in _KERNELS]
+    return {part: [v for v in variables if kernel_kind(v) in _KERNELS]
             for part, variables in parts.items()}
 
 
@@ -87,13 +87,13 @@ def draw(net: tf_keras.Model, model: ModelConfig) -> int:
         if not specs[part].type:
             continue
         for variable in variables:
-            spec = glorot if _kind(variable) == "pointwise_kernel" else specs[part]
+            spec = glorot if kernel_kind(variable) == "pointwise_kernel" else specs[part]
             init = keras_initializer(spec, seed=(base + drawn) % (2**31 - 1))
             variable.assign(init(variable.shape, variable.dtype))
             drawn += 1
     return drawn
 
 
-def _kind(variable: tf.Variable) -> str:
+def kernel_kind(variable: tf.Variable) -> str:
     """The variable's own name: 'kernel' of '.../conv2d/kernel:0'."""
     return variable.name.rsplit("/", 1)[-1].split(":")[0]
