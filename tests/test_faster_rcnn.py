@@ -188,7 +188,8 @@ def test_keys_of_the_other_architecture_are_refused_with_the_key(tiny_dataset, t
         "--params_override: `model.loss.focal_loss_gamma` is a retinanet key, but "
         "model.architecture is faster_rcnn; remove it, or set model.architecture: retinanet")
 
-    text = text.replace("  rpn_head:\n", "  head:\n    num_convs: 2\n  rpn_head:\n", 1)
+    # model.rpn_head (model.initializers.rpn_head is indented deeper)
+    text = text.replace("\n  rpn_head:\n", "\n  head:\n    num_convs: 2\n  rpn_head:\n", 1)
     with open(path, "w") as f:
         f.write(text)
     line = text.splitlines().index("  head:") + 1

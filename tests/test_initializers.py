@@ -39,9 +39,10 @@ def _with_initializers(tiny_config):
     return model
 
 
-def test_each_part_is_drawn_from_its_own_distribution(tiny_config):
-    net = _build(_with_initializers(tiny_config))
-    parts = initializers.part_variables(net)
+def check_drawn(parts: dict, means: dict) -> int:
+    """Asserts that each part's kernels (`part_variables`) were drawn from a normal of
+    its mean in `means` and stddev 0.01, a pointwise kernel from glorot_uniform; returns
+    how many pointwise kernels there were."""
     assert all(parts.values()), {p: len(v) for p, v in parts.items()}
     pointwise = 0
     for part, variables in parts.items():
@@ -53,9 +54,29 @@ def test_each_part_is_drawn_from_its_own_distribution(tiny_config):
                 fan_in, fan_out = values.shape[-2], values.shape[-1]
                 assert np.abs(values).max() <= np.sqrt(6.0 / (fan_in + fan_out)) + 1e-6
                 continue
-            assert abs(values.mean() - MEANS[part]) < 0.01, (variable.name, values.mean())
+            assert abs(values.mean() - means[part]) < 0.01, (variable.name, values.mean())
             assert values.std() < 0.02, variable.name
-    assert pointwise > 0  # the separable FPN's
+    return pointwise
+
+
+def check_only_moved(plain, changed, kernels: set[int], stddev: float) -> int:
+    """Asserts that of two models built alike, `changed` differs from `plain` in the
+    kernels `kernels` (ids of `changed`'s variables) alone, each drawn from a truncated
+    normal of `stddev`; returns how many moved."""
+    moved = 0
+    for before, after in zip(plain.weights, changed.weights, strict=True):  # in build order
+        if id(after) in kernels:
+            moved += 1
+            assert not np.array_equal(before.numpy(), after.numpy()), after.name
+            assert np.abs(after.numpy()).max() <= 2 * stddev + 1e-6  # truncated at 2 stddev
+        else:  # biases, norms and the other parts as Model Garden built them
+            np.testing.assert_array_equal(before.numpy(), after.numpy(), err_msg=after.name)
+    return moved
+
+
+def test_each_part_is_drawn_from_its_own_distribution(tiny_config):
+    net = _build(_with_initializers(tiny_config))
+    assert check_drawn(initializers.part_variables(net), MEANS) > 0  # the separable FPN's
 
 
 def test_other_variables_are_left_and_no_initializer_changes_nothing(tiny_config):
@@ -70,15 +91,7 @@ def test_other_variables_are_left_and_no_initializer_changes_nothing(tiny_config
     model.initializers.head.stddev = 0.05
     changed = _build(model)
     kernels = {id(v) for v in initializers.part_variables(changed)["head"]}
-    moved = 0
-    for before, after in zip(plain.weights, changed.weights, strict=True):  # in build order
-        if id(after) in kernels:
-            moved += 1
-            assert not np.array_equal(before.numpy(), after.numpy()), after.name
-            assert np.abs(after.numpy()).max() <= 2 * 0.05 + 1e-6  # truncated at 2 stddev
-        else:  # biases, norms and the other parts as Model Garden built them
-            np.testing.assert_array_equal(before.numpy(), after.numpy(), err_msg=after.name)
-    assert moved == len(kernels) > 0
+    assert check_only_moved(plain, changed, kernels, 0.05) == len(kernels) > 0
 
 
 def test_the_same_seed_gives_the_same_weights(tiny_config):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pytest
 
 from train_lib.config import ConfigError, load_config
@@ -228,3 +229,61 @@ def test_the_converted_config_builds_its_model(tmp_path):
     head = model.detection_head[0]
     assert len(head._fcs) == 2 and head._classifier.units == 4  # 3 classes and background
     assert sorted(model.decoder.output_specs, key=int) == ["4", "5", "6", "7"]
+
+
+# ---------------------------------------------------------------- initializers
+# What the OD API's Keras Faster R-CNN draws each part from (its layers' initializers,
+# read off models its model_builder built from the published configs): its ResNet v1's
+# own where no conv_hyperparams reach it; the box classifier's Dense layers Keras'
+# default whatever fc_hyperparams say.
+RESNET_OWN = {"type": "variance_scaling", "factor": 1.0, "mode": "fan_in", "uniform": False}
+GLOROT = {"type": "glorot_uniform"}
+RPN_INIT = {"type": "truncated_normal", "mean": 0.0, "stddev": 0.01}
+
+
+def _initializers(text: str) -> tuple[dict, dict]:
+    from train_lib.config.odapi import map_pipeline_config
+
+    mapped = map_pipeline_config(text, "p.config")
+    return mapped.data["model"]["initializers"], mapped.approximations
+
+
+def test_fpn_parts_start_from_the_odapis_initializers():
+    ours, notes = _initializers(frcnn_config(FPN_EXTRACTOR))
+    extractor = {"type": "truncated_normal", "mean": 0.0, "stddev": 0.03}
+    assert ours == {"backbone": extractor, "fpn": extractor, "rpn_head": RPN_INIT,
+                    "detection_head": GLOROT, "detection_predictors": GLOROT}
+    # fc_hyperparams' variance scaling reaches no layer of the OD API's: noted.
+    assert "takes only its batch_norm" in notes[
+        "model.faster_rcnn.second_stage_box_predictor.mask_rcnn_box_predictor.fc_hyperparams"]
+    # The RPN's own L2 weight differs from the one the model uses: noted.
+    assert "0.0 differs from the feature extractor's 0.0004" in notes[
+        "model.faster_rcnn.first_stage_box_predictor_conv_hyperparams.regularizer."
+        "l2_regularizer.weight"]
+    without = frcnn_config(FPN_EXTRACTOR.replace(
+        "override_base_feature_extractor_hyperparams: true", ""))
+    assert _initializers(without)[0]["backbone"] == RESNET_OWN
+
+
+def test_without_fpn_the_resnet_keeps_its_own_and_the_fcs_stand_in_for_its_stage():
+    ours, notes = _initializers(frcnn_config(C4_EXTRACTOR))
+    assert ours == {"backbone": RESNET_OWN, "rpn_head": RPN_INIT,
+                    "detection_head": RESNET_OWN, "detection_predictors": GLOROT}
+    rpn = notes["model.faster_rcnn.first_stage_box_predictor_conv_hyperparams"]
+    assert "no batch_norm" in rpn and "ends in relu6" in rpn
+    # The extractor's and the RPN's L2 weights agree (0, the OD API's ResNet's): no note.
+    assert not any("l2_regularizer" in key for key in notes)
+
+
+def test_the_mapped_initializers_are_drawn_by_the_built_model(tmp_path):
+    from train_lib import families
+    from train_lib.families import initializers
+
+    config = load_config(write(tmp_path, frcnn_config(C4_EXTRACTOR)),
+                         "model.input_size=[64,64]")
+    assert config.model.initializers.rpn_head.stddev == 0.01
+    net = families.build_model(config.model)
+    rpn = initializers.part_variables(net)["rpn_head"]
+    values = np.concatenate([v.numpy().ravel() for v in rpn])
+    assert np.abs(values).max() <= 0.02 + 1e-6  # truncated at 2 stddev
+    assert 0.007 < values.std() < 0.01  # a truncated normal of stddev 0.01: 0.0088

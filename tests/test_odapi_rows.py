@@ -89,9 +89,9 @@ FASTER_RCNN_BASE = {
 # value, applied to the config with and without the probed field alike. A value of None
 # removes the field.
 CONTEXTS: dict[str, dict[str, object]] = {
-    FE + "override_base_feature_extractor_hyperparams": {
-        FE + "conv_hyperparams": {"initializer": {
-            "random_normal_initializer": {"stddev": "0.05"}}}},
+    **{fe + "override_base_feature_extractor_hyperparams": {
+        fe + "conv_hyperparams": {"initializer": {
+            "random_normal_initializer": {"stddev": "0.05"}}}} for fe in (FE, FRFE)},
     FE + "bifpn.": {FE + "type": "'ssd_efficientnet-b0_bifpn_keras'", FE + "fpn": None,
                     FE + "bifpn": {"min_level": "3", "max_level": "7"}},
     CB + ".": {WS: None, CB: {}},
@@ -140,6 +140,18 @@ _CONVERTED = {"7": 7, "0.37": 0.37, "true": True, '"probe/value"': "probe/value"
               "1.5": 1.5, "0.7": 0.7, "'probe/a.tfrecord'": "probe/a.tfrecord",
               "'probe/b.tfrecord'": "probe/b.tfrecord"}
 _LR = "learning_rate."
+# The feature extractor's initializer rows of both meta-architectures, by the tail
+# after `feature_extractor.`.
+_EXTRACTOR_INITIALIZER_PROBES = {
+    "conv_hyperparams.initializer": Probe(
+        {"random_normal_initializer": {"stddev": "0.05"}}, expect={
+            "model.initializers.fpn.type": "random_normal",
+            "model.initializers.fpn.stddev": 0.05}),
+    # With an initializer in the feature extractor's conv_hyperparams (CONTEXTS).
+    "override_base_feature_extractor_hyperparams": Probe(
+        "true", expect={"model.initializers.backbone.type": "random_normal",
+                        "model.initializers.backbone.stddev": 0.05}),
+}
 PROBES: dict[str, Probe] = {
     # ssd
     "ssd.feature_extractor.type": Probe("'ssd_mobilenet_v1_fpn_keras'",
@@ -159,14 +171,8 @@ PROBES: dict[str, Probe] = {
         "0.37", expect={"model.norm.norm_momentum": 0.37}),
     "ssd.feature_extractor.conv_hyperparams.batch_norm.epsilon": Probe(
         "0.37", expect={"model.norm.norm_epsilon": 0.37}),
-    "ssd.feature_extractor.conv_hyperparams.initializer": Probe(
-        {"random_normal_initializer": {"stddev": "0.05"}}, expect={
-            "model.initializers.fpn.type": "random_normal",
-            "model.initializers.fpn.stddev": 0.05}),
-    # With an initializer in the feature extractor's conv_hyperparams (CONTEXTS).
-    "ssd.feature_extractor.override_base_feature_extractor_hyperparams": Probe(
-        "true", expect={"model.initializers.backbone.type": "random_normal",
-                        "model.initializers.backbone.stddev": 0.05}),
+    **{f"{meta}.feature_extractor.{tail}": probe for meta in ("ssd", "faster_rcnn")
+       for tail, probe in _EXTRACTOR_INITIALIZER_PROBES.items()},
     "ssd.box_predictor.weight_shared_convolutional_box_predictor.conv_hyperparams."
     "initializer": Probe({"truncated_normal_initializer": {"mean": "0.1", "stddev": "0.02"}},
                          expect={"model.initializers.head.type": "truncated_normal",
@@ -217,6 +223,10 @@ PROBES: dict[str, Probe] = {
         "0.37", expect={"model.norm.norm_momentum": 0.37}),
     "faster_rcnn.feature_extractor.conv_hyperparams.batch_norm.epsilon": Probe(
         "0.37", expect={"model.norm.norm_epsilon": 0.37}),
+    "faster_rcnn.first_stage_box_predictor_conv_hyperparams.initializer": Probe(
+        {"truncated_normal_initializer": {"stddev": "0.02"}}, expect={
+            "model.initializers.rpn_head.type": "truncated_normal",
+            "model.initializers.rpn_head.stddev": 0.02}),
     "faster_rcnn.first_stage_anchor_generator.multiscale_anchor_generator.min_level": Probe(
         "4", with_={FRFE + "fpn.min_level": "4"}, expect={"model.min_level": 4}),
     "faster_rcnn.first_stage_anchor_generator.multiscale_anchor_generator.max_level": Probe(
@@ -437,7 +447,7 @@ NOTED_VALUES = {
     "num_iterations": "3", "combine_method": "'fast_attention'", "initializer": {},
     "force_use_bias": "true", "regularize_depthwise": "true",
     "class_prediction_bias_init": "-4.6", "kernel_size": "1", "min_dimension": "128",
-    "max_detections_per_class": "50", "first_stage_box_predictor_conv_hyperparams": {},
+    "max_detections_per_class": "50",
     "maxpool_kernel_size": "2", "fc_hyperparams": {}, "encode_background_as_zeros": "false",
     "add_background_class": "false",
 }

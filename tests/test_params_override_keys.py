@@ -19,6 +19,7 @@ import pytest
 from test_odapi_rows import FASTER_RCNN_BASE, SSD_BASE, _text
 
 from train_lib.config import ConfigError, load_config
+from train_lib.config.initializer_schema import PARTS
 from train_lib.config.schema import PipelineConfig, belongs_to
 
 
@@ -76,7 +77,7 @@ SPECIAL: dict[str, tuple[object, dict]] = {
     "eval_input_reader.num_parallel_calls": (3, {}),
     "eval_config.metric_for_best": ("AP50", {}),
 }
-for _part in ("backbone", "fpn", "head", "predictors"):
+for _part in PARTS:  # model.initializers' parts, both architectures'
     SPECIAL[f"model.initializers.{_part}.type"] = ("random_normal", {})
     SPECIAL[f"model.initializers.{_part}.mode"] = ("fan_out", {})
 

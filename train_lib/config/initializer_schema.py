@@ -1,6 +1,11 @@
-"""`model.initializers` (RetinaNet only): the distribution each part's convolution
-kernels start from, as the OD API's `conv_hyperparams.initializer`.
-families/initializers.py draws them once the model is built."""
+"""`model.initializers`: the distribution each part's kernels start from, as the OD
+API's `conv_hyperparams.initializer`. families/initializers.py draws them once the
+model is built.
+
+`backbone` and `fpn` are parts of both architectures; RetinaNet's own are `head`
+and `predictors`, Faster R-CNN's `rpn_head`, `detection_head` and
+`detection_predictors` (`ARCHITECTURE_PARTS`; model_schema.ARCHITECTURE_KEYS
+refuses another architecture's part)."""
 
 from __future__ import annotations
 
@@ -8,19 +13,24 @@ from dataclasses import dataclass, field
 
 from train_lib.config.problems import Checks
 
-__all__ = ["FAN_MODES", "INITIALIZER_TYPES", "PARTS", "InitializerConfig",
-           "InitializersConfig"]
+__all__ = ["ARCHITECTURE_PARTS", "FAN_MODES", "INITIALIZER_TYPES", "PARTS",
+           "InitializerConfig", "InitializersConfig"]
 
 INITIALIZER_TYPES = ("", "truncated_normal", "random_normal", "variance_scaling",
                      "glorot_uniform")
 FAN_MODES = ("fan_in", "fan_out", "fan_avg")
-# RetinaNet's parts, in the order families/initializers.py draws them.
-PARTS = ("backbone", "fpn", "head", "predictors")
+# Each architecture's parts, in the order families/initializers.py draws them.
+ARCHITECTURE_PARTS = {
+    "retinanet": ("backbone", "fpn", "head", "predictors"),
+    "faster_rcnn": ("backbone", "fpn", "rpn_head", "detection_head", "detection_predictors"),
+}
+# Every part, each once: the fields of InitializersConfig.
+PARTS = tuple(dict.fromkeys(p for parts in ARCHITECTURE_PARTS.values() for p in parts))
 
 
 @dataclass
 class InitializerConfig:
-    """The distribution one part's convolution kernels start from, as the OD API's
+    """The distribution one part's kernels start from, as the OD API's
     conv_hyperparams.initializer: truncated_normal or random_normal (mean, stddev),
     variance_scaling (factor, mode, uniform: the OD API's variance_scaling_initializer),
     glorot_uniform; "" keeps Model Garden's own (families/initializers.py)."""
@@ -46,14 +56,24 @@ class InitializerConfig:
 
 @dataclass
 class InitializersConfig:
-    """RetinaNet's parts and the distribution each one's kernels start from: the
-    backbone, the FPN, the head's towers, and the class and box predictors."""
+    """The parts of a model and the distribution each one's kernels start from.
+    Both architectures: the backbone and the FPN. RetinaNet: the head's towers
+    (`head`), its class and box predictors (`predictors`). Faster R-CNN: the RPN
+    head, its convolution and its score and box predictors alike (`rpn_head`), the
+    detection head's convolutions and fully connected layers (`detection_head`), its
+    class and box predictors (`detection_predictors`)."""
 
     backbone: InitializerConfig = field(default_factory=InitializerConfig)
     fpn: InitializerConfig = field(default_factory=InitializerConfig)
     head: InitializerConfig = field(default_factory=InitializerConfig)
     predictors: InitializerConfig = field(default_factory=InitializerConfig)
+    rpn_head: InitializerConfig = field(default_factory=InitializerConfig)
+    detection_head: InitializerConfig = field(default_factory=InitializerConfig)
+    detection_predictors: InitializerConfig = field(default_factory=InitializerConfig)
 
-    def problems(self, prefix: str = "model.initializers") -> list[str]:
-        return [p for part in PARTS
+    def problems(self, prefix: str = "model.initializers",
+                 parts: tuple[str, ...] = PARTS) -> list[str]:
+        """The problems of the `parts` checked (an architecture's: another's are
+        refused by their key)."""
+        return [p for part in parts
                 for p in getattr(self, part).problems(f"{prefix}.{part}")]

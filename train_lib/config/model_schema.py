@@ -4,9 +4,10 @@ checking its own values, and which keys belong to which architecture.
 `ModelConfig` holds the keys every family reads (backbone, FPN, anchors, the L2
 weight, post-processing, normalisation) and each family's own sections:
 RetinaNet's `head` and focal-loss keys, Faster R-CNN's `rpn_head`, `rpn`,
-`proposals`, `roi_sampler`, `roi_aligner`, `detection_head` and its loss weights
-(`ARCHITECTURE_KEYS`). A config that gives another architecture's key is refused
-(`architecture_key_problems`), naming the key and both architectures.
+`proposals`, `roi_sampler`, `roi_aligner`, `detection_head` and its loss weights,
+and each one's parts of `model.initializers` (`ARCHITECTURE_KEYS`). A config that
+gives another architecture's key is refused (`architecture_key_problems`), naming
+the key and both architectures.
 """
 
 from __future__ import annotations
@@ -23,11 +24,17 @@ from train_lib.config.faster_rcnn_schema import (
     RpnConfig,
     RpnHeadConfig,
 )
-from train_lib.config.initializer_schema import PARTS, InitializerConfig, InitializersConfig
+from train_lib.config.initializer_schema import (
+    ARCHITECTURE_PARTS,
+    PARTS,
+    InitializerConfig,
+    InitializersConfig,
+)
 from train_lib.config.problems import Checks
 
 __all__ = [
-    "ACTIVATIONS", "ARCHITECTURES", "ARCHITECTURE_KEYS", "BACKBONE_MAX_LEVEL",
+    "ACTIVATIONS", "ARCHITECTURES", "ARCHITECTURE_KEYS", "ARCHITECTURE_PARTS",
+    "BACKBONE_MAX_LEVEL",
     "BACKBONE_MODEL_IDS", "FPN_TYPES",
     "MAX_LEVEL",
     "MIN_LEVEL", "AnchorConfig", "BackboneConfig", "DetectionHeadConfig", "FpnConfig",
@@ -40,15 +47,19 @@ __all__ = [
 ARCHITECTURES = ("retinanet", "faster_rcnn")
 FPN_TYPES = ("fpn", "none")
 # The `model` keys only one architecture reads (a trailing "." marks a whole
-# section); every other `model` key is shared. A config that gives another
-# architecture's key is refused (`architecture_key_problems`), and `to_dict`
-# leaves them out, so model_dir/pipeline.yaml holds only what the model reads.
+# section); every other `model` key is shared (model.initializers' backbone and fpn
+# too; each architecture's own parts are here: initializer_schema.ARCHITECTURE_PARTS).
+# A config that gives another architecture's key is refused
+# (`architecture_key_problems`), and `to_dict` leaves them out, so
+# model_dir/pipeline.yaml holds only what the model reads.
 ARCHITECTURE_KEYS = {
     "retinanet": (
         "model.head.", "model.anchor.match_threshold", "model.anchor.unmatched_threshold",
         "model.anchor.box_coder_weights",
         "model.loss.focal_loss_alpha", "model.loss.focal_loss_gamma",
-        "model.loss.huber_loss_delta", "model.loss.box_loss_weight", "model.initializers.",
+        "model.loss.huber_loss_delta", "model.loss.box_loss_weight",
+        *(f"model.initializers.{part}." for part in ARCHITECTURE_PARTS["retinanet"]
+          if part not in ARCHITECTURE_PARTS["faster_rcnn"]),
     ),
     "faster_rcnn": (
         "model.rpn_head.", "model.rpn.", "model.proposals.", "model.roi_sampler.",
@@ -56,6 +67,8 @@ ARCHITECTURE_KEYS = {
         "model.loss.rpn_box_weight", "model.loss.frcnn_class_weight",
         "model.loss.frcnn_box_weight", "model.loss.rpn_huber_loss_delta",
         "model.loss.frcnn_huber_loss_delta",
+        *(f"model.initializers.{part}." for part in ARCHITECTURE_PARTS["faster_rcnn"]
+          if part not in ARCHITECTURE_PARTS["retinanet"]),
     ),
 }
 BACKBONE_MODEL_IDS = {
@@ -309,9 +322,13 @@ class ModelConfig:
                    f"{c.path('max_level')} to its level (e.g. both 4, stride 16; now "
                    f"{self.min_level} and {self.max_level})")
         c.problems += self._input_size_problems(prefix)
-        # The shared sections and this architecture's own (ARCHITECTURE_KEYS).
+        # The shared sections and this architecture's own (ARCHITECTURE_KEYS); of
+        # model.initializers, this architecture's parts.
         own = [key.removeprefix("model.").rstrip(".")
-               for key in ARCHITECTURE_KEYS.get(self.architecture, ()) if key.endswith(".")]
+               for key in ARCHITECTURE_KEYS.get(self.architecture, ())
+               if key.endswith(".") and key.count(".") == 2]
+        c.problems += self.initializers.problems(
+            c.path("initializers"), ARCHITECTURE_PARTS.get(self.architecture, PARTS))
         for name in ("fpn", "anchor", "loss", "post_processing", "norm", *own):
             if name == "roi_sampler":  # bounded by the proposals it samples from
                 c.problems += self.roi_sampler.problems(

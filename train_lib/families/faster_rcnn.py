@@ -31,7 +31,7 @@ from official.vision.ops import anchor, preprocess_ops
 from official.vision.utils.object_detection import box_list
 
 from train_lib.config import ModelConfig
-from train_lib.families import backbones
+from train_lib.families import backbones, initializers
 from train_lib.families.faster_rcnn_sampling import DeterministicBoxSampler, sample_anchors
 
 NAME = "faster_rcnn"
@@ -84,8 +84,9 @@ def model_garden_config(model: ModelConfig) -> maskrcnn_cfg.MaskRCNN:
 
 def build_model(model: ModelConfig, precision: str = "float32") -> tf_keras.Model:
     """Builds the Faster R-CNN with L2 regularisation on its weights and the
-    deterministic ROI sampler; variables exist on return. `precision`: see
-    backbones.precision_policy."""
+    deterministic ROI sampler; variables exist on return, each part's kernels drawn
+    from `model.initializers` where it sets one (families/initializers.py).
+    `precision`: see backbones.precision_policy."""
     height, width = model.input_size
     with backbones.precision_policy(precision):
         input_specs = tf_keras.layers.InputSpec(shape=[None, height, width, 3])
@@ -102,6 +103,7 @@ def build_model(model: ModelConfig, precision: str = "float32") -> tf_keras.Mode
         net(tf.zeros([1, height, width, 3]), image_shape=tf.constant([[height, width]],
                                                                      tf.float32),
             training=False)  # create every variable now
+        initializers.draw(net, model)
     return net
 
 

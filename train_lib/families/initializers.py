@@ -1,15 +1,25 @@
-"""`model.initializers`: the distribution each part of a RetinaNet starts from.
+"""`model.initializers`: the distribution each part of a model starts from.
 
 Model Garden's layers fix their own initializers (He-style variance scaling in the
-backbone and the FPN, normal(0.01) in the head's towers, normal(1e-5) in its class
+backbone and the FPN; RetinaNet: normal(0.01) in the head's towers, normal(1e-5) in
+its class and box predictors; Faster R-CNN: normal(0.01) in the RPN head, variance
+scaling in the detection head's layers, normal(0.01) and normal(0.001) in its class
 and box predictors), and several of them cannot be given another. The OD API draws
-each part from its config's `conv_hyperparams.initializer`. So once the model's
-variables exist, `draw` draws every kernel of each part whose `type` is set again,
-from that part's distribution:
+each part from its config's `initializer`s. So once the model's variables exist,
+`draw` draws every kernel of each part whose `type` is set again, from that part's
+distribution. The parts (`part_variables`):
 
-- backbone: `net.backbone`; fpn: `net.decoder`; predictors: the head's class and
-  box predictors (`_classifier`, `_box_regressor`); head: the rest of the head (its
-  towers).
+- both: backbone: `net.backbone`; fpn: `net.decoder`.
+- RetinaNet: predictors: the head's class and box predictors (`_classifier`,
+  `_box_regressor`); head: the rest of the head (its towers).
+- Faster R-CNN: rpn_head: `net.rpn_head`, its convolutions and its score and box
+  predictors alike (the OD API draws them all from one initializer);
+  detection_predictors: the detection head's class and box predictors
+  (`_classifier`, `_box_regressor`); detection_head: the rest of the detection head
+  (its convolutions and fully connected layers).
+
+And, for every part:
+
 - A Conv2D's or Dense's `kernel` and a DepthwiseConv2D's or SeparableConv2D's
   `depthwise_kernel` take the part's distribution, as the OD API's layers do. A
   SeparableConv2D's `pointwise_kernel` takes Keras' default, glorot_uniform, also as
@@ -27,9 +37,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 import tf_keras
+from official.vision.modeling import maskrcnn_model
 
 from train_lib.config import ModelConfig
-from train_lib.config.initializer_schema import PARTS, InitializerConfig
+from train_lib.config.initializer_schema import InitializerConfig
 
 __all__ = ["draw", "kernel_kind", "keras_initializer", "part_variables"]
 
@@ -55,17 +66,30 @@ def keras_initializer(spec: InitializerConfig, seed: int) -> tf_keras.initialize
 
 
 def part_variables(net: tf_keras.Model) -> dict[str, list[tf.Variable]]:
-    """The kernel variables of each part of the RetinaNet `net` (see the module
-    docstring), in the parts' own order."""
-    head = net.head
-    predictors = [*head._classifier.weights, *head._box_regressor.weights]
-    taken = {id(v) for v in predictors}
-    parts = {
-        "backbone": net.backbone.weights,
-        "fpn": net.decoder.weights if net.decoder is not None else [],
-        "head": [v for v in head.weights if id(v) not in taken],
-        "predictors": predictors,
-    }
+    """The kernel variables of each part of `net`, a RetinaNet or a Faster R-CNN (see
+    the module docstring), in the parts' own order
+    (initializer_schema.ARCHITECTURE_PARTS)."""
+    parts = {"backbone": net.backbone.weights,
+             "fpn": net.decoder.weights if net.decoder is not None else []}
+    if isinstance(net, maskrcnn_model.MaskRCNNModel):
+        heads = net.detection_head  # one per stage (cascade); each its own predictors
+        predictors = [v for head in heads
+                      for v in (*head._classifier.weights, *head._box_regressor.weights)]
+        taken = {id(v) for v in predictors}
+        parts |= {
+            "rpn_head": net.rpn_head.weights,
+            "detection_head": [v for head in heads for v in head.weights
+                               if id(v) not in taken],
+            "detection_predictors": predictors,
+        }
+    else:
+        head = net.head
+        predictors = [*head._classifier.weights, *head._box_regressor.weights]
+        taken = {id(v) for v in predictors}
+        parts |= {
+            "head": [v for v in head.weights if id(v) not in taken],
+            "predictors": predictors,
+        }
     return {part: [v for v in variables if kernel_kind(v) in _KERNELS]
             for part, variables in parts.items()}
 
@@ -73,8 +97,11 @@ def part_variables(net: tf_keras.Model) -> dict[str, list[tf.Variable]]:
 def draw(net: tf_keras.Model, model: ModelConfig) -> int:
     """Draws again every kernel of each part of `net` whose `model.initializers` type is
     set (the module docstring says which distribution each kernel takes); returns how
-    many kernels were drawn (0, and nothing touched, when no type is set)."""
-    specs = {part: getattr(model.initializers, part) for part in PARTS}
+    many kernels were drawn (0, and nothing touched, when no type is set). Only the
+    parts of `net`'s architecture are read (a config gives no other's:
+    model_schema.ARCHITECTURE_KEYS)."""
+    parts = part_variables(net)
+    specs = {part: getattr(model.initializers, part) for part in parts}
     if not any(spec.type for spec in specs.values()):
         return 0
     # Drawn from the global random state that train_config.seed sets just before the
@@ -83,7 +110,7 @@ def draw(net: tf_keras.Model, model: ModelConfig) -> int:
     base = int(tf.random.uniform([], maxval=2**31 - 1, dtype=tf.int64))
     glorot = InitializerConfig(type="glorot_uniform")
     drawn = 0
-    for part, variables in part_variables(net).items():
+    for part, variables in parts.items():
         if not specs[part].type:
             continue
         for variable in variables:

@@ -3,9 +3,10 @@ keys (table_faster_rcnn.py has every field's row).
 
 Called by pipeline.py after the plain fields are mapped: the architecture, the
 backbone and levels (from the feature extractor's type and the anchors), the
-input size, the norm and L2 weight, the ROI crop size, the proposals, the box
-classifier, and the OD API's defaults where ours differ (faster_rcnn.proto),
-so that a field the file leaves out means what it means to the OD API.
+input size, the norm and L2 weight, the initializers of each part, the ROI crop
+size, the proposals, the box classifier, and the OD API's defaults where ours
+differ (faster_rcnn.proto), so that a field the file leaves out means what it
+means to the OD API.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import re
 from train_lib.config.model_schema import MAX_LEVEL, MIN_LEVEL
 from train_lib.config.odapi.fields import FASTER_RCNN_EXTRACTORS
 from train_lib.config.odapi.mapper import Mapper, child_value
-from train_lib.config.odapi.shared import input_size, norm
+from train_lib.config.odapi.shared import initializer, input_size, norm
 
 __all__ = ["map_model"]
 
@@ -24,6 +25,13 @@ FR = "model.faster_rcnn."
 FE = FR + "feature_extractor."
 GRID = FR + "first_stage_anchor_generator.grid_anchor_generator"
 MULTISCALE = FR + "first_stage_anchor_generator.multiscale_anchor_generator"
+RPN = FR + "first_stage_box_predictor_conv_hyperparams."
+# The initializer of the OD API's Keras ResNet v1 where no conv_hyperparams are passed
+# to it: tf.variance_scaling_initializer()'s (scale 1, fan_in, truncated normal).
+RESNET_INITIALIZER = {"type": "variance_scaling", "factor": 1.0, "mode": "fan_in",
+                      "uniform": False}
+# Keras' default, which the OD API's box classifier's Dense layers keep.
+GLOROT_UNIFORM = {"type": "glorot_uniform"}
 # Our key -> (the OD API field, its default) where the OD API's default is not ours.
 ODAPI_DEFAULTS = {
     "model.rpn_head.num_filters": (FR + "first_stage_box_predictor_depth", 512),
@@ -137,6 +145,59 @@ def _defaults(m: Mapper) -> None:
             m.set(key, default, FR[:-1])
 
 
+def _initializers(m: Mapper, fpn: bool) -> None:
+    """Sets model.initializers as the OD API's Keras Faster R-CNN draws its parts.
+    With an FPN extractor: the FPN from the feature extractor's conv_hyperparams, the
+    backbone too with override_base_feature_extractor_hyperparams, else from its
+    ResNet's own. Without: the backbone from its ResNet's own (the OD API passes it no
+    conv_hyperparams); our FPN, which stands in for none of its layers, keeps Model
+    Garden's. The RPN head (its convolution and predictors) from
+    first_stage_box_predictor_conv_hyperparams. The box classifier's class and box
+    predictors glorot_uniform: the OD API's are Dense layers given no initializer
+    (Keras' default), whatever fc_hyperparams say; so are its fully connected layers
+    with an FPN extractor; without one, ours stand in for ResNet's last stage, which
+    starts from ResNet's own."""
+    origin, path = FE + "type", FE + "conv_hyperparams.initializer"
+    if fpn:
+        extractor = initializer(m, path)
+        if extractor is not None:
+            m.set("model.initializers.fpn", extractor, path)
+        override = FE + "override_base_feature_extractor_hyperparams"
+        if not m.get(override, False):
+            m.set("model.initializers.backbone", RESNET_INITIALIZER, origin)
+        elif extractor is not None:
+            m.set("model.initializers.backbone", extractor, override)
+        m.set("model.initializers.detection_head", GLOROT_UNIFORM, origin)
+    else:
+        m.approx(path, "the OD API's extractors without FPN take no conv_hyperparams: "
+                       "the backbone starts from its ResNet's own initializer, and the FPN "
+                       "that stands in for its stride-16 features keeps Model Garden's")
+        m.set("model.initializers.backbone", RESNET_INITIALIZER, origin)
+        m.set("model.initializers.detection_head", RESNET_INITIALIZER, origin)
+    m.set("model.initializers.detection_predictors", GLOROT_UNIFORM, origin)
+    rpn = initializer(m, RPN + "initializer")
+    if rpn is not None:
+        m.set("model.initializers.rpn_head", rpn, RPN + "initializer")
+
+
+def _rpn_norm(m: Mapper) -> None:
+    """Notes where the RPN head's convolution differs from the OD API's: it is batch-
+    normalised and ends in model.norm.activation, where the OD API's is batch-normalised
+    only with a batch_norm in its conv_hyperparams and always ends in relu6."""
+    if m.one(RPN[:-1]) is None:
+        return
+    notes = []
+    if m.one(RPN + "batch_norm") is None:
+        notes.append("no batch_norm: the RPN head's convolution is batch-normalised all "
+                     "the same (model.norm)")
+    activation = m.out.data.get("model", {}).get("norm", {}).get("activation")
+    if activation != "relu6":
+        notes.append("the OD API's RPN convolution ends in relu6 whatever its "
+                     f"conv_hyperparams say, ours in model.norm.activation ({activation})")
+    if notes:
+        m.approx(RPN[:-1], "; ".join(notes))
+
+
 def map_model(m: Mapper) -> None:
     """Maps the combined `model.faster_rcnn` fields (see the module docstring)."""
     m.set("model.architecture", "faster_rcnn", FR[:-1])
@@ -144,12 +205,17 @@ def map_model(m: Mapper) -> None:
     levels = _levels(m, fpn) if fpn is not None else None
     if levels is not None:
         input_size(m, levels[1], FR)
-    given = norm(m, FE, predictors=())
-    if "activation" not in given:
-        m.set("model.norm.activation", "relu", FE + "type")  # the OD API's ResNet
-    if "batch_norm.epsilon" not in given:
-        m.set("model.norm.norm_epsilon", 1e-5, FE + "type")  # the OD API's Keras ResNet
-    if "regularizer.l2_regularizer.weight" not in given:
-        m.set("model.loss.l2_weight_decay", 0.0, FE + "type")  # the OD API's Keras ResNet
+    # Where the feature extractor gives none: the OD API's Keras ResNet's.
+    resnet = {"activation": "relu", "batch_norm.epsilon": 1e-5,
+              "regularizer.l2_regularizer.weight": 0.0}
+    given = norm(m, FE, predictors=(RPN,), defaults=resnet)
+    for name, key in (("activation", "model.norm.activation"),
+                      ("batch_norm.epsilon", "model.norm.norm_epsilon"),
+                      ("regularizer.l2_regularizer.weight", "model.loss.l2_weight_decay")):
+        if name not in given:
+            m.set(key, resnet[name], FE + "type")
+    if fpn is not None:
+        _initializers(m, fpn)
+    _rpn_norm(m)
     _crop_size(m)
     _defaults(m)

@@ -33,11 +33,15 @@ def input_size(m: Mapper, max_level: int, prefix: str) -> int:
     return size[0]
 
 
-def norm(m: Mapper, fe: str, predictors: tuple[str, ...] = ()) -> dict:
+def norm(m: Mapper, fe: str, predictors: tuple[str, ...] = (),
+         defaults: dict | None = None) -> dict:
     """The conv_hyperparams of the feature extractor `fe` (a prefix ending in '.') set
     model.norm and the L2 weight; the `predictors`' conv_hyperparams (prefixes ending in
     '.') must agree with what is used (one setting serves all), else that is noted.
-    Returns what the feature extractor set, by hyperparams field name."""
+    What is used: the feature extractor's, else `defaults` (by hyperparams field name:
+    the values the caller sets where the feature extractor gives none), else our
+    schema's defaults. Returns what the feature extractor set, by hyperparams field
+    name."""
     hp = fe + "conv_hyperparams."
     keys = {"activation": "model.norm.activation", "batch_norm.decay": "model.norm.norm_momentum",
             "batch_norm.epsilon": "model.norm.norm_epsilon",
@@ -60,7 +64,7 @@ def norm(m: Mapper, fe: str, predictors: tuple[str, ...] = ()) -> dict:
     used = {"activation": NormConfig.activation, "batch_norm.decay": NormConfig.norm_momentum,
             "batch_norm.epsilon": NormConfig.norm_epsilon,
             "regularizer.l2_regularizer.weight": LossConfig.l2_weight_decay,
-            "sync_batch_norm": NormConfig.use_sync_bn} | ours
+            "sync_batch_norm": NormConfig.use_sync_bn} | (defaults or {}) | ours
     for other in predictors:
         for name, value in used.items():
             theirs = m.get(other + name)

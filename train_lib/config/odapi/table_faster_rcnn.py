@@ -36,11 +36,17 @@ FASTER_RCNN_ROWS: tuple[Row, ...] = (
     Row(FR + "first_stage_only", EXACT, "", "both stages are built", only=("false",)),
     *resizer_rows(FR),
     # ---------------------------------------------------------------- feature extractor
-    Row(FE + "type", APPROX, "model.backbone",
+    Row(FE + "type", APPROX, "model.backbone, model.initializers.backbone, "
+        "model.initializers.detection_head, model.initializers.detection_predictors",
         "the OD API's Keras ResNet v1 (resnet_variant: keras_v1) with Model Garden's FPN, "
         "logged per type: the _fpn_keras types "
         "as they are; the others' stride-16 features become an FPN from level 4 (one level "
-        "per octave of anchor scales)"),
+        "per octave of anchor scales). The box classifier's class and box predictors start "
+        "glorot_uniform, as the OD API's (Dense layers given no initializer: Keras' "
+        "default); so do its fully connected layers with an _fpn_keras type, as the OD "
+        "API's; without FPN, they stand in for ResNet's last stage and start from ResNet's "
+        "own initializer (variance scaling 1, fan_in), as it does; so does the backbone "
+        "(the OD API passes it no conv_hyperparams)"),
     Row(FE + "batch_norm_trainable", EXACT, "", "batch norm is always trained (frozen batch "
         "norm is not supported)", only=("true",)),
     Row(FE + "first_stage_features_stride", EXACT, "",
@@ -50,9 +56,14 @@ FASTER_RCNN_ROWS: tuple[Row, ...] = (
     Row(FE + "fpn.min_level", EXACT, "model.min_level", kind="int"),
     Row(FE + "fpn.max_level", EXACT, "model.max_level", kind="int"),
     Row(FE + "fpn.additional_layer_depth", EXACT, "model.fpn.num_filters", kind="int"),
-    Row(FE + "override_base_feature_extractor_hyperparams", APPROX, "",
-        f"{ONE_NORM}, the backbone's included"),
-    *hyperparams_rows(FE, ours_too=True),
+    Row(FE + "override_base_feature_extractor_hyperparams", APPROX,
+        "model.initializers.backbone",
+        "with an _fpn_keras type, true: the backbone's kernels are drawn from the feature "
+        "extractor's initializer, false (the default): from the OD API's Keras ResNet's own "
+        f"(variance scaling 1, fan_in), both as the OD API's; {ONE_NORM}, the backbone's "
+        "included"),
+    *hyperparams_rows(FE, ours_too=True,
+                      initializers="model.initializers.fpn, model.initializers.backbone"),
     Row(FR + "inplace_batchnorm_update", IGNORED, "",
         "TF1 graph option; Keras updates batch norm in place"),
     # ---------------------------------------------------------------- first stage (RPN)
@@ -63,10 +74,11 @@ FASTER_RCNN_ROWS: tuple[Row, ...] = (
         "scales x its size become anchors of the same sizes on the levels from its stride "
         "up (one level per octave), aspect ratios kept"),
     Row(FR + "first_stage_atrous_rate", EXACT, "", "no atrous convolution", only=("1",)),
-    Row(FR + "first_stage_box_predictor_conv_hyperparams", APPROX, "",
-        "the RPN head keeps Model Garden's initializer (normal, stddev 0.01, as the OD "
-        "API's) and the model's one L2 weight and norm (model.loss.l2_weight_decay, "
-        "model.norm)"),
+    # The RPN head's convolution and its score and box predictors, as the OD API's: the
+    # initializer; the model's one norm and L2 weight (a batch_norm left out, an
+    # activation other than relu6 are noted: the OD API's RPN convolution ends in relu6).
+    *hyperparams_rows(FR + "first_stage_box_predictor_", ours_too=False,
+                      initializers="model.initializers.rpn_head"),
     Row(FR + "first_stage_box_predictor_kernel_size", EXACT, "", "the RPN's conv is 3x3",
         only=("3",)),
     Row(FR + "first_stage_box_predictor_depth", EXACT, "model.rpn_head.num_filters",
@@ -95,8 +107,10 @@ FASTER_RCNN_ROWS: tuple[Row, ...] = (
     Row(FR + "maxpool_stride", APPROX, "model.roi_aligner.crop_size", "see initial_crop_size"),
     # ---------------------------------------------------------------- second stage
     Row(MB + "fc_hyperparams", APPROX, "",
-        "the box classifier's layers keep Model Garden's initializers and the model's one L2 "
-        "weight (model.loss.l2_weight_decay)"),
+        "the OD API's Keras box classifier takes only its batch_norm (for its predictors): "
+        "its Dense layers start glorot_uniform (Keras' default) whatever its initializer, as "
+        "ours do (see feature_extractor.type), and carry no L2 loss, where ours take the "
+        "model's one L2 weight (model.loss.l2_weight_decay)"),
     Row(MB + "conv_hyperparams", IGNORED, "", "used by the mask branch alone"),
     Row(MB + "use_dropout", EXACT, "", "no dropout in the box classifier", only=("false",)),
     Row(MB + "dropout_keep_probability", IGNORED, "", "unused without use_dropout"),
