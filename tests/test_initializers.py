@@ -1,10 +1,12 @@
 """model.initializers: each part of a RetinaNet starts from the distribution its config
 gives (families/initializers.py), as the OD API's conv_hyperparams.initializer.
 
-A model built with an initializer per part has each part's kernels drawn from that
-part's distribution (told apart by their means), separable convolutions' pointwise
-kernels from glorot_uniform, and every other variable as Model Garden built it; no
-initializer leaves the model exactly as before; the same seed gives the same weights.
+The class predictor's bias starts at `class_bias` (the OD API's
+class_prediction_bias_init). A model built with an initializer per part has each
+part's kernels drawn from that part's distribution (told apart by their means),
+separable convolutions' pointwise kernels from glorot_uniform, and every other
+variable as Model Garden built it; no initializer leaves the model exactly as before;
+the same seed gives the same weights.
 The mapping of the OD API's initializer blocks is checked on pipeline.config text.
 """
 
@@ -92,6 +94,28 @@ def test_other_variables_are_left_and_no_initializer_changes_nothing(tiny_config
     changed = _build(model)
     kernels = {id(v) for v in initializers.part_variables(changed)["head"]}
     assert check_only_moved(plain, changed, kernels, 0.05) == len(kernels) > 0
+
+
+@pytest.mark.parametrize("shared_tower", [False, True])
+def test_the_class_bias_starts_at_its_value_and_by_default_at_model_gardens(tiny_config,
+                                                                             shared_tower):
+    model = copy.deepcopy(tiny_config.model)
+    model.head.share_prediction_tower = shared_tower
+    default = _build(model).head._classifier.bias.numpy()
+    # Model Garden's head starts it for a prior of 0.01; the default keeps that value.
+    np.testing.assert_array_equal(default, np.full_like(default, -np.log(99.0)))
+    model.initializers.class_bias = -2.5
+    changed = _build(model)
+    np.testing.assert_array_equal(changed.head._classifier.bias.numpy(),
+                                  np.full_like(default, -2.5))
+    assert changed.head._classifier.bias.shape == default.shape
+
+
+def test_class_prediction_bias_init_maps_and_is_zero_when_absent():
+    ours, _ = _mapped({WS + ".class_prediction_bias_init": "-4.6"})
+    assert ours["class_bias"] == -4.6
+    ours, _ = _mapped({})  # the OD API's default, not Model Garden's -4.595
+    assert ours["class_bias"] == 0.0
 
 
 def test_the_same_seed_gives_the_same_weights(tiny_config):

@@ -173,6 +173,10 @@ PROBES: dict[str, Probe] = {
         "0.37", expect={"model.norm.norm_epsilon": 0.37}),
     **{f"{meta}.feature_extractor.{tail}": probe for meta in ("ssd", "faster_rcnn")
        for tail, probe in _EXTRACTOR_INITIALIZER_PROBES.items()},
+    **{f"ssd.box_predictor.{predictor}.class_prediction_bias_init": Probe(
+        "-4.6", expect={"model.initializers.class_bias": -4.6})
+       for predictor in ("weight_shared_convolutional_box_predictor",
+                         "convolutional_box_predictor")},
     "ssd.box_predictor.weight_shared_convolutional_box_predictor.conv_hyperparams."
     "initializer": Probe({"truncated_normal_initializer": {"mean": "0.1", "stddev": "0.02"}},
                          expect={"model.initializers.head.type": "truncated_normal",
@@ -446,7 +450,7 @@ NOTED_VALUES = {
     "min_depth": "16", "override_base_feature_extractor_hyperparams": "true",
     "num_iterations": "3", "combine_method": "'fast_attention'", "initializer": {},
     "force_use_bias": "true", "regularize_depthwise": "true",
-    "class_prediction_bias_init": "-4.6", "kernel_size": "1", "min_dimension": "128",
+    "kernel_size": "1", "min_dimension": "128",
     "max_detections_per_class": "50",
     "maxpool_kernel_size": "2", "fc_hyperparams": {}, "encode_background_as_zeros": "false",
     "add_background_class": "false",

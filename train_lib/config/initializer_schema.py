@@ -9,16 +9,19 @@ refuses another architecture's part)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from train_lib.config.problems import Checks
 
-__all__ = ["ARCHITECTURE_PARTS", "FAN_MODES", "INITIALIZER_TYPES", "PARTS",
+__all__ = ["ARCHITECTURE_PARTS", "CLASS_PRIOR_BIAS", "FAN_MODES", "INITIALIZER_TYPES", "PARTS",
            "InitializerConfig", "InitializersConfig"]
 
 INITIALIZER_TYPES = ("", "truncated_normal", "random_normal", "variance_scaling",
                      "glorot_uniform")
 FAN_MODES = ("fan_in", "fan_out", "fan_avg")
+# Model Garden's RetinaNet class bias: -log((1 - p) / p) for a prior p = 0.01.
+CLASS_PRIOR_BIAS = -math.log(99.0)
 # Each architecture's parts, in the order families/initializers.py draws them.
 ARCHITECTURE_PARTS = {
     "retinanet": ("backbone", "fpn", "head", "predictors"),
@@ -70,6 +73,9 @@ class InitializersConfig:
     rpn_head: InitializerConfig = field(default_factory=InitializerConfig)
     detection_head: InitializerConfig = field(default_factory=InitializerConfig)
     detection_predictors: InitializerConfig = field(default_factory=InitializerConfig)
+    # RetinaNet: the value every bias of the class predictor starts at (the OD API's
+    # class_prediction_bias_init); the default is Model Garden's, a prior of 0.01.
+    class_bias: float = CLASS_PRIOR_BIAS
 
     def problems(self, prefix: str = "model.initializers",
                  parts: tuple[str, ...] = PARTS) -> list[str]:

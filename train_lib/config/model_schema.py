@@ -58,6 +58,7 @@ ARCHITECTURE_KEYS = {
         "model.anchor.box_coder_weights",
         "model.loss.focal_loss_alpha", "model.loss.focal_loss_gamma",
         "model.loss.huber_loss_delta", "model.loss.box_loss_weight",
+        "model.initializers.class_bias",
         *(f"model.initializers.{part}." for part in ARCHITECTURE_PARTS["retinanet"]
           if part not in ARCHITECTURE_PARTS["faster_rcnn"]),
     ),

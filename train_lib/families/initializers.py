@@ -42,7 +42,7 @@ from official.vision.modeling import maskrcnn_model
 from train_lib.config import ModelConfig
 from train_lib.config.initializer_schema import InitializerConfig
 
-__all__ = ["draw", "kernel_kind", "keras_initializer", "part_variables"]
+__all__ = ["draw", "keras_initializer", "kernel_kind", "part_variables", "set_class_bias"]
 
 # Kernel variables by their last name component; the biases and norms are left alone.
 _KERNELS = ("kernel", "depthwise_kernel", "pointwise_kernel")
@@ -124,3 +124,11 @@ def draw(net: tf_keras.Model, model: ModelConfig) -> int:
 def kernel_kind(variable: tf.Variable) -> str:
     """The variable's own name: 'kernel' of '.../conv2d/kernel:0'."""
     return variable.name.rsplit("/", 1)[-1].split(":")[0]
+
+
+def set_class_bias(net: tf_keras.Model, value: float) -> None:
+    """Sets every bias of the RetinaNet `net`'s class predictor to `value`
+    (`model.initializers.class_bias`; its default is the value Model Garden's head
+    starts from, so the default model is unchanged)."""
+    bias = net.head._classifier.bias
+    bias.assign(tf.fill(bias.shape, tf.constant(value, bias.dtype)))

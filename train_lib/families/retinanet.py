@@ -71,6 +71,7 @@ def build_model(model: ModelConfig, precision: str = "float32") -> tf_keras.Mode
         if model.head.share_prediction_tower:
             net = _with_shared_tower(net)
         _create_variables(net, height, width)
+        initializers.set_class_bias(net, model.initializers.class_bias)
         initializers.draw(net, model)
     return net
 

@@ -217,6 +217,18 @@ def _initializers(m: Mapper) -> None:
                            "both of whose kernels start glorot_uniform")
 
 
+def _class_bias(m: Mapper) -> None:
+    """Sets model.initializers.class_bias from the box predictor's
+    class_prediction_bias_init, and to its default, 0.0, when the predictor does not
+    give it (Model Garden's own, for a prior of 0.01, is -4.595)."""
+    for hyperparams in PREDICTORS:
+        predictor = hyperparams.removesuffix(".conv_hyperparams.")
+        if m.one(predictor) is not None:
+            path = predictor + ".class_prediction_bias_init"
+            m.set("model.initializers.class_bias", float(m.get(path, 0.0)),
+                  path if m.one(path) is not None else predictor)
+
+
 def _head(m: Mapper) -> None:
     cb = M + "box_predictor.convolutional_box_predictor."
     if m.one(cb[:-1]) is None:
@@ -275,5 +287,6 @@ def map_model(m: Mapper) -> None:
     _anchors(m, min_level, height)
     norm(m, FE, PREDICTORS)
     _initializers(m)
+    _class_bias(m)
     _head(m)
     _losses(m)
