@@ -264,7 +264,6 @@ def test_graph_optimization_auto_disables_grappler_on_a_cpu_host(tiny_config, tm
 
     enabled = losses("enabled", "enabled")
     auto = losses("auto", "auto")  # no GPU or TPU here: disabled
-    assert auto == losses("auto", "auto_again")  # deterministic under one setting
     # Whether grappler's rewrites round differently depends on the CPU (they did on one
     # 2-core host, gave the same losses on another), so only closeness is asserted.
     assert all(abs(auto[k] - enabled[k]) < 1e-3 for k in auto)
