@@ -17,7 +17,13 @@ import re
 from train_lib.config.model_schema import MAX_LEVEL, MIN_LEVEL
 from train_lib.config.odapi.fields import FASTER_RCNN_EXTRACTORS
 from train_lib.config.odapi.mapper import Mapper, child_value
-from train_lib.config.odapi.shared import initializer, input_size, norm
+from train_lib.config.odapi.shared import (
+    GLOROT_UNIFORM,
+    KERAS_RESNET_INITIALIZER,
+    initializer,
+    input_size,
+    norm,
+)
 
 __all__ = ["map_model"]
 
@@ -26,12 +32,6 @@ FE = FR + "feature_extractor."
 GRID = FR + "first_stage_anchor_generator.grid_anchor_generator"
 MULTISCALE = FR + "first_stage_anchor_generator.multiscale_anchor_generator"
 RPN = FR + "first_stage_box_predictor_conv_hyperparams."
-# The initializer of the OD API's Keras ResNet v1 where no conv_hyperparams are passed
-# to it: tf.variance_scaling_initializer()'s (scale 1, fan_in, truncated normal).
-RESNET_INITIALIZER = {"type": "variance_scaling", "factor": 1.0, "mode": "fan_in",
-                      "uniform": False}
-# Keras' default, which the OD API's box classifier's Dense layers keep.
-GLOROT_UNIFORM = {"type": "glorot_uniform"}
 # Our key -> (the OD API field, its default) where the OD API's default is not ours.
 ODAPI_DEFAULTS = {
     "model.rpn_head.num_filters": (FR + "first_stage_box_predictor_depth", 512),
@@ -164,7 +164,7 @@ def _initializers(m: Mapper, fpn: bool) -> None:
             m.set("model.initializers.fpn", extractor, path)
         override = FE + "override_base_feature_extractor_hyperparams"
         if not m.get(override, False):
-            m.set("model.initializers.backbone", RESNET_INITIALIZER, origin)
+            m.set("model.initializers.backbone", KERAS_RESNET_INITIALIZER, origin)
         elif extractor is not None:
             m.set("model.initializers.backbone", extractor, override)
         m.set("model.initializers.detection_head", GLOROT_UNIFORM, origin)
@@ -172,8 +172,8 @@ def _initializers(m: Mapper, fpn: bool) -> None:
         m.approx(path, "the OD API's extractors without FPN take no conv_hyperparams: "
                        "the backbone starts from its ResNet's own initializer, and the FPN "
                        "that stands in for its stride-16 features keeps Model Garden's")
-        m.set("model.initializers.backbone", RESNET_INITIALIZER, origin)
-        m.set("model.initializers.detection_head", RESNET_INITIALIZER, origin)
+        m.set("model.initializers.backbone", KERAS_RESNET_INITIALIZER, origin)
+        m.set("model.initializers.detection_head", KERAS_RESNET_INITIALIZER, origin)
     m.set("model.initializers.detection_predictors", GLOROT_UNIFORM, origin)
     rpn = initializer(m, RPN + "initializer")
     if rpn is not None:

@@ -7,7 +7,16 @@ from __future__ import annotations
 from train_lib.config.model_schema import LossConfig, NormConfig, input_stride
 from train_lib.config.odapi.mapper import Mapper, child_value
 
-__all__ = ["ACTIVATIONS", "initializer", "input_size", "norm"]
+__all__ = ["ACTIVATIONS", "GLOROT_UNIFORM", "KERAS_RESNET_INITIALIZER", "initializer",
+           "input_size", "norm"]
+
+# Keras' default initializer, which the OD API's layers keep where they are given none
+# or ignore the one given (SeparableConv2D, the box classifier's Dense layers).
+GLOROT_UNIFORM = {"type": "glorot_uniform"}
+# The OD API's Keras ResNet v1's own (SSD and Faster R-CNN alike):
+# tf.variance_scaling_initializer()'s scale 1, fan_in, truncated normal.
+KERAS_RESNET_INITIALIZER = {"type": "variance_scaling", "factor": 1.0, "mode": "fan_in",
+                            "uniform": False}
 
 ACTIVATIONS = {"RELU_6": "relu6", "RELU": "relu", "SWISH": "swish"}
 

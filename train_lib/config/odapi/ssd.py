@@ -16,7 +16,13 @@ import re
 from train_lib.config.model_schema import MAX_LEVEL, FpnConfig
 from train_lib.config.odapi.fields import SUPPORTED_EXTRACTORS
 from train_lib.config.odapi.mapper import Mapper, child_value
-from train_lib.config.odapi.shared import initializer, input_size, norm
+from train_lib.config.odapi.shared import (
+    GLOROT_UNIFORM,
+    KERAS_RESNET_INITIALIZER,
+    initializer,
+    input_size,
+    norm,
+)
 
 __all__ = ["map_model"]
 
@@ -171,12 +177,10 @@ def _anchors(m: Mapper, min_level: int, image_height: int) -> None:
 # normal, Keras' ResNet's variance scaling, its EfficientNet's.
 BACKBONE_INITIALIZERS = {
     "ssd_mobilenet_": {"type": "truncated_normal", "mean": 0.0, "stddev": 0.09},
-    "ssd_resnet": {"type": "variance_scaling", "factor": 1.0, "mode": "fan_in",
-                   "uniform": False},
+    "ssd_resnet": KERAS_RESNET_INITIALIZER,
     "ssd_efficientnet": {"type": "variance_scaling", "factor": 2.0, "mode": "fan_out",
                          "uniform": False},
 }
-GLOROT_UNIFORM = {"type": "glorot_uniform"}
 
 
 def _initializers(m: Mapper) -> None:
