@@ -88,8 +88,8 @@ def _generic(kind: object, default: object) -> object:
         return not default
     if kind is int:
         return default + 1
-    if kind is float:
-        return default / 2 if default > 0 else 0.5
+    if kind is float or kind == float | None:  # None: not set
+        return default / 2 if default is not None and default > 0 else 0.5
     if kind is str:
         return "probe/value"
     item = typing.get_args(kind)[0]

@@ -8,8 +8,9 @@ suggestion. Value *ranges* are not checked here; that is the sections'
 `problems()` (schema.py).
 
 This module knows no particular schema: it works on any tree of dataclasses
-whose fields are bool, int, float, str, list[...] or nested dataclasses. A
-field may widen what it accepts through its metadata (see `ACCEPTS`).
+whose fields are bool, int, float, str, list[...], one of those or None (`float |
+None`: null is a value, "not set") or nested dataclasses. A field may widen what it
+accepts through its metadata (see `ACCEPTS`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import copy
 import dataclasses
 import difflib
 import math
+import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ from typing import Any, TypeVar
 from train_lib.config.errors import ConfigError
 
 __all__ = ["ACCEPTS", "PATHS", "STRING_OR_INTEGER", "STRING_OR_SWITCH", "Source", "describe",
-           "merge_into"]
+           "merge_into", "optional_type"]
 
 T = TypeVar("T")
 
@@ -140,8 +142,19 @@ def _finite(value: int | float, path: str, source: Source) -> float:
     return number
 
 
+def optional_type(ftype: Any) -> Any:
+    """X of a field type `X | None`, else None."""
+    args = typing.get_args(ftype)
+    if isinstance(ftype, types.UnionType) and len(args) == 2 and type(None) in args:
+        return next(a for a in args if a is not type(None))
+    return None
+
+
 def _coerce(value: Any, ftype: Any, path: str, source: Source) -> Any:
     """Checks `value` against a leaf field type; returns it in its stored form."""
+    inner = optional_type(ftype)
+    if inner is not None:
+        return None if value is None else _coerce(value, inner, path, source)
     if ftype is bool:
         if isinstance(value, bool):
             return value

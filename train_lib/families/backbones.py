@@ -1,6 +1,6 @@
 """The parts every family builds alike: Model Garden's backbone, FPN and
-normalisation configs from our `model` section, the L2 regulariser, and the
-mixed-precision policy while a model is built."""
+normalisation configs from our `model` section, and the mixed-precision policy while
+a model is built (the L2 regulariser: regularizers.py)."""
 
 from __future__ import annotations
 
@@ -151,13 +151,6 @@ def norm_activation(model: ModelConfig) -> common.NormActivation:
         norm_momentum=model.norm.norm_momentum,
         norm_epsilon=model.norm.norm_epsilon,
     )
-
-
-def l2_regularizer(model: ModelConfig):
-    """The L2 regulariser of `model.loss.l2_weight_decay` (None for 0), halved to match
-    tf.nn.l2_loss, as Model Garden does."""
-    decay = model.loss.l2_weight_decay
-    return tf_keras.regularizers.l2(decay / 2.0) if decay else None
 
 
 @contextlib.contextmanager

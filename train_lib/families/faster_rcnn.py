@@ -31,7 +31,7 @@ from official.vision.ops import anchor, preprocess_ops
 from official.vision.utils.object_detection import box_list
 
 from train_lib.config import ModelConfig
-from train_lib.families import backbones, initializers
+from train_lib.families import backbones, initializers, regularizers
 from train_lib.families.faster_rcnn_sampling import DeterministicBoxSampler, sample_anchors
 
 NAME = "faster_rcnn"
@@ -83,14 +83,14 @@ def model_garden_config(model: ModelConfig) -> maskrcnn_cfg.MaskRCNN:
 
 
 def build_model(model: ModelConfig, precision: str = "float32") -> tf_keras.Model:
-    """Builds the Faster R-CNN with L2 regularisation on its weights and the
-    deterministic ROI sampler; variables exist on return, each part's kernels drawn
-    from `model.initializers` where it sets one (families/initializers.py).
-    `precision`: see backbones.precision_policy."""
+    """Builds the Faster R-CNN with each part's L2 weight on its kernels
+    (regularizers.py) and the deterministic ROI sampler; variables exist on return,
+    each part's kernels drawn from `model.initializers` where it sets one
+    (families/initializers.py). `precision`: see backbones.precision_policy."""
     height, width = model.input_size
     with backbones.precision_policy(precision):
         input_specs = tf_keras.layers.InputSpec(shape=[None, height, width, 3])
-        l2_regularizer = backbones.l2_regularizer(model)
+        l2_regularizer = regularizers.l2_regularizer(model)
         net = factory.build_maskrcnn(
             input_specs=input_specs,
             model_config=model_garden_config(model),
@@ -104,6 +104,7 @@ def build_model(model: ModelConfig, precision: str = "float32") -> tf_keras.Mode
                                                                      tf.float32),
             training=False)  # create every variable now
         initializers.draw(net, model)
+        regularizers.assign_parts(net, model, l2_regularizer)
     return net
 
 

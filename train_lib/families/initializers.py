@@ -42,7 +42,8 @@ from official.vision.modeling import maskrcnn_model
 from train_lib.config import ModelConfig
 from train_lib.config.initializer_schema import InitializerConfig
 
-__all__ = ["draw", "keras_initializer", "kernel_kind", "part_variables", "set_class_bias"]
+__all__ = ["draw", "keras_initializer", "kernel_kind", "part_variables", "part_weights",
+           "set_class_bias"]
 
 # Kernel variables by their last name component; the biases and norms are left alone.
 _KERNELS = ("kernel", "depthwise_kernel", "pointwise_kernel")
@@ -65,10 +66,10 @@ def keras_initializer(spec: InitializerConfig, seed: int) -> tf_keras.initialize
     raise ValueError(f"no initializer of type {spec.type!r}")
 
 
-def part_variables(net: tf_keras.Model) -> dict[str, list[tf.Variable]]:
-    """The kernel variables of each part of `net`, a RetinaNet or a Faster R-CNN (see
-    the module docstring), in the parts' own order
-    (initializer_schema.ARCHITECTURE_PARTS)."""
+def part_weights(net: tf_keras.Model) -> dict[str, list[tf.Variable]]:
+    """Every variable of each part of `net`, a RetinaNet or a Faster R-CNN (see the
+    module docstring), in the parts' own order (initializer_schema.ARCHITECTURE_PARTS);
+    each variable in one part."""
     parts = {"backbone": net.backbone.weights,
              "fpn": net.decoder.weights if net.decoder is not None else []}
     if isinstance(net, maskrcnn_model.MaskRCNNModel):
@@ -90,8 +91,13 @@ def part_variables(net: tf_keras.Model) -> dict[str, list[tf.Variable]]:
             "head": [v for v in head.weights if id(v) not in taken],
             "predictors": predictors,
         }
+    return parts
+
+
+def part_variables(net: tf_keras.Model) -> dict[str, list[tf.Variable]]:
+    """The kernel variables of each part of `net` (`part_weights`' kernels)."""
     return {part: [v for v in variables if kernel_kind(v) in _KERNELS]
-            for part, variables in parts.items()}
+            for part, variables in part_weights(net).items()}
 
 
 def draw(net: tf_keras.Model, model: ModelConfig) -> int:

@@ -20,7 +20,7 @@ from official.vision.ops import anchor
 from official.vision.utils.object_detection import faster_rcnn_box_coder
 
 from train_lib.config import ModelConfig
-from train_lib.families import backbones, initializers
+from train_lib.families import backbones, initializers, regularizers
 from train_lib.families.anchors import batch_anchors
 from train_lib.families.contract import POST_PROCESSING_SCOPE
 from train_lib.families.shared_tower_head import SharedTowerRetinaNetHead
@@ -55,13 +55,14 @@ def box_coder_weights(model: ModelConfig) -> list[float] | None:
 
 
 def build_model(model: ModelConfig, precision: str = "float32") -> tf_keras.Model:
-    """Builds the RetinaNet with L2 regularisation on its weights; variables exist on
-    return, each part's kernels drawn from `model.initializers` where it sets one
-    (families/initializers.py). `precision`: see backbones.precision_policy."""
+    """Builds the RetinaNet with each part's L2 weight on its kernels (regularizers.py);
+    variables exist on return, each part's kernels drawn from `model.initializers`
+    where it sets one (families/initializers.py). `precision`: see
+    backbones.precision_policy."""
     height, width = model.input_size
     with backbones.precision_policy(precision):
         input_specs = tf_keras.layers.InputSpec(shape=[None, height, width, 3])
-        l2_regularizer = backbones.l2_regularizer(model)
+        l2_regularizer = regularizers.l2_regularizer(model)
         net = factory.build_retinanet(
             input_specs=input_specs,
             model_config=model_garden_config(model),
@@ -73,6 +74,7 @@ def build_model(model: ModelConfig, precision: str = "float32") -> tf_keras.Mode
         _create_variables(net, height, width)
         initializers.set_class_bias(net, model.initializers.class_bias)
         initializers.draw(net, model)
+        regularizers.assign_parts(net, model, l2_regularizer)
     return net
 
 

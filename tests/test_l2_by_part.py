@@ -1,0 +1,168 @@
+"""model.loss.l2_weight_decay_by_part: each part of a model carries its own L2 weight
+(families/regularizers.py), as the OD API's hyperparams blocks each give theirs.
+
+A part's L2 loss (its layers' share of `model.losses`) is w / 2 * sum(v**2) over the
+variables its layers regularise, w its weight (its l2_weight_decay_by_part entry,
+else l2_weight_decay); weight 0 leaves no loss; the same model without the key keeps
+Keras' one L2 regulariser. Another architecture's part, an unknown part and a negative
+weight are refused naming the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from train_lib import families
+from train_lib.config import ConfigError, load_config
+from train_lib.families import regularizers
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_KERNEL_REGULARIZERS = (("kernel", "kernel_regularizer"),
+                        ("depthwise_kernel", "depthwise_regularizer"),
+                        ("pointwise_kernel", "pointwise_regularizer"))
+
+
+def _config(name: str, override: str = ""):
+    base = ("model.input_size=[64,64],model.fpn.use_separable_conv=false"
+            + (",model.head.use_separable_conv=false" if "retinanet" in name else ""))
+    return load_config(os.path.join(REPO, "configs", name),
+                       base + ("," + override if override else ""))
+
+
+def _build(model):
+    tf_keras.utils.set_random_seed(3)
+    return families.build_model(model)
+
+
+def _part_layers(net) -> dict[str, list]:
+    """The layers of each part (initializer_schema.ARCHITECTURE_PARTS)."""
+    def layers(*roots):
+        return [layer for root in roots
+                for layer in root._flatten_layers(include_self=True, recursive=True)]
+    if hasattr(net, "rpn_head"):
+        head = net.detection_head[0]
+        predictors = layers(head._classifier, head._box_regressor)
+        taken = {id(layer) for layer in predictors}
+        return {"backbone": layers(net.backbone), "fpn": layers(net.decoder),
+                "rpn_head": layers(net.rpn_head),
+                "detection_head": [la for la in layers(head) if id(la) not in taken],
+                "detection_predictors": predictors}
+    predictors = layers(net.head._classifier, net.head._box_regressor)
+    taken = {id(layer) for layer in predictors}
+    return {"backbone": layers(net.backbone), "fpn": layers(net.decoder),
+            "head": [la for la in layers(net.head) if id(la) not in taken],
+            "predictors": predictors}
+
+
+def _part_losses(net) -> dict[str, tuple[int, float]]:
+    """(how many, their sum) of each part's share of `net.losses`, from the public
+    `losses` of its layers (a head's without its predictors')."""
+    def share(*layers):
+        values = [float(loss) for layer in layers for loss in layer.losses]
+        return len(values), sum(values)
+
+    def minus(whole, *others):
+        return (whole[0] - sum(o[0] for o in others), whole[1] - sum(o[1] for o in others))
+    if hasattr(net, "rpn_head"):
+        head = net.detection_head[0]
+        predictors = share(head._classifier, head._box_regressor)
+        return {"backbone": share(net.backbone), "fpn": share(net.decoder),
+                "rpn_head": share(net.rpn_head), "detection_head": minus(share(head), predictors),
+                "detection_predictors": predictors}
+    predictors = share(net.head._classifier, net.head._box_regressor)
+    return {"backbone": share(net.backbone), "fpn": share(net.decoder),
+            "head": minus(share(net.head), predictors), "predictors": predictors}
+
+
+def _regularised_sum(reference, part: str) -> float:
+    """sum(v**2) over the kernels the layers of `part` of `reference` (a model built
+    with Keras' one L2) regularise."""
+    total = 0.0
+    for layer in _part_layers(reference)[part]:
+        for variable, regularizer in _KERNEL_REGULARIZERS:
+            if getattr(layer, regularizer, None) is not None and \
+                    isinstance(getattr(layer, variable, None), tf.Variable):
+                total += float(tf.reduce_sum(tf.square(getattr(layer, variable))))
+    return total
+
+
+CASES = {
+    "retinanet": ("shapes_retinanet.yaml", "model.loss.l2_weight_decay=4e-5",
+                  {"backbone": 1e-5, "fpn": 0.0, "head": 3e-4}),
+    "faster_rcnn": ("shapes_faster_rcnn.yaml", "model.loss.l2_weight_decay=4e-5",
+                    {"backbone": 1e-5, "rpn_head": 1e-3, "detection_head": 0.0,
+                     "detection_predictors": 0.0}),
+    "retinanet_base_0": ("shapes_retinanet.yaml", "model.loss.l2_weight_decay=0.0",
+                         {"head": 2e-4}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_each_part_carries_its_own_weight(case):
+    name, base, by_part = CASES[case]
+    plain = _config(name, base + ",model.loss.l2_weight_decay=4e-5")
+    reference = _build(plain.model)
+    assert type(regularizers.l2_regularizer(plain.model)) is tf_keras.regularizers.L2
+    override = ",".join(f"model.loss.l2_weight_decay_by_part.{p}={w}" for p, w in by_part.items())
+    config = _config(name, base + "," + override)
+    net = _build(config.model)
+    for ours, theirs in zip(net.weights, reference.weights, strict=True):
+        assert np.array_equal(ours.numpy(), theirs.numpy())  # the same model, other losses
+    losses = _part_losses(net)
+    weights = regularizers.part_l2_weights(config.model)
+    assert set(losses) == set(weights)
+    checked = 0
+    for part, weight in weights.items():
+        expected = weight / 2 * _regularised_sum(reference, part)
+        count, total = losses[part]
+        assert total == pytest.approx(expected, rel=1e-5, abs=1e-12), part
+        if weight == 0:
+            assert count == 0, part  # no loss at all, not a zero one
+        checked += expected > 0
+    assert checked >= min(2, sum(w > 0 for w in weights.values()))
+    total = float(tf.add_n(net.losses))
+    assert len(net.losses) == sum(count for count, _ in losses.values())
+    assert total == pytest.approx(sum(value for _, value in losses.values()), rel=1e-6)
+    assert total != pytest.approx(float(tf.add_n(reference.losses)), rel=1e-3)
+
+
+def test_one_weight_for_all_parts_is_keras_l2():
+    """Parts that all take one weight, set or not: Keras' L2 of half that weight, the
+    model as before the key existed; no weight anywhere: no regulariser."""
+    config = _config("shapes_retinanet.yaml")
+    regularizer = regularizers.l2_regularizer(config.model)
+    assert type(regularizer) is tf_keras.regularizers.L2
+    assert float(regularizer.l2) == pytest.approx(config.model.loss.l2_weight_decay / 2)
+    same = copy.deepcopy(config.model)
+    same.loss.l2_weight_decay_by_part.backbone = same.loss.l2_weight_decay
+    assert type(regularizers.l2_regularizer(same)) is tf_keras.regularizers.L2
+    none = copy.deepcopy(config.model)
+    none.loss.l2_weight_decay = 0.0
+    assert regularizers.l2_regularizer(none) is None
+    none.loss.l2_weight_decay_by_part.head = 1e-4
+    assert isinstance(regularizers.l2_regularizer(none), regularizers.PartL2)
+
+
+@pytest.mark.parametrize("yaml_text, key, says", [
+    ("model: {loss: {l2_weight_decay_by_part: {detection_head: 0.0}}}",
+     "model.loss.l2_weight_decay_by_part.detection_head", "is a faster_rcnn key"),
+    ("model: {architecture: faster_rcnn, loss: {l2_weight_decay_by_part: {predictors: 0.0}}}",
+     "model.loss.l2_weight_decay_by_part.predictors", "is a retinanet key"),
+    ("model: {loss: {l2_weight_decay_by_part: {neck: 0.0}}}",
+     "model.loss.l2_weight_decay_by_part.neck", "unknown key"),
+    ("model: {loss: {l2_weight_decay_by_part: {backbone: -1.0e-5}}}",
+     "model.loss.l2_weight_decay_by_part.backbone", "must be >= 0"),
+])
+def test_refused_naming_the_key(yaml_text, key, says, tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml_text + "\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path))
+    message = str(err.value)
+    assert key in message and says in message and "\n" not in message
