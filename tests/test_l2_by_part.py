@@ -5,7 +5,9 @@ A part's L2 loss (its layers' share of `model.losses`) is w / 2 * sum(v**2) over
 variables its layers regularise, w its weight (its l2_weight_decay_by_part entry,
 else l2_weight_decay); weight 0 leaves no loss; the same model without the key keeps
 Keras' one L2 regulariser. Another architecture's part, an unknown part and a negative
-weight are refused naming the key.
+weight are refused naming the key. The OD API mapper gives EfficientDet's backbone the
+OD API's EfficientNet weight and Faster R-CNN's box classifier none, as the OD API
+does; checked on the OD API fixtures' pipeline.configs.
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ from train_lib.config import ConfigError, load_config
 from train_lib.families import regularizers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(REPO, "tests", "fixtures", "odapi")
+# The fixtures' paths that still hold the OD API's placeholder (unread here).
+UNUSED = ("train_config.fine_tune_checkpoint", "train_input_reader.label_map_path",
+          "train_input_reader.input_path", "eval_input_reader.label_map_path",
+          "eval_input_reader.input_path")
 _KERNEL_REGULARIZERS = (("kernel", "kernel_regularizer"),
                         ("depthwise_kernel", "depthwise_regularizer"),
                         ("pointwise_kernel", "pointwise_regularizer"))
@@ -166,3 +173,32 @@ def test_refused_naming_the_key(yaml_text, key, says, tmp_path):
         load_config(str(path))
     message = str(err.value)
     assert key in message and says in message and "\n" not in message
+
+
+def test_efficientdet_backbone_takes_the_odapi_efficientnets_weight(tmp_path):
+    """The OD API's EfficientNet regularises with its builder's Keras L2 factor 5e-6,
+    weight 1e-5 (halved as ours); BiFPN and box predictor the configs' 4e-5. With
+    override_base_feature_extractor_hyperparams it takes the feature extractor's."""
+    path = os.path.join(FIXTURES, "ssd_efficientnet-b0_bifpn_keras", "pipeline.config")
+    loss = load_config(path, unused_keys=UNUSED).model.loss
+    assert {p: loss.l2_weight(p) for p in ("backbone", "fpn", "head", "predictors")} == {
+        "backbone": 1e-5, "fpn": 4e-5, "head": 4e-5, "predictors": 4e-5}
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    overridden = tmp_path / "override.config"
+    overridden.write_text(text.replace('type: "ssd_efficientnet-b0_bifpn_keras"',
+                                       'type: "ssd_efficientnet-b0_bifpn_keras"\n'
+                                       "      override_base_feature_extractor_hyperparams: true"))
+    assert load_config(str(overridden), unused_keys=UNUSED).model.loss.l2_weight(
+        "backbone") == 4e-5
+
+
+def test_faster_rcnn_box_classifier_carries_no_l2_as_the_odapis():
+    """The OD API's Keras box classifier's Dense layers get no regulariser; its RPN the
+    first-stage conv_hyperparams' weight (0.0 in the published configs)."""
+    path = os.path.join(FIXTURES, "faster_rcnn_resnet50_fpn_keras", "pipeline.config")
+    loss = load_config(path, unused_keys=UNUSED).model.loss
+    assert {p: loss.l2_weight(p) for p in ("backbone", "fpn", "rpn_head", "detection_head",
+                                           "detection_predictors")} == {
+        "backbone": 4e-4, "fpn": 4e-4, "rpn_head": 0.0, "detection_head": 0.0,
+        "detection_predictors": 0.0}

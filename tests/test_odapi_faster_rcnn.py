@@ -253,13 +253,13 @@ def test_fpn_parts_start_from_the_odapis_initializers():
     extractor = {"type": "truncated_normal", "mean": 0.0, "stddev": 0.03}
     assert ours == {"backbone": extractor, "fpn": extractor, "rpn_head": RPN_INIT,
                     "detection_head": GLOROT, "detection_predictors": GLOROT}
-    # fc_hyperparams' variance scaling reaches no layer of the OD API's: noted.
-    assert "takes only its batch_norm" in notes[
+    # fc_hyperparams' initializer and regularizer reach no layer of the OD API's, nor
+    # ours (its batch_norm would: noted); the RPN's L2 weight is the RPN head's own.
+    assert not any("fc_hyperparams" in key or "l2_regularizer" in key for key in notes)
+    with_norm = frcnn_config(FPN_EXTRACTOR).replace(
+        "fc_hyperparams {", "fc_hyperparams {\n batch_norm { }")
+    assert "batch-normalises the box classifier's" in _initializers(with_norm)[1][
         "model.faster_rcnn.second_stage_box_predictor.mask_rcnn_box_predictor.fc_hyperparams"]
-    # The RPN's own L2 weight differs from the one the model uses: noted.
-    assert "0.0 differs from the feature extractor's 0.0004" in notes[
-        "model.faster_rcnn.first_stage_box_predictor_conv_hyperparams.regularizer."
-        "l2_regularizer.weight"]
     without = frcnn_config(FPN_EXTRACTOR.replace(
         "override_base_feature_extractor_hyperparams: true", ""))
     assert _initializers(without)[0]["backbone"] == RESNET_OWN

@@ -188,6 +188,11 @@ PROBES: dict[str, Probe] = {
         expect={"model.initializers.head.type": "variance_scaling",
                 "model.initializers.head.factor": 1.0, "model.initializers.head.mode": "fan_avg",
                 "model.initializers.predictors.uniform": True}),
+    **{f"ssd.box_predictor.{predictor}.conv_hyperparams.regularizer.l2_regularizer.weight":
+       Probe("0.37", expect={"model.loss.l2_weight_decay_by_part.head": 0.37,
+                             "model.loss.l2_weight_decay_by_part.predictors": 0.37})
+       for predictor in ("weight_shared_convolutional_box_predictor",
+                         "convolutional_box_predictor")},
     "ssd.box_predictor.convolutional_box_predictor.max_depth": Probe(
         "64", expect={"model.head.num_filters": 64}),
     "ssd.box_predictor.convolutional_box_predictor.min_depth": Probe(
@@ -227,6 +232,8 @@ PROBES: dict[str, Probe] = {
         "0.37", expect={"model.norm.norm_momentum": 0.37}),
     "faster_rcnn.feature_extractor.conv_hyperparams.batch_norm.epsilon": Probe(
         "0.37", expect={"model.norm.norm_epsilon": 0.37}),
+    "faster_rcnn.first_stage_box_predictor_conv_hyperparams.regularizer.l2_regularizer."
+    "weight": Probe("0.37", expect={"model.loss.l2_weight_decay_by_part.rpn_head": 0.37}),
     "faster_rcnn.first_stage_box_predictor_conv_hyperparams.initializer": Probe(
         {"truncated_normal_initializer": {"stddev": "0.02"}}, expect={
             "model.initializers.rpn_head.type": "truncated_normal",

@@ -20,6 +20,7 @@ from train_lib.config.odapi.mapper import Mapper, child_value
 from train_lib.config.odapi.shared import (
     GLOROT_UNIFORM,
     KERAS_RESNET_INITIALIZER,
+    L2_BY_PART,
     initializer,
     input_size,
     norm,
@@ -32,6 +33,7 @@ FE = FR + "feature_extractor."
 GRID = FR + "first_stage_anchor_generator.grid_anchor_generator"
 MULTISCALE = FR + "first_stage_anchor_generator.multiscale_anchor_generator"
 RPN = FR + "first_stage_box_predictor_conv_hyperparams."
+MB = FR + "second_stage_box_predictor.mask_rcnn_box_predictor."
 # Our key -> (the OD API field, its default) where the OD API's default is not ours.
 ODAPI_DEFAULTS = {
     "model.rpn_head.num_filters": (FR + "first_stage_box_predictor_depth", 512),
@@ -208,12 +210,21 @@ def map_model(m: Mapper) -> None:
     # Where the feature extractor gives none: the OD API's Keras ResNet's.
     resnet = {"activation": "relu", "batch_norm.epsilon": 1e-5,
               "regularizer.l2_regularizer.weight": 0.0}
-    given = norm(m, FE, predictors=(RPN,), defaults=resnet)
+    given = norm(m, FE, predictors=(RPN,), defaults=resnet, l2_parts={RPN: ("rpn_head",)})
     for name, key in (("activation", "model.norm.activation"),
                       ("batch_norm.epsilon", "model.norm.norm_epsilon"),
                       ("regularizer.l2_regularizer.weight", "model.loss.l2_weight_decay")):
         if name not in given:
             m.set(key, resnet[name], FE + "type")
+    # The OD API's Keras box classifier: Dense layers given no regulariser, whatever
+    # fc_hyperparams say (and, without FPN, ResNet's last stage, which ours stand in
+    # for, built with a weight decay of 0).
+    for part in ("detection_head", "detection_predictors"):
+        m.set(L2_BY_PART + part, 0.0, FE + "type")
+    fc = m.one(MB + "fc_hyperparams")
+    if fc is not None and fc.fields("batch_norm"):
+        m.approx(MB + "fc_hyperparams", "its batch_norm: the OD API batch-normalises the box "
+                                        "classifier's class and box outputs; ours are not")
     if fpn is not None:
         _initializers(m, fpn)
     _rpn_norm(m)

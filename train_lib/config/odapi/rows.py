@@ -38,15 +38,22 @@ class Row:
     kind: str = ""  # int | float | bool | str | paths | floats: a plain conversion to `ours`
 
 
-def hyperparams_rows(prefix: str, ours_too: bool, initializers: str = "") -> list[Row]:
+def hyperparams_rows(prefix: str, ours_too: bool, initializers: str = "",
+                     l2_parts: str = "") -> list[Row]:
     """Rows of a conv_hyperparams block; `ours_too`: it sets our keys (else it is compared);
-    `initializers`: the model.initializers keys its initializer sets (none: approximated)."""
+    `initializers`: the model.initializers keys its initializer sets (none: approximated);
+    `l2_parts`: the model.loss.l2_weight_decay_by_part keys its L2 weight sets (a block
+    compared with the feature extractor's; none: compared too)."""
     p = prefix + "conv_hyperparams."
     key = (lambda k: k) if ours_too else (lambda k: "")
     why = "" if ours_too else f"must agree with the feature extractor's: {ONE_NORM}"
     return [
         Row(p + "activation", EXACT, key("model.norm.activation"), why,
             only=("RELU_6", "RELU", "SWISH")),
+        Row(p + "regularizer.l2_regularizer.weight", EXACT, l2_parts,
+            "those parts' own L2 weight, as the OD API's (set where it differs from the "
+            "feature extractor's)")
+        if l2_parts and not ours_too else
         Row(p + "regularizer.l2_regularizer.weight", EXACT, key("model.loss.l2_weight_decay"),
             why),
         Row(p + "initializer", EXACT, initializers,

@@ -7,8 +7,8 @@ from __future__ import annotations
 from train_lib.config.model_schema import LossConfig, NormConfig, input_stride
 from train_lib.config.odapi.mapper import Mapper, child_value
 
-__all__ = ["ACTIVATIONS", "GLOROT_UNIFORM", "KERAS_RESNET_INITIALIZER", "initializer",
-           "input_size", "norm"]
+__all__ = ["ACTIVATIONS", "GLOROT_UNIFORM", "KERAS_RESNET_INITIALIZER", "L2_BY_PART",
+           "initializer", "input_size", "norm", "part_l2"]
 
 # Keras' default initializer, which the OD API's layers keep where they are given none
 # or ignore the one given (SeparableConv2D, the box classifier's Dense layers).
@@ -19,6 +19,9 @@ KERAS_RESNET_INITIALIZER = {"type": "variance_scaling", "factor": 1.0, "mode": "
                             "uniform": False}
 
 ACTIVATIONS = {"RELU_6": "relu6", "RELU": "relu", "SWISH": "swish"}
+# Our keys of a part's own L2 weight (model.loss.l2_weight_decay_by_part.<part>).
+L2_BY_PART = "model.loss.l2_weight_decay_by_part."
+_L2 = "regularizer.l2_regularizer.weight"
 
 
 def input_size(m: Mapper, max_level: int, prefix: str) -> int:
@@ -42,15 +45,26 @@ def input_size(m: Mapper, max_level: int, prefix: str) -> int:
     return size[0]
 
 
+def part_l2(m: Mapper, parts: tuple[str, ...], weight: float, base: float, origin: str,
+            note: str = "") -> None:
+    """Sets the L2 weight of each of `parts` (model.loss.l2_weight_decay_by_part) to
+    `weight` where it differs from the model's, `base`."""
+    if weight != base:
+        for part in parts:
+            m.set(L2_BY_PART + part, weight, origin, note)
+
+
 def norm(m: Mapper, fe: str, predictors: tuple[str, ...] = (),
-         defaults: dict | None = None) -> dict:
+         defaults: dict | None = None, l2_parts: dict[str, tuple[str, ...]] | None = None
+         ) -> dict:
     """The conv_hyperparams of the feature extractor `fe` (a prefix ending in '.') set
     model.norm and the L2 weight; the `predictors`' conv_hyperparams (prefixes ending in
-    '.') must agree with what is used (one setting serves all), else that is noted.
-    What is used: the feature extractor's, else `defaults` (by hyperparams field name:
-    the values the caller sets where the feature extractor gives none), else our
-    schema's defaults. Returns what the feature extractor set, by hyperparams field
-    name."""
+    '.') must agree with what is used (one setting serves all), else that is noted,
+    but for their L2 weight where `l2_parts` names the parts it sets (by predictor
+    prefix): that is those parts' own where it differs. What is used: the feature
+    extractor's, else `defaults` (by hyperparams field name: the values the caller
+    sets where the feature extractor gives none), else our schema's defaults. Returns
+    what the feature extractor set, by hyperparams field name."""
     hp = fe + "conv_hyperparams."
     keys = {"activation": "model.norm.activation", "batch_norm.decay": "model.norm.norm_momentum",
             "batch_norm.epsilon": "model.norm.norm_epsilon",
@@ -77,6 +91,10 @@ def norm(m: Mapper, fe: str, predictors: tuple[str, ...] = (),
     for other in predictors:
         for name, value in used.items():
             theirs = m.get(other + name)
+            if name == _L2 and other in (l2_parts or {}):
+                if theirs is not None:
+                    part_l2(m, l2_parts[other], float(theirs), value, other + name)
+                continue
             if name == "activation":
                 theirs = ACTIVATIONS.get(theirs, theirs)
             if theirs is not None and theirs != value:

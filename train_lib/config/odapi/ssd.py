@@ -19,6 +19,7 @@ from train_lib.config.odapi.mapper import Mapper, child_value
 from train_lib.config.odapi.shared import (
     GLOROT_UNIFORM,
     KERAS_RESNET_INITIALIZER,
+    L2_BY_PART,
     initializer,
     input_size,
     norm,
@@ -221,6 +222,22 @@ def _initializers(m: Mapper) -> None:
                            "both of whose kernels start glorot_uniform")
 
 
+# The L2 weight of the OD API's Keras EfficientNet (EfficientDet's backbone) unless
+# override_base_feature_extractor_hyperparams gives it the feature extractor's: its
+# builder's default weight_decay, 5e-6, a Keras L2 factor (applied as 5e-6 *
+# sum(v**2)), so 1e-5 in the OD API's (and our) convention, which Keras' L2 is given
+# halved.
+EFFICIENTNET_L2_WEIGHT = 1e-5
+
+
+def _backbone_l2(m: Mapper) -> None:
+    """Sets the backbone's own L2 weight where the OD API's backbone has one: its
+    EfficientNet's without override_base_feature_extractor_hyperparams."""
+    override = FE + "override_base_feature_extractor_hyperparams"
+    if m.get(FE + "type", "").startswith("ssd_efficientnet") and not m.get(override, False):
+        m.set(L2_BY_PART + "backbone", EFFICIENTNET_L2_WEIGHT, FE + "type")
+
+
 def _class_bias(m: Mapper) -> None:
     """Sets model.initializers.class_bias from the box predictor's
     class_prediction_bias_init, and to its default, 0.0, when the predictor does not
@@ -289,7 +306,8 @@ def map_model(m: Mapper) -> None:
     min_level, max_level = _levels(m, decoder)
     height = input_size(m, max_level, M)
     _anchors(m, min_level, height)
-    norm(m, FE, PREDICTORS)
+    norm(m, FE, PREDICTORS, l2_parts={p: ("head", "predictors") for p in PREDICTORS})
+    _backbone_l2(m)
     _initializers(m)
     _class_bias(m)
     _head(m)

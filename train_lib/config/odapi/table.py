@@ -33,6 +33,9 @@ T = "train_config."
 OPT = T + "optimizer."
 AUG = T + "data_augmentation_options."
 LR = "train_config.learning_rate."
+# The box predictor's L2 weight: the head's towers' and its predictors'.
+_HEAD_L2 = ("model.loss.l2_weight_decay_by_part.head, "
+            "model.loss.l2_weight_decay_by_part.predictors")
 _META = ("supported: ssd (as Model Garden's RetinaNet) and faster_rcnn (as its Faster "
          "R-CNN)")
 
@@ -60,11 +63,14 @@ ROWS: tuple[Row, ...] = (
     Row(M + "return_raw_detections_during_predict", IGNORED, "",
         "the exported signature has the OD API's detection outputs"),
     # ---------------------------------------------------------------- feature extractor
-    Row(FE + "type", APPROX, "model.backbone, model.initializers.backbone",
+    Row(FE + "type", APPROX, "model.backbone, model.initializers.backbone, "
+        "model.loss.l2_weight_decay_by_part.backbone",
         "the nearest Model Garden backbone and FPN (logged per type: BiFPN and SSD's extra "
         "layers become an FPN); the backbones compute the OD API's (ResNet: resnet_variant: "
         "keras_v1; EfficientNet: se_activation: swish, efficientnet_endpoints: odapi), so "
-        "their checkpoints load exactly"),
+        "their checkpoints load exactly; EfficientNet's L2 weight is its own, 1e-5 (its "
+        "builder's Keras L2 factor 5e-6), as the OD API's, unless "
+        "override_base_feature_extractor_hyperparams"),
     Row(FE + "depth_multiplier", EXACT, "model.backbone.width_multiplier, model.fpn.num_filters, "
         "model.backbone.scale_last_layer",
         "the backbone's width (below 1, MobileNetV2's last layer too: scale_last_layer; "
@@ -76,12 +82,14 @@ ROWS: tuple[Row, ...] = (
         "Model Garden rounds channels to multiples of 8 instead of flooring at min_depth "
         "(the same for depth_multiplier >= 1)"),
     Row(FE + "override_base_feature_extractor_hyperparams", APPROX,
-        "model.initializers.backbone",
+        "model.initializers.backbone, model.loss.l2_weight_decay_by_part.backbone",
         "true: the backbone's kernels are drawn from the feature extractor's initializer, "
         "false (the default; EfficientNet always): from the OD API's backbone's own "
         "(MobileNets: truncated "
         f"normal, stddev 0.09; ResNet: variance scaling 1, fan_in; EfficientNet: 2, "
-        f"fan_out), both as the OD API's; {ONE_NORM}, the backbone's included"),
+        f"fan_out), both as the OD API's; EfficientNet's L2 weight: true the feature "
+        f"extractor's, false its own (see type), as the OD API's; {ONE_NORM}, the "
+        "backbone's included"),
     Row(FE + "use_depthwise", EXACT, "model.fpn.use_separable_conv", kind="bool"),
     Row(FE + "pad_to_multiple", EXACT, "",
         "inputs are already multiples of 2**min(max_level, 5) (model.input_size)"),
@@ -113,7 +121,8 @@ ROWS: tuple[Row, ...] = (
     Row(WS + "score_converter", EXACT, "", "scores are sigmoids of the logits",
         only=("IDENTITY",)),
     *hyperparams_rows(WS, ours_too=False,
-                      initializers="model.initializers.head, model.initializers.predictors"),
+                      initializers="model.initializers.head, model.initializers.predictors",
+                      l2_parts=_HEAD_L2),
     Row(M + "box_predictor.mask_rcnn_box_predictor", UNSUPPORTED, "",
         "a Faster R-CNN's box classifier: use model.faster_rcnn"),
     Row(CB + "num_layers_before_predictor", EXACT, "model.head.num_convs", kind="int"),
@@ -133,7 +142,8 @@ ROWS: tuple[Row, ...] = (
     Row(CB + "apply_sigmoid_to_scores", EXACT, "", "scores are sigmoids at inference",
         only=("false",)),
     *hyperparams_rows(CB, ours_too=False,
-                      initializers="model.initializers.head, model.initializers.predictors"),
+                      initializers="model.initializers.head, model.initializers.predictors",
+                      l2_parts=_HEAD_L2),
     # ---------------------------------------------------------------- anchors, resizer
     *multiscale_anchor_rows(M + "anchor_generator.multiscale_anchor_generator."),
     Row(M + "anchor_generator.ssd_anchor_generator", APPROX, "model.anchor",

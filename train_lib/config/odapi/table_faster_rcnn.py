@@ -37,7 +37,9 @@ FASTER_RCNN_ROWS: tuple[Row, ...] = (
     *resizer_rows(FR),
     # ---------------------------------------------------------------- feature extractor
     Row(FE + "type", APPROX, "model.backbone, model.initializers.backbone, "
-        "model.initializers.detection_head, model.initializers.detection_predictors",
+        "model.initializers.detection_head, model.initializers.detection_predictors, "
+        "model.loss.l2_weight_decay_by_part.detection_head, "
+        "model.loss.l2_weight_decay_by_part.detection_predictors",
         "the OD API's Keras ResNet v1 (resnet_variant: keras_v1) with Model Garden's FPN, "
         "logged per type: the _fpn_keras types "
         "as they are; the others' stride-16 features become an FPN from level 4 (one level "
@@ -46,7 +48,10 @@ FASTER_RCNN_ROWS: tuple[Row, ...] = (
         "default); so do its fully connected layers with an _fpn_keras type, as the OD "
         "API's; without FPN, they stand in for ResNet's last stage and start from ResNet's "
         "own initializer (variance scaling 1, fan_in), as it does; so does the backbone "
-        "(the OD API passes it no conv_hyperparams)"),
+        "(the OD API passes it no conv_hyperparams). The box classifier carries no L2 loss "
+        "(l2_weight_decay_by_part detection_head and detection_predictors 0), as the OD "
+        "API's: its Dense layers are given no regulariser (without FPN, ResNet's last "
+        "stage, which ours stand in for, a weight decay of 0)"),
     Row(FE + "batch_norm_trainable", EXACT, "", "batch norm is always trained (frozen batch "
         "norm is not supported)", only=("true",)),
     Row(FE + "first_stage_features_stride", EXACT, "",
@@ -75,10 +80,11 @@ FASTER_RCNN_ROWS: tuple[Row, ...] = (
         "up (one level per octave), aspect ratios kept"),
     Row(FR + "first_stage_atrous_rate", EXACT, "", "no atrous convolution", only=("1",)),
     # The RPN head's convolution and its score and box predictors, as the OD API's: the
-    # initializer; the model's one norm and L2 weight (a batch_norm left out, an
+    # initializer and the L2 weight; the model's one norm (a batch_norm left out, an
     # activation other than relu6 are noted: the OD API's RPN convolution ends in relu6).
     *hyperparams_rows(FR + "first_stage_box_predictor_", ours_too=False,
-                      initializers="model.initializers.rpn_head"),
+                      initializers="model.initializers.rpn_head",
+                      l2_parts="model.loss.l2_weight_decay_by_part.rpn_head"),
     Row(FR + "first_stage_box_predictor_kernel_size", EXACT, "", "the RPN's conv is 3x3",
         only=("3",)),
     Row(FR + "first_stage_box_predictor_depth", EXACT, "model.rpn_head.num_filters",
@@ -106,11 +112,11 @@ FASTER_RCNN_ROWS: tuple[Row, ...] = (
     Row(FR + "maxpool_kernel_size", APPROX, "", "see initial_crop_size"),
     Row(FR + "maxpool_stride", APPROX, "model.roi_aligner.crop_size", "see initial_crop_size"),
     # ---------------------------------------------------------------- second stage
-    Row(MB + "fc_hyperparams", APPROX, "",
-        "the OD API's Keras box classifier takes only its batch_norm (for its predictors): "
-        "its Dense layers start glorot_uniform (Keras' default) whatever its initializer, as "
-        "ours do (see feature_extractor.type), and carry no L2 loss, where ours take the "
-        "model's one L2 weight (model.loss.l2_weight_decay)"),
+    Row(MB + "fc_hyperparams", EXACT, "",
+        "the OD API's Keras box classifier takes only its batch_norm (for its predictors; "
+        "given, it is noted: ours are not batch-normalised): its Dense layers start "
+        "glorot_uniform (Keras' default) whatever its initializer and carry no L2 loss "
+        "whatever its regularizer, as ours (see feature_extractor.type)"),
     Row(MB + "conv_hyperparams", IGNORED, "", "used by the mask branch alone"),
     Row(MB + "use_dropout", EXACT, "", "no dropout in the box classifier", only=("false",)),
     Row(MB + "dropout_keep_probability", IGNORED, "", "unused without use_dropout"),
