@@ -7,12 +7,14 @@ else l2_weight_decay); weight 0 leaves no loss; the same model without the key k
 Keras' one L2 regulariser. Another architecture's part, an unknown part and a negative
 weight are refused naming the key. The OD API mapper gives EfficientDet's backbone the
 OD API's EfficientNet weight and Faster R-CNN's box classifier none, as the OD API
-does; checked on the OD API fixtures' pipeline.configs.
+does; checked on the OD API fixtures' pipeline.configs and on the published configs'
+sections committed in tests/fixtures/odapi/model_parity.json.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import os
 
 import numpy as np
@@ -202,3 +204,17 @@ def test_faster_rcnn_box_classifier_carries_no_l2_as_the_odapis():
                                            "detection_predictors")} == {
         "backbone": 4e-4, "fpn": 4e-4, "rpn_head": 0.0, "detection_head": 0.0,
         "detection_predictors": 0.0}
+
+
+def test_published_configs_sections_carry_the_odapis_weights():
+    """The committed sections of the published EfficientDet D0 and Faster R-CNN FPN
+    configs (model parity's, mapped from the published files)."""
+    with open(os.path.join(FIXTURES, "model_parity.json"), encoding="utf-8") as f:
+        parity = json.load(f)
+    d0 = parity["ssd_efficientdet_d0_512x512_coco17_tpu-8.config"]["model"]["loss"]
+    assert (d0["l2_weight_decay"], d0["l2_weight_decay_by_part"]["backbone"]) == (4e-5, 1e-5)
+    fpn = parity["faster_rcnn_resnet50_v1_fpn_640x640_coco17_tpu-8.config"]["model"]["loss"]
+    assert fpn["l2_weight_decay"] == 4e-4
+    assert {p: fpn["l2_weight_decay_by_part"][p] for p in (
+        "rpn_head", "detection_head", "detection_predictors")} == dict.fromkeys(
+        ("rpn_head", "detection_head", "detection_predictors"), 0.0)

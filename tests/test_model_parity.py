@@ -85,7 +85,10 @@ def test_exact_parts_have_the_odapi_parameter_counts():
 SAME_L2 = [f"{name}.config" for name in (
     "ssd_mobilenet_v2_320x320_coco17_tpu-8", "ssd_mobilenet_v1_fpn_640x640_coco17_tpu-8",
     "ssd_resnet50_v1_fpn_640x640_coco17_tpu-8", "ssd_resnet101_v1_fpn_640x640_coco17_tpu-8",
-    "ssd_resnet152_v1_fpn_640x640_coco17_tpu-8")]
+    "ssd_resnet152_v1_fpn_640x640_coco17_tpu-8",
+    # each part with the OD API's L2 weight (model.loss.l2_weight_decay_by_part)
+    "ssd_efficientdet_d0_512x512_coco17_tpu-8",
+    "faster_rcnn_resnet50_v1_fpn_640x640_coco17_tpu-8")]
 
 
 @pytest.mark.parametrize("name", SAME_L2)
