@@ -1,7 +1,7 @@
 """The Faster R-CNN family end to end: it learns, its config keys are its own, its
 checkpoints export, evaluate and fine-tune, and the other family's are refused.
 
-One tiny trained run (conftest's trained_faster_rcnn_run: MobileNetV2 x0.35, 64 px,
+One tiny trained run (conftest's trained_faster_rcnn_run: ResNet-18 x0.25, 64 px,
 40 steps) serves every test that needs weights, in process; the one
 subprocess is the fresh process that loads the export. The other family's run is a
 RetinaNet with the same backbone, built, not trained (`retinanet_run`). The

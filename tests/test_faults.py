@@ -166,7 +166,8 @@ def test_non_finite_loss_saves_nothing_and_names_the_last_good(trained_run, trai
     model_dir = str(tmp_path / "run")
     shutil.copytree(trained_run["model_dir"], model_dir)  # 4 steps, saved every 2
     config = trained_config
-    config.train_config.learning_rate.base = 1e12  # allowed on resume, and ruinous
+    # allowed on resume, and ruinous: the weights' squares overflow float32
+    config.train_config.learning_rate.base = 1e30
     with pytest.raises(TrainError) as err:
         train(config, model_dir, num_train_steps=30, checkpoint_every_n=2)
     message = str(err.value)

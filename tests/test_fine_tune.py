@@ -68,7 +68,7 @@ def test_detection_loads_all_but_the_class_layer_so_classes_may_change(trained_c
 
 def test_a_checkpoint_of_another_backbone_is_refused(trained_config, source):
     prefix, _ = source
-    trained_config.model.backbone.width_multiplier = 0.5  # the source has 0.35
+    trained_config.model.backbone.width_multiplier = 0.5  # the source has 0.25
     model = build_model(trained_config.model)
     with pytest.raises(TrainError) as err:
         fine_tune.apply(model, prefix, "detection")

@@ -4,7 +4,7 @@
 
 Checkpoints: the OD API's own (tests/fixtures/odapi/ssd_mobilenet_v2_keras, depth
 multiplier 0.35; ssd_mobilenet_v1_fpn_keras, written from its manifest), this
-trainer's (conftest's trained_run: MobileNetV2 x0.35, FPN 32), a TF1 name-based one
+trainer's (conftest's trained_run: ResNet-18 x0.25, FPN 32), a TF1 name-based one
 written here by tf.compat.v1's Saver, and broken copies."""
 
 from __future__ import annotations
@@ -16,7 +16,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import REPO, make_tiny_config, run_trainer, write_odapi_fixture_config
+from tests.conftest import (
+    REPO,
+    make_tiny_config,
+    run_trainer,
+    use_mobilenet,
+    write_odapi_fixture_config,
+)
 from tests.test_cli import _assert_clean_failure
 from tests.test_fine_tune_odapi_resnet import _checkpoint as odapi_fixture_checkpoint
 from train_lib.config import dump_config
@@ -123,7 +129,7 @@ def test_a_checkpoint_of_another_model_names_the_first_variable_that_differs(
     config.train_config.fine_tune_checkpoint_type = "detection"
     own = os.path.join(trained_run["model_dir"], "ckpt-4")
     if case == "depth_multiplier":  # the OD API's x0.35 MobileNetV2 into an x0.5 one
-        config.model.backbone.width_multiplier = 0.5
+        use_mobilenet(config, width=0.5)
         config.model.backbone.scale_last_layer = True
         config.train_config.fine_tune_checkpoint = ODAPI_CHECKPOINT
         fragments = ("the first variable whose shape differs is model/_feature_extractor/"
@@ -135,13 +141,14 @@ def test_a_checkpoint_of_another_model_names_the_first_variable_that_differs(
         fragments = ("does not fit this model's backbone and decoder and head",
                      "incompatible tensor with shape", "model.backbone (and, for detection, fpn")
     elif case == "odapi_extractor":  # the OD API's MobileNet v1 (x0.5) into a MobileNetV2
+        use_mobilenet(config)
         config.train_config.fine_tune_checkpoint = odapi_fixture_checkpoint(
             "ssd_mobilenet_v1_fpn_keras", tmp_path)
         fragments = ("the first variable whose shape differs is model/_feature_extractor/"
                      "classification_backbone/layer_with_weights-0/kernel",
                      "[3, 3, 3, 8] in the checkpoint, [3, 3, 3, 16] in this model")
-    else:  # this trainer's MobileNetV2 into a MobileNetV1
-        config.model.backbone.model_id = "MobileNetV1"
+    else:  # this trainer's ResNet-18 into a MobileNetV1
+        use_mobilenet(config, "MobileNetV1")
         config.train_config.fine_tune_checkpoint = own
         fragments = ("does not fit this model's backbone", "incompatible tensor with shape")
     model_dir = tmp_path / "run"

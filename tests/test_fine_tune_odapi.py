@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
-from conftest import REPO, ckpt_steps, make_tiny_config
+from conftest import REPO, ckpt_steps, make_tiny_config, use_mobilenet
 from official.vision.modeling.layers import nn_blocks
 
 from train_lib.config import PipelineConfig
@@ -162,7 +162,7 @@ def test_another_backbone_type_is_refused():
 
 @pytest.mark.slow
 def test_a_run_fine_tunes_from_the_odapi_checkpoint(tiny_dataset, tmp_path):
-    config = make_tiny_config(tiny_dataset, num_steps=3)
+    config = use_mobilenet(make_tiny_config(tiny_dataset, num_steps=3))
     config.model.backbone.scale_last_layer = True
     config.train_config.fine_tune_checkpoint = os.path.dirname(CHECKPOINT)
     config.train_config.fine_tune_checkpoint_type = "detection"

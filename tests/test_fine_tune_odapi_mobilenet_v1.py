@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
-from conftest import REPO, make_tiny_config, write_odapi_fixture_config
+from conftest import REPO, make_tiny_config, use_mobilenet, write_odapi_fixture_config
 from test_fine_tune_odapi_resnet import _checkpoint, _manifest, _reference
 
 from train_lib.config import PipelineConfig, load_config
@@ -181,9 +181,7 @@ def test_an_odapi_mobilenet_v2_checkpoint_is_refused_by_a_mobilenet_v1():
 
 @pytest.mark.slow
 def test_a_run_fine_tunes_from_the_odapi_mobilenet_v1_checkpoint(tiny_dataset, tmp_path):
-    config = make_tiny_config(tiny_dataset, num_steps=3)
-    backbone = config.model.backbone
-    backbone.model_id, backbone.width_multiplier = "MobileNetV1", WIDTH
+    config = use_mobilenet(make_tiny_config(tiny_dataset, num_steps=3), "MobileNetV1", WIDTH)
     config.model.norm.activation, config.model.norm.norm_epsilon = "relu6", 0.001
     config.train_config.fine_tune_checkpoint = _checkpoint(NAME, tmp_path)
     config.train_config.fine_tune_checkpoint_type = "detection"
