@@ -22,7 +22,7 @@ from tests.conftest import make_tiny_faster_rcnn_config
 from tests.test_initializers import check_drawn, check_only_moved
 from train_lib.config import ConfigError, config_from_dict
 from train_lib.config.initializer_schema import ARCHITECTURE_PARTS
-from train_lib.families import faster_rcnn, initializers
+from train_lib.families import faster_rcnn, initializers, parts
 
 MEANS = {"backbone": 1.0, "fpn": 2.0, "rpn_head": 3.0, "detection_head": 4.0,
          "detection_predictors": 5.0}
@@ -60,14 +60,14 @@ def test_the_parts_are_faster_rcnns():
 
 def test_each_part_is_drawn_from_its_own_distribution(plain_model):
     net = _build(_with_initializers(plain_model))
-    parts = initializers.part_variables(net)
-    assert list(parts) == list(MEANS)
-    assert all(parts.values()), {p: len(v) for p, v in parts.items()}
+    kernels = parts.kernels_by_part(net)
+    assert list(kernels) == list(MEANS)
+    assert all(kernels.values()), {p: len(v) for p, v in kernels.items()}
     head = net.detection_head[0]
     kinds = {type(layer).__name__ for layer in (*head._convs, *head._fcs)}
     assert kinds == {"Conv2D", "Dense"}  # the detection head's convolution and FCs
-    assert len(parts["detection_predictors"]) == 2  # the class and box Dense kernels
-    assert check_drawn(parts, MEANS) > 0  # the separable FPN's pointwise kernels
+    assert len(kernels["detection_predictors"]) == 2  # the class and box Dense kernels
+    assert check_drawn(kernels, MEANS) > 0  # the separable FPN's pointwise kernels
 
 
 def test_no_initializer_changes_nothing_and_one_part_moves_alone(plain_model):
@@ -81,7 +81,7 @@ def test_no_initializer_changes_nothing_and_one_part_moves_alone(plain_model):
     model.initializers.rpn_head.type = "truncated_normal"
     model.initializers.rpn_head.stddev = 0.05
     changed = _build(model)
-    kernels = {id(v) for v in initializers.part_variables(changed)["rpn_head"]}
+    kernels = {id(v) for v in parts.kernels_by_part(changed)["rpn_head"]}
     # The RPN's convolution, score and box predictors; nothing else.
     assert check_only_moved(plain, changed, kernels, 0.05) == len(kernels) == 3
 
@@ -92,8 +92,8 @@ def test_the_same_seed_gives_the_same_weights(plain_model):
     for a, b in zip(first.weights, second.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.name)
     for part in MEANS:
-        ours = initializers.part_variables(first)[part][0].numpy()
-        others = initializers.part_variables(other)[part][0].numpy()
+        ours = parts.kernels_by_part(first)[part][0].numpy()
+        others = parts.kernels_by_part(other)[part][0].numpy()
         assert not np.array_equal(ours, others), part
 
 

@@ -22,7 +22,7 @@ from tests.test_odapi_rows import FE, SSD_BASE, WS, _set, _text
 from train_lib.config import ConfigError, config_from_dict
 from train_lib.config.odapi import map_pipeline_config
 from train_lib.config.schema import to_dict
-from train_lib.families import initializers, retinanet
+from train_lib.families import initializers, parts, retinanet
 
 MEANS = {"backbone": 1.0, "fpn": 2.0, "head": 3.0, "predictors": 4.0}
 
@@ -41,17 +41,17 @@ def _with_initializers(tiny_config):
     return model
 
 
-def check_drawn(parts: dict, means: dict) -> int:
-    """Asserts that each part's kernels (`part_variables`) were drawn from a normal of
+def check_drawn(kernels: dict, means: dict) -> int:
+    """Asserts that each part's kernels (`parts.kernels_by_part`) were drawn from a normal of
     its mean in `means` and stddev 0.01, a pointwise kernel from glorot_uniform; returns
     how many pointwise kernels there were."""
-    assert all(parts.values()), {p: len(v) for p, v in parts.items()}
+    assert all(kernels.values()), {p: len(v) for p, v in kernels.items()}
     pointwise = 0
-    for part, variables in parts.items():
+    for part, variables in kernels.items():
         for variable in variables:
             values = variable.numpy()
             # A pointwise kernel starts glorot_uniform, as the OD API's.
-            if initializers.kernel_kind(variable) == "pointwise_kernel":
+            if parts.kernel_kind(variable) == "pointwise_kernel":
                 pointwise += 1
                 fan_in, fan_out = values.shape[-2], values.shape[-1]
                 assert np.abs(values).max() <= np.sqrt(6.0 / (fan_in + fan_out)) + 1e-6
@@ -78,7 +78,7 @@ def check_only_moved(plain, changed, kernels: set[int], stddev: float) -> int:
 
 def test_each_part_is_drawn_from_its_own_distribution(tiny_config):
     net = _build(_with_initializers(tiny_config))
-    assert check_drawn(initializers.part_variables(net), MEANS) > 0  # the separable FPN's
+    assert check_drawn(parts.kernels_by_part(net), MEANS) > 0  # the separable FPN's
 
 
 def test_other_variables_are_left_and_no_initializer_changes_nothing(tiny_config):
@@ -92,7 +92,7 @@ def test_other_variables_are_left_and_no_initializer_changes_nothing(tiny_config
     model.initializers.head.type = "truncated_normal"
     model.initializers.head.stddev = 0.05
     changed = _build(model)
-    kernels = {id(v) for v in initializers.part_variables(changed)["head"]}
+    kernels = {id(v) for v in parts.kernels_by_part(changed)["head"]}
     assert check_only_moved(plain, changed, kernels, 0.05) == len(kernels) > 0
 
 
@@ -123,8 +123,8 @@ def test_the_same_seed_gives_the_same_weights(tiny_config):
     first, second, other = _build(model, 3), _build(model, 3), _build(model, 4)
     for a, b in zip(first.weights, second.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
-    kernels = initializers.part_variables(first)["backbone"]
-    others = initializers.part_variables(other)["backbone"]
+    kernels = parts.kernels_by_part(first)["backbone"]
+    others = parts.kernels_by_part(other)["backbone"]
     assert not np.array_equal(kernels[0].numpy(), others[0].numpy())
 
 

@@ -277,13 +277,13 @@ def test_without_fpn_the_resnet_keeps_its_own_and_the_fcs_stand_in_for_its_stage
 
 def test_the_mapped_initializers_are_drawn_by_the_built_model(tmp_path):
     from train_lib import families
-    from train_lib.families import initializers
+    from train_lib.families import parts
 
     config = load_config(write(tmp_path, frcnn_config(C4_EXTRACTOR)),
                          "model.input_size=[64,64]")
     assert config.model.initializers.rpn_head.stddev == 0.01
     net = families.build_model(config.model)
-    rpn = initializers.part_variables(net)["rpn_head"]
+    rpn = parts.kernels_by_part(net)["rpn_head"]
     values = np.concatenate([v.numpy().ravel() for v in rpn])
     assert np.abs(values).max() <= 0.02 + 1e-6  # truncated at 2 stddev
     assert 0.007 < values.std() < 0.01  # a truncated normal of stddev 0.01: 0.0088

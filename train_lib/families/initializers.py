@@ -7,16 +7,7 @@ scaling in the detection head's layers, normal(0.01) and normal(0.001) in its cl
 and box predictors), and several of them cannot be given another. The OD API draws
 each part from its config's `initializer`s. So once the model's variables exist,
 `draw` draws every kernel of each part whose `type` is set again, from that part's
-distribution. The parts (`part_variables`):
-
-- both: backbone: `net.backbone`; fpn: `net.decoder`.
-- RetinaNet: predictors: the head's class and box predictors (`_classifier`,
-  `_box_regressor`); head: the rest of the head (its towers).
-- Faster R-CNN: rpn_head: `net.rpn_head`, its convolutions and its score and box
-  predictors alike (the OD API draws them all from one initializer);
-  detection_predictors: the detection head's class and box predictors
-  (`_classifier`, `_box_regressor`); detection_head: the rest of the detection head
-  (its convolutions and fully connected layers).
+distribution. The parts and their variables: parts.py.
 
 And, for every part:
 
@@ -37,16 +28,12 @@ from __future__ import annotations
 
 import tensorflow as tf
 import tf_keras
-from official.vision.modeling import maskrcnn_model
 
 from train_lib.config import ModelConfig
 from train_lib.config.initializer_schema import InitializerConfig
+from train_lib.families.parts import kernel_kind, kernels_by_part
 
-__all__ = ["draw", "keras_initializer", "kernel_kind", "part_variables", "part_weights",
-           "set_class_bias"]
-
-# Kernel variables by their last name component; the biases and norms are left alone.
-_KERNELS = ("kernel", "depthwise_kernel", "pointwise_kernel")
+__all__ = ["draw", "keras_initializer", "set_class_bias"]
 
 
 def keras_initializer(spec: InitializerConfig, seed: int) -> tf_keras.initializers.Initializer:
@@ -66,47 +53,13 @@ def keras_initializer(spec: InitializerConfig, seed: int) -> tf_keras.initialize
     raise ValueError(f"no initializer of type {spec.type!r}")
 
 
-def part_weights(net: tf_keras.Model) -> dict[str, list[tf.Variable]]:
-    """Every variable of each part of `net`, a RetinaNet or a Faster R-CNN (see the
-    module docstring), in the parts' own order (initializer_schema.ARCHITECTURE_PARTS);
-    each variable in one part."""
-    parts = {"backbone": net.backbone.weights,
-             "fpn": net.decoder.weights if net.decoder is not None else []}
-    if isinstance(net, maskrcnn_model.MaskRCNNModel):
-        heads = net.detection_head  # one per stage (cascade); each its own predictors
-        predictors = [v for head in heads
-                      for v in (*head._classifier.weights, *head._box_regressor.weights)]
-        taken = {id(v) for v in predictors}
-        parts |= {
-            "rpn_head": net.rpn_head.weights,
-            "detection_head": [v for head in heads for v in head.weights
-                               if id(v) not in taken],
-            "detection_predictors": predictors,
-        }
-    else:
-        head = net.head
-        predictors = [*head._classifier.weights, *head._box_regressor.weights]
-        taken = {id(v) for v in predictors}
-        parts |= {
-            "head": [v for v in head.weights if id(v) not in taken],
-            "predictors": predictors,
-        }
-    return parts
-
-
-def part_variables(net: tf_keras.Model) -> dict[str, list[tf.Variable]]:
-    """The kernel variables of each part of `net` (`part_weights`' kernels)."""
-    return {part: [v for v in variables if kernel_kind(v) in _KERNELS]
-            for part, variables in part_weights(net).items()}
-
-
 def draw(net: tf_keras.Model, model: ModelConfig) -> int:
     """Draws again every kernel of each part of `net` whose `model.initializers` type is
     set (the module docstring says which distribution each kernel takes); returns how
     many kernels were drawn (0, and nothing touched, when no type is set). Only the
     parts of `net`'s architecture are read (a config gives no other's:
     model_schema.ARCHITECTURE_KEYS)."""
-    parts = part_variables(net)
+    parts = kernels_by_part(net)
     specs = {part: getattr(model.initializers, part) for part in parts}
     if not any(spec.type for spec in specs.values()):
         return 0
@@ -125,11 +78,6 @@ def draw(net: tf_keras.Model, model: ModelConfig) -> int:
             variable.assign(init(variable.shape, variable.dtype))
             drawn += 1
     return drawn
-
-
-def kernel_kind(variable: tf.Variable) -> str:
-    """The variable's own name: 'kernel' of '.../conv2d/kernel:0'."""
-    return variable.name.rsplit("/", 1)[-1].split(":")[0]
 
 
 def set_class_bias(net: tf_keras.Model, value: float) -> None:

@@ -12,7 +12,7 @@ shared_tower_head.py) and is left as it is; only the weight differs by part.
 So a model whose parts all take one weight gets Keras' L2 regulariser of that
 weight, as before `l2_weight_decay_by_part` existed (none for 0): the same losses,
 bit for bit. Otherwise every layer gets one `PartL2`, and once the model is built,
-`assign_parts` gives it each variable's part (initializers.part_weights), whose
+`assign_parts` gives it each variable's part (parts.variables_by_part), whose
 weight it then applies: w / 2 * sum(v**2), the OD API's convention, as tf.nn.l2_loss
 and Model Garden's; a part of weight 0 adds no loss.
 """
@@ -24,7 +24,7 @@ import tf_keras
 
 from train_lib.config import ModelConfig
 from train_lib.config.initializer_schema import ARCHITECTURE_PARTS, PARTS
-from train_lib.families.initializers import part_weights
+from train_lib.families.parts import variables_by_part
 
 __all__ = ["PartL2", "assign_parts", "l2_regularizer"]
 
@@ -81,5 +81,5 @@ def assign_parts(net: tf_keras.Model, model: ModelConfig, regularizer) -> None:
         return
     weights = part_l2_weights(model)
     regularizer.set_weights({v.ref(): weights[part]
-                             for part, variables in part_weights(net).items()
+                             for part, variables in variables_by_part(net).items()
                              for v in variables})
