@@ -8,7 +8,7 @@ from train_lib.config.model_schema import LossConfig, NormConfig, input_stride
 from train_lib.config.odapi.mapper import Mapper, child_value
 
 __all__ = ["ACTIVATIONS", "GLOROT_UNIFORM", "KERAS_RESNET_INITIALIZER", "L2_BY_PART",
-           "initializer", "input_size", "norm", "part_l2"]
+           "initializer", "input_size", "norm"]
 
 # Keras' default initializer, which the OD API's layers keep where they are given none
 # or ignore the one given (SeparableConv2D, the box classifier's Dense layers).
@@ -45,13 +45,13 @@ def input_size(m: Mapper, max_level: int, prefix: str) -> int:
     return size[0]
 
 
-def part_l2(m: Mapper, parts: tuple[str, ...], weight: float, base: float, origin: str,
-            note: str = "") -> None:
+def _part_l2(m: Mapper, parts: tuple[str, ...], weight: float, base: float,
+             origin: str) -> None:
     """Sets the L2 weight of each of `parts` (model.loss.l2_weight_decay_by_part) to
     `weight` where it differs from the model's, `base`."""
     if weight != base:
         for part in parts:
-            m.set(L2_BY_PART + part, weight, origin, note)
+            m.set(L2_BY_PART + part, weight, origin)
 
 
 def norm(m: Mapper, fe: str, predictors: tuple[str, ...] = (),
@@ -93,7 +93,7 @@ def norm(m: Mapper, fe: str, predictors: tuple[str, ...] = (),
             theirs = m.get(other + name)
             if name == _L2 and other in (l2_parts or {}):
                 if theirs is not None:
-                    part_l2(m, l2_parts[other], float(theirs), value, other + name)
+                    _part_l2(m, l2_parts[other], float(theirs), value, other + name)
                 continue
             if name == "activation":
                 theirs = ACTIVATIONS.get(theirs, theirs)
