@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 ARCHITECTURES = ("retinanet", "faster_rcnn")
-FPN_TYPES = ("fpn", "none")
+FPN_TYPES = ("fpn", "none", "odapi")
 # The `model` keys only one architecture reads (a trailing "." marks a whole
 # section); every other `model` key is shared (model.initializers' backbone and fpn
 # too; each architecture's own parts are here: initializer_schema.ARCHITECTURE_PARTS).
@@ -161,7 +161,9 @@ class BackboneConfig:
 
 @dataclass
 class FpnConfig:
-    # fpn: a feature pyramid over the backbone's levels; none: the backbone's own
+    # fpn: Model Garden's feature pyramid over the backbone's levels; odapi: the OD
+    # API's Keras FPN (families/odapi_fpn.py: no 3x3 on the top backbone level, no
+    # bias before a batch norm, the activation after each); none: the backbone's own
     # feature map at its one level (min_level = max_level; faster_rcnn only).
     type: str = "fpn"
     num_filters: int = 256
@@ -171,6 +173,9 @@ class FpnConfig:
         c = Checks(prefix)
         c.choice("type", self.type, FPN_TYPES)
         c.need(self.num_filters >= 1, "num_filters", self.num_filters, "must be >= 1")
+        c.need(not (self.type == "odapi" and self.use_separable_conv), "use_separable_conv",
+               self.use_separable_conv, "must be false with type: odapi (which builds plain "
+               "convolutions only)")
         return c.problems
 
 

@@ -1,6 +1,7 @@
 """The parts every family builds alike: Model Garden's backbone, FPN and
-normalisation configs from our `model` section, and the mixed-precision policy while
-a model is built (the L2 regulariser: regularizers.py)."""
+normalisation configs from our `model` section (or the backbones and the FPN we build
+ourselves where Model Garden's compute another function: `factory_parts`), and the
+mixed-precision policy while a model is built (the L2 regulariser: regularizers.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from collections.abc import Iterator
 import tf_keras
 from official.vision.configs import backbones, common, decoders
 from official.vision.modeling.backbones import efficientnet, mobilenet
+from official.vision.modeling.backbones import factory as backbone_factory
 
 from train_lib.config import ModelConfig
-from train_lib.families import efficientnet_endpoints, keras_resnet
+from train_lib.families import efficientnet_endpoints, keras_resnet, odapi_fpn
 
 
 def backbone_config(model: ModelConfig) -> backbones.Backbone:
@@ -101,9 +103,40 @@ def build_backbone(model: ModelConfig, input_specs: tf_keras.layers.InputSpec,
     )
 
 
+def factory_parts(model: ModelConfig, input_specs: tf_keras.layers.InputSpec,
+                  l2_regularizer) -> dict:
+    """The `backbone` and `decoder` arguments of Model Garden's model factories
+    (build_retinanet, build_maskrcnn): `build_backbone`'s backbone, and for
+    `model.fpn.type: odapi` the OD API's FPN (odapi_fpn.py) over the backbone (then
+    built here when `build_backbone` leaves it to the factory, as the factory would
+    build it). Otherwise no decoder: the factory builds Model Garden's of
+    `fpn_config`."""
+    backbone = build_backbone(model, input_specs, l2_regularizer)
+    if model.fpn.type != "odapi":
+        return {"backbone": backbone}
+    norm = norm_activation(model)
+    if backbone is None:
+        backbone = backbone_factory.build_backbone(
+            input_specs=input_specs, backbone_config=backbone_config(model),
+            norm_activation_config=norm, l2_regularizer=l2_regularizer)
+    decoder = odapi_fpn.OdapiFpn(
+        input_specs=backbone.output_specs,
+        min_level=model.min_level,
+        max_level=model.max_level,
+        num_filters=model.fpn.num_filters,
+        activation=norm.activation,
+        use_sync_bn=norm.use_sync_bn,
+        norm_momentum=norm.norm_momentum,
+        norm_epsilon=norm.norm_epsilon,
+        kernel_regularizer=l2_regularizer,
+    )
+    return {"backbone": backbone, "decoder": decoder}
+
+
 def fpn_config(model: ModelConfig) -> decoders.Decoder:
     """`model.fpn` as Model Garden's decoder config: its FPN, or for `type: none` its
-    identity decoder (the backbone's feature maps as they are)."""
+    identity decoder (the backbone's feature maps as they are). For `type: odapi` the
+    factory is given the decoder (`factory_parts`) and builds none of this config."""
     if model.fpn.type == "none":
         return decoders.Decoder(type="identity")
     return decoders.Decoder(

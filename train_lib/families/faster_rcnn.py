@@ -95,7 +95,7 @@ def build_model(model: ModelConfig, precision: str = "float32") -> tf_keras.Mode
             input_specs=input_specs,
             model_config=model_garden_config(model),
             l2_regularizer=l2_regularizer,
-            backbone=backbones.build_backbone(model, input_specs, l2_regularizer),
+            **backbones.factory_parts(model, input_specs, l2_regularizer),
         )
         for sampler in net.roi_sampler:
             sampler._sampler = DeterministicBoxSampler(  # no variables: nothing to checkpoint

@@ -2,7 +2,9 @@
 interface: called on images it returns a dict of levels ("2".."5"), `output_specs`
 gives their shapes, and `get_config` / `from_config` rebuild it from its arguments.
 Our own backbones (keras_resnet.KerasResNetV1, efficientnet_endpoints'
-OdapiEndpointsEfficientNet) derive from it and only build their graph."""
+OdapiEndpointsEfficientNet) derive from it and only build their graph; so does our
+own FPN (odapi_fpn.OdapiFpn), whose input is the backbone's dict of levels, Model
+Garden's decoder interface."""
 
 from __future__ import annotations
 

@@ -58,8 +58,10 @@ def _backbone(m: Mapper) -> bool | None:
     resnet = (f"the OD API's Keras ResNet-{depth} v1 (resnet_variant: keras_v1: the same "
               "function, its checkpoints load exactly)")
     if fpn:
-        note = (f"{resnet} with Model Garden's FPN for its FPN; the box classifier is two "
-                "fully connected layers of 1024, as the OD API's")
+        note = (f"{resnet} with the OD API's FPN (fpn.type: odapi: the same function and "
+                "parameters); the box classifier is two fully connected layers of 1024, as "
+                "the OD API's")
+        m.set("model.fpn.type", "odapi", origin)
     else:
         note = (f"{resnet} with an FPN from level 4 (stride 16) for its stride-16 features "
                 "without FPN; the box classifier is two fully connected layers of 1024 on "

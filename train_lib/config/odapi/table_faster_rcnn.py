@@ -36,13 +36,13 @@ FASTER_RCNN_ROWS: tuple[Row, ...] = (
     Row(FR + "first_stage_only", EXACT, "", "both stages are built", only=("false",)),
     *resizer_rows(FR),
     # ---------------------------------------------------------------- feature extractor
-    Row(FE + "type", APPROX, "model.backbone, model.initializers.backbone, "
+    Row(FE + "type", APPROX, "model.backbone, model.fpn.type, model.initializers.backbone, "
         "model.initializers.detection_head, model.initializers.detection_predictors, "
         "model.loss.l2_weight_decay_by_part.detection_head, "
         "model.loss.l2_weight_decay_by_part.detection_predictors",
-        "the OD API's Keras ResNet v1 (resnet_variant: keras_v1) with Model Garden's FPN, "
-        "logged per type: the _fpn_keras types "
-        "as they are; the others' stride-16 features become an FPN from level 4 (one level "
+        "the OD API's Keras ResNet v1 (resnet_variant: keras_v1), logged per type: the "
+        "_fpn_keras types as they are, with the OD API's FPN (fpn.type: odapi); the others' "
+        "stride-16 features become Model Garden's FPN from level 4 (one level "
         "per octave of anchor scales). The box classifier's class and box predictors start "
         "glorot_uniform, as the OD API's (Dense layers given no initializer: Keras' "
         "default); so do its fully connected layers with an _fpn_keras type, as the OD "

@@ -21,7 +21,9 @@ Where to look:
 
 The OD API's layers after its backbone (SSD's feature maps or FPN and its box
 predictor; Faster R-CNN's RPN and box predictor) compute other functions than our
-FPN and heads: they are never loaded, and the report says so.
+FPN and heads: they are never loaded, and the report says so. With
+`model.fpn.type: odapi` our FPN is the OD API's, but its variables are not mapped
+yet: they are not loaded either, and the report says that.
 
 Contract: `plan(model, prefix, kind)` checks everything before anything is loaded
 and raises TrainError naming the first variable that does not fit (its checkpoint

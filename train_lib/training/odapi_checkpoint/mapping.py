@@ -7,11 +7,13 @@ and why each of the rest (ours left fresh, the checkpoint's unused) is not.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import tensorflow as tf
 from official.vision.modeling.backbones import resnet
 
+from train_lib.families.odapi_fpn import OdapiFpn
 from train_lib.training.failures import TrainError
 from train_lib.training.odapi_checkpoint import efficientnet, mobilenet_v1, mobilenet_v2, resnet_v1
 from train_lib.training.odapi_checkpoint.keras_weights import (
@@ -33,6 +35,13 @@ from train_lib.training.odapi_checkpoint.layout import (
     SECOND_STAGE_PREDICTOR,
     VALUE,
 )
+
+# A model with model.fpn.type: odapi computes the OD API's FPN, whose variables (under
+# its feature extractor's fpn_features_generator and coarse_feature_layers) are not
+# mapped onto ours yet.
+ODAPI_FPN_FRESH = ("ours is the OD API's FPN (model.fpn.type: odapi), but its "
+                   "checkpoint variables are not loaded yet")
+_ODAPI_FPN_KEY = re.compile(r"/_?(fpn_features_generator|coarse_feature_layers)/")
 
 
 @dataclass
@@ -56,6 +65,7 @@ class Plan:
     backbone_prefix: str
     mapped: list[Mapped]
     backbone_variables: int  # how many variables our backbone has
+    odapi_fpn: bool = False  # our FPN is the OD API's (model.fpn.type: odapi), not loaded
     fresh: list[tuple[str, str]] = field(default_factory=list)  # (our variable, why)
     unused: list[tuple[str, str]] = field(default_factory=list)  # (checkpoint key, why)
     _reader: object = None
@@ -89,6 +99,9 @@ class Plan:
             line += f"; the other {unmapped} fresh (no OD API layer maps onto them)"
         parts = [part for part in ("FPN", "head")
                  if any(why.startswith(part + ":") for _, why in self.fresh)]
+        if "FPN" in parts and self.odapi_fpn and self.kind != "backbone":
+            parts.remove("FPN")
+            line += f"; FPN fresh ({ODAPI_FPN_FRESH})"
         if parts:
             why = ("fine_tune_checkpoint_type backbone loads the backbone only"
                    if self.kind == "backbone" else "ours compute other functions than the "
@@ -102,8 +115,8 @@ class Plan:
         if self.backbone_prefix == PROPOSAL_BACKBONE:
             return "RPN and box predictor"
         if self.backbone_prefix == FPN_PROPOSAL_BACKBONE:
-            return "FPN, RPN and box classifier"
-        return "SSD feature maps and box predictor"
+            return "RPN and box classifier" if self.odapi_fpn else "FPN, RPN and box classifier"
+        return "box predictor" if self.odapi_fpn else "SSD feature maps and box predictor"
 
     def report(self) -> dict:
         """model_dir/fine_tune_report.json's content."""
@@ -156,7 +169,8 @@ def plan_shapes(model, shapes: dict, prefix: str, kind: str) -> Plan:
                 "in it; it must come from an OD API model with the same feature extractor "
                 "(type and depth) as model.backbone")
     _fold_biases(mapped, shapes)
-    result = Plan(prefix, kind, segments[0][0], mapped, len(model.backbone.variables))
+    result = Plan(prefix, kind, segments[0][0], mapped, len(model.backbone.variables),
+                  odapi_fpn=isinstance(getattr(model, "decoder", None), OdapiFpn))
     _explain_the_rest(result, model, shapes)
     return result
 
@@ -277,10 +291,14 @@ def _explain_the_rest(result: Plan, model, shapes: dict) -> None:
                 result.fresh.append((variable.name, _unmapped_backbone_reason(result)))
             continue
         part = "FPN" if id(variable) in decoder_ids else "head"
-        why = (f"{part}: fine_tune_checkpoint_type backbone (the OD API's classification) "
-               "loads the backbone only") if classification else (
-            f"{part}: ours computes another function than the OD API's layers after its "
-            f"backbone (the {after}), so nothing maps exactly")
+        if classification:
+            why = (f"{part}: fine_tune_checkpoint_type backbone (the OD API's "
+                   "classification) loads the backbone only")
+        elif part == "FPN" and result.odapi_fpn:
+            why = f"FPN: {ODAPI_FPN_FRESH}"
+        else:
+            why = (f"{part}: ours computes another function than the OD API's layers after "
+                   f"its backbone (the {after}), so nothing maps exactly")
         result.fresh.append((variable.name, why))
     used = {m.key for m in result.mapped} | {m.minus_key for m in result.mapped}
     for key in sorted(shapes):
@@ -293,6 +311,8 @@ def _explain_the_rest(result: Plan, model, shapes: dict) -> None:
             why = ("the OD API's EfficientNet after level 5 (its top convolution, norm and "
                    "classifier; for B1-B7 with efficientnet_endpoints: odapi, stack_6's later "
                    "blocks too), which EfficientDet never runs")
+        elif result.odapi_fpn and _ODAPI_FPN_KEY.search(key):
+            why = f"the OD API's FPN: {ODAPI_FPN_FRESH}"
         elif key.startswith(FEATURE_MAPS):
             why = "the OD API's feature maps after its backbone: not our FPN's function"
         elif key.startswith(BOX_PREDICTOR):
