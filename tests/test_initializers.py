@@ -21,6 +21,7 @@ import tf_keras
 from tests.test_odapi_rows import FE, SSD_BASE, WS, _set, _text
 from train_lib.config import ConfigError, config_from_dict
 from train_lib.config.odapi import map_pipeline_config
+from train_lib.config.odapi.shared import KERAS_INITIALIZERS
 from train_lib.config.schema import to_dict
 from train_lib.families import initializers, parts, retinanet
 
@@ -209,12 +210,30 @@ def test_variance_scaling_reads_text_formats_booleans_and_enum_numbers(uniform, 
 
 def test_an_initializer_without_counterpart_is_noted_and_left():
     ours, notes = _mapped({FE + "conv_hyperparams": {"initializer": {
-        "keras_initializer_by_name": '"he_normal"'}}})
+        "keras_initializer_by_name": '"orthogonal"'}}})
     assert "fpn" not in ours
     assert any("conv_hyperparams.initializer approximated" in n for n in notes.values())
     ours, _ = _mapped({FE + "conv_hyperparams": {"initializer": {
         "keras_initializer_by_name": '"glorot_uniform"'}}})
     assert ours["fpn"] == {"type": "glorot_uniform"}
+
+
+@pytest.mark.parametrize("name", sorted(KERAS_INITIALIZERS))
+def test_keras_initializer_names_map_to_what_keras_draws(name):
+    """keras_initializer_by_name: the OD API hands the name to Keras; ours is the same
+    distribution (tf_keras' He, LeCun and Glorot are variance scaling)."""
+    ours, _ = _mapped({FE + "conv_hyperparams": {"initializer": {
+        "keras_initializer_by_name": f'"{name}"'}}})
+    spec, keras = ours["fpn"], tf_keras.initializers.get(name)
+    if spec["type"] == "variance_scaling":
+        assert isinstance(keras, tf_keras.initializers.VarianceScaling)
+        assert (keras.scale, keras.mode, keras.distribution) == (
+            spec["factor"], spec["mode"], "uniform" if spec["uniform"] else "truncated_normal")
+    elif spec["type"] == "glorot_uniform":
+        assert type(keras) is tf_keras.initializers.GlorotUniform
+    else:
+        assert type(keras).__name__ == spec["type"].title().replace("_", "")
+        assert (keras.mean, keras.stddev) == (spec["mean"], spec["stddev"])
 
 
 def test_the_mapped_keys_round_trip_through_our_config():

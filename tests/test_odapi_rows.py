@@ -106,6 +106,11 @@ CONTEXTS: dict[str, dict[str, object]] = {
         FRFE + "type": "'faster_rcnn_resnet50_keras'", FRFE + "fpn": None,
         FR + "first_stage_anchor_generator": {"grid_anchor_generator": {}}},
     FR + "maxpool_stride": {FR + "initial_crop_size": "14"},
+    # A batch_norm block says scale: true (the OD API's default, false, is refused).
+    **{hp + "conv_hyperparams.batch_norm.": {hp + "conv_hyperparams.batch_norm.scale": "true"}
+       for hp in (FE, FRFE, WS + ".", FR + "first_stage_box_predictor_")},
+    CB + ".conv_hyperparams.batch_norm.": {WS: None, CB: {"conv_hyperparams": {
+        "batch_norm": {"scale": "true"}}}},
     OPT + "adam_optimizer.": {OPT + "momentum_optimizer": None, OPT + "adam_optimizer": {
         "learning_rate": {"cosine_decay_learning_rate": {
             "learning_rate_base": "0.01", "total_steps": "100", "warmup_steps": "10"}}}},
@@ -164,7 +169,7 @@ PROBES: dict[str, Probe] = {
     "ssd.feature_extractor.bifpn.min_level": Probe("4", expect={"model.min_level": 4}),
     "ssd.feature_extractor.bifpn.max_level": Probe("6", expect={"model.max_level": 6}),
     "ssd.feature_extractor.conv_hyperparams.activation": Probe(
-        "RELU", expect={"model.norm.activation": "relu"}),
+        "RELU_6", expect={"model.norm.activation": "relu6"}),
     "ssd.feature_extractor.conv_hyperparams.regularizer.l2_regularizer.weight": Probe(
         "0.37", expect={"model.loss.l2_weight_decay": 0.37}),
     "ssd.feature_extractor.conv_hyperparams.batch_norm.decay": Probe(
@@ -509,11 +514,12 @@ def test_schedule_statements_note_their_approximation(field, value, note):
 
 def test_predictor_hyperparams_that_differ_from_those_used_are_noted():
     """The box predictor's conv_hyperparams must agree with what the model uses: the
-    feature extractor's, or our default where the feature extractor gives none."""
+    feature extractor's, or where the feature extractor gives none, what the OD API
+    then means (RELU) or our default."""
     tree = copy.deepcopy(SSD_BASE)
     _set(tree, WS + ".conv_hyperparams", {"activation": "SWISH", "sync_batch_norm": "true"})
     notes = map_pipeline_config(_text(tree), "p.config").approximations
-    assert "swish differs from the value used relu6" in notes[WS + ".conv_hyperparams.activation"]
+    assert "swish differs from the value used relu;" in notes[WS + ".conv_hyperparams.activation"]
     assert "True differs from the value used False" in notes[
         WS + ".conv_hyperparams.sync_batch_norm"]
     _set(tree, FE + "conv_hyperparams", {"activation": "SWISH", "sync_batch_norm": "true"})

@@ -212,12 +212,7 @@ def map_model(m: Mapper) -> None:
     # Where the feature extractor gives none: the OD API's Keras ResNet's.
     resnet = {"activation": "relu", "batch_norm.epsilon": 1e-5,
               "regularizer.l2_regularizer.weight": 0.0}
-    given = norm(m, FE, predictors=(RPN,), defaults=resnet, l2_parts={RPN: ("rpn_head",)})
-    for name, key in (("activation", "model.norm.activation"),
-                      ("batch_norm.epsilon", "model.norm.norm_epsilon"),
-                      ("regularizer.l2_regularizer.weight", "model.loss.l2_weight_decay")):
-        if name not in given:
-            m.set(key, resnet[name], FE + "type")
+    norm(m, FE, predictors=(RPN,), defaults=resnet, l2_parts={RPN: ("rpn_head",)})
     # The OD API's Keras box classifier: Dense layers given no regulariser, whatever
     # fc_hyperparams say (and, without FPN, ResNet's last stage, which ours stand in
     # for, built with a weight decay of 0).

@@ -47,27 +47,40 @@ def hyperparams_rows(prefix: str, ours_too: bool, initializers: str = "",
     p = prefix + "conv_hyperparams."
     key = (lambda k: k) if ours_too else (lambda k: "")
     why = "" if ours_too else f"must agree with the feature extractor's: {ONE_NORM}"
+    no_l2 = "absent (no regularizer): 0, no L2 loss, as the OD API's"
+
+    def absent(default: str) -> str:
+        """`why`, then what the OD API's message means where the block leaves it out."""
+        return f"{why}; absent: {default}" if why else f"absent: {default}"
+
     return [
-        Row(p + "activation", EXACT, key("model.norm.activation"), why,
-            only=("RELU_6", "RELU", "SWISH")),
+        Row(p + "activation", EXACT, key("model.norm.activation"),
+            absent("RELU, the OD API's default"), only=("RELU_6", "RELU", "SWISH")),
         Row(p + "regularizer.l2_regularizer.weight", EXACT, l2_parts,
             "those parts' own L2 weight, as the OD API's (set where it differs from the "
-            "feature extractor's)")
+            f"feature extractor's); {no_l2}")
         if l2_parts and not ours_too else
         Row(p + "regularizer.l2_regularizer.weight", EXACT, key("model.loss.l2_weight_decay"),
-            why),
+            no_l2 if ours_too else why),
         Row(p + "initializer", EXACT, initializers,
             "each of those parts' kernels is drawn from it, as the OD API's (a separable "
             "convolution's pointwise kernel: glorot_uniform, as the OD API's; a separable "
             "predictor's kernels: glorot_uniform); truncated_normal, random_normal, "
-            "variance_scaling, keras_initializer_by_name: 'glorot_uniform'")
+            "variance_scaling, keras_initializer_by_name: Keras' glorot, he, lecun "
+            "(normal and uniform), variance_scaling, truncated_normal, random_normal, as "
+            "Keras defines them; absent: "
+            "glorot_uniform, Keras' default, which the OD API's layers given none take")
         if initializers else
         Row(p + "initializer", APPROX, "",
             "Model Garden's layers keep their own initializers (normal, stddev 0.01 in the "
             "head, as the OD API's; He/Glorot elsewhere)"),
-        Row(p + "batch_norm.decay", EXACT, key("model.norm.norm_momentum"), why),
-        Row(p + "batch_norm.epsilon", EXACT, key("model.norm.norm_epsilon"), why),
-        Row(p + "batch_norm.scale", EXACT, "", "batch norm always scales", only=("true",)),
+        Row(p + "batch_norm.decay", EXACT, key("model.norm.norm_momentum"),
+            absent("0.999, the OD API's default")),
+        Row(p + "batch_norm.epsilon", EXACT, key("model.norm.norm_epsilon"),
+            absent("0.001, the OD API's default (a Faster R-CNN feature extractor's: its "
+                   "ResNet's 1e-5)")),
+        Row(p + "batch_norm.scale", EXACT, "", "batch norm always scales (absent: the OD "
+            "API's false, refused)", only=("true",)),
         Row(p + "batch_norm.center", EXACT, "", "batch norm always centers", only=("true",)),
         Row(p + "batch_norm.train", EXACT, "", "batch norm is always trained",
             only=("true",)),

@@ -4,7 +4,7 @@ the initializer). Their rows are rows.py's groups."""
 
 from __future__ import annotations
 
-from train_lib.config.model_schema import LossConfig, NormConfig, input_stride
+from train_lib.config.model_schema import NormConfig, input_stride
 from train_lib.config.odapi.mapper import Mapper, child_value
 
 __all__ = ["ACTIVATIONS", "GLOROT_UNIFORM", "KERAS_RESNET_INITIALIZER", "L2_BY_PART",
@@ -17,6 +17,29 @@ GLOROT_UNIFORM = {"type": "glorot_uniform"}
 # tf.variance_scaling_initializer()'s scale 1, fan_in, truncated normal.
 KERAS_RESNET_INITIALIZER = {"type": "variance_scaling", "factor": 1.0, "mode": "fan_in",
                             "uniform": False}
+
+
+def _scaling(factor: float, mode: str, uniform: bool) -> dict:
+    return {"type": "variance_scaling", "factor": factor, "mode": mode, "uniform": uniform}
+
+
+# keras_initializer_by_name: the names Keras' initializers.get() takes that have a
+# counterpart here, as tf_keras defines them (He, LeCun and Glorot are variance scaling
+# with a truncated normal or uniform distribution; the normal ones have stddev 0.05).
+KERAS_INITIALIZERS = {
+    "glorot_uniform": GLOROT_UNIFORM,
+    "glorot_normal": _scaling(1.0, "fan_avg", False),
+    "he_normal": _scaling(2.0, "fan_in", False),
+    "he_uniform": _scaling(2.0, "fan_in", True),
+    "lecun_normal": _scaling(1.0, "fan_in", False),
+    "lecun_uniform": _scaling(1.0, "fan_in", True),
+    "variance_scaling": _scaling(1.0, "fan_in", False),
+    "truncated_normal": {"type": "truncated_normal", "mean": 0.0, "stddev": 0.05},
+    "random_normal": {"type": "random_normal", "mean": 0.0, "stddev": 0.05},
+}
+# Their class names, which Keras takes too (GlorotUniform, HeNormal, ...).
+KERAS_INITIALIZERS |= {name.title().replace("_", ""): spec
+                       for name, spec in KERAS_INITIALIZERS.items()}
 
 ACTIVATIONS = {"RELU_6": "relu6", "RELU": "relu", "SWISH": "swish"}
 # Our keys of a part's own L2 weight (model.loss.l2_weight_decay_by_part.<part>).
@@ -54,6 +77,22 @@ def _part_l2(m: Mapper, parts: tuple[str, ...], weight: float, base: float,
             m.set(L2_BY_PART + part, weight, origin)
 
 
+def _absent_means(m: Mapper, hp: str) -> dict:
+    """What the OD API's Hyperparams message means where the conv_hyperparams block `hp`
+    (a prefix ending in '.') leaves a field out: RELU and no regulariser; in a
+    batch_norm block, decay 0.999 and epsilon 0.001 (without one, no batch norm: noted
+    by norm()). A batch_norm block without `scale` means none (no gamma), which is
+    refused: ours always scale."""
+    means = {"activation": "relu", _L2: 0.0}
+    if m.one(hp + "batch_norm") is not None:
+        means |= {"batch_norm.decay": 0.999, "batch_norm.epsilon": 0.001}
+        if m.one(hp + "batch_norm.scale") is None:
+            m.refuse(hp + "batch_norm", "no scale: the OD API's default, false, leaves out "
+                                        "batch norm's gamma; ours always scale: set scale: "
+                                        "true")
+    return means
+
+
 def norm(m: Mapper, fe: str, predictors: tuple[str, ...] = (),
          defaults: dict | None = None, l2_parts: dict[str, tuple[str, ...]] | None = None
          ) -> dict:
@@ -62,13 +101,14 @@ def norm(m: Mapper, fe: str, predictors: tuple[str, ...] = (),
     '.') must agree with what is used (one setting serves all), else that is noted,
     but for their L2 weight where `l2_parts` names the parts it sets (by predictor
     prefix): that is those parts' own where it differs. What is used: the feature
-    extractor's, else `defaults` (by hyperparams field name: the values the caller
-    sets where the feature extractor gives none), else our schema's defaults. Returns
-    what the feature extractor set, by hyperparams field name."""
+    extractor's; for what it leaves out, `defaults` (by hyperparams field name), else
+    what the OD API's message means then (_absent_means: no regulariser is an L2 weight
+    of 0, as no activation is RELU); the same holds for a predictor's block that is
+    given. Returns what the feature extractor set, by hyperparams field name."""
     hp = fe + "conv_hyperparams."
     keys = {"activation": "model.norm.activation", "batch_norm.decay": "model.norm.norm_momentum",
             "batch_norm.epsilon": "model.norm.norm_epsilon",
-            "regularizer.l2_regularizer.weight": "model.loss.l2_weight_decay"}
+            _L2: "model.loss.l2_weight_decay"}
     ours = {}
     for name, key in keys.items():
         value = m.get(hp + name)
@@ -80,17 +120,22 @@ def norm(m: Mapper, fe: str, predictors: tuple[str, ...] = (),
             value = float(value)
         ours[name] = value
         m.set(key, value, hp + name)
+    absent = _absent_means(m, hp) | (defaults or {})
+    origin = hp[:-1] if m.one(hp[:-1]) is not None else fe + "type"
+    for name, value in absent.items():
+        if name not in ours:
+            m.set(keys[name], value, origin)
     if m.one(hp + "sync_batch_norm") is not None:  # set by its row (a bool)
         ours["sync_batch_norm"] = m.get(hp + "sync_batch_norm")
     if m.one(hp + "batch_norm") is None and m.one(hp[:-1]) is not None:
         m.approx(hp[:-1], "no batch_norm: batch norm is used all the same")
     used = {"activation": NormConfig.activation, "batch_norm.decay": NormConfig.norm_momentum,
             "batch_norm.epsilon": NormConfig.norm_epsilon,
-            "regularizer.l2_regularizer.weight": LossConfig.l2_weight_decay,
-            "sync_batch_norm": NormConfig.use_sync_bn} | (defaults or {}) | ours
+            "sync_batch_norm": NormConfig.use_sync_bn} | absent | ours
     for other in predictors:
+        means = _absent_means(m, other) if m.one(other[:-1]) is not None else {}
         for name, value in used.items():
-            theirs = m.get(other + name)
+            theirs = m.get(other + name, means.get(name))
             if name == _L2 and other in (l2_parts or {}):
                 if theirs is not None:
                     _part_l2(m, l2_parts[other], float(theirs), value, other + name)
@@ -99,7 +144,8 @@ def norm(m: Mapper, fe: str, predictors: tuple[str, ...] = (),
                 theirs = ACTIVATIONS.get(theirs, theirs)
             if theirs is not None and theirs != value:
                 whose = "the feature extractor's" if name in ours else "the value used"
-                m.approx(other + name, f"{theirs} differs from {whose} {value}; one "
+                said = "" if m.one(other + name) is not None else " (absent: the OD API's default)"
+                m.approx(other + name, f"{theirs}{said} differs from {whose} {value}; one "
                                        "norm/activation setting serves all (the feature "
                                        "extractor's conv_hyperparams)")
     return ours
@@ -108,11 +154,12 @@ def norm(m: Mapper, fe: str, predictors: tuple[str, ...] = (),
 def initializer(m: Mapper, path: str) -> dict | None:
     """The OD API's `initializer` block at `path` (a conv_hyperparams.initializer) as a
     model.initializers entry, with the OD API's defaults for what it leaves out (mean
-    0, stddev 1; factor 2, FAN_IN, not uniform); None when absent, or noted and None
-    when its kind has no counterpart here (the part keeps Model Garden's initializer)."""
+    0, stddev 1; factor 2, FAN_IN, not uniform); glorot_uniform when absent (the OD
+    API's layers given no initializer take Keras' default); noted and None when its
+    kind has no counterpart here (the part keeps Model Garden's initializer)."""
     node = m.one(path)
     if node is None:
-        return None
+        return GLOROT_UNIFORM
     for kind in node.children:
         if kind.name in ("truncated_normal_initializer", "random_normal_initializer"):
             return {"type": kind.name.removesuffix("_initializer"),
@@ -128,9 +175,10 @@ def initializer(m: Mapper, path: str) -> dict | None:
                     "factor": float(child_value(kind, "factor", 2.0)),
                     "mode": str(mode).lower(), "uniform": uniform}
         if kind.name == "keras_initializer_by_name" and \
-                child_value(node, kind.name, "") == "glorot_uniform":
-            return {"type": "glorot_uniform"}
+                child_value(node, kind.name, "") in KERAS_INITIALIZERS:
+            return dict(KERAS_INITIALIZERS[child_value(node, kind.name, "")])
     m.approx(path, "only truncated_normal_initializer, random_normal_initializer, "
                    "variance_scaling_initializer and keras_initializer_by_name: "
-                   "'glorot_uniform' map; this part keeps Model Garden's initializer")
+                   f"{', '.join(n for n in sorted(KERAS_INITIALIZERS) if n.islower())} "
+                   "(or their class names) map; this part keeps Model Garden's initializer")
     return None

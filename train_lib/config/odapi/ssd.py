@@ -207,12 +207,12 @@ def _initializers(m: Mapper) -> None:
             if kind.startswith(prefix):
                 m.set("model.initializers.backbone", own, FE + "type")
     for hyperparams in PREDICTORS:
+        predictor = hyperparams.removesuffix("conv_hyperparams.")
         path = hyperparams + "initializer"
-        head = initializer(m, path)
+        head = initializer(m, path) if m.one(predictor[:-1]) is not None else None
         if head is None:
             continue
         m.set("model.initializers.head", head, path)
-        predictor = hyperparams.removesuffix("conv_hyperparams.")
         separable = m.get(predictor + "use_depthwise", False)
         m.set("model.initializers.predictors", GLOROT_UNIFORM if separable else head, path)
         if separable and "convolutional_box_predictor" in predictor \
