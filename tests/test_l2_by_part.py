@@ -218,3 +218,26 @@ def test_published_configs_sections_carry_the_odapis_weights():
     assert {p: fpn["l2_weight_decay_by_part"][p] for p in (
         "rpn_head", "detection_head", "detection_predictors")} == dict.fromkeys(
         ("rpn_head", "detection_head", "detection_predictors"), 0.0)
+
+
+def test_odapi_efficientnet_regularises_its_squeeze_excitation_biases():
+    """The OD API's Keras EfficientNet gives its convolutions' biases (squeeze-excitation's
+    only: the others precede a batch norm) the kernels' L2; so does ours with
+    efficientnet_endpoints: odapi, the OD API's EfficientNet. Model Garden's own
+    EfficientNet leaves them out, as it does."""
+    backbone = ("model.backbone.type=efficientnet,model.backbone.model_id=b0,"
+                "model.backbone.width_multiplier=1.0,model.backbone.se_activation=swish,"
+                "model.loss.l2_weight_decay=4e-5")
+    for endpoints, expected in (("odapi", True), ("model_garden", False)):
+        net = _build(_config("shapes_retinanet.yaml", backbone
+                             + f",model.backbone.efficientnet_endpoints={endpoints}").model)
+        biases = [layer.bias for layer in net.backbone._flatten_layers(include_self=False)
+                  if isinstance(layer, tf_keras.layers.Conv2D) and layer.use_bias]
+        assert len(biases) >= 32  # two per squeeze-excitation, 16 blocks in B0
+        before = float(tf.add_n(net.backbone.losses))
+        for bias in biases:
+            bias.assign(tf.ones_like(bias))
+        added = float(tf.add_n(net.backbone.losses)) - before
+        count = sum(int(tf.size(bias)) for bias in biases)
+        assert added == pytest.approx(4e-5 / 2 * count if expected else 0.0, rel=1e-4,
+                                      abs=1e-9), endpoints

@@ -126,7 +126,8 @@ class BackboneConfig:
     # efficientnet: where its levels 2-5 are: model_garden (Model Garden's: the end of
     # each block group) | odapi (the OD API's EfficientDet's: B0's block names for every
     # size, inside the groups of B1-B7; the layers after its level 5 are not built;
-    # with se_activation swish, its checkpoints load exactly). B0: the same levels.
+    # with se_activation swish, its checkpoints load exactly; its squeeze-excitation
+    # biases carry the L2 loss too, as the OD API's). B0: the same levels.
     efficientnet_endpoints: str = "model_garden"
 
     def problems(self, prefix: str = "model.backbone") -> list[str]:

@@ -69,6 +69,8 @@ def build_backbone(model: ModelConfig, input_specs: tf_keras.layers.InputSpec,
             norm_momentum=norm.norm_momentum,
             norm_epsilon=norm.norm_epsilon,
             kernel_regularizer=l2_regularizer,
+            # The OD API's EfficientNet regularises its squeeze-excitation biases too.
+            bias_regularizer=l2_regularizer,
         )
     if model.backbone.type == "efficientnet" and model.backbone.se_activation != "relu":
         return efficientnet.build_efficientnet(
