@@ -172,12 +172,15 @@ def test_resnet_fpn_maps_to_retinanet(tmp_path, caplog):
     assert c.train_input_reader.max_number_of_boxes == 100
     assert "Keras ResNet-50 v1 (resnet_variant: keras_v1" in caplog.text
     assert "approximated" in caplog.text and m.backbone.resnet_variant == "keras_v1"
+    # The OD API's FPN (tests/test_odapi_fpn.py: its feature maps, given its weights).
+    assert m.fpn.type == "odapi" and "with the OD API's FPN (fpn.type: odapi" in caplog.text
     assert "train_config.unpad_groundtruth_tensors" in caplog.text  # the one warning
 
 
 def test_mobilenet_v1_fpn_and_fpn_lite(tmp_path):
     v1 = load_config(write(tmp_path, MOBILENET_V1_FPN))
     assert (v1.model.backbone.type, v1.model.backbone.model_id) == ("mobilenet", "MobileNetV1")
+    assert v1.model.fpn.type == "odapi"  # the OD API's FPN, as its ResNet extractors'
     # random_crop_image of area [0.75, 1]: a zoom from 1 with the crops' mean zoom, 1.0718
     aug = v1.train_config.augmentation
     assert (aug.random_horizontal_flip, aug.scale_min, aug.scale_max) == (True, 1.0, 1.1436)
@@ -185,6 +188,12 @@ def test_mobilenet_v1_fpn_and_fpn_lite(tmp_path):
     assert lite.model.backbone.model_id == "MobileNetV2"
     assert (lite.model.fpn.use_separable_conv, lite.model.fpn.num_filters) == (True, 128)
     assert lite.model.head.use_separable_conv is True
+    assert lite.model.fpn.type == "fpn"  # FPN-lite's depthwise FPN: Model Garden's separable
+    separable_v1 = load_config(write(tmp_path, MOBILENET_V1_FPN.replace(
+        "type: 'ssd_mobilenet_v1_fpn_keras'",
+        "type: 'ssd_mobilenet_v1_fpn_keras'\n      use_depthwise: true"), "sep.config"))
+    assert (separable_v1.model.fpn.type, separable_v1.model.fpn.use_separable_conv) == (
+        "fpn", True)
 
 
 def test_efficientdet_maps_to_efficientnet_with_fpn(tmp_path, caplog):

@@ -168,6 +168,9 @@ PROBES: dict[str, Probe] = {
     "ssd.feature_extractor.fpn.max_level": Probe("6", expect={"model.max_level": 6}),
     "ssd.feature_extractor.bifpn.min_level": Probe("4", expect={"model.min_level": 4}),
     "ssd.feature_extractor.bifpn.max_level": Probe("6", expect={"model.max_level": 6}),
+    # The base's ResNet FPN is the OD API's FPN; separable, it is Model Garden's.
+    "ssd.feature_extractor.use_depthwise": Probe(
+        "true", expect={"model.fpn.use_separable_conv": True, "model.fpn.type": "fpn"}),
     "ssd.feature_extractor.conv_hyperparams.activation": Probe(
         "RELU_6", expect={"model.norm.activation": "relu6"}),
     "ssd.feature_extractor.conv_hyperparams.regularizer.l2_regularizer.weight": Probe(

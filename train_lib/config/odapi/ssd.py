@@ -39,21 +39,21 @@ def _backbone(m: Mapper) -> str:
     """Sets model.backbone from the feature extractor's type; returns the decoder kind."""
     kind = m.get(FE + "type", "")
     origin = FE + "type"
+    fpn = _fpn(m)
     if match := re.fullmatch(r"ssd_resnet(50|101|152)_v1_fpn_keras", kind):
         m.set("model.backbone.type", "resnet", origin)
         m.set("model.backbone.model_id", match.group(1), origin)
         m.set("model.backbone.resnet_variant", "keras_v1", origin,
               f"the OD API's Keras ResNet-{match.group(1)} v1 (resnet_variant: keras_v1: the "
-              "same function, its checkpoints load exactly) with Model Garden's FPN for its "
-              "FPN")
+              f"same function, its checkpoints load exactly) with {fpn}")
         _width(m, fpn=True)
         return "fpn"
     if kind in ("ssd_mobilenet_v1_fpn_keras", "ssd_mobilenet_v2_fpn_keras"):
         version = "V1" if "v1" in kind else "V2"
         m.set("model.backbone.type", "mobilenet", origin)
         m.set("model.backbone.model_id", f"MobileNet{version}", origin,
-              f"Model Garden's MobileNet{version} and its FPN for the OD API's Keras "
-              f"MobileNet{version} FPN (the same layers, other implementations)")
+              f"Model Garden's MobileNet{version} for the OD API's Keras MobileNet{version} "
+              f"(the same layers, another implementation) with {fpn}")
         _width(m, fpn=True)
         return "fpn"
     if kind == "ssd_mobilenet_v2_keras":
@@ -79,6 +79,26 @@ def _backbone(m: Mapper) -> str:
     m.refuse(origin, f"feature extractor {kind!r} is not supported; supported: "
                      f"{', '.join(SUPPORTED_EXTRACTORS)}")
     return "none"
+
+
+# The extractors whose FPN is the OD API's Keras FPN, which fpn.type: odapi builds.
+ODAPI_FPN_EXTRACTORS = re.compile(r"ssd_resnet(50|101|152)_v1_fpn_keras|"
+                                  r"ssd_mobilenet_v1_fpn_keras")
+
+
+def _fpn(m: Mapper) -> str:
+    """Sets model.fpn.use_separable_conv from the feature extractor's use_depthwise, and
+    model.fpn.type: odapi for the ODAPI_FPN_EXTRACTORS without it (Model Garden's
+    separable FPN stands in for the OD API's depthwise one: fpn.type: odapi builds plain
+    convolutions only); returns which FPN it is, for the type's note."""
+    path = FE + "use_depthwise"
+    separable = bool(m.get(path, False))
+    if m.one(path) is not None:
+        m.set("model.fpn.use_separable_conv", separable, path)
+    if separable or not ODAPI_FPN_EXTRACTORS.fullmatch(m.get(FE + "type", "")):
+        return "Model Garden's separable FPN" if separable else "Model Garden's FPN"
+    m.set("model.fpn.type", "odapi", FE + "type")
+    return "the OD API's FPN (fpn.type: odapi: the same function and parameters)"
 
 
 def _width(m: Mapper, fpn: bool) -> None:

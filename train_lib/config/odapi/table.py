@@ -63,12 +63,14 @@ ROWS: tuple[Row, ...] = (
     Row(M + "return_raw_detections_during_predict", IGNORED, "",
         "the exported signature has the OD API's detection outputs"),
     # ---------------------------------------------------------------- feature extractor
-    Row(FE + "type", APPROX, "model.backbone, model.initializers.backbone, "
+    Row(FE + "type", APPROX, "model.backbone, model.fpn.type, model.initializers.backbone, "
         "model.loss.l2_weight_decay_by_part.backbone",
         "the nearest Model Garden backbone and FPN (logged per type: BiFPN and SSD's extra "
         "layers become an FPN); the backbones compute the OD API's (ResNet: resnet_variant: "
         "keras_v1; EfficientNet: se_activation: swish, efficientnet_endpoints: odapi), so "
-        "their checkpoints load exactly; EfficientNet's L2 weight is its own, 1e-5 (its "
+        "their checkpoints load exactly; the ResNet and MobileNet v1 FPN extractors' FPN is "
+        "the OD API's (fpn.type: odapi: the same function and parameters) unless "
+        "use_depthwise; EfficientNet's L2 weight is its own, 1e-5 (its "
         "builder's Keras L2 factor 5e-6), as the OD API's, unless "
         "override_base_feature_extractor_hyperparams"),
     Row(FE + "depth_multiplier", EXACT, "model.backbone.width_multiplier, model.fpn.num_filters, "
@@ -90,7 +92,9 @@ ROWS: tuple[Row, ...] = (
         f"fan_out), both as the OD API's; EfficientNet's L2 weight: true the feature "
         f"extractor's, false its own (see type), as the OD API's; {ONE_NORM}, the "
         "backbone's included"),
-    Row(FE + "use_depthwise", EXACT, "model.fpn.use_separable_conv", kind="bool"),
+    Row(FE + "use_depthwise", EXACT, "model.fpn.use_separable_conv, model.fpn.type",
+        "separable convolutions in the FPN, Model Garden's (without, the ResNet and "
+        "MobileNet v1 FPN extractors' FPN is the OD API's: fpn.type: odapi)"),
     Row(FE + "pad_to_multiple", EXACT, "",
         "inputs are already multiples of 2**min(max_level, 5) (model.input_size)"),
     Row(FE + "use_explicit_padding", EXACT, "", "Model Garden pads 'same'", only=("false",)),
