@@ -20,7 +20,13 @@ import pytest
 import tensorflow as tf
 import tf_keras
 from conftest import REPO, make_tiny_config, use_mobilenet, write_odapi_fixture_config
-from test_fine_tune_odapi_resnet import _checkpoint, _manifest, _reference
+from test_fine_tune_odapi_resnet import (
+    _checkpoint,
+    _manifest,
+    _reference,
+    assert_odapi_fpn_loaded,
+    fpn_errors,
+)
 
 from train_lib.config import PipelineConfig, load_config
 from train_lib.families import build_model
@@ -38,8 +44,11 @@ TOLERANCE = 1e-4
 ODAPI_PREFIX = odapi_checkpoint.DETECTION_BACKBONE + odapi_checkpoint.LAYER
 
 
-def _model(width: float = WIDTH, model_id: str = "MobileNetV1", size: int = 128):
-    """Our detector with the published config's conv_hyperparams (ReLU6, epsilon 0.001)."""
+def _model(width: float = WIDTH, model_id: str = "MobileNetV1", size: int = 128,
+           odapi_fpn: bool = False):
+    """Our detector with the published config's conv_hyperparams (ReLU6, epsilon 0.001);
+    `odapi_fpn`: with the OD API's FPN (model.fpn.type: odapi) of the fixture's levels
+    3..7 and depth 128, else Model Garden's (levels 3..5, 32 filters)."""
     config = PipelineConfig()
     model = config.model
     model.num_classes = 3
@@ -49,6 +58,9 @@ def _model(width: float = WIDTH, model_id: str = "MobileNetV1", size: int = 128)
     model.norm.activation, model.norm.norm_epsilon = "relu6", 0.001
     model.fpn.num_filters = 32
     model.head.num_convs, model.head.num_filters = 1, 32
+    if odapi_fpn:
+        model.min_level, model.max_level, model.fpn.num_filters = 3, 7, 128
+        model.fpn.type = "odapi"
     return build_model(model)
 
 
@@ -82,18 +94,27 @@ def test_model_gardens_mobilenet_v1_numbers_its_layers_as_the_keras_application(
         assert [w.shape for w in layer.weights] == [w.shape for w in keras_layer.weights], name
 
 
-def test_our_backbone_computes_the_odapi_feature_maps(tmp_path):
+def test_our_backbone_and_fpn_compute_the_odapi_feature_maps(tmp_path):
+    """With model.fpn.type odapi, a detection checkpoint loads the backbone and the
+    FPN (26 variables): ours then computes the OD API's levels and its five feature
+    maps."""
     reference = _reference(NAME)
-    model = _model()
+    model = _model(odapi_fpn=True)
     fresh = _levels(model, reference["preprocessed"])
+    fresh_fpn = fpn_errors(model, reference)
     loaded = fine_tune.apply(model, _checkpoint(NAME, tmp_path), "detection")
-    assert loaded.count == len(model.backbone.variables) == BACKBONE_VARIABLES
+    assert loaded.count == len(model.backbone.variables) + 26 == BACKBONE_VARIABLES + 26
+    assert_odapi_fpn_loaded(loaded, model, 26)
     ours = _levels(model, reference["preprocessed"])
     for level in "2345":
         theirs = reference[f"level_{level}"]
         assert ours[level].shape == theirs.shape, level
         assert _relative(fresh[level], theirs) > 0.1, level  # random weights differ
         assert _relative(ours[level], theirs) <= TOLERANCE, level
+    errors = fpn_errors(model, reference)
+    assert sorted(errors) == [3, 4, 5, 6, 7]
+    assert all(error > 0.1 for error in fresh_fpn.values()), fresh_fpn
+    assert all(error <= TOLERANCE for error in errors.values()), errors
 
 
 def test_the_report_says_what_loaded_and_why_the_rest_is_fresh(tmp_path):
@@ -131,15 +152,23 @@ def test_the_published_configs_checkpoint_maps_entirely():
 def test_the_fixtures_pipeline_config_maps_to_the_width_that_loads(tmp_path):
     """Our mapping of the fixture's pipeline.config (depth_multiplier 0.5, its
     fine_tune_checkpoint naming the OD API's checkpoint) builds the backbone that
-    checkpoint fits: width_multiplier 0.25."""
+    checkpoint fits: width_multiplier 0.25, and the OD API's FPN (model.fpn.type: odapi)
+    at its depth, into which the checkpoint's FPN loads as a detection checkpoint; as
+    its classification checkpoint (the config's type), the backbone alone loads."""
     prefix = _checkpoint(NAME, tmp_path)
     config = load_config(write_odapi_fixture_config(NAME, tmp_path, {PLACEHOLDER: f'"{prefix}"'}))
     backbone = config.model.backbone
     assert (backbone.model_id, backbone.width_multiplier) == ("MobileNetV1", WIDTH)
+    assert config.model.fpn.type == "odapi"
     assert config.train_config.fine_tune_checkpoint_type == "backbone"  # classification
-    loaded = fine_tune.apply(build_model(config.model), config.train_config.fine_tune_checkpoint,
+    model = build_model(config.model)
+    loaded = fine_tune.apply(model, config.train_config.fine_tune_checkpoint,
                              config.train_config.fine_tune_checkpoint_type)
     assert loaded.count == BACKBONE_VARIABLES
+    assert "FPN variables" not in loaded.line
+    loaded = fine_tune.apply(model, config.train_config.fine_tune_checkpoint, "detection")
+    assert loaded.count == BACKBONE_VARIABLES + 26
+    assert_odapi_fpn_loaded(loaded, model, 26)
 
 
 @pytest.mark.parametrize("width, model_id, first, shapes", [

@@ -75,10 +75,13 @@ def _write_tree(tree: dict, prefix: str) -> str:
 
 
 def _model(depth: int = 50, width: float = 0.125, architecture: str = "retinanet",
-            variant: str = "keras_v1", size: int = 160, conv_hyperparams: bool | None = None):
+            variant: str = "keras_v1", size: int = 160, conv_hyperparams: bool | None = None,
+            odapi_fpn: tuple[int, int, int] | None = None):
     """Our detector with the OD API extractor's backbone: with the published
     conv_hyperparams (ReLU6, epsilon 0.001; SSD's), else the Keras ResNet's defaults
-    (ReLU, 1e-5; Faster R-CNN's without FPN)."""
+    (ReLU, 1e-5; Faster R-CNN's without FPN). `odapi_fpn` (min_level, max_level, the
+    FPN's depth) makes its FPN the OD API's (model.fpn.type: odapi), else Model
+    Garden's (levels 3..5, 32 filters)."""
     config = PipelineConfig()
     model = config.model
     model.architecture = architecture
@@ -94,6 +97,9 @@ def _model(depth: int = 50, width: float = 0.125, architecture: str = "retinanet
     if architecture == "retinanet":
         model.head.num_convs, model.head.num_filters = 1, 32
     model.fpn.num_filters = 32
+    if odapi_fpn is not None:
+        model.min_level, model.max_level, model.fpn.num_filters = odapi_fpn
+        model.fpn.type = "odapi"
     return build_model(model)
 
 
@@ -104,6 +110,38 @@ def _relative(ours: np.ndarray, theirs: np.ndarray) -> float:
 def _levels(model, inputs: np.ndarray) -> dict[str, np.ndarray]:
     return {level: value.numpy() for level, value in
             model.backbone(tf.constant(inputs), training=False).items()}
+
+
+def fpn_errors(model, reference: dict[str, np.ndarray]) -> dict[int, float]:
+    """Our FPN's maps on the fixture's preprocessed image against the OD API's
+    (`feature_map_<i>`, min_level up): {level: max relative difference}."""
+    levels = model.decoder(model.backbone(tf.constant(reference["preprocessed"]),
+                                          training=False), training=False)
+    errors = {}
+    for i, level in enumerate(sorted(levels, key=int)):
+        theirs = reference[f"feature_map_{i}"]
+        assert levels[level].shape == theirs.shape, level
+        errors[int(level)] = _relative(levels[level].numpy(), theirs)
+    assert f"feature_map_{len(levels)}" not in reference  # every map the OD API makes
+    return errors
+
+
+def assert_odapi_fpn_loaded(loaded, model, count: int) -> None:
+    """The line and the report of a detection fine-tune into model.fpn.type odapi:
+    each of our FPN variables (`count`) loaded from the OD API's FPN, none left
+    behind in the checkpoint."""
+    assert len(model.decoder.variables) == count
+    assert f" and {count} of {count} FPN variables from an OD API checkpoint " in loaded.line
+    assert "FPN fresh" not in loaded.line and "FPN and head fresh" not in loaded.line
+    report = json.loads(json.dumps(loaded.report))
+    fpn = [row for row in report["loaded"] if row["part"] == "fpn"]
+    assert {row["variable"] for row in fpn} == {v.name for v in model.decoder.variables}
+    assert all("fpn_features_generator/" in row["checkpoint_key"]
+               or "coarse_feature_layers/" in row["checkpoint_key"] for row in fpn)
+    assert not any(row["reason"].startswith("FPN") for row in report["fresh"])
+    assert not any("fpn_features_generator/" in row["checkpoint_key"]
+                   or "coarse_feature_layers/" in row["checkpoint_key"]
+                   for row in report["unused"])
 
 
 @pytest.mark.parametrize("depth", [50, 101, 152])
@@ -133,18 +171,29 @@ def test_the_fixture_is_the_odapi_extractor_on_its_image():
     assert [reference[f"level_{n}"].shape[1] for n in range(2, 6)] == [40, 20, 10, 5]
 
 
-def test_ssd_resnet50_backbone_computes_the_odapi_feature_maps():
+def test_ssd_resnet50_backbone_and_fpn_compute_the_odapi_feature_maps():
+    """With model.fpn.type odapi (levels 3..7 at the fixture's depth 32), a detection
+    checkpoint loads the backbone and the FPN: ours then computes the OD API's levels
+    and its five feature maps."""
     reference = _reference(SSD_50)
-    model = _model()
+    model = _model(odapi_fpn=(3, 7, 32))
     fresh = _levels(model, reference["preprocessed"])
+    fresh_fpn = fpn_errors(model, reference)
     loaded = fine_tune.apply(model, _checkpoint(SSD_50, None), "detection")
-    assert loaded.count == len(model.backbone.variables) == BACKBONE_VARIABLES[50]
+    assert loaded.count == len(model.backbone.variables) + 26 == BACKBONE_VARIABLES[50] + 26
+    assert loaded.line.endswith("(detection); head fresh (ours compute other functions than "
+                                "the OD API's box predictor)")
+    assert_odapi_fpn_loaded(loaded, model, 26)
     ours = _levels(model, reference["preprocessed"])
     for level in "2345":
         theirs = reference[f"level_{level}"]
         assert ours[level].shape == theirs.shape, level
         assert _relative(fresh[level], theirs) > 0.1, level  # random weights differ
         assert _relative(ours[level], theirs) <= TOLERANCE, level
+    errors = fpn_errors(model, reference)
+    assert sorted(errors) == [3, 4, 5, 6, 7]
+    assert all(error > 0.1 for error in fresh_fpn.values()), fresh_fpn
+    assert all(error <= TOLERANCE for error in errors.values()), errors
 
 
 def _model_garden_layers(backbone) -> dict[str, object]:
@@ -223,19 +272,28 @@ def test_faster_rcnn_resnet_backbone_computes_the_odapi_features(depth, tmp_path
                          for row in conv5)
 
 
-def test_faster_rcnn_resnet50_fpn_backbone_computes_the_odapi_feature_maps(tmp_path):
+def test_faster_rcnn_resnet50_fpn_backbone_and_fpn_compute_the_odapi_feature_maps(tmp_path):
     """faster_rcnn_resnet50_fpn_keras keeps its whole ResNet (with its conv_hyperparams:
-    ReLU6, epsilon 0.001) in the proposal model; its box classifier is two layers."""
+    ReLU6, epsilon 0.001) in the proposal model, and its FPN (levels 2..6, depth 256)
+    beside it; its box classifier is two layers. With model.fpn.type odapi (what the
+    mapper makes of its config) both load, and ours computes its five feature maps."""
     name = "faster_rcnn_resnet50_fpn_keras"
     reference = _reference(name)
-    model = _model(50, 1.0, "faster_rcnn", size=128, conv_hyperparams=True)
+    model = _model(50, 1.0, "faster_rcnn", size=128, conv_hyperparams=True,
+                   odapi_fpn=(2, 6, 256))
+    fresh_fpn = fpn_errors(model, reference)
     loaded = fine_tune.apply(model, _checkpoint(name, tmp_path), "detection")
-    assert loaded.count == BACKBONE_VARIABLES[50]
-    assert "fresh (ours compute other functions than the OD API's FPN, RPN and box " \
+    assert loaded.count == BACKBONE_VARIABLES[50] + 28
+    assert "; head fresh (ours compute other functions than the OD API's RPN and box " \
         "classifier)" in loaded.line
+    assert_odapi_fpn_loaded(loaded, model, 28)
     ours = _levels(model, reference["preprocessed"])
     for level in "2345":
         assert _relative(ours[level], reference[f"level_{level}"]) <= TOLERANCE, level
+    errors = fpn_errors(model, reference)
+    assert sorted(errors) == [2, 3, 4, 5, 6]
+    assert all(error > 0.1 for error in fresh_fpn.values()), fresh_fpn
+    assert all(error <= TOLERANCE for error in errors.values()), errors
 
 
 @pytest.mark.slow
@@ -383,5 +441,21 @@ def test_a_run_fine_tunes_from_the_odapi_resnet_checkpoint(tiny_dataset, tmp_pat
     config.model.backbone.model_id = "101"  # another depth than the checkpoint's
     bad_dir = str(tmp_path / "bad")
     with pytest.raises(TrainError, match="the first variable whose shape differs"):
+        train(config, bad_dir, record_summaries=False, log=lines.append)
+    assert not os.path.exists(bad_dir)
+
+    # The OD API's FPN (levels 3..5 of the checkpoint's 3..7, at its depth 32) loads too.
+    config.model.backbone.model_id, config.model.fpn.type = "50", "odapi"
+    fpn_dir, lines = str(tmp_path / "fpn"), []
+    assert train(config, fpn_dir, record_summaries=False, log=lines.append).step == 2
+    assert any(ln.startswith("fine-tune: 265 of 265 backbone variables and 16 of 16 FPN "
+                             "variables from an OD API checkpoint") for ln in lines)
+    with open(os.path.join(fpn_dir, fine_tune.REPORT_FILE)) as f:
+        report = json.load(f)
+    assert sum(row["part"] == "fpn" for row in report["loaded"]) == 16
+    assert sum("coarse_feature_layers/" in row["checkpoint_key"]
+               for row in report["unused"]) == 10  # levels 6 and 7, which ours has not
+    config.model.fpn.num_filters = 16  # another FPN depth than the checkpoint's
+    with pytest.raises(TrainError, match="does not fit this model's FPN"):
         train(config, bad_dir, record_summaries=False, log=lines.append)
     assert not os.path.exists(bad_dir)

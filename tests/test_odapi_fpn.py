@@ -7,7 +7,9 @@ shapes, seeded_weights' values) and, on one image, its backbone's levels
 OD API's FPN weights, OdapiFpn computes those maps from those levels, for the three
 extractors built on the OD API's FPN; and a Faster R-CNN FPN pipeline.config maps to
 a model whose FPN has the OD API's parameter count, where Model Garden's FPN holds
-592,128 more (one 3x3 convolution, its batch norm and four biases)."""
+592,128 more (one 3x3 convolution, its batch norm and four biases); and a detection
+checkpoint's FPN variables map onto ours, each to the place _our_layer says (the
+fine-tune tests load them and compare the maps)."""
 
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from train_lib.config.odapi import map_pipeline_config
 from train_lib.families import keras_resnet, parts
 from train_lib.families.odapi_fpn import OdapiFpn
 from train_lib.training import odapi_checkpoint
+from train_lib.training.failures import TrainError
 
 FIXTURES = os.path.join(REPO, "tests", "fixtures", "odapi")
 FASTER_RCNN_FPN = "faster_rcnn_resnet50_fpn_keras"
@@ -166,25 +169,57 @@ def test_odapi_fpn_with_separable_convolutions_is_refused():
                             "type: odapi") for p in model.problems())
 
 
-def test_a_fine_tune_from_the_odapi_checkpoint_says_our_fpn_is_its_own_but_fresh():
-    """A zoo ckpt-0 of the published Faster R-CNN FPN config (its names and shapes):
-    with fpn.type odapi the FPN is not said to compute another function; it starts
-    fresh, its checkpoint variables not loaded (yet)."""
+def _plan_of_the_published_checkpoint(num_filters: int, kind: str = "detection"):
+    """plan_shapes of a zoo ckpt-0 of the published Faster R-CNN FPN config (its names
+    and shapes) for a full-width keras_v1 ResNet-50 under an OdapiFpn of levels 2..6."""
     shapes = dict(_manifest(FASTER_RCNN_FPN)["published"]["variables"])
     backbone = keras_resnet.KerasResNetV1(50)
-    decoder = OdapiFpn(backbone.output_specs, 2, 6, 256)
+    decoder = OdapiFpn(backbone.output_specs, 2, 6, num_filters)
     model = types.SimpleNamespace(backbone=backbone, decoder=decoder,
                                   variables=[*backbone.variables, *decoder.variables])
-    plan = odapi_checkpoint.plan_shapes(model, shapes, "ckpt-0", "detection")
+    return shapes, decoder, odapi_checkpoint.plan_shapes(model, shapes, "ckpt-0", kind)
+
+
+def test_a_fine_tune_from_the_odapi_checkpoint_maps_every_fpn_variable():
+    """With fpn.type odapi, a detection checkpoint's FPN maps onto ours entirely: each
+    of our 28 FPN variables takes the OD API's variable that tests/test_odapi_fpn's
+    _our_layer places there, with its shape, and no FPN variable of the checkpoint is
+    left; the line says so."""
+    shapes, decoder, plan = _plan_of_the_published_checkpoint(256)
     summary = plan.summary()
-    assert ("; FPN fresh (ours is the OD API's FPN (model.fpn.type: odapi), but its "
-            "checkpoint variables are not loaded yet)") in summary
-    assert "other functions than the OD API's FPN" not in summary
-    fresh = {why for _, why in plan.fresh}
-    assert fresh == {"FPN: ours is the OD API's FPN (model.fpn.type: odapi), but its "
-                     "checkpoint variables are not loaded yet"}
-    unused = dict(plan.unused)
+    assert summary == ("265 of 265 backbone variables and 28 of 28 FPN variables from an "
+                       "OD API checkpoint ckpt-0 (detection)")  # this model has no head
     fpn_keys = _odapi_fpn_variables(shapes.items())
-    assert len(fpn_keys) == len(decoder.variables) == 28
-    assert all(unused[key].startswith("the OD API's FPN: ours is the OD API's FPN")
-               for key in fpn_keys)
+    fpn = [m for m in plan.mapped if m.part == "fpn"]
+    assert len(fpn_keys) == len(fpn) == len(decoder.variables) == 28
+    assert {m.key for m in fpn} == set(fpn_keys)
+    for m in fpn:
+        layer, weight = m.variable.name.split(":")[0].split("/")[-2:]
+        assert _our_layer(m.key, 5) == (layer, weight), m.key
+        assert list(shapes[m.key]) == m.variable.shape.as_list()
+    assert not any(why.startswith("FPN") for _, why in plan.fresh)
+    assert not set(fpn_keys) & {key for key, _ in plan.unused}
+    assert {row["part"] for row in plan.report()["loaded"]} == {"backbone", "fpn"}
+
+
+def test_an_odapi_fpn_of_another_width_is_refused_naming_the_first_variable():
+    with pytest.raises(TrainError) as err:
+        _plan_of_the_published_checkpoint(128)
+    message = str(err.value)
+    assert message.startswith("train_config.fine_tune_checkpoint ckpt-0 does not fit this "
+                              "model's FPN (model.fpn.type: odapi): the first variable whose "
+                              "shape differs is model/_feature_extractor_for_proposal_features"
+                              "/fpn_features_generator/top_layers/0/kernel/")
+    assert "[1, 1, 2048, 256] in the checkpoint, [1, 1, 2048, 128] in this model" in message
+    assert "\n" not in message
+
+
+def test_a_classification_fine_tune_loads_the_backbone_alone():
+    """fine_tune_checkpoint_type backbone (the OD API's classification): our FPN stays
+    fresh, as in the OD API, whatever the checkpoint holds."""
+    _, decoder, plan = _plan_of_the_published_checkpoint(128, "backbone")  # not read
+    assert all(m.part == "backbone" for m in plan.mapped)
+    assert plan.summary() == ("265 of 265 backbone variables from an OD API checkpoint "
+                              "ckpt-0 (backbone); FPN fresh (fine_tune_checkpoint_type "
+                              "backbone loads the backbone only)")
+    assert sum(why.startswith("FPN") for _, why in plan.fresh) == len(decoder.variables)

@@ -14,10 +14,11 @@ Contract:
   the same family but the layers whose shape follows the number of classes
   (families.detection_target: RetinaNet's class layer, Faster R-CNN's class and
   box layers), so the number of classes may change; from an OD API checkpoint,
-  the backbone and the parts after it that compute the OD API's function (none
-  yet: the report says why each starts fresh). Every variable of those parts must
-  be in the checkpoint with its shape, else TrainError says which part (for an OD
-  API checkpoint, which variable) does not fit, and nothing is loaded. The
+  the backbone and the parts after it that compute the OD API's function (with
+  `model.fpn.type: odapi`, the FPN; the report says why each other starts fresh).
+  Every variable of those parts must be in the checkpoint with its shape, else
+  TrainError says which part (for an OD API checkpoint, which variable) does not
+  fit, and nothing is loaded. The
   optimizer and the step start fresh. It returns a `FineTune`: the log line and
   the report that `write_report` puts in model_dir/fine_tune_report.json (every
   variable of the model, loaded or fresh and why).

@@ -13,17 +13,21 @@ Where to look:
   resnet_v1.py (its Keras ResNet-50/101/152 v1 into our `resnet_variant: keras_v1`),
   efficientnet.py (EfficientDet's Keras EfficientNet into Model Garden's, with
   `se_activation: swish` and, for its levels, `efficientnet_endpoints: odapi`);
+- fpn.py: the OD API's Keras FPN (its FPN extractors' top-down pyramid and coarse
+  levels) into our `model.fpn.type: odapi`, which computes its function;
 - keras_weights.py: a Keras application's weights file (`.h5`) read as the
   classification checkpoint it stands for;
 - mapping.py: the plan (each backbone layer's variables paired with the checkpoint's,
+  and, for a detection checkpoint into `model.fpn.type: odapi`, each FPN layer's,
   checked by shape), its loading, its log line and fine_tune_report.json, and why
   each of the rest is not loaded.
 
-The OD API's layers after its backbone (SSD's feature maps or FPN and its box
-predictor; Faster R-CNN's RPN and box predictor) compute other functions than our
-FPN and heads: they are never loaded, and the report says so. With
-`model.fpn.type: odapi` our FPN is the OD API's, but its variables are not mapped
-yet: they are not loaded either, and the report says that.
+With `model.fpn.type: odapi` our FPN is the OD API's: a detection checkpoint's FPN
+loads into it, every variable or none (a classification one holds no FPN: ours
+starts fresh, as the OD API's). Its other layers after its backbone (its FPN when
+ours is Model Garden's, SSD's extra feature maps, EfficientDet's BiFPN, the box
+predictors, Faster R-CNN's RPN) compute other functions than ours: they are never
+loaded, and the report says so.
 
 Contract: `plan(model, prefix, kind)` checks everything before anything is loaded
 and raises TrainError naming the first variable that does not fit (its checkpoint

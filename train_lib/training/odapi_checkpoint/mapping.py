@@ -1,6 +1,8 @@
 """An OD API checkpoint's plan, the package's contract: `plan` pairs each variable
 of our backbone with the checkpoint's (the layer names in order come from the
-backbone's own module) and checks every pair's shape before anything is loaded;
+backbone's own module), and, for a detection checkpoint, each of our FPN's when it is
+the OD API's (`model.fpn.type: odapi`, fpn.py), and checks every pair's shape before
+anything is loaded;
 `Plan.load` assigns the values; `Plan.summary` and `Plan.report` say what loaded,
 and why each of the rest (ours left fresh, the checkpoint's unused) is not.
 """
@@ -15,7 +17,13 @@ from official.vision.modeling.backbones import resnet
 
 from train_lib.families.odapi_fpn import OdapiFpn
 from train_lib.training.failures import TrainError
-from train_lib.training.odapi_checkpoint import efficientnet, mobilenet_v1, mobilenet_v2, resnet_v1
+from train_lib.training.odapi_checkpoint import (
+    efficientnet,
+    fpn,
+    mobilenet_v1,
+    mobilenet_v2,
+    resnet_v1,
+)
 from train_lib.training.odapi_checkpoint.keras_weights import (
     KerasWeightsFile,
     is_keras_weights_file,
@@ -37,10 +45,10 @@ from train_lib.training.odapi_checkpoint.layout import (
 )
 
 # A model with model.fpn.type: odapi computes the OD API's FPN, whose variables (under
-# its feature extractor's fpn_features_generator and coarse_feature_layers) are not
-# mapped onto ours yet.
-ODAPI_FPN_FRESH = ("ours is the OD API's FPN (model.fpn.type: odapi), but its "
-                   "checkpoint variables are not loaded yet")
+# its feature extractor's fpn_features_generator and coarse_feature_layers) load into
+# ours (fpn.py); a checkpoint of a model without that FPN leaves ours fresh.
+ODAPI_FPN_ABSENT = ("ours is the OD API's FPN (model.fpn.type: odapi), but the checkpoint's "
+                    "model has none (its feature extractor is not an FPN one)")
 _ODAPI_FPN_KEY = re.compile(r"/_?(fpn_features_generator|coarse_feature_layers)/")
 
 
@@ -51,6 +59,7 @@ class Mapped:
     key: str  # the checkpoint key
     keras_name: str  # e.g. block_3_expand/kernel: the OD API's Keras layer and attribute
     minus_key: str | None = None  # a convolution's bias, folded into a moving mean
+    part: str = "backbone"  # or "fpn" (model.fpn.type: odapi)
 
     def value(self, reader):
         value = reader.get_tensor(self.key)
@@ -65,7 +74,8 @@ class Plan:
     backbone_prefix: str
     mapped: list[Mapped]
     backbone_variables: int  # how many variables our backbone has
-    odapi_fpn: bool = False  # our FPN is the OD API's (model.fpn.type: odapi), not loaded
+    odapi_fpn: bool = False  # our FPN is the OD API's (model.fpn.type: odapi)
+    fpn_variables: int = 0  # how many variables our FPN has, when it is the OD API's
     fresh: list[tuple[str, str]] = field(default_factory=list)  # (our variable, why)
     unused: list[tuple[str, str]] = field(default_factory=list)  # (checkpoint key, why)
     _reader: object = None
@@ -76,8 +86,12 @@ class Plan:
 
     def summary(self) -> str:
         """The log line's words after 'fine-tune: '."""
-        line = (f"{len(self.mapped)} of {self.backbone_variables} backbone variables from an "
-                f"OD API checkpoint {self.prefix} ({self.kind})")
+        backbone = sum(m.part == "backbone" for m in self.mapped)
+        line = f"{backbone} of {self.backbone_variables} backbone variables"
+        fpn_loaded = sum(m.part == "fpn" for m in self.mapped)
+        if fpn_loaded:
+            line += f" and {fpn_loaded} of {self.fpn_variables} FPN variables"
+        line += f" from an OD API checkpoint {self.prefix} ({self.kind})"
         if any(m.key.startswith(BOX_CLASSIFIER_BACKBONE) for m in self.mapped):
             line += ("; the backbone's level 5 is the OD API's box-classifier stage (conv5), "
                      "run on the whole image instead of on each proposal")
@@ -101,7 +115,7 @@ class Plan:
                  if any(why.startswith(part + ":") for _, why in self.fresh)]
         if "FPN" in parts and self.odapi_fpn and self.kind != "backbone":
             parts.remove("FPN")
-            line += f"; FPN fresh ({ODAPI_FPN_FRESH})"
+            line += f"; FPN fresh ({ODAPI_FPN_ABSENT})"
         if parts:
             why = ("fine_tune_checkpoint_type backbone loads the backbone only"
                    if self.kind == "backbone" else "ours compute other functions than the "
@@ -126,7 +140,8 @@ class Plan:
             "fine_tune_checkpoint_type": self.kind,
             "checkpoint_backbone": self.backbone_prefix,
             "loaded": [{"variable": m.variable.name, "shape": m.variable.shape.as_list(),
-                        "checkpoint_key": m.key, "odapi_layer": m.keras_name}
+                        "checkpoint_key": m.key, "odapi_layer": m.keras_name,
+                        "part": m.part}
                        | ({"minus_checkpoint_key": m.minus_key} if m.minus_key else {})
                        for m in self.mapped],
             "fresh": [{"variable": name, "reason": why} for name, why in self.fresh],
@@ -169,8 +184,13 @@ def plan_shapes(model, shapes: dict, prefix: str, kind: str) -> Plan:
                 "in it; it must come from an OD API model with the same feature extractor "
                 "(type and depth) as model.backbone")
     _fold_biases(mapped, shapes)
+    decoder = getattr(model, "decoder", None)
+    odapi_fpn = isinstance(decoder, OdapiFpn)
+    if odapi_fpn and kind != "backbone":
+        mapped += _map_fpn(shapes, prefix, decoder)
     result = Plan(prefix, kind, segments[0][0], mapped, len(model.backbone.variables),
-                  odapi_fpn=isinstance(getattr(model, "decoder", None), OdapiFpn))
+                  odapi_fpn=odapi_fpn,
+                  fpn_variables=len(decoder.variables) if odapi_fpn else 0)
     _explain_the_rest(result, model, shapes)
     return result
 
@@ -196,6 +216,37 @@ def _map_variable(shapes: dict, prefix: str, backbone_prefix: str, index: int,
             "this model. The checkpoint comes from another feature extractor, depth or "
             "depth_multiplier than model.backbone (type, model_id, width_multiplier)")
     return Mapped(variable, key, where)
+
+
+def _map_fpn(shapes: dict, prefix: str, decoder) -> list[Mapped]:
+    """Each variable of our OdapiFpn paired with the OD API FPN's in the checkpoint
+    (fpn.py), checked by name and shape; none if the checkpoint has no FPN."""
+    paths = fpn.checkpoint_paths(shapes)
+    if paths is None:
+        return []
+    mapped = []
+    for path, odapi_name, layer in fpn.layers(decoder, *paths):
+        for variable in layer.variables:
+            attribute = variable.name.split("/")[-1].split(":")[0]
+            key = f"{path}{attribute}{VALUE}"
+            where = f"{odapi_name}/{attribute}"
+            ours = f"our {layer.name}/{attribute}, shape {variable.shape.as_list()}"
+            if key not in shapes:
+                raise TrainError(
+                    f"{KEY} {prefix} does not fit this model's FPN (model.fpn.type: odapi): "
+                    f"it has no {key} (the OD API's FPN layer {where}; {ours}); it must "
+                    "come from an OD API FPN with the same levels (model.min_level, "
+                    "max_level), without use_depthwise or use_explicit_padding")
+            if list(shapes[key]) != variable.shape.as_list():
+                raise TrainError(
+                    f"{KEY} {prefix} does not fit this model's FPN (model.fpn.type: odapi): "
+                    f"the first variable whose shape differs is {key} (the OD API's FPN "
+                    f"layer {where}; our {layer.name}/{attribute}): {list(shapes[key])} in "
+                    f"the checkpoint, {variable.shape.as_list()} in this model. The "
+                    "checkpoint's FPN has another depth (model.fpn.num_filters) or reads "
+                    "another backbone")
+            mapped.append(Mapped(variable, key, where, part="fpn"))
+    return mapped
 
 
 def _fold_biases(mapped: list[Mapped], shapes: dict) -> None:
@@ -290,12 +341,14 @@ def _explain_the_rest(result: Plan, model, shapes: dict) -> None:
             if id(variable) not in mapped_ids:
                 result.fresh.append((variable.name, _unmapped_backbone_reason(result)))
             continue
+        if id(variable) in mapped_ids:  # our OdapiFpn's, loaded
+            continue
         part = "FPN" if id(variable) in decoder_ids else "head"
         if classification:
             why = (f"{part}: fine_tune_checkpoint_type backbone (the OD API's "
                    "classification) loads the backbone only")
         elif part == "FPN" and result.odapi_fpn:
-            why = f"FPN: {ODAPI_FPN_FRESH}"
+            why = f"FPN: {ODAPI_FPN_ABSENT}"
         else:
             why = (f"{part}: ours computes another function than the OD API's layers after "
                    f"its backbone (the {after}), so nothing maps exactly")
@@ -312,7 +365,8 @@ def _explain_the_rest(result: Plan, model, shapes: dict) -> None:
                    "classifier; for B1-B7 with efficientnet_endpoints: odapi, stack_6's later "
                    "blocks too), which EfficientDet never runs")
         elif result.odapi_fpn and _ODAPI_FPN_KEY.search(key):
-            why = f"the OD API's FPN: {ODAPI_FPN_FRESH}"
+            why = ("the OD API's FPN: a level ours does not have (model.min_level, "
+                   "max_level)")
         elif key.startswith(FEATURE_MAPS):
             why = "the OD API's feature maps after its backbone: not our FPN's function"
         elif key.startswith(BOX_PREDICTOR):
