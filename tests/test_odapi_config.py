@@ -188,10 +188,11 @@ def test_mobilenet_v1_fpn_and_fpn_lite(tmp_path):
     assert lite.model.backbone.model_id == "MobileNetV2"
     assert (lite.model.fpn.use_separable_conv, lite.model.fpn.num_filters) == (True, 128)
     assert lite.model.head.use_separable_conv is True
-    assert lite.model.fpn.type == "fpn"  # FPN-lite's depthwise FPN: Model Garden's separable
+    assert lite.model.fpn.type == "odapi"  # FPN-lite's depthwise FPN: the OD API's
     separable_v1 = load_config(write(tmp_path, MOBILENET_V1_FPN.replace(
         "type: 'ssd_mobilenet_v1_fpn_keras'",
         "type: 'ssd_mobilenet_v1_fpn_keras'\n      use_depthwise: true"), "sep.config"))
+    # MobileNet v1's with use_depthwise narrows the OD API's backbone too: Model Garden's
     assert (separable_v1.model.fpn.type, separable_v1.model.fpn.use_separable_conv) == (
         "fpn", True)
 

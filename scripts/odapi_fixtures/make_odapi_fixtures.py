@@ -46,6 +46,11 @@ SEEDED adds the OD API's Keras MobileNet v1 FPN (`ssd_mobilenet_v1_fpn_keras`:
 the published config at depth_multiplier 0.5, min_depth 8, 128 px, box predictor
 depth 32, 3 classes), written the same way: `level_<n>` are its
 classification_backbone's outputs conv_pw_3/5/11/13_relu, the maps its FPN reads;
+the OD API's Keras MobileNetV2 FPN-lite (`ssd_mobilenet_v2_fpn_keras` with
+use_depthwise, the published 320x320 FPN-lite config at depth_multiplier 0.35,
+min_depth 8, 128 px, box predictor depth 32, 3 classes): `level_<n>` are its
+classification_backbone's outputs (block_2_add, block_5_add, block_12_add, out_relu),
+`feature_map_<i>` its depthwise FPN's maps;
 and the OD API's EfficientDet D0 and D1 (`ssd_efficientnet-b0_bifpn_keras`,
 `ssd_efficientnet-b1_bifpn_keras`: the published config at 256 px (a multiple of
 2**7 above 128), 3 classes; B0 and B1 at full width): `level_<n>` are the Keras
@@ -206,6 +211,18 @@ def _reduce_ssd_mobilenet_v1(config) -> None:
     ssd.box_predictor.weight_shared_convolutional_box_predictor.depth = 32
 
 
+def _reduce_ssd_mobilenet_v2_fpn(config) -> None:
+    # FPN-lite (use_depthwise: true, as published) at depth_multiplier 0.35, min_depth 8
+    # (as the ssd_mobilenet_v2_keras fixture): its FPN is int(128 x 0.35) = 44 wide.
+    ssd = config.model.ssd
+    ssd.num_classes = 3
+    ssd.feature_extractor.depth_multiplier = 0.35
+    ssd.feature_extractor.min_depth = 8
+    ssd.image_resizer.fixed_shape_resizer.height = 128
+    ssd.image_resizer.fixed_shape_resizer.width = 128
+    ssd.box_predictor.weight_shared_convolutional_box_predictor.depth = 32
+
+
 def _reduce_efficientdet(config) -> None:
     # EfficientNet has no depth multiplier: B0 at full width; the input the least its
     # BiFPN takes (more than 128 px, a multiple of 2**max_level).
@@ -228,6 +245,9 @@ SEEDED = {
     "ssd_mobilenet_v1_fpn_keras": (
         "configs/tf2/ssd_mobilenet_v1_fpn_640x640_coco17_tpu-8.config",
         _reduce_ssd_mobilenet_v1, 128, False),
+    "ssd_mobilenet_v2_fpn_keras": (
+        "configs/tf2/ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.config",
+        _reduce_ssd_mobilenet_v2_fpn, 128, False),
     "ssd_efficientnet-b0_bifpn_keras": (
         "configs/tf2/ssd_efficientdet_d0_512x512_coco17_tpu-8.config",
         _reduce_efficientdet, 256, False),

@@ -164,8 +164,10 @@ class BackboneConfig:
 class FpnConfig:
     # fpn: Model Garden's feature pyramid over the backbone's levels; odapi: the OD
     # API's Keras FPN (families/odapi_fpn.py: no 3x3 on the top backbone level, no
-    # bias before a batch norm, the activation after each); none: the backbone's own
-    # feature map at its one level (min_level = max_level; faster_rcnn only).
+    # bias before a batch norm, the activation after each; with use_separable_conv its
+    # 3x3s separable, its laterals plain, as the OD API's use_depthwise); none: the
+    # backbone's own feature map at its one level (min_level = max_level; faster_rcnn
+    # only).
     type: str = "fpn"
     num_filters: int = 256
     use_separable_conv: bool = False
@@ -174,9 +176,6 @@ class FpnConfig:
         c = Checks(prefix)
         c.choice("type", self.type, FPN_TYPES)
         c.need(self.num_filters >= 1, "num_filters", self.num_filters, "must be >= 1")
-        c.need(not (self.type == "odapi" and self.use_separable_conv), "use_separable_conv",
-               self.use_separable_conv, "must be false with type: odapi (which builds plain "
-               "convolutions only)")
         return c.problems
 
 

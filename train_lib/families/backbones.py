@@ -109,7 +109,8 @@ def factory_parts(model: ModelConfig, input_specs: tf_keras.layers.InputSpec,
                   l2_regularizer) -> dict:
     """The `backbone` and `decoder` arguments of Model Garden's model factories
     (build_retinanet, build_maskrcnn): `build_backbone`'s backbone, and for
-    `model.fpn.type: odapi` the OD API's FPN (odapi_fpn.py) over the backbone (then
+    `model.fpn.type: odapi` the OD API's FPN (odapi_fpn.py) over the backbone (over
+    MobileNetV2 reading its last 1x1 convolution as level 5, as the OD API's; then
     built here when `build_backbone` leaves it to the factory, as the factory would
     build it). Otherwise no decoder: the factory builds Model Garden's of
     `fpn_config`."""
@@ -121,8 +122,14 @@ def factory_parts(model: ModelConfig, input_specs: tf_keras.layers.InputSpec,
         backbone = backbone_factory.build_backbone(
             input_specs=input_specs, backbone_config=backbone_config(model),
             norm_activation_config=norm, l2_regularizer=l2_regularizer)
+    levels = dict(backbone.output_specs)
+    top = None
+    if model.backbone.type == "mobilenet":
+        top = odapi_fpn.top_input_of(backbone, model.backbone.model_id, model.max_level)
+    if top is not None:  # the OD API's MobileNetV2 FPN reads its last 1x1 convolution
+        levels[top[0]] = top[1]
     decoder = odapi_fpn.OdapiFpn(
-        input_specs=backbone.output_specs,
+        input_specs=levels,
         min_level=model.min_level,
         max_level=model.max_level,
         num_filters=model.fpn.num_filters,
@@ -131,6 +138,8 @@ def factory_parts(model: ModelConfig, input_specs: tf_keras.layers.InputSpec,
         norm_momentum=norm.norm_momentum,
         norm_epsilon=norm.norm_epsilon,
         kernel_regularizer=l2_regularizer,
+        use_separable_conv=model.fpn.use_separable_conv,
+        top_input=top[0] if top is not None else None,
     )
     return {"backbone": backbone, "decoder": decoder}
 

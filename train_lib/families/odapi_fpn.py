@@ -22,6 +22,22 @@ another function with more parameters. Level by level, with F = num_filters and
   norm, the first of level `top`'s 3x3 (before its norm), each next of the activation
   of the one below (before its norm).
 
+With `use_separable_conv` (the OD API's `use_depthwise`, its FPN-lite) each 3x3
+convolution above, smoothing and stride-2 alike, is a separable one (a 3x3 depthwise
+convolution, depth multiplier 1, then a 1x1 pointwise one to F channels), still
+without bias and followed by batch norm and the activation; the laterals stay plain
+1x1 convolutions with bias. As the OD API's (Keras' SeparableConv2D ignores the
+`kernel_initializer` and `kernel_regularizer` its builder passes), the depthwise
+kernel takes `kernel_initializer` and `kernel_regularizer`, the pointwise kernel
+glorot_uniform (Keras' default) and no regulariser. Model Garden's separable FPN
+makes the laterals separable too and keeps its extra 3x3 and biases. And over
+MobileNetV2 the OD API's FPN reads the backbone's last 1x1 convolution (1280
+channels at width 1) as level 5, where Model Garden's level 5 is block 16's
+320-channel projection (`top_input_of`). At F = 128 on levels 3..7 over a full-width
+MobileNetV2 (the published FPN-lite configs): 252,800 parameters here (251,776
+trainable), as the OD API's, where Model Garden's separable FPN holds 149,056
+(147,776 trainable).
+
 So Model Garden's holds one 3x3 convolution more (level `top`'s: 9 F^2 + F, and its
 batch norm's 4 F) and a bias on each other 3x3 (F each): with F = 256 on levels 2..6
 (ResNet-50, the OD API's Faster R-CNN FPN configs), 592,128 parameters more than the
@@ -50,13 +66,18 @@ class OdapiFpn(FunctionalBackbone):
     ({level: shape}, Model Garden's `output_specs`): called on the backbone's dict of
     levels it returns levels min_level..max_level ("2".."7"), each of `num_filters`
     channels; `output_specs` their shapes, as Model Garden's decoders. min_level must
-    be a backbone level."""
+    be a backbone level. `use_separable_conv`: the 3x3 convolutions are the OD API's
+    separable ones (the module docstring). `top_input`: the key of `input_specs` the
+    top level's lateral reads where it is not that level's own (then that key is no
+    level of the FPN's): MobileNetV2's last 1x1 convolution, Model Garden's endpoint
+    after level 5 (`top_input_of`)."""
 
     def __init__(self, input_specs: Mapping[str, tf.TensorShape], min_level: int = 3,
                  max_level: int = 7, num_filters: int = 256, activation: str = "relu",
                  use_sync_bn: bool = False, norm_momentum: float = 0.99,
                  norm_epsilon: float = 0.001, kernel_initializer: str = "VarianceScaling",
-                 kernel_regularizer=None, **kwargs):
+                 kernel_regularizer=None, use_separable_conv: bool = False,
+                 top_input: str | None = None, **kwargs):
         if str(min_level) not in input_specs:
             raise ValueError(f"the FPN's min_level {min_level} is not a backbone level "
                              f"({sorted(input_specs, key=int)})")
@@ -64,11 +85,12 @@ class OdapiFpn(FunctionalBackbone):
                       num_filters=num_filters, activation=activation,
                       use_sync_bn=use_sync_bn, norm_momentum=norm_momentum,
                       norm_epsilon=norm_epsilon, kernel_initializer=kernel_initializer,
-                      kernel_regularizer=kernel_regularizer)
+                      kernel_regularizer=kernel_regularizer,
+                      use_separable_conv=use_separable_conv, top_input=top_input)
         layers = _Layers(config)
         inputs = {level: tf_keras.Input(shape=spec[1:]) for level, spec in input_specs.items()}
-        top = min(max(int(level) for level in inputs), max_level)
-        x = layers.conv(1, f"lateral_{top}", use_bias=True)(inputs[str(top)])
+        top = min(max(int(level) for level in inputs if level != top_input), max_level)
+        x = layers.conv(1, f"lateral_{top}", use_bias=True)(inputs[top_input or str(top)])
         levels = {str(top): x}
         for level in range(top - 1, min_level - 1, -1):
             lateral = layers.conv(1, f"lateral_{level}", use_bias=True)(inputs[str(level)])
@@ -86,6 +108,24 @@ class OdapiFpn(FunctionalBackbone):
                          **kwargs)
 
 
+def top_input_of(backbone: tf_keras.Model, model_id: str, max_level: int
+                 ) -> tuple[str, tf.TensorShape] | None:
+    """The backbone output the OD API's FPN reads as its top level where Model Garden's
+    level is another tensor, as (key, shape), else None: over Model Garden's MobileNetV2
+    (`model_id`), when the FPN reads level 5 (max_level >= 5), its last 1x1
+    convolution (1280 channels at width 1; the OD API's `out_relu`), which Model
+    Garden's MobileNet returns after its levels (`output_specs` holds levels 2-5, level
+    5 being block 16's 320-channel projection)."""
+    if model_id != "MobileNetV2" or max_level < 5:
+        return None
+    outputs = backbone.output
+    last = str(max(int(level) for level in backbone.output_specs) + 1)
+    if not isinstance(outputs, Mapping) or last != "6" or last not in outputs:
+        raise ValueError(f"MobileNetV2's outputs {sorted(outputs)} have no last "
+                         "convolution after level 5")
+    return last, outputs[last].shape
+
+
 class _Layers:
     """Builds the named layers of one OdapiFpn."""
 
@@ -100,10 +140,25 @@ class _Layers:
             kernel_initializer=c["kernel_initializer"],
             kernel_regularizer=c["kernel_regularizer"], name=name)
 
-    def conv_norm_activation(self, x, name: str, strides: int):
-        """A 3x3 convolution without bias, batch norm, the activation."""
+    def separable_conv(self, name: str, strides: int) -> tf_keras.layers.SeparableConv2D:
+        """A 3x3 separable convolution without bias, as the OD API's: the depthwise
+        kernel takes the initializer and regulariser, the pointwise one Keras' default
+        initializer (glorot_uniform) and none."""
         c = self._config
-        x = self.conv(3, name, strides=strides)(x)
+        return tf_keras.layers.SeparableConv2D(
+            c["num_filters"], 3, strides=strides, padding="same", depth_multiplier=1,
+            use_bias=False, depthwise_initializer=c["kernel_initializer"],
+            depthwise_regularizer=c["kernel_regularizer"],
+            pointwise_initializer="glorot_uniform", pointwise_regularizer=None, name=name)
+
+    def conv_norm_activation(self, x, name: str, strides: int):
+        """A 3x3 convolution without bias (separable with use_separable_conv), batch
+        norm, the activation."""
+        c = self._config
+        if c["use_separable_conv"]:
+            x = self.separable_conv(name, strides=strides)(x)
+        else:
+            x = self.conv(3, name, strides=strides)(x)
         x = tf_keras.layers.BatchNormalization(
             momentum=c["norm_momentum"], epsilon=c["norm_epsilon"],
             synchronized=c["use_sync_bn"], name=name + "_norm")(x)

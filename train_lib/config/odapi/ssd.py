@@ -81,23 +81,33 @@ def _backbone(m: Mapper) -> str:
     return "none"
 
 
-# The extractors whose FPN is the OD API's Keras FPN, which fpn.type: odapi builds.
+# The extractors whose FPN is the OD API's Keras FPN, which fpn.type: odapi builds;
+# with use_depthwise (its separable 3x3s: use_separable_conv) MobileNetV2's only (the
+# FPN-lite configs): the OD API's ResNet extractors refuse use_depthwise, and its
+# MobileNet v1 one then narrows its backbone's last two layers too (512 and 256
+# channels), which Model Garden's MobileNetV1 does not.
 ODAPI_FPN_EXTRACTORS = re.compile(r"ssd_resnet(50|101|152)_v1_fpn_keras|"
-                                  r"ssd_mobilenet_v1_fpn_keras")
+                                  r"ssd_mobilenet_v(1|2)_fpn_keras")
+ODAPI_DEPTHWISE_FPN_EXTRACTORS = re.compile(r"ssd_mobilenet_v2_fpn_keras")
 
 
 def _fpn(m: Mapper) -> str:
     """Sets model.fpn.use_separable_conv from the feature extractor's use_depthwise, and
-    model.fpn.type: odapi for the ODAPI_FPN_EXTRACTORS without it (Model Garden's
-    separable FPN stands in for the OD API's depthwise one: fpn.type: odapi builds plain
-    convolutions only); returns which FPN it is, for the type's note."""
+    model.fpn.type: odapi for the ODAPI_FPN_EXTRACTORS (with use_depthwise, those of
+    ODAPI_DEPTHWISE_FPN_EXTRACTORS: the OD API's FPN with its separable 3x3s); returns
+    which FPN it is, for the type's note."""
     path = FE + "use_depthwise"
     separable = bool(m.get(path, False))
     if m.one(path) is not None:
         m.set("model.fpn.use_separable_conv", separable, path)
-    if separable or not ODAPI_FPN_EXTRACTORS.fullmatch(m.get(FE + "type", "")):
+    kind = m.get(FE + "type", "")
+    odapi = ODAPI_DEPTHWISE_FPN_EXTRACTORS if separable else ODAPI_FPN_EXTRACTORS
+    if not odapi.fullmatch(kind):
         return "Model Garden's separable FPN" if separable else "Model Garden's FPN"
     m.set("model.fpn.type", "odapi", FE + "type")
+    if separable:
+        return ("the OD API's depthwise FPN (fpn.type: odapi with use_separable_conv: "
+                "the same function and parameters)")
     return "the OD API's FPN (fpn.type: odapi: the same function and parameters)"
 
 

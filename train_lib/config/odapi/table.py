@@ -68,9 +68,11 @@ ROWS: tuple[Row, ...] = (
         "the nearest Model Garden backbone and FPN (logged per type: BiFPN and SSD's extra "
         "layers become an FPN); the backbones compute the OD API's (ResNet: resnet_variant: "
         "keras_v1; EfficientNet: se_activation: swish, efficientnet_endpoints: odapi), so "
-        "their checkpoints load exactly; the ResNet and MobileNet v1 FPN extractors' FPN is "
-        "the OD API's (fpn.type: odapi: the same function and parameters) unless "
-        "use_depthwise; EfficientNet's L2 weight is its own, 1e-5 (its "
+        "their checkpoints load exactly; the ResNet and MobileNet FPN extractors' FPN is "
+        "the OD API's (fpn.type: odapi: the same function and parameters; over "
+        "MobileNetV2 it reads the last 1x1 convolution as level 5, as the OD API's) "
+        "unless use_depthwise (see there); "
+        "EfficientNet's L2 weight is its own, 1e-5 (its "
         "builder's Keras L2 factor 5e-6), as the OD API's, unless "
         "override_base_feature_extractor_hyperparams"),
     Row(FE + "depth_multiplier", EXACT, "model.backbone.width_multiplier, model.fpn.num_filters, "
@@ -93,8 +95,11 @@ ROWS: tuple[Row, ...] = (
         f"extractor's, false its own (see type), as the OD API's; {ONE_NORM}, the "
         "backbone's included"),
     Row(FE + "use_depthwise", EXACT, "model.fpn.use_separable_conv, model.fpn.type",
-        "separable convolutions in the FPN, Model Garden's (without, the ResNet and "
-        "MobileNet v1 FPN extractors' FPN is the OD API's: fpn.type: odapi)"),
+        "separable convolutions in the FPN: MobileNetV2 FPN's (FPN-lite) the OD API's "
+        "(fpn.type: odapi: its 3x3s separable, depthwise kernels regularised, pointwise "
+        "glorot_uniform and unregularised, laterals plain), the others' Model Garden's "
+        "(the OD API's MobileNet v1 FPN then narrows its backbone's last two layers too; "
+        "its ResNet FPN extractors refuse it)"),
     Row(FE + "pad_to_multiple", EXACT, "",
         "inputs are already multiples of 2**min(max_level, 5) (model.input_size)"),
     Row(FE + "use_explicit_padding", EXACT, "", "Model Garden pads 'same'", only=("false",)),
