@@ -176,3 +176,28 @@ def test_type_odapi_takes_use_separable_conv():
     model = PipelineConfig().model
     model.fpn.type, model.fpn.use_separable_conv = "odapi", True
     assert not any(p.startswith("model.fpn.") for p in model.problems())
+
+
+def test_a_fine_tune_from_the_published_fpnlite_checkpoint_maps_every_fpn_variable():
+    """A zoo ckpt-0 of the published FPN-lite config (its names and shapes) onto the
+    mapped model: all 30 FPN variables (the separable 3x3s' depthwise and pointwise
+    kernels included, the level-5 lateral on 1280 channels) map by name and shape to
+    the layers the feature-map test above places them in."""
+    from train_lib.training import odapi_checkpoint
+
+    with open(os.path.join(FIXTURES, NAME, "pipeline.config")) as f:
+        text = f.read()
+    full = re.sub(r"depth_multiplier: [0-9.]+", "depth_multiplier: 1.0",
+                  re.sub(r"min_depth: \d+", "min_depth: 16", text, count=1), count=1)
+    _, model = _mapped_model(full)
+    model.input_size = [128, 128]
+    net = families.build_model(model)
+    shapes = dict(_manifest(NAME)["published"]["variables"])
+    plan = odapi_checkpoint.plan_shapes(net, shapes, "ckpt-0", "detection")
+    fpn = [m for m in plan.mapped if m.part == "fpn"]
+    fpn_keys = _odapi_fpn_variables(shapes.items())
+    assert len(fpn) == len(fpn_keys) == len(net.decoder.variables) == 30
+    for m in fpn:
+        assert _our_place(m.key) == tuple(m.variable.name.split(":")[0].split("/")[-2:])
+        assert list(shapes[m.key]) == m.variable.shape.as_list()
+    assert "30 of 30 FPN variables" in plan.summary()
