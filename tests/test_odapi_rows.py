@@ -528,6 +528,12 @@ def test_predictor_hyperparams_that_differ_from_those_used_are_noted():
     _set(tree, FE + "conv_hyperparams", {"activation": "SWISH", "sync_batch_norm": "true"})
     assert not any(key.startswith(WS) for key in
                    map_pipeline_config(_text(tree), "p.config").approximations)
+    # A field the predictor's block leaves out means the OD API's default (RELU): noted
+    # on the block when it differs from the feature extractor's.
+    _set(tree, WS + ".conv_hyperparams", {"sync_batch_norm": "true"})
+    notes = map_pipeline_config(_text(tree), "p.config").approximations
+    assert "no activation: the OD API's relu differs from the feature extractor's swish" in \
+        notes[WS + ".conv_hyperparams"]
 
 
 def test_only_values_compare_as_values(tmp_path):

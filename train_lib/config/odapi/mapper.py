@@ -144,7 +144,12 @@ class Mapper:
     def approx(self, path: str, note: str) -> None:
         """Notes (for the log) that field `path`, if given, is approximated, and why."""
         node = self.one(path)
-        if node is not None:
+        if node is None:
+            return
+        if path in self.out.approximations:  # a second note on the same field
+            if note not in self.out.approximations[path]:
+                self.out.approximations[path] += f"; {note}"
+        else:
             self.out.approximations[path] = f"{self.at(node)}: {path} approximated: {note}"
 
     def refuse(self, path: str, why: str) -> None:

@@ -132,8 +132,11 @@ def norm(m: Mapper, fe: str, predictors: tuple[str, ...] = (),
     used = {"activation": NormConfig.activation, "batch_norm.decay": NormConfig.norm_momentum,
             "batch_norm.epsilon": NormConfig.norm_epsilon,
             "sync_batch_norm": NormConfig.use_sync_bn} | absent | ours
+    serves_all = "one norm/activation setting serves all (the feature extractor's " \
+                 "conv_hyperparams)"
     for other in predictors:
         means = _absent_means(m, other) if m.one(other[:-1]) is not None else {}
+        left_out = []  # the block's absent fields whose OD API meaning differs
         for name, value in used.items():
             theirs = m.get(other + name, means.get(name))
             if name == _L2 and other in (l2_parts or {}):
@@ -142,12 +145,16 @@ def norm(m: Mapper, fe: str, predictors: tuple[str, ...] = (),
                 continue
             if name == "activation":
                 theirs = ACTIVATIONS.get(theirs, theirs)
-            if theirs is not None and theirs != value:
-                whose = "the feature extractor's" if name in ours else "the value used"
-                said = "" if m.one(other + name) is not None else " (absent: the OD API's default)"
-                m.approx(other + name, f"{theirs}{said} differs from {whose} {value}; one "
-                                       "norm/activation setting serves all (the feature "
-                                       "extractor's conv_hyperparams)")
+            if theirs is None or theirs == value:
+                continue
+            whose = "the feature extractor's" if name in ours else "the value used"
+            if m.one(other + name) is not None:
+                m.approx(other + name, f"{theirs} differs from {whose} {value}; {serves_all}")
+            else:
+                left_out.append(f"no {name}: the OD API's {theirs} differs from {whose} "
+                                f"{value}")
+        if left_out:
+            m.approx(other[:-1], f"{'; '.join(left_out)}; {serves_all}")
     return ours
 
 
