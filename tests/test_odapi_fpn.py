@@ -162,13 +162,6 @@ def test_retinanet_builds_the_odapi_fpn_over_model_gardens_backbone():
     assert detections["detection_boxes"].shape[0] == 1
 
 
-def test_odapi_fpn_with_separable_convolutions_is_refused():
-    model = PipelineConfig().model
-    model.fpn.type, model.fpn.use_separable_conv = "odapi", True
-    assert any(p.startswith("model.fpn.use_separable_conv is True; must be false with "
-                            "type: odapi") for p in model.problems())
-
-
 def _plan_of_the_published_checkpoint(num_filters: int, kind: str = "detection"):
     """plan_shapes of a zoo ckpt-0 of the published Faster R-CNN FPN config (its names
     and shapes) for a full-width keras_v1 ResNet-50 under an OdapiFpn of levels 2..6."""

@@ -19,9 +19,10 @@ the checkpoint numbers them by position. With `top` the backbone's last level re
 - `coarse_feature_layers/<j>/0` and `/1`: level `top + 1 + j`'s stride-2 3x3
   convolution and its batch norm (ours `coarse_<level>`, `coarse_<level>_norm`).
 
-(The OD API's `use_explicit_padding` puts a padding layer first in those lists, and
-its `use_depthwise` makes the 3x3 separable: our mapper refuses both for this FPN,
-and such a checkpoint does not fit: the first variable missing is named.)
+(The OD API's `use_explicit_padding` puts a padding layer first in those lists: our
+mapper refuses it, and such a checkpoint does not fit: the first variable missing is
+named. Its `use_depthwise` makes the 3x3 convolutions separable, as ours with
+model.fpn.use_separable_conv: their depthwise and pointwise kernels load by name.)
 """
 
 from __future__ import annotations
