@@ -67,17 +67,28 @@ def test_the_page_shows_the_committed_table():
         assert parity.markdown(RESULTS) in f.read()
 
 
-def test_exact_parts_have_the_odapi_parameter_counts():
-    """The OD API's MobileNetV2 (FPN-lite, 320 and 640) and its shared prediction tower
-    are ours, variable for variable: the same counts, trainable and all."""
-    for name in ("ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.config",
-                 "ssd_mobilenet_v2_fpnlite_640x640_coco17_tpu-8.config"):
-        entry = RESULTS[name]
-        assert entry["model"]["head"]["share_prediction_tower"] is True
-        for part in ("backbone", "heads"):
-            assert entry["ours"]["parameters"][part] == entry["odapi"]["parameters"][part], \
-                (name, part)
-        assert entry["ours"]["input_size"] == entry["odapi"]["input_size"]
+# The configs whose models are the OD API's part for part: its backbone, its FPN
+# (model.fpn.type: odapi) and its weight-shared predictor (one tower, or two without
+# tower biases: model.head.tower_conv_bias false).
+EXACT_MODELS = [f"{name}.config" for name in (
+    "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8",
+    "ssd_mobilenet_v2_fpnlite_640x640_coco17_tpu-8",
+    "ssd_mobilenet_v1_fpn_640x640_coco17_tpu-8",
+    "ssd_resnet50_v1_fpn_640x640_coco17_tpu-8", "ssd_resnet50_v1_fpn_1024x1024_coco17_tpu-8",
+    "ssd_resnet101_v1_fpn_640x640_coco17_tpu-8",
+    "ssd_resnet101_v1_fpn_1024x1024_coco17_tpu-8",
+    "ssd_resnet152_v1_fpn_640x640_coco17_tpu-8",
+    "ssd_resnet152_v1_fpn_1024x1024_coco17_tpu-8")]
+
+
+@pytest.mark.parametrize("name", EXACT_MODELS)
+def test_exact_parts_have_the_odapi_parameter_counts(name):
+    """The same counts per part and in all, trainable and all, and the input size."""
+    entry = RESULTS[name]
+    assert entry["model"]["fpn"]["type"] == "odapi"
+    assert entry["model"]["head"]["tower_conv_bias"] is False
+    assert entry["ours"]["parameters"] == entry["odapi"]["parameters"]  # by part
+    assert entry["ours"]["input_size"] == entry["odapi"]["input_size"]
 
 
 # The configs whose parts all start from the OD API's initializers under the OD API's

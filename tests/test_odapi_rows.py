@@ -95,6 +95,8 @@ CONTEXTS: dict[str, dict[str, object]] = {
     FE + "bifpn.": {FE + "type": "'ssd_efficientnet-b0_bifpn_keras'", FE + "fpn": None,
                     FE + "bifpn": {"min_level": "3", "max_level": "7"}},
     CB + ".": {WS: None, CB: {}},
+    WS + ".conv_hyperparams.force_use_bias": {
+        WS + ".conv_hyperparams.batch_norm": {"scale": "true"}},
     SSD + "anchor_generator.ssd_anchor_generator": {
         FE + "type": "'ssd_mobilenet_v2_keras'", FE + "fpn": None,
         SSD + "anchor_generator": {"ssd_anchor_generator": {}}},
@@ -201,6 +203,9 @@ PROBES: dict[str, Probe] = {
                              "model.loss.l2_weight_decay_by_part.predictors": 0.37})
        for predictor in ("weight_shared_convolutional_box_predictor",
                          "convolutional_box_predictor")},
+    # With a batch_norm (CONTEXTS) the predictor's tower has no biases, unless forced.
+    "ssd.box_predictor.weight_shared_convolutional_box_predictor.conv_hyperparams."
+    "force_use_bias": Probe("true", expect={"model.head.tower_conv_bias": True}),
     "ssd.box_predictor.convolutional_box_predictor.max_depth": Probe(
         "64", expect={"model.head.num_filters": 64}),
     "ssd.box_predictor.convolutional_box_predictor.min_depth": Probe(

@@ -24,6 +24,7 @@ from train_lib.training.trainer import TrainError, train
 def _shared(config):
     config = copy.deepcopy(config)
     config.model.head.share_prediction_tower = True
+    config.model.head.tower_conv_bias = False  # the OD API's, as the mapper sets it
     config.model.head.num_convs = 2
     return config
 
@@ -55,6 +56,7 @@ def test_one_tower_has_the_parameters_it_should(tiny_config, separable):
 
     # Model Garden's two towers: one more tower and its norms, and both with biases.
     model.head.share_prediction_tower = False
+    model.head.tower_conv_bias = True
     two = retinanet.build_model(model).head.count_params()
     assert two - head.count_params() == tower + 2 * convs * width + norms
 

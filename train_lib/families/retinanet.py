@@ -24,6 +24,7 @@ from train_lib.families import backbones, initializers, regularizers
 from train_lib.families.anchors import batch_anchors
 from train_lib.families.contract import POST_PROCESSING_SCOPE
 from train_lib.families.shared_tower_head import SharedTowerRetinaNetHead
+from train_lib.families.tower_bias_head import TowerBiasRetinaNetHead
 
 NAME = "retinanet"
 LOSS_KEYS = ("classification_loss", "localization_loss", "regularization_loss", "total_loss")
@@ -69,8 +70,8 @@ def build_model(model: ModelConfig, precision: str = "float32") -> tf_keras.Mode
             l2_regularizer=l2_regularizer,
             **backbones.factory_parts(model, input_specs, l2_regularizer),
         )
-        if model.head.share_prediction_tower:
-            net = _with_shared_tower(net)
+        if model.head.share_prediction_tower or not model.head.tower_conv_bias:
+            net = _with_our_head(net, model)  # else the factory's is that head
         _create_variables(net, height, width)
         initializers.set_class_bias(net, model.initializers.class_bias)
         initializers.draw(net, model)
@@ -91,10 +92,16 @@ def _create_variables(net: retinanet_model.RetinaNetModel, height: int, width: i
     net.built = True
 
 
-def _with_shared_tower(net: retinanet_model.RetinaNetModel) -> retinanet_model.RetinaNetModel:
-    """`net` (as the factory built it) with a SharedTowerRetinaNetHead of the same
-    arguments instead of its head; the factory's head is dropped unused."""
-    head = SharedTowerRetinaNetHead.from_config(net.head.get_config())
+def _with_our_head(net: retinanet_model.RetinaNetModel,
+                   model: ModelConfig) -> retinanet_model.RetinaNetModel:
+    """`net` (as the factory built it, before its variables exist) with the head
+    `model.head` asks for, of the factory head's arguments: a SharedTowerRetinaNetHead
+    (`share_prediction_tower`) or a TowerBiasRetinaNetHead, each with
+    `tower_conv_bias`. The factory's head is dropped unused."""
+    head_class = (SharedTowerRetinaNetHead if model.head.share_prediction_tower
+                  else TowerBiasRetinaNetHead)
+    head = head_class.from_config({**net.head.get_config(),
+                                   "tower_conv_bias": model.head.tower_conv_bias})
     return retinanet_model.RetinaNetModel.from_config({**net.get_config(), "head": head})
 
 

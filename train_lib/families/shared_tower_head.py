@@ -7,9 +7,10 @@ SSD MobileNetV2 FPN-lite configs) runs one: each level's feature map goes throug
 the tower once and both predictors read its output. `SharedTowerRetinaNetHead`
 is Model Garden's head with that change: the tower's convolutions are shared
 across levels (as in both), each level keeps its own batch norms (as in both),
-the class and box predictors are Model Garden's, shared across levels, and the
-tower's convolutions have no bias (each feeds a batch norm), as the OD API's: its
-parameters are the OD API predictor's, one for one. With separable convolutions its
+the class and box predictors are Model Garden's, shared across levels. With
+`tower_conv_bias=False` (what the mapper sets) the tower's convolutions have no bias
+(each feeds a batch norm), as the OD API's: its parameters are then the OD API
+predictor's, one for one. With separable convolutions its
 L2 loss is on the OD API's kernels too: the tower's depthwise ones only.
 
 Its outputs are those of `RetinaNetHead` (scores, boxes, attributes by level), so
@@ -22,18 +23,19 @@ from collections.abc import Mapping
 
 import tensorflow as tf
 import tf_keras
-from official.vision.modeling.heads import dense_prediction_heads
+
+from train_lib.families.tower_bias_head import TowerBiasRetinaNetHead
 
 __all__ = ["SharedTowerRetinaNetHead"]
 
 
 @tf_keras.utils.register_keras_serializable(package="train_lib")
-class SharedTowerRetinaNetHead(dense_prediction_heads.RetinaNetHead):
-    """`RetinaNetHead` (same arguments) with one tower for both predictors.
+class SharedTowerRetinaNetHead(TowerBiasRetinaNetHead):
+    """`TowerBiasRetinaNetHead` (same arguments) with one tower for both predictors.
 
     Without attribute heads and with `share_level_convs` (Model Garden's default):
     both are what the OD API's weight-shared predictor does. Its variables are the
-    tower's `num_convs` convolutions, without bias (`_tower_convs`), their batch norms per level
+    tower's `num_convs` convolutions (`_tower_convs`), their batch norms per level
     (`_tower_norms`), the class predictor (`_classifier`) and the box predictor
     (`_box_regressor`)."""
 
@@ -46,9 +48,6 @@ class SharedTowerRetinaNetHead(dense_prediction_heads.RetinaNetHead):
         if self._config_dict["attribute_heads"] or not self._config_dict["share_level_convs"]:
             raise ValueError("SharedTowerRetinaNetHead takes no attribute_heads and shares "
                              "its convolutions across levels (share_level_convs=True)")
-        # A tower conv feeds a batch norm, whose offset makes a bias redundant; the OD
-        # API's tower has none, and so the same parameters.
-        self._conv_kwargs["use_bias"] = False
         if self._config_dict["use_separable_conv"]:
             # The L2 loss where the OD API's separable predictor has it: on the tower's
             # depthwise kernels, not its pointwise ones, and nowhere in the class and box

@@ -39,11 +39,12 @@ class Row:
 
 
 def hyperparams_rows(prefix: str, ours_too: bool, initializers: str = "",
-                     l2_parts: str = "") -> list[Row]:
+                     l2_parts: str = "", tower_bias: str = "") -> list[Row]:
     """Rows of a conv_hyperparams block; `ours_too`: it sets our keys (else it is compared);
     `initializers`: the model.initializers keys its initializer sets (none: approximated);
     `l2_parts`: the model.loss.l2_weight_decay_by_part keys its L2 weight sets (a block
-    compared with the feature extractor's; none: compared too)."""
+    compared with the feature extractor's; none: compared too); `tower_bias`: the key
+    its force_use_bias sets (none: approximated)."""
     p = prefix + "conv_hyperparams."
     key = (lambda k: k) if ours_too else (lambda k: "")
     why = "" if ours_too else f"must agree with the feature extractor's: {ONE_NORM}"
@@ -86,6 +87,10 @@ def hyperparams_rows(prefix: str, ours_too: bool, initializers: str = "",
             only=("true",)),
         Row(p + "sync_batch_norm", EXACT, key("model.norm.use_sync_bn"), why,
             kind="bool" if ours_too else ""),
+        Row(p + "force_use_bias", EXACT, tower_bias,
+            "true, or no batch_norm: the tower's convolutions have a bias; false: none "
+            "(each feeds a batch norm), as the OD API's; the predictors' always do")
+        if tower_bias else
         Row(p + "force_use_bias", APPROX, "",
             "Model Garden decides per layer whether a conv before batch norm has a bias"),
         Row(p + "regularize_depthwise", APPROX, "",

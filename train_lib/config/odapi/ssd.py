@@ -280,6 +280,19 @@ def _class_bias(m: Mapper) -> None:
                   path if m.one(path) is not None else predictor)
 
 
+def _tower_bias(m: Mapper) -> None:
+    """Sets model.head.tower_conv_bias as the OD API's weight-shared predictor decides
+    its tower's biases: none where its conv_hyperparams have a batch_norm, unless
+    force_use_bias."""
+    hp = M + "box_predictor.weight_shared_convolutional_box_predictor.conv_hyperparams."
+    if m.one(hp[:-1]) is None:
+        return
+    forced, batch_norm = m.get(hp + "force_use_bias", False), m.one(hp + "batch_norm")
+    origin = (hp + "force_use_bias" if forced else
+              hp + "batch_norm" if batch_norm is not None else hp[:-1])
+    m.set("model.head.tower_conv_bias", bool(forced or batch_norm is None), origin)
+
+
 def _head(m: Mapper) -> None:
     cb = M + "box_predictor.convolutional_box_predictor."
     if m.one(cb[:-1]) is None:
@@ -341,4 +354,5 @@ def map_model(m: Mapper) -> None:
     _initializers(m)
     _class_bias(m)
     _head(m)
+    _tower_bias(m)
     _losses(m)

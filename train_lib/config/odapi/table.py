@@ -131,7 +131,7 @@ ROWS: tuple[Row, ...] = (
         only=("IDENTITY",)),
     *hyperparams_rows(WS, ours_too=False,
                       initializers="model.initializers.head, model.initializers.predictors",
-                      l2_parts=_HEAD_L2),
+                      l2_parts=_HEAD_L2, tower_bias="model.head.tower_conv_bias"),
     Row(M + "box_predictor.mask_rcnn_box_predictor", UNSUPPORTED, "",
         "a Faster R-CNN's box classifier: use model.faster_rcnn"),
     Row(CB + "num_layers_before_predictor", EXACT, "model.head.num_convs", kind="int"),
