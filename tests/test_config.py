@@ -335,8 +335,9 @@ VALUE_ERRORS = [
     ("train_config.augmentation.scale_min=0", "scale_min is 0.0 and scale_max is 1.0"),
     ("train_config.augmentation.scale_min=1.5,train_config.augmentation.scale_max=1.2",
      "they must satisfy 0 < scale_min <= scale_max"),
-    ("train_config.fine_tune_checkpoint_type=full",
-     "train_config.fine_tune_checkpoint_type is 'full'; must be one of backbone, detection"),
+    ("train_config.fine_tune_checkpoint_type=fine_tune",
+     "train_config.fine_tune_checkpoint_type is 'fine_tune'; must be one of backbone, "
+     "detection, full"),
     ("train_input_reader.shuffle_buffer_size=0",
      "train_input_reader.shuffle_buffer_size is 0; must be >= 1"),
     ("eval_input_reader.num_parallel_calls=0",

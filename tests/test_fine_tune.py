@@ -66,6 +66,46 @@ def test_detection_loads_all_but_the_class_layer_so_classes_may_change(trained_c
     assert count == len(model.variables) - len(classifier)
 
 
+def test_full_loads_the_class_layer_too_when_its_shape_fits(trained_config, source):
+    """full: everything detection loads and the class layer, the same num_classes."""
+    prefix, reference = source
+    model = build_model(trained_config.model)
+    assert not _same(model.head._classifier, reference.head._classifier)
+    result = fine_tune.apply(model, prefix, "full")
+    assert result.count == len(model.variables)
+    for a, b in zip(model.variables, reference.variables, strict=True):
+        assert np.array_equal(a.numpy(), b.numpy()), a.name
+    assert result.report["fresh"] == [] and result.report["fine_tune_checkpoint_type"] == "full"
+    assert result.line.endswith("(full); 0 fresh")
+
+
+def test_full_leaves_a_class_layer_of_another_shape_fresh_and_says_why(trained_config,
+                                                                      source):
+    """full with another num_classes: the class layer keeps its fresh values (the OD
+    API's full would fail), the rest is detection's; the line and each row say why."""
+    prefix, reference = source
+    trained_config.model.num_classes = 5  # the source has 3
+    model = build_model(trained_config.model)
+    fresh = _values(model.head._classifier)
+    result = fine_tune.apply(model, prefix, "full")
+    assert all(np.array_equal(a, b) for a, b in zip(_values(model.head._classifier), fresh,
+                                                    strict=True))
+    assert _same(model.backbone, reference.backbone) and _same(model.decoder, reference.decoder)
+    for part in retinanet.HEAD_PARTS:
+        assert _same(getattr(model.head, part), getattr(reference.head, part)), part
+    classifier = model.head._classifier.variables
+    assert result.count == len(model.variables) - len(classifier)
+    rows = result.report["fresh"]
+    assert sorted(row["variable"] for row in rows) == sorted(v.name for v in classifier)
+    kernel = next(row["reason"] for row in rows if "kernel" in row["variable"])
+    assert kernel.startswith("its shape follows model.num_classes, and the checkpoint's "
+                             "differs ([")
+    assert "in the checkpoint, [" in kernel and kernel.endswith(
+        "fine_tune_checkpoint_type full loads it where it fits")
+    assert f"(full); {len(classifier)} fresh (the layers sized by model.num_classes: " \
+        "its shape follows" in result.line
+
+
 def test_a_checkpoint_of_another_backbone_is_refused(trained_config, source):
     prefix, _ = source
     trained_config.model.backbone.width_multiplier = 0.5  # the source has 0.25

@@ -50,7 +50,9 @@ the OD API's Keras MobileNetV2 FPN-lite (`ssd_mobilenet_v2_fpn_keras` with
 use_depthwise, the published 320x320 FPN-lite config at depth_multiplier 0.35,
 min_depth 8, 128 px, box predictor depth 32, 3 classes): `level_<n>` are its
 classification_backbone's outputs (block_2_add, block_5_add, block_12_add, out_relu),
-`feature_map_<i>` its depthwise FPN's maps;
+`feature_map_<i>` its depthwise FPN's maps, and (HEAD_OUTPUTS) its weight-shared
+box predictor's outputs `box_encodings` and `class_predictions_with_background` and
+its `anchors`;
 and the OD API's EfficientDet D0 and D1 (`ssd_efficientnet-b0_bifpn_keras`,
 `ssd_efficientnet-b1_bifpn_keras`: the published config at 256 px (a multiple of
 2**7 above 128), 3 classes; B0 and B1 at full width): `level_<n>` are the Keras
@@ -259,6 +261,14 @@ SEEDED = {
 }
 
 
+# The SSD extractors whose features.npz also holds its box predictor's outputs on the
+# image (model.predict's `box_encodings` [1, anchors, 4] and
+# `class_predictions_with_background` [1, anchors, num_classes + 1], levels in order,
+# each level's anchors row by row, a location's anchors in its anchor generator's
+# order) and those `anchors` ([anchors, 4], normalized corners ymin, xmin, ymax, xmax).
+HEAD_OUTPUTS = ("ssd_mobilenet_v2_fpn_keras",)
+
+
 def build_model(config_text: str):
     """The OD API's detection model of a pipeline.config text (training mode off)."""
     config = text_format.Parse(config_text, pipeline_pb2.TrainEvalPipelineConfig())
@@ -385,6 +395,10 @@ def write_resnet(out_dir: str, name: str, spec: tuple) -> None:
             arrays[f"level_{level}"] = value.numpy()
         for i, fmap in enumerate(extractor(preprocessed)):
             arrays[f"feature_map_{i}"] = fmap.numpy()
+        if name in HEAD_OUTPUTS:
+            prediction = model.predict(preprocessed, true_shapes)
+            for key in ("box_encodings", "class_predictions_with_background", "anchors"):
+                arrays[key] = prediction[key].numpy()
     else:
         rpn = model._feature_extractor_for_proposal_features(preprocessed, training=False)
         box = model._feature_extractor_for_box_classifier_features(rpn, training=False)

@@ -52,7 +52,7 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 # train_config.graph_optimization (YAML's on/off, true/false read as enabled/disabled).
 GRAPH_OPTIMIZATIONS = ("auto", "enabled", "disabled")
 LR_SCHEDULES = ("constant", "cosine", "step")
-FINE_TUNE_CHECKPOINT_TYPES = ("backbone", "detection")
+FINE_TUNE_CHECKPOINT_TYPES = ("backbone", "detection", "full")
 BAD_EXAMPLE_POLICIES = ("error", "skip")
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
 
@@ -141,7 +141,9 @@ class TrainConfig:
     log_every_n: int = 100  # OD API: a log line every 100 steps
     summary_every_n: int = 100
     fine_tune_checkpoint: str = ""
-    fine_tune_checkpoint_type: str = "backbone"  # backbone | detection
+    # backbone | detection (all but the class layer) | full (the class layer too, when
+    # its shape fits); see training/fine_tune.py
+    fine_tune_checkpoint_type: str = "backbone"
     # Keras mixed precision: float32 | mixed_float16 (GPUs) | mixed_bfloat16 (TPUs, CPUs).
     mixed_precision: str = "float32"
     jit_compile: bool = False  # compile each replica's step with XLA

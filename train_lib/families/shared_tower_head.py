@@ -55,9 +55,12 @@ class SharedTowerRetinaNetHead(TowerBiasRetinaNetHead):
             # API passes it). Model Garden's separable head regularises the predictors'
             # kernels and none of the tower's.
             self._conv_kwargs["depthwise_regularizer"] = self._config_dict["kernel_regularizer"]
-            for kwargs in (self._classifier_kwargs, self._box_regressor_kwargs):
-                kwargs.pop("depthwise_regularizer", None)
-                kwargs.pop("pointwise_regularizer", None)
+            # New dicts, not pop(): Keras tracks these attributes, and a tracked dict
+            # changed by pop() can no longer be checkpointed.
+            for name in ("_classifier_kwargs", "_box_regressor_kwargs"):
+                setattr(self, name, {key: value for key, value in getattr(self, name).items()
+                                     if key not in ("depthwise_regularizer",
+                                                    "pointwise_regularizer")})
 
     def build(self, input_shape) -> None:
         """Creates the tower (with each level's norms), the class and the box predictor."""

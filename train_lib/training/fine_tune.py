@@ -15,7 +15,12 @@ Contract:
   (families.detection_target: RetinaNet's class layer, Faster R-CNN's class and
   box layers), so the number of classes may change; from an OD API checkpoint,
   the backbone and the parts after it that compute the OD API's function (with
-  `model.fpn.type: odapi`, the FPN; the report says why each other starts fresh).
+  `model.fpn.type: odapi`, the FPN; the report says why each other starts fresh);
+  `full` (the OD API's full) what `detection` loads and the layers it leaves out
+  too, where their shapes in the checkpoint are ours (the same num_classes), else
+  those start fresh and the line and report say why (the OD API would fail there);
+  from an OD API checkpoint, its box predictor too where our head computes its
+  function (odapi_checkpoint/box_predictor.py: `model.head.share_prediction_tower`).
   Every variable of those parts must be in the checkpoint with its shape, else
   TrainError says which part (for an OD API checkpoint, which variable) does not
   fit, and nothing is loaded. The
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 
 import tensorflow as tf
@@ -42,7 +48,7 @@ KEY = "train_config.fine_tune_checkpoint"
 # Said once when a run starts with neither a checkpoint in model_dir nor a fine-tune one.
 RANDOM_START = (f"training from random weights: model_dir has no checkpoint and {KEY} is "
                 f"not set; to start from pretrained weights, set {KEY} (with "
-                "train_config.fine_tune_checkpoint_type: detection or backbone)")
+                "train_config.fine_tune_checkpoint_type: backbone, detection or full)")
 REPORT_FILE = "fine_tune_report.json"
 
 
@@ -115,7 +121,7 @@ def apply(model, prefix: str, kind: str) -> FineTune:
         if written_by != architecture:
             raise TrainError(
                 f"{KEY} {prefix} is a {written_by} checkpoint, but model.architecture is "
-                f"{architecture}: fine_tune_checkpoint_type: detection needs a checkpoint "
+                f"{architecture}: fine_tune_checkpoint_type: {kind} needs a checkpoint "
                 "of the same architecture; use fine_tune_checkpoint_type: backbone to start "
                 "from its backbone")
         parts, target, excluded = families.detection_target(model)
@@ -126,13 +132,42 @@ def apply(model, prefix: str, kind: str) -> FineTune:
         first = str(err).strip().splitlines()[0][:300]
         raise TrainError(
             f"{KEY} {prefix} does not fit this model's {' and '.join(parts)} ({first}); it "
-            "must come from a model with the same model.backbone (and, for detection, "
-            "fpn, heads and anchor) settings") from None
-    return _own_result(model, prefix, kind, source, parts, excluded)
+            "must come from a model with the same model.backbone (and, for detection and "
+            "full, fpn, heads and anchor) settings") from None
+    why_fresh = "its shape follows model.num_classes"
+    if kind == "full" and excluded:
+        unfit = _load_class_layers(model, prefix, excluded)
+        if unfit is None:
+            excluded = []
+        else:
+            why_fresh = (f"its shape follows model.num_classes, and the checkpoint's differs "
+                         f"({unfit}); fine_tune_checkpoint_type full loads it where it fits")
+    return _own_result(model, prefix, kind, source, parts, excluded, why_fresh)
+
+
+def _load_class_layers(model, prefix: str, layers_variables: list) -> str | None:
+    """`full`: loads the variables a detection fine-tune leaves out (the layers sized
+    by num_classes) from this trainer's checkpoint `prefix` of the same family, whose
+    other variables are already loaded; returns None, or why they do not fit (then
+    they keep their values). The whole model is read again: every other variable
+    takes the value it already has."""
+    before = [v.numpy() for v in layers_variables]
+    try:
+        tf.train.Checkpoint(model=model).read(prefix).expect_partial()
+    except (ValueError, tf.errors.OpError) as err:
+        for variable, value in zip(layers_variables, before, strict=True):
+            variable.assign(value)
+        message = str(err).strip().splitlines()[0]
+        shapes = re.search(r"shape \(([^)]*)\) when attempting to restore variable with "
+                           r"shape \(([^)]*)\)", message)
+        if shapes:
+            return f"[{shapes[1]}] in the checkpoint, [{shapes[2]}] in this model"
+        return message[:300]
+    return None
 
 
 def _own_result(model, prefix: str, kind: str, source: str, parts: dict,
-                excluded: list) -> FineTune:
+                excluded: list, why_excluded: str) -> FineTune:
     """The line and report of a load by tf.train.Checkpoint (this trainer's or
     Model Garden's checkpoints: the object graph pairs the variables)."""
     excluded_ids = {id(v) for v in excluded}
@@ -140,8 +175,7 @@ def _own_result(model, prefix: str, kind: str, source: str, parts: dict,
     loaded, fresh = [], []
     for variable in model.variables:
         if id(variable) in excluded_ids:
-            fresh.append({"variable": variable.name,
-                          "reason": "its shape follows model.num_classes"})
+            fresh.append({"variable": variable.name, "reason": why_excluded})
         elif id(variable) in part_of:
             loaded.append({"variable": variable.name, "shape": variable.shape.as_list(),
                            "part": part_of[id(variable)]})
@@ -151,6 +185,8 @@ def _own_result(model, prefix: str, kind: str, source: str, parts: dict,
                                     f"{' and '.join(parts)} only"})
     line = (f"fine-tune: {len(loaded)} variables ({' and '.join(parts)}) from {source} "
             f"{prefix} ({kind}); {len(fresh)} fresh")
+    if kind == "full" and excluded:
+        line += f" (the layers sized by model.num_classes: {why_excluded})"
     report = {"checkpoint": prefix, "source": source, "fine_tune_checkpoint_type": kind,
               "loaded": loaded, "fresh": fresh, "unused": []}
     return FineTune(len(loaded), line, report)

@@ -201,8 +201,10 @@ ROWS: tuple[Row, ...] = (
         kind="float"),
     Row(T + "fine_tune_checkpoint", EXACT, "train_config.fine_tune_checkpoint", kind="str"),
     Row(T + "fine_tune_checkpoint_type", EXACT, "train_config.fine_tune_checkpoint_type",
-        "classification -> backbone, detection -> detection; full and fine_tune -> "
-        "detection (approximated: the class layer starts fresh)"),
+        "classification -> backbone, detection -> detection, full -> full (the box "
+        "predictor too where our head computes it; the class layer when num_classes is "
+        "the same); fine_tune (which the OD API's SSD and Faster R-CNN refuse) -> "
+        "detection (approximated)"),
     Row(T + "from_detection_checkpoint", EXACT, "train_config.fine_tune_checkpoint_type",
         "true -> detection"),
     Row(T + "fine_tune_checkpoint_version", EXACT, "", "TF2 object-based checkpoints",

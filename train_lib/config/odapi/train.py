@@ -160,12 +160,16 @@ def _fine_tune(m: Mapper) -> None:
     if kind is None and m.get(T + "from_detection_checkpoint", False):
         m.set("train_config.fine_tune_checkpoint_type", "detection",
               T + "from_detection_checkpoint")
-    elif kind in ("classification", "detection"):
-        ours = "backbone" if kind == "classification" else "detection"
+    elif kind in ("classification", "detection", "full"):
+        ours = {"classification": "backbone"}.get(kind, kind)
         m.set("train_config.fine_tune_checkpoint_type", ours, path)
-    elif kind in ("full", "fine_tune"):
+    elif kind == "fine_tune":
+        # The OD API's SSD and Faster R-CNN refuse it (restore_from_objects: not
+        # supported); its CenterNet says it is detection's function.
         m.set("train_config.fine_tune_checkpoint_type", "detection", path,
-              f"{kind}: the whole detector but its class layer, which starts fresh")
+              "fine_tune, which the OD API's SSD and Faster R-CNN refuse and its CenterNet "
+              "reads as detection: detection (the backbone and, where ours computes the OD "
+              "API's, the FPN; the head starts fresh)")
     elif kind is not None:
         m.refuse(path, f"{kind!r}; supported: classification, detection, full, fine_tune")
 

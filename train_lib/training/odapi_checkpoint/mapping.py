@@ -1,8 +1,9 @@
 """An OD API checkpoint's plan, the package's contract: `plan` pairs each variable
 of our backbone with the checkpoint's (the layer names in order come from the
 backbone's own module), and, for a detection checkpoint, each of our FPN's when it is
-the OD API's (`model.fpn.type: odapi`, fpn.py), and checks every pair's shape before
-anything is loaded;
+the OD API's (`model.fpn.type: odapi`, fpn.py), and for `full` each of our head's
+when it computes the OD API's box predictor (box_predictor.py), and checks every
+pair's shape before anything is loaded;
 `Plan.load` assigns the values; `Plan.summary` and `Plan.report` say what loaded,
 and why each of the rest (ours left fresh, the checkpoint's unused) is not.
 """
@@ -12,12 +13,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
 import tensorflow as tf
 from official.vision.modeling.backbones import resnet
 
 from train_lib.families.odapi_fpn import OdapiFpn
+from train_lib.families.shared_tower_head import SharedTowerRetinaNetHead
 from train_lib.training.failures import TrainError
 from train_lib.training.odapi_checkpoint import (
+    box_predictor,
     efficientnet,
     fpn,
     mobilenet_v1,
@@ -44,6 +48,11 @@ from train_lib.training.odapi_checkpoint.layout import (
     VALUE,
 )
 
+# fine_tune_checkpoint_type detection where our head computes the checkpoint's box
+# predictor: it starts fresh, as the OD API's detection leaves its own.
+HEAD_DETECTION = ("fine_tune_checkpoint_type detection loads the backbone and FPN only, as "
+                  "the OD API's detection; full loads the box predictor too")
+
 # A model with model.fpn.type: odapi computes the OD API's FPN, whose variables (under
 # its feature extractor's fpn_features_generator and coarse_feature_layers) load into
 # ours (fpn.py); a checkpoint of a model without that FPN leaves ours fresh.
@@ -59,11 +68,16 @@ class Mapped:
     key: str  # the checkpoint key
     keras_name: str  # e.g. block_3_expand/kernel: the OD API's Keras layer and attribute
     minus_key: str | None = None  # a convolution's bias, folded into a moving mean
-    part: str = "backbone"  # or "fpn" (model.fpn.type: odapi)
+    part: str = "backbone"  # or "fpn" (model.fpn.type: odapi), "head" (box_predictor.py)
+    # The checkpoint's channel of each of ours on the last axis (a predictor's outputs,
+    # its anchors in our order), or None: as they are.
+    channels: np.ndarray | None = None
 
     def value(self, reader):
         value = reader.get_tensor(self.key)
-        return value if self.minus_key is None else value - reader.get_tensor(self.minus_key)
+        if self.minus_key is not None:
+            value = value - reader.get_tensor(self.minus_key)
+        return value if self.channels is None else value[..., self.channels]
 
 
 @dataclass
@@ -76,6 +90,11 @@ class Plan:
     backbone_variables: int  # how many variables our backbone has
     odapi_fpn: bool = False  # our FPN is the OD API's (model.fpn.type: odapi)
     fpn_variables: int = 0  # how many variables our FPN has, when it is the OD API's
+    # Our head computes the checkpoint's box predictor (box_predictor.py), and how many
+    # variables it has; why its class predictor starts fresh under `full`, if it does.
+    head_fits: bool = False
+    head_variables: int = 0
+    class_unfit: str | None = None
     fresh: list[tuple[str, str]] = field(default_factory=list)  # (our variable, why)
     unused: list[tuple[str, str]] = field(default_factory=list)  # (checkpoint key, why)
     _reader: object = None
@@ -91,6 +110,10 @@ class Plan:
         fpn_loaded = sum(m.part == "fpn" for m in self.mapped)
         if fpn_loaded:
             line += f" and {fpn_loaded} of {self.fpn_variables} FPN variables"
+        head_loaded = sum(m.part == "head" for m in self.mapped)
+        if head_loaded:
+            line += (f"{',' if fpn_loaded else ''} and {head_loaded} of {self.head_variables} "
+                     "head variables (the OD API's box predictor)")
         line += f" from an OD API checkpoint {self.prefix} ({self.kind})"
         if any(m.key.startswith(BOX_CLASSIFIER_BACKBONE) for m in self.mapped):
             line += ("; the backbone's level 5 is the OD API's box-classifier stage (conv5), "
@@ -116,6 +139,12 @@ class Plan:
         if "FPN" in parts and self.odapi_fpn and self.kind != "backbone":
             parts.remove("FPN")
             line += f"; FPN fresh ({ODAPI_FPN_ABSENT})"
+        if "head" in parts and self.head_fits and self.kind == "detection":
+            parts.remove("head")
+            line += f"; head fresh ({HEAD_DETECTION})"
+        if "head" in parts and head_loaded:
+            parts.remove("head")
+            line += f"; its class predictor fresh ({self.class_unfit})"
         if parts:
             why = ("fine_tune_checkpoint_type backbone loads the backbone only"
                    if self.kind == "backbone" else "ours compute other functions than the "
@@ -143,6 +172,7 @@ class Plan:
                         "checkpoint_key": m.key, "odapi_layer": m.keras_name,
                         "part": m.part}
                        | ({"minus_checkpoint_key": m.minus_key} if m.minus_key else {})
+                       | ({"output_channels": ANCHOR_ORDER} if m.channels is not None else {})
                        for m in self.mapped],
             "fresh": [{"variable": name, "reason": why} for name, why in self.fresh],
             "unused": [{"checkpoint_key": key, "reason": why} for key, why in self.unused],
@@ -152,8 +182,10 @@ class Plan:
 def plan(model, prefix: str, kind: str) -> Plan:
     """What of the OD API checkpoint `prefix` (or Keras weights file, `.h5`) loads
     into `model` for `kind` (`backbone`: the OD API's classification; `detection`: its
-    detection, full and fine_tune). TrainError, before anything is loaded, when it
-    does not fit."""
+    detection, the backbone and, with `model.fpn.type: odapi`, the FPN; `full`: its
+    full, those and the box predictor where our head computes it, box_predictor.py,
+    its class predictor when its shape is ours). TrainError, before anything is
+    loaded, when it does not fit."""
     reader = KerasWeightsFile(prefix) if is_keras_weights_file(prefix) else \
         tf.train.load_checkpoint(prefix)
     result = plan_shapes(model, reader.get_variable_to_shape_map(), prefix, kind)
@@ -188,9 +220,19 @@ def plan_shapes(model, shapes: dict, prefix: str, kind: str) -> Plan:
     odapi_fpn = isinstance(decoder, OdapiFpn)
     if odapi_fpn and kind != "backbone":
         mapped += _map_fpn(shapes, prefix, decoder)
+    head = getattr(model, "head", None)
+    head_fits = isinstance(head, SharedTowerRetinaNetHead) and \
+        box_predictor.is_shared_tower(shapes)
+    class_unfit = None
+    if head_fits and kind == "full":
+        head_mapped, class_unfit = _map_head(shapes, prefix, model)
+        mapped += head_mapped
     result = Plan(prefix, kind, segments[0][0], mapped, len(model.backbone.variables),
                   odapi_fpn=odapi_fpn,
-                  fpn_variables=len(decoder.variables) if odapi_fpn else 0)
+                  fpn_variables=len(decoder.variables) if odapi_fpn else 0,
+                  head_fits=head_fits,
+                  head_variables=len(head.variables) if head_fits else 0,
+                  class_unfit=class_unfit)
     _explain_the_rest(result, model, shapes)
     return result
 
@@ -247,6 +289,76 @@ def _map_fpn(shapes: dict, prefix: str, decoder) -> list[Mapped]:
                     "another backbone")
             mapped.append(Mapped(variable, key, where, part="fpn"))
     return mapped
+
+
+# The report's note on a predictor variable whose output channels were permuted.
+ANCHOR_ORDER = ("permuted from the OD API's anchor order at a location (aspect ratio by "
+                "aspect ratio, each at its scales) to ours (scale by scale, each at its "
+                "aspect ratios)")
+
+
+PREDICTORS = ("BoxPredictor", "ClassPredictor")
+
+
+def _map_head(shapes: dict, prefix: str, model) -> tuple[list[Mapped], str | None]:
+    """Each variable of our SharedTowerRetinaNetHead paired with the OD API's
+    weight-shared box predictor's (box_predictor.py), checked by name and shape, and
+    why the class predictor does not fit (another num_classes; it then starts fresh),
+    or None. TrainError naming the first variable that does not fit otherwise."""
+    head = model.head
+    config = model.get_config()
+    levels = config["max_level"] - config["min_level"] + 1
+    theirs = box_predictor.checkpoint_levels(shapes)
+    if theirs != levels:
+        raise TrainError(
+            f"{KEY} {prefix} does not fit this model's head (model.head."
+            f"share_prediction_tower: true): the checkpoint's box predictor has batch norms "
+            f"for {theirs} levels ({box_predictor.TOWER_NORMS}<level>/), this model "
+            f"{levels} (model.min_level {config['min_level']} to max_level "
+            f"{config['max_level']}); it must come from an OD API model with the same levels")
+    order = box_predictor.anchor_order(config["num_scales"], len(config["aspect_ratios"]))
+    permute = order != sorted(order)
+    mapped, class_unfit = [], None
+    for path, odapi_name, layer in box_predictor.layers(head, shapes, config["min_level"]):
+        for variable in layer.variables:
+            attribute = variable.name.split("/")[-1].split(":")[0]
+            key = f"{path}{attribute}{VALUE}"
+            where = f"{odapi_name}/{attribute}"
+            ours = f"our {layer.name}/{attribute}, shape {variable.shape.as_list()}"
+            classifier = odapi_name == "ClassPredictor"
+            if key not in shapes:
+                raise TrainError(
+                    f"{KEY} {prefix} does not fit this model's head (model.head."
+                    f"share_prediction_tower: true): it has no {key} (the OD API's box "
+                    f"predictor layer {where}; {ours}); it must come from an OD API "
+                    "weight-shared box predictor with share_prediction_tower: true and the "
+                    "same num_layers_before_predictor (model.head.num_convs), batch norm and "
+                    "use_depthwise (model.head.use_separable_conv)")
+            if list(shapes[key]) != variable.shape.as_list():
+                if classifier:
+                    class_unfit = (
+                        f"the checkpoint's class predictor {key} has shape "
+                        f"{list(shapes[key])}, ours {variable.shape.as_list()}: another "
+                        "model.num_classes (the OD API's full would fail here)")
+                    own = {id(v) for v in layer.variables}
+                    return [m for m in mapped if id(m.variable) not in own], class_unfit
+                raise TrainError(
+                    f"{KEY} {prefix} does not fit this model's head (model.head."
+                    f"share_prediction_tower: true): the first variable whose shape differs "
+                    f"is {key} (the OD API's box predictor layer {where}; our "
+                    f"{layer.name}/{attribute}): {list(shapes[key])} in the checkpoint, "
+                    f"{variable.shape.as_list()} in this model. The checkpoint's box "
+                    "predictor has another depth (model.head.num_filters), input depth "
+                    "(model.fpn.num_filters) or number of anchors per location "
+                    "(model.anchor.num_scales x aspect_ratios)")
+            channels = None
+            if permute and odapi_name in PREDICTORS and \
+                    attribute in box_predictor.OUTPUT_AXIS_WEIGHTS:
+                # each anchor's box codes or class logits, anchor after anchor
+                width = variable.shape[-1] // len(order)
+                channels = box_predictor.output_channels(order, width)
+            mapped.append(Mapped(variable, key, where, part="head", channels=channels))
+    return mapped, class_unfit
 
 
 def _fold_biases(mapped: list[Mapped], shapes: dict) -> None:
@@ -341,7 +453,7 @@ def _explain_the_rest(result: Plan, model, shapes: dict) -> None:
             if id(variable) not in mapped_ids:
                 result.fresh.append((variable.name, _unmapped_backbone_reason(result)))
             continue
-        if id(variable) in mapped_ids:  # our OdapiFpn's, loaded
+        if id(variable) in mapped_ids:  # our OdapiFpn's or head's, loaded
             continue
         part = "FPN" if id(variable) in decoder_ids else "head"
         if classification:
@@ -349,6 +461,10 @@ def _explain_the_rest(result: Plan, model, shapes: dict) -> None:
                    "classification) loads the backbone only")
         elif part == "FPN" and result.odapi_fpn:
             why = f"FPN: {ODAPI_FPN_ABSENT}"
+        elif part == "head" and result.head_fits and result.kind == "detection":
+            why = f"head: {HEAD_DETECTION}"
+        elif part == "head" and result.class_unfit:
+            why = f"head: its class predictor starts fresh: {result.class_unfit}"
         else:
             why = (f"{part}: ours computes another function than the OD API's layers after "
                    f"its backbone (the {after}), so nothing maps exactly")
@@ -369,6 +485,12 @@ def _explain_the_rest(result: Plan, model, shapes: dict) -> None:
                    "max_level)")
         elif key.startswith(FEATURE_MAPS):
             why = "the OD API's feature maps after its backbone: not our FPN's function"
+        elif key.startswith(box_predictor.CLASS) and result.class_unfit:
+            why = "the OD API's class predictor: another model.num_classes than ours"
+        elif key.startswith(BOX_PREDICTOR) and result.head_fits and \
+                result.kind == "detection":
+            why = ("the OD API's box predictor: fine_tune_checkpoint_type detection does not "
+                   "load it (full does)")
         elif key.startswith(BOX_PREDICTOR):
             why = "the OD API's box predictor: not our head's function"
         elif key.startswith(PROPOSAL_BACKBONE):
