@@ -139,7 +139,8 @@ def test_a_checkpoint_of_another_model_names_the_first_variable_that_differs(
         config.model.fpn.num_filters = 48
         config.train_config.fine_tune_checkpoint = own
         fragments = ("does not fit this model's backbone and decoder and head",
-                     "incompatible tensor with shape", "model.backbone (and, for detection and full, fpn")
+                     "incompatible tensor with shape",
+                     "model.backbone (and, for detection and full, fpn")
     elif case == "odapi_extractor":  # the OD API's MobileNet v1 (x0.5) into a MobileNetV2
         use_mobilenet(config)
         config.train_config.fine_tune_checkpoint = odapi_fixture_checkpoint(

@@ -1,14 +1,19 @@
 """fine_tune_checkpoint_type full from an OD API checkpoint: its weight-shared box
-predictor (share_prediction_tower: true) loads into model.head.share_prediction_tower,
-which then computes its outputs; detection leaves the head fresh, as the OD API's.
+predictor loads into our head, which then computes its outputs: with
+share_prediction_tower: true into model.head.share_prediction_tower, with false into
+Model Garden's two towers (model.head.tower_conv_bias: false); detection leaves the
+head fresh, as the OD API's.
 
-The fixture (tests/fixtures/odapi/ssd_mobilenet_v2_fpn_keras/, made with the real OD
-API by scripts/odapi_fixtures/make_odapi_fixtures.py from the published FPN-lite
-320x320 config at depth_multiplier 0.35, 128 px, 3 classes) holds the OD API's
-variables (names and shapes, seeded_weights' values) and, on one image, its box
-predictor's outputs (`box_encodings` [1, N, 4], `class_predictions_with_background`
-[1, N, 4], levels 3-7, each level's locations row by row, each location's 6 anchors in
-the OD API's order) and its `anchors` (normalized corners). The OD API orders a
+The fixtures (tests/fixtures/odapi/<extractor>/, made with the real OD API by
+scripts/odapi_fixtures/make_odapi_fixtures.py: ssd_mobilenet_v2_fpn_keras from the
+published FPN-lite 320x320 config at depth_multiplier 0.35, one separable tower;
+ssd_mobilenet_v1_fpn_keras from the published MobileNet v1 FPN 640x640 config at
+depth_multiplier 0.5, two plain towers; 128 px, 3 classes, predictor depth 32, 4
+layers before the predictors) hold the OD API's variables (names and shapes,
+seeded_weights' values) and, on one image, its box predictor's outputs
+(`box_encodings` [1, N, 4], `class_predictions_with_background` [1, N, 4], levels
+3-7, each level's locations row by row, each location's 6 anchors in the OD API's
+order) and its `anchors` (normalized corners). The OD API orders a
 location's anchors aspect ratio by aspect ratio (each at its 2 scales), Model Garden
 scale by scale: the load permutes the predictors' output channels, so that our k-th
 anchor's outputs are the OD API's for the anchor that is our k-th."""
@@ -17,13 +22,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import make_tiny_config
 from test_fine_tune_odapi_resnet import _checkpoint, _reference
-from test_odapi_fpn_lite import FIXTURES, NAME, _mapped_model
+from test_odapi_fpn import _manifest
+from test_odapi_fpn_lite import FIXTURES, _mapped_model
 
 from train_lib import families
 from train_lib.families.anchors import batch_anchors
@@ -32,23 +39,53 @@ from train_lib.training.odapi_checkpoint import box_predictor
 from train_lib.training.trainer import TrainError, train
 
 TOLERANCE = 1e-4
-NUM_SCALES, ASPECT_RATIOS = 2, [1.0, 2.0, 0.5]  # the fixture's anchor generator
+NUM_SCALES, ASPECT_RATIOS = 2, [1.0, 2.0, 0.5]  # the fixtures' anchor generator
 ANCHORS = NUM_SCALES * len(ASPECT_RATIOS)
-BACKBONE, FPN, HEAD = 260, 30, 94  # HEAD: 4 separable tower convs (8), 5 levels x 4
-# norms x 4 (80), the box and class predictors' depthwise and pointwise kernels and bias
+NAME = "ssd_mobilenet_v2_fpn_keras"  # one separable tower
+TWO_TOWERS = "ssd_mobilenet_v1_fpn_keras"
+
+
+class Fixture:
+    """What a fixture's mapped model has: its variables by part, its head's kind, the
+    first tower convolution's kernel (its name, in the checkpoint and ours) and the
+    class predictor's kernel weight."""
+
+    def __init__(self, name, backbone, fpn, head, shared, tower_kernel, ours, class_kernel):
+        self.name, self.backbone, self.fpn, self.head = name, backbone, fpn, head
+        self.shared, self.tower_kernel, self.ours = shared, tower_kernel, ours
+        self.class_kernel = class_kernel
+
+
+FIXTURE = {
+    # HEAD: 4 separable tower convs (8), 5 levels x 4 norms x 4 (80), the box and class
+    # predictors' depthwise and pointwise kernels and bias (6).
+    NAME: Fixture(NAME, 260, 30, 94, True, ("PredictionTower/0/pointwise_kernel",
+                                            [1, 1, 44, 32], [1, 1, 44, 16]),
+                  "tower-conv_0/pointwise_kernel", ("pointwise_kernel", [1, 1, 32, 24],
+                                                    [1, 1, 32, 36])),
+    # HEAD: 2 towers x (4 convs + 5 levels x 4 norms x 4) (168), 2 predictors x 2 (4).
+    TWO_TOWERS: Fixture(TWO_TOWERS, 135, 26, 172, False, (
+        "BoxPredictionTower/0/kernel", [3, 3, 128, 32], [3, 3, 128, 16]),
+        "boxnet-conv_0/kernel", ("kernel", [3, 3, 32, 24], [3, 3, 32, 36])),
+}
+FIXTURES_BY_NAME = pytest.mark.parametrize("fixture", [FIXTURE[NAME], FIXTURE[TWO_TOWERS]],
+                                           ids=[NAME, TWO_TOWERS])
 PREDICTOR = "model/_box_predictor/"
 
 
-def _text() -> str:
-    with open(os.path.join(FIXTURES, NAME, "pipeline.config")) as f:
+def _text(name: str = NAME) -> str:
+    with open(os.path.join(FIXTURES, name, "pipeline.config")) as f:
         return f.read()
 
 
-def _model(num_classes: int | None = None, num_filters: int | None = None):
-    """The mapped fixture config's model (share_prediction_tower, separable, the OD
-    API's FPN), optionally with another num_classes or head depth."""
-    _, model = _mapped_model(_text())
-    assert model.head.share_prediction_tower and model.fpn.type == "odapi"
+def _model(num_classes: int | None = None, num_filters: int | None = None,
+           name: str = NAME):
+    """The mapped fixture config's model (the OD API's FPN; for NAME
+    share_prediction_tower, separable; for TWO_TOWERS Model Garden's two towers,
+    tower_conv_bias false), optionally with another num_classes or head depth."""
+    _, model = _mapped_model(_text(name))
+    assert model.head.share_prediction_tower is FIXTURE[name].shared
+    assert model.fpn.type == "odapi" and not model.head.tower_conv_bias
     assert (model.anchor.num_scales, model.anchor.aspect_ratios) == (NUM_SCALES, ASPECT_RATIOS)
     if num_classes is not None:
         model.num_classes = num_classes
@@ -84,16 +121,22 @@ def _relative(ours: np.ndarray, theirs: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def prefix(tmp_path_factory) -> str:
-    return _checkpoint(NAME, tmp_path_factory.mktemp("odapi_head"))
+def checkpoints(tmp_path_factory) -> dict[str, str]:
+    return {name: _checkpoint(name, tmp_path_factory.mktemp(name)) for name in FIXTURE}
 
 
-def test_the_anchor_orders_differ_and_the_permutation_maps_one_onto_the_other():
+@pytest.fixture(scope="module")
+def prefix(checkpoints) -> str:
+    return checkpoints[NAME]
+
+
+@FIXTURES_BY_NAME
+def test_the_anchor_orders_differ_and_the_permutation_maps_one_onto_the_other(fixture):
     """Our anchors (Model Garden's generator, the mapped config) are the OD API's
     (the fixture's, normalized), each location's in the order anchor_order gives:
     the same boxes, another order."""
-    reference = _reference(NAME)
-    net = _model()
+    reference = _reference(fixture.name)
+    net = _model(name=fixture.name)
     ours = batch_anchors(net, tf.zeros([1, 128, 128, 3]))
     flat = np.concatenate([ours[lv].numpy().reshape(-1, 4) for lv in sorted(ours, key=int)])
     theirs = reference["anchors"]
@@ -104,12 +147,16 @@ def test_the_anchor_orders_differ_and_the_permutation_maps_one_onto_the_other():
     assert box_predictor.anchor_order(1, 3) == [0, 1, 2]  # one scale: the same order
 
 
-def test_full_loads_the_box_predictor_and_our_head_computes_its_outputs(prefix):
+@FIXTURES_BY_NAME
+def test_full_loads_the_box_predictor_and_our_head_computes_its_outputs(fixture,
+                                                                        checkpoints):
     """After a full fine-tune, our head's outputs are the OD API's (its box_encodings
     and class_predictions_with_background, anchors in our order) to 1e-4 of the
     largest; before it (fresh) they differ. The line and report say what loaded."""
-    reference = _reference(NAME)
-    net = _model()
+    reference = _reference(fixture.name)
+    prefix = checkpoints[fixture.name]
+    BACKBONE, FPN, HEAD = fixture.backbone, fixture.fpn, fixture.head
+    net = _model(name=fixture.name)
     theirs_boxes = _in_our_order(reference["box_encodings"])
     theirs_classes = _in_our_order(reference["class_predictions_with_background"])
     boxes, classes = _head_outputs(net, reference)
@@ -133,15 +180,19 @@ def test_full_loads_the_box_predictor_and_our_head_computes_its_outputs(prefix):
     assert len(head) == HEAD and all(row["checkpoint_key"].startswith(PREDICTOR)
                                      for row in head)
     permuted = sorted(row["odapi_layer"] for row in head if "output_channels" in row)
-    assert permuted == ["BoxPredictor/bias", "BoxPredictor/pointwise_kernel",
-                        "ClassPredictor/bias", "ClassPredictor/pointwise_kernel"]
+    kernel = fixture.class_kernel[0]
+    assert permuted == ["BoxPredictor/bias", f"BoxPredictor/{kernel}",
+                        "ClassPredictor/bias", f"ClassPredictor/{kernel}"]
     assert not any(row["checkpoint_key"].startswith(PREDICTOR) for row in report["unused"])
 
 
-def test_detection_leaves_the_head_fresh_as_the_odapi(prefix):
+@FIXTURES_BY_NAME
+def test_detection_leaves_the_head_fresh_as_the_odapi(fixture, checkpoints):
     """detection (the OD API's detection): the backbone and FPN load, the head keeps
     its fresh values, and the line, the rows and the unused keys say why."""
-    net = _model()
+    prefix = checkpoints[fixture.name]
+    BACKBONE, FPN, HEAD = fixture.backbone, fixture.fpn, fixture.head
+    net = _model(name=fixture.name)
     before = [v.numpy() for v in net.head.variables]
     result = fine_tune.apply(net, prefix, "detection")
     for variable, value in zip(net.head.variables, before, strict=True):
@@ -162,12 +213,15 @@ def test_detection_leaves_the_head_fresh_as_the_odapi(prefix):
                          "does not load it (full does)" for row in unused)
 
 
-def test_full_with_another_num_classes_leaves_the_class_predictor_fresh(prefix):
-    """5 classes where the checkpoint has 3: the tower and the box predictor load (our
-    box outputs are the OD API's), the class predictor keeps its fresh values (the OD
-    API's full would fail), and the line and its rows say why."""
-    reference = _reference(NAME)
-    net = _model(num_classes=5)
+@FIXTURES_BY_NAME
+def test_full_with_another_num_classes_leaves_the_class_predictor_fresh(fixture,
+                                                                        checkpoints):
+    """5 classes where the checkpoint has 3: the towers and the box predictor load
+    (our box outputs are the OD API's), the class predictor keeps its fresh values
+    (the OD API's full would fail), and the line and its rows say why."""
+    reference = _reference(fixture.name)
+    prefix, HEAD = checkpoints[fixture.name], fixture.head
+    net = _model(num_classes=5, name=fixture.name)
     before = [v.numpy() for v in net.head._classifier.variables]
     result = fine_tune.apply(net, prefix, "full")
     for variable, value in zip(net.head._classifier.variables, before, strict=True):
@@ -175,9 +229,10 @@ def test_full_with_another_num_classes_leaves_the_class_predictor_fresh(prefix):
     boxes, _ = _head_outputs(net, reference)
     assert _relative(boxes, _in_our_order(reference["box_encodings"])) <= TOLERANCE
     classifier = len(net.head._classifier.variables)
+    weight, theirs, ours = fixture.class_kernel
     why = (f"the checkpoint's class predictor {PREDICTOR}_prediction_heads/"
-           "class_predictions_with_background/_class_predictor_layers/0/pointwise_kernel/"
-           ".ATTRIBUTES/VARIABLE_VALUE has shape [1, 1, 32, 24], ours [1, 1, 32, 36]: "
+           f"class_predictions_with_background/_class_predictor_layers/0/{weight}/"
+           f".ATTRIBUTES/VARIABLE_VALUE has shape {theirs}, ours {ours}: "
            "another model.num_classes (the OD API's full would fail here)")
     assert result.line.endswith(
         f"and {HEAD - classifier} of {HEAD} head variables (the OD API's box predictor) "
@@ -192,40 +247,58 @@ def test_full_with_another_num_classes_leaves_the_class_predictor_fresh(prefix):
         for row in unused)
 
 
-def test_a_head_of_another_depth_is_refused_naming_the_first_variable(prefix):
+@FIXTURES_BY_NAME
+def test_a_head_of_another_depth_is_refused_naming_the_first_variable(fixture, checkpoints):
     """model.head.num_filters 16 where the checkpoint's predictor is 32 deep: one
-    TrainError naming the tower's first pointwise kernel, nothing loaded."""
-    net = _model(num_filters=16)
+    TrainError naming the (box) tower's first kernel, nothing loaded."""
+    prefix = checkpoints[fixture.name]
+    net = _model(num_filters=16, name=fixture.name)
     before = [v.numpy() for v in net.variables]
     with pytest.raises(TrainError) as err:
         fine_tune.apply(net, prefix, "full")
     message = str(err.value)
+    tower_kernel, theirs, ours = fixture.tower_kernel
     assert message.startswith(
         f"train_config.fine_tune_checkpoint {prefix} does not fit this model's head "
-        "(model.head.share_prediction_tower: true): the first variable whose shape differs "
-        f"is {PREDICTOR}_head_scope_conv_layers/PredictionTower/0/pointwise_kernel/"
-        ".ATTRIBUTES/VARIABLE_VALUE (the OD API's box predictor layer "
-        "PredictionTower/0/pointwise_kernel; our tower-conv_0/pointwise_kernel): "
-        "[1, 1, 44, 32] in the checkpoint, [1, 1, 44, 16] in this model.")
+        f"(model.head.share_prediction_tower: {str(fixture.shared).lower()}): the first "
+        f"variable whose shape differs is {PREDICTOR}_head_scope_conv_layers/{tower_kernel}/"
+        f".ATTRIBUTES/VARIABLE_VALUE (the OD API's box predictor layer {tower_kernel}; "
+        f"our {fixture.ours}): {theirs} in the checkpoint, {ours} in this model.")
     assert "\n" not in message
     for variable, value in zip(net.variables, before, strict=True):
         np.testing.assert_array_equal(variable.numpy(), value)
 
 
-def test_a_model_garden_two_tower_head_stays_fresh_under_full(prefix):
-    """share_prediction_tower: false (Model Garden's two towers) computes another
-    function than the checkpoint's one-tower predictor: full leaves it fresh, saying so."""
-    _, model = _mapped_model(_text())
-    model.head.share_prediction_tower = False
+@pytest.mark.parametrize("name", [NAME, TWO_TOWERS])
+def test_a_head_of_the_other_towers_stays_fresh_under_full(name, checkpoints):
+    """One tower where the checkpoint's predictor has two, or two where it has one,
+    computes another function: full leaves the head fresh, saying so."""
+    _, model = _mapped_model(_text(name))
+    model.head.share_prediction_tower = not model.head.share_prediction_tower
     net = families.build_model(model)
-    plan = odapi_checkpoint.plan(net, prefix, "full")
+    plan = odapi_checkpoint.plan(net, checkpoints[name], "full")
     assert not any(m.part == "head" for m in plan.mapped)
     assert plan.summary().endswith("; head fresh (ours compute other functions than the OD "
                                    "API's box predictor)")
 
 
+def test_model_gardens_tower_biases_are_refused_naming_the_first(checkpoints):
+    """Model Garden's two towers with biases (tower_conv_bias: true) where the OD API's
+    have none: one TrainError naming the first bias and the key to set."""
+    _, model = _mapped_model(_text(TWO_TOWERS))
+    model.head.tower_conv_bias = True
+    with pytest.raises(TrainError) as err:
+        odapi_checkpoint.plan(families.build_model(model), checkpoints[TWO_TOWERS], "full")
+    message = str(err.value)
+    assert (f"it has no {PREDICTOR}_head_scope_conv_layers/BoxPredictionTower/0/bias/"
+            ".ATTRIBUTES/VARIABLE_VALUE (the OD API's box predictor layer "
+            "BoxPredictionTower/0/bias; our boxnet-conv_0/bias, shape [32])") in message
+    assert "model.head.tower_conv_bias" in message
+
+
 @pytest.mark.slow
 def test_a_run_fine_tunes_the_head_from_the_odapi_checkpoint(tiny_dataset, tmp_path, prefix):
+    BACKBONE, FPN, HEAD = 260, 30, 94
     """train() with full: the line, the report in model_dir; a head of another depth is
     one TrainError and writes nothing."""
     config = make_tiny_config(tiny_dataset, num_steps=2)
@@ -258,3 +331,37 @@ def test_the_separable_shared_tower_model_is_checkpointed(tmp_path):
     tf.train.Checkpoint(model=other).read(prefix).assert_existing_objects_matched()
     for a, b in zip(net.variables, other.variables, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+@pytest.mark.parametrize("name, depth", [(NAME, 128), (TWO_TOWERS, 256),
+                                         ("ssd_resnet50_v1_fpn_keras", 256)])
+def test_a_full_fine_tune_from_the_published_checkpoint_maps_every_predictor_variable(
+        name, depth):
+    """A zoo ckpt-0 of the published config (its names and shapes: 90 classes) onto
+    the mapped full-width model: with num_classes 90 every variable of its box
+    predictor has its place in our head, with its shape; with 3 all but the class
+    predictor's, which the line says starts fresh."""
+    text = re.sub(r"depth_multiplier: [0-9.]+", "depth_multiplier: 1.0",
+                  re.sub(r"min_depth: \d+", "min_depth: 16", _text(name), count=1), count=1)
+    text = text.replace("depth: 32\n", f"depth: {depth}\n", 1)
+    shapes = dict(_manifest(name)["published"]["variables"])
+    predictor = {key for key in shapes if key.startswith(PREDICTOR)}
+    for num_classes in (90, 3):
+        _, model = _mapped_model(text)
+        model.num_classes, model.input_size = num_classes, [128, 128]
+        net = families.build_model(model)
+        plan = odapi_checkpoint.plan_shapes(net, shapes, "ckpt-0", "full")
+        head = [m for m in plan.mapped if m.part == "head"]
+        for m in head:
+            assert list(shapes[m.key]) == m.variable.shape.as_list(), m.key
+        classifier = len(net.head._classifier.variables)
+        if num_classes == 90:
+            assert {m.key for m in head} == predictor
+            assert len(head) == len(net.head.variables)
+            assert plan.summary().endswith("head variables (the OD API's box predictor) from "
+                                           "an OD API checkpoint ckpt-0 (full)")
+        else:
+            assert len(head) == len(predictor) - classifier == len(net.head.variables) - \
+                classifier
+            assert "(full); its class predictor fresh (the checkpoint's class predictor " \
+                in plan.summary()

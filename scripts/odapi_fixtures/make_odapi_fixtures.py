@@ -45,7 +45,8 @@ OD API's own checkpoint holds exactly seeded_weights' values), and the tests wri
 SEEDED adds the OD API's Keras MobileNet v1 FPN (`ssd_mobilenet_v1_fpn_keras`:
 the published config at depth_multiplier 0.5, min_depth 8, 128 px, box predictor
 depth 32, 3 classes), written the same way: `level_<n>` are its
-classification_backbone's outputs conv_pw_3/5/11/13_relu, the maps its FPN reads;
+classification_backbone's outputs conv_pw_3/5/11/13_relu, the maps its FPN reads,
+and (HEAD_OUTPUTS) its two-tower box predictor's outputs and its anchors;
 the OD API's Keras MobileNetV2 FPN-lite (`ssd_mobilenet_v2_fpn_keras` with
 use_depthwise, the published 320x320 FPN-lite config at depth_multiplier 0.35,
 min_depth 8, 128 px, box predictor depth 32, 3 classes): `level_<n>` are its
@@ -266,7 +267,7 @@ SEEDED = {
 # `class_predictions_with_background` [1, anchors, num_classes + 1], levels in order,
 # each level's anchors row by row, a location's anchors in its anchor generator's
 # order) and those `anchors` ([anchors, 4], normalized corners ymin, xmin, ymax, xmax).
-HEAD_OUTPUTS = ("ssd_mobilenet_v2_fpn_keras",)
+HEAD_OUTPUTS = ("ssd_mobilenet_v2_fpn_keras", "ssd_mobilenet_v1_fpn_keras")
 
 
 def build_model(config_text: str):

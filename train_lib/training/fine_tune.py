@@ -20,7 +20,8 @@ Contract:
   too, where their shapes in the checkpoint are ours (the same num_classes), else
   those start fresh and the line and report say why (the OD API would fail there);
   from an OD API checkpoint, its box predictor too where our head computes its
-  function (odapi_checkpoint/box_predictor.py: `model.head.share_prediction_tower`).
+  function (odapi_checkpoint/box_predictor.py: its weight-shared predictor, one tower
+  or two, as `model.head.share_prediction_tower` says).
   Every variable of those parts must be in the checkpoint with its shape, else
   TrainError says which part (for an OD API checkpoint, which variable) does not
   fit, and nothing is loaded. The

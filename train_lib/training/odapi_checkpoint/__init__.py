@@ -15,23 +15,26 @@ Where to look:
   `se_activation: swish` and, for its levels, `efficientnet_endpoints: odapi`);
 - fpn.py: the OD API's Keras FPN (its FPN extractors' top-down pyramid and coarse
   levels) into our `model.fpn.type: odapi`, which computes its function;
-- box_predictor.py: its weight-shared box predictor with one tower
-  (share_prediction_tower) into our `model.head.share_prediction_tower: true`, which
-  computes its function, its predictors' outputs permuted into our anchor order;
+- box_predictor.py: its weight-shared box predictor into our RetinaNet head, which
+  computes its function (one tower, share_prediction_tower: into our
+  `model.head.share_prediction_tower: true`; two towers: into Model Garden's with
+  `model.head.tower_conv_bias: false`), its predictors' outputs permuted into our
+  anchor order;
 - keras_weights.py: a Keras application's weights file (`.h5`) read as the
   classification checkpoint it stands for;
 - mapping.py: the plan (each backbone layer's variables paired with the checkpoint's,
   and, for a detection checkpoint into `model.fpn.type: odapi`, each FPN layer's, and
-  for `full` into a shared-tower head, each head layer's, checked by shape), its
-  loading, its log line and fine_tune_report.json, and why each of the rest is not
-  loaded.
+  for `full` into a head of the checkpoint's towers, each head layer's, checked by
+  shape), its loading, its log line and fine_tune_report.json, and why each of the
+  rest is not loaded.
 
 With `model.fpn.type: odapi` our FPN is the OD API's: a detection checkpoint's FPN
 loads into it, every variable or none (a classification one holds no FPN: ours
 starts fresh, as the OD API's). With `fine_tune_checkpoint_type: full` (the OD API's
-full) and `model.head.share_prediction_tower: true`, a weight-shared box predictor with
-one tower loads into our head too: the tower and the box predictor, every variable or
-none, and the class predictor when its shape is ours (another num_classes: it starts
+full) a weight-shared box predictor loads into our head too when that has its towers
+(one: `model.head.share_prediction_tower: true`; two: Model Garden's, with
+`model.head.tower_conv_bias: false`): the towers and the box predictor, every variable
+or none, and the class predictor when its shape is ours (another num_classes: it starts
 fresh, where the OD API's full fails); with `detection` the head starts fresh, as the
 OD API's. Its other layers after its backbone (its FPN when ours is Model Garden's,
 SSD's extra feature maps, EfficientDet's BiFPN, the other box predictors, Faster

@@ -18,7 +18,6 @@ import tensorflow as tf
 from official.vision.modeling.backbones import resnet
 
 from train_lib.families.odapi_fpn import OdapiFpn
-from train_lib.families.shared_tower_head import SharedTowerRetinaNetHead
 from train_lib.training.failures import TrainError
 from train_lib.training.odapi_checkpoint import (
     box_predictor,
@@ -90,8 +89,9 @@ class Plan:
     backbone_variables: int  # how many variables our backbone has
     odapi_fpn: bool = False  # our FPN is the OD API's (model.fpn.type: odapi)
     fpn_variables: int = 0  # how many variables our FPN has, when it is the OD API's
-    # Our head computes the checkpoint's box predictor (box_predictor.py), and how many
-    # variables it has; why its class predictor starts fresh under `full`, if it does.
+    # Our head computes the checkpoint's box predictor (box_predictor.py) and its
+    # variables fit (`full` loads them), and how many it has; why its class predictor
+    # starts fresh under `full`, if it does.
     head_fits: bool = False
     head_variables: int = 0
     class_unfit: str | None = None
@@ -221,12 +221,21 @@ def plan_shapes(model, shapes: dict, prefix: str, kind: str) -> Plan:
     if odapi_fpn and kind != "backbone":
         mapped += _map_fpn(shapes, prefix, decoder)
     head = getattr(model, "head", None)
-    head_fits = isinstance(head, SharedTowerRetinaNetHead) and \
-        box_predictor.is_shared_tower(shapes)
+    ours = box_predictor.our_towers(head)
+    head_fits = kind != "backbone" and ours is not None and ours == box_predictor.towers(shapes)
     class_unfit = None
-    if head_fits and kind == "full":
-        head_mapped, class_unfit = _map_head(shapes, prefix, model)
-        mapped += head_mapped
+    if head_fits:  # full loads it; detection says that full would (if it would)
+        try:
+            head_mapped, class_unfit = _map_head(shapes, prefix, model)
+        except TrainError:
+            if kind == "full":
+                raise
+            head_fits = False
+        else:
+            if kind == "full":
+                mapped += head_mapped
+            else:
+                class_unfit = None
     result = Plan(prefix, kind, segments[0][0], mapped, len(model.backbone.variables),
                   odapi_fpn=odapi_fpn,
                   fpn_variables=len(decoder.variables) if odapi_fpn else 0,
@@ -301,19 +310,21 @@ PREDICTORS = ("BoxPredictor", "ClassPredictor")
 
 
 def _map_head(shapes: dict, prefix: str, model) -> tuple[list[Mapped], str | None]:
-    """Each variable of our SharedTowerRetinaNetHead paired with the OD API's
-    weight-shared box predictor's (box_predictor.py), checked by name and shape, and
+    """Each variable of our head paired with the OD API's weight-shared box
+    predictor's with the same towers (box_predictor.py), checked by name and shape, and
     why the class predictor does not fit (another num_classes; it then starts fresh),
     or None. TrainError naming the first variable that does not fit otherwise."""
     head = model.head
+    shared = box_predictor.our_towers(head) == "shared"
+    this = f"this model's head (model.head.share_prediction_tower: {str(shared).lower()})"
     config = model.get_config()
     levels = config["max_level"] - config["min_level"] + 1
     theirs = box_predictor.checkpoint_levels(shapes)
     if theirs != levels:
         raise TrainError(
-            f"{KEY} {prefix} does not fit this model's head (model.head."
-            f"share_prediction_tower: true): the checkpoint's box predictor has batch norms "
-            f"for {theirs} levels ({box_predictor.TOWER_NORMS}<level>/), this model "
+            f"{KEY} {prefix} does not fit {this}: the checkpoint's box predictor has batch "
+            f"norms for {theirs} levels ({box_predictor.TOWER_NORMS}"
+            f"{box_predictor.BOX_HEAD}/<level>/), this model "
             f"{levels} (model.min_level {config['min_level']} to max_level "
             f"{config['max_level']}); it must come from an OD API model with the same levels")
     order = box_predictor.anchor_order(config["num_scales"], len(config["aspect_ratios"]))
@@ -328,12 +339,12 @@ def _map_head(shapes: dict, prefix: str, model) -> tuple[list[Mapped], str | Non
             classifier = odapi_name == "ClassPredictor"
             if key not in shapes:
                 raise TrainError(
-                    f"{KEY} {prefix} does not fit this model's head (model.head."
-                    f"share_prediction_tower: true): it has no {key} (the OD API's box "
+                    f"{KEY} {prefix} does not fit {this}: it has no {key} (the OD API's box "
                     f"predictor layer {where}; {ours}); it must come from an OD API "
-                    "weight-shared box predictor with share_prediction_tower: true and the "
-                    "same num_layers_before_predictor (model.head.num_convs), batch norm and "
-                    "use_depthwise (model.head.use_separable_conv)")
+                    "weight-shared box predictor with the same share_prediction_tower, "
+                    "num_layers_before_predictor (model.head.num_convs), batch norm, "
+                    "use_depthwise (model.head.use_separable_conv) and tower biases (none "
+                    "unless force_use_bias: model.head.tower_conv_bias)")
             if list(shapes[key]) != variable.shape.as_list():
                 if classifier:
                     class_unfit = (
@@ -343,9 +354,8 @@ def _map_head(shapes: dict, prefix: str, model) -> tuple[list[Mapped], str | Non
                     own = {id(v) for v in layer.variables}
                     return [m for m in mapped if id(m.variable) not in own], class_unfit
                 raise TrainError(
-                    f"{KEY} {prefix} does not fit this model's head (model.head."
-                    f"share_prediction_tower: true): the first variable whose shape differs "
-                    f"is {key} (the OD API's box predictor layer {where}; our "
+                    f"{KEY} {prefix} does not fit {this}: the first variable whose shape "
+                    f"differs is {key} (the OD API's box predictor layer {where}; our "
                     f"{layer.name}/{attribute}): {list(shapes[key])} in the checkpoint, "
                     f"{variable.shape.as_list()} in this model. The checkpoint's box "
                     "predictor has another depth (model.head.num_filters), input depth "
