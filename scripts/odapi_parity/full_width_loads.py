@@ -1,0 +1,437 @@
+r"""Fine-tunes from OD API checkpoints at full width, as a zoo ckpt-0 is, and measures
+what loads and whether our backbone and FPN then compute the OD API's maps.
+
+For each published TF2 config (the SSD and Faster R-CNN ones of --configs_dir that our
+mapper maps, or those --only names), one at a time:
+
+1. the OD API's side (a subprocess in its own environment: --odapi_python, with
+   --odapi_research's `research` and `research/slim` on PYTHONPATH and
+   TF_USE_LEGACY_KERAS=1) builds the config's model with its model_builder at the
+   published width and num_classes (only the input is --size px; no variable depends
+   on it), gives every variable a seeded random value (scripts/odapi_fixtures/
+   seeded_weights.py's scales, batch-norm moving statistics included, seeded by the
+   variable's index and name so that no two variables are alike), writes the
+   checkpoint as its exporter writes a zoo model's ckpt-0
+   (tf.train.Checkpoint(model=detection_model) saved by a CheckpointManager with
+   checkpoint_number=0) and saves its tensors on one image (features.npz: the
+   extractor's input `preprocessed`, its backbone levels `level_<n>`, its FPN's maps
+   `feature_map_<i>`, levels min_level up; Faster R-CNN without FPN: `level_4` and its
+   box classifier on the whole level-4 map, `box_classifier`; SSD MobileNetV2 and
+   EfficientDet: the Keras layers that end our levels, and for the former block 14's
+   expansion, its first feature map; MobileNetV2 FPN-lite: its backbone's outputs,
+   the last (`out_relu`, 1280 channels) being our key 6, and block 16's projection,
+   our level 5);
+2. ours (a subprocess in this project's environment) maps the same config with our
+   mapper (its `model` section, input --size), builds the model, runs its backbone
+   (and FPN) on `preprocessed` with its fresh weights, fine-tunes it from the
+   checkpoint with fine_tune.apply(model, prefix, "detection") (what a run with
+   fine_tune_checkpoint_type: detection calls), and runs them again.
+
+It prints, per config: the variables loaded (backbone, FPN) and fresh, the load's
+seconds, the checkpoint's size, and per level the largest difference of our map from
+the OD API's relative to the OD API's largest magnitude, after the load and (in
+brackets) fresh; then a Markdown table of every config measured into --work_dir so
+far (<work_dir>/results.json holds the figures). Each config's checkpoint (up to
+260 MB at full width) is deleted after its measurement unless --keep. With
+$ODAPI_PY (a Python where the OD API imports) and $ODAPI_RESEARCH (tensorflow/models'
+`research` directory), the defaults of --odapi_python and --odapi_research:
+
+    nice -n 10 .venv/bin/python scripts/odapi_parity/full_width_loads.py \
+        --configs_dir=$ODAPI_RESEARCH/object_detection/configs/tf2 \
+        --work_dir=/tmp/full_width_loads
+
+The script imports only its own side's code in each process: the OD API's side never
+imports train_lib, ours never the OD API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+SEED = 20261207
+TOLERANCE = 1e-4
+# The Keras MobileNetV2 layers that end our levels 2-6 (ssd_mobilenet_v2_keras).
+MOBILENET_V2_LAYERS = {"2": "block_2_add", "3": "block_5_add", "4": "block_12_add",
+                       "5": "block_16_project_BN", "6": "out_relu"}
+# The Keras EfficientNet's layers the OD API's EfficientDet reads as levels 2-5.
+EFFICIENTNET_LEVELS = {"2": "stack_1/block_1/add", "3": "stack_2/block_1/add",
+                       "4": "stack_4/block_2/add", "5": "stack_6/block_0/project_bn"}
+
+
+def relative(ours: np.ndarray, theirs: np.ndarray) -> float:
+    """max |ours - theirs| / max |theirs|."""
+    return float(np.abs(ours - theirs).max() / np.abs(theirs).max())
+
+
+def make_image(size: int) -> np.ndarray:
+    """A smooth picture with a few rectangles and noise: uint8 [size, size, 3]."""
+    rng = np.random.default_rng(SEED)
+    y, x = np.mgrid[0:size, 0:size] / size
+    image = np.stack([120 + 90 * np.sin(6 * x + 1), 110 + 80 * np.cos(5 * y),
+                      128 + 60 * np.sin(4 * (x + y))], axis=-1)
+    for _ in range(6):
+        y0, x0 = rng.integers(0, size - 16, 2)
+        h, w = rng.integers(8, size // 2, 2)
+        image[y0:y0 + h, x0:x0 + w] = rng.integers(0, 256, 3)
+    image += rng.normal(0, 6, image.shape)
+    return np.clip(np.round(image), 0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------- the OD API's side
+
+
+def odapi_side(config_path: str, out_dir: str, size: int) -> None:
+    """Writes out_dir/checkpoint/ckpt-0, out_dir/features.npz and out_dir/odapi.json."""
+    sys.path.insert(0, os.path.join(REPO, "scripts", "odapi_fixtures"))
+    import seeded_weights
+    import tensorflow as tf
+    from object_detection.builders import model_builder
+    from object_detection.utils import config_util
+
+    started = time.time()
+    configs = config_util.get_configs_from_pipeline_file(config_path)
+    meta = configs["model"].WhichOneof("model")
+    arch = getattr(configs["model"], meta)
+    resizer = arch.image_resizer
+    if resizer.WhichOneof("image_resizer_oneof") == "fixed_shape_resizer":
+        resizer.fixed_shape_resizer.height = resizer.fixed_shape_resizer.width = size
+    else:
+        resizer.keep_aspect_ratio_resizer.min_dimension = size
+        resizer.keep_aspect_ratio_resizer.max_dimension = size
+    extractor_type = arch.feature_extractor.type
+    tf.keras.utils.set_random_seed(SEED)
+    model = model_builder.build(configs["model"], is_training=False)
+    image = make_image(size)
+    preprocessed, shapes = model.preprocess(tf.constant(image[None].astype(np.float32)))
+    model.predict(preprocessed, shapes)  # builds every variable
+    for index, variable in enumerate(model.variables):
+        key = f"{index}/{variable.name.split(':')[0]}"
+        variable.assign(seeded_weights.value(key, variable.shape.as_list()))
+    built = time.time() - started
+
+    arrays = {"preprocessed": preprocessed.numpy()}
+    if meta == "ssd":
+        extractor = model.feature_extractor
+    else:
+        extractor = model._feature_extractor_for_proposal_features
+    if extractor_type == "ssd_mobilenet_v2_keras" or "efficientnet" in extractor_type:
+        backbone = extractor.classification_backbone
+        layers = MOBILENET_V2_LAYERS if "mobilenet" in extractor_type else EFFICIENTNET_LEVELS
+        probe = tf.keras.Model(backbone.inputs,
+                               [backbone.get_layer(name).output for name in layers.values()])
+        for level, value in zip(layers, probe(preprocessed, training=False), strict=True):
+            arrays[f"level_{level}"] = value.numpy()
+        if "mobilenet" in extractor_type:
+            arrays["expansion"] = extractor(preprocessed)[0].numpy()  # block_13_expand_relu
+    elif meta == "ssd" or extractor_type.endswith("_fpn_keras"):
+        backbone = extractor.classification_backbone
+        numbers = (2, 3, 4, 5)
+        if extractor_type == "ssd_mobilenet_v2_fpn_keras":
+            # Its fourth output is out_relu (1280 channels), our key 6 (the FPN's top
+            # input); our level 5 is block 16's projection, which its FPN does not read.
+            numbers = (2, 3, 4, 6)
+            probe = tf.keras.Model(backbone.inputs,
+                                   backbone.get_layer(MOBILENET_V2_LAYERS["5"]).output)
+            arrays["level_5"] = probe(preprocessed, training=False).numpy()
+        levels = backbone(preprocessed, training=False)
+        for level, value in zip(numbers, levels, strict=True):
+            arrays[f"level_{level}"] = value.numpy()
+        for i, fmap in enumerate(extractor(preprocessed)):
+            arrays[f"feature_map_{i}"] = fmap.numpy()
+    else:
+        rpn = extractor(preprocessed, training=False)
+        box = model._feature_extractor_for_box_classifier_features(rpn, training=False)
+        arrays["level_4"], arrays["box_classifier"] = rpn.numpy(), box.numpy()
+    np.savez(os.path.join(out_dir, "features.npz"), **arrays)
+
+    started = time.time()
+    prefix = tf.train.CheckpointManager(
+        tf.train.Checkpoint(model=model), os.path.join(out_dir, "checkpoint"),
+        max_to_keep=1).save(checkpoint_number=0)
+    written = time.time() - started
+    stored = [(name, shape) for name, shape in tf.train.list_variables(prefix)
+              if name.startswith("model/")]
+    size_bytes = sum(os.path.getsize(path) for path in glob.glob(prefix + ".*"))
+    with open(os.path.join(out_dir, "odapi.json"), "w") as f:
+        json.dump({"prefix": prefix, "extractor": extractor_type,
+                   "num_classes": arch.num_classes, "variables": len(stored),
+                   "parameters": int(sum(np.prod(shape) for _, shape in stored)),
+                   "checkpoint_bytes": size_bytes, "build_seconds": built,
+                   "write_seconds": written,
+                   "arrays": {key: list(value.shape) for key, value in arrays.items()}},
+                  f, indent=1)
+
+
+# ---------------------------------------------------------------- our side
+
+
+def _our_levels(model, inputs, extractor: str) -> dict[str, np.ndarray]:
+    """Our backbone's levels on `inputs`; for the SSD MobileNetV2, also block 14's
+    expansion (the OD API's first feature map)."""
+    import tensorflow as tf
+    import tf_keras
+    from official.vision.modeling.layers import nn_blocks
+
+    x = tf.constant(inputs)
+    levels = {key: value.numpy() for key, value in model.backbone(x, training=False).items()}
+    if extractor == "ssd_mobilenet_v2_keras":
+        backbone = model.backbone
+        before = tf_keras.Model(backbone.inputs,
+                                backbone.get_layer("block_group_invertedbottleneck_13").output)
+        block = [layer for layer in backbone.layers
+                 if isinstance(layer, nn_blocks.InvertedBottleneckBlock)][13]
+        expanded = block._norm0(block._conv0(before(x, training=False)), training=False)
+        levels["expansion"] = block._activation_layer(expanded).numpy()
+    return levels
+
+
+def _compare(model, reference: dict, extractor: str,
+             fpn_odapi: bool) -> tuple[dict[str, float | str], dict[str, list[float]]]:
+    """{name: relative difference} of our backbone levels (and, with the OD API's
+    FPN, our FPN's maps) against the OD API's tensors (or why they cannot be
+    compared), and {name: [max |ours|, max |theirs|]}."""
+    import tensorflow as tf
+
+    levels = _our_levels(model, reference["preprocessed"], extractor)
+    pairs = {f"level {n}": (n, f"level_{n}") for n in "23456"}
+    pairs["level 5"] = (("5", "box_classifier") if "box_classifier" in reference
+                        else ("5", "level_5"))
+    pairs["expansion"] = ("expansion", "expansion")
+    errors, scales = {}, {}
+    for name, (ours, theirs) in pairs.items():
+        if theirs in reference and ours in levels:
+            if levels[ours].shape != reference[theirs].shape:
+                errors[name] = f"shape {levels[ours].shape} != {reference[theirs].shape}"
+            else:
+                errors[name] = relative(levels[ours], reference[theirs])
+                scales[name] = [float(np.abs(levels[ours]).max()),
+                                float(np.abs(reference[theirs]).max())]
+    if fpn_odapi:
+        maps = model.decoder(model.backbone(tf.constant(reference["preprocessed"]),
+                                            training=False), training=False)
+        for i, level in enumerate(sorted(maps, key=int)):
+            theirs = reference.get(f"feature_map_{i}")
+            name = f"FPN {level}"
+            if theirs is None:
+                errors[name] = "the OD API has no such map"
+            elif maps[level].shape != theirs.shape:
+                errors[name] = f"shape {tuple(maps[level].shape)} != {theirs.shape}"
+            else:
+                errors[name] = relative(maps[level].numpy(), theirs)
+                scales[name] = [float(np.abs(maps[level].numpy()).max()),
+                                float(np.abs(theirs).max())]
+        if f"feature_map_{len(maps)}" in reference:
+            errors["FPN"] = f"the OD API has {len(maps)}+ maps, ours {len(maps)}"
+    return errors, scales
+
+
+def our_side(config_path: str, out_dir: str, size: int) -> None:
+    """Maps the config, builds ours at `size`, fine-tunes it from out_dir's checkpoint
+    (detection) and writes out_dir/ours.json."""
+    sys.path.insert(0, HERE)
+    import model_parity
+
+    from train_lib import families
+    from train_lib.config import config_from_dict
+    from train_lib.training import fine_tune
+
+    with open(os.path.join(out_dir, "odapi.json")) as f:
+        odapi = json.load(f)
+    section, _ = model_parity.map_config(config_path)
+    model_config = config_from_dict({"model": section}).model
+    model_config.input_size = [size, size]
+    model = families.build_model(model_config)
+    with np.load(os.path.join(out_dir, "features.npz")) as arrays:
+        reference = {key: arrays[key] for key in arrays.files}
+    fpn_odapi = model_config.fpn.type == "odapi" and model.decoder is not None
+    fresh, fresh_scales = _compare(model, reference, odapi["extractor"], fpn_odapi)
+    started = time.time()
+    result = fine_tune.apply(model, odapi["prefix"], "detection")
+    seconds = time.time() - started
+    loaded, scales = _compare(model, reference, odapi["extractor"], fpn_odapi)
+    parts = [row["part"] for row in result.report["loaded"]]
+    summary = {"backbone": model_config.backbone.type, "fpn": model_config.fpn.type,
+               "loaded_backbone": parts.count("backbone"), "loaded_fpn": parts.count("fpn"),
+               "loaded": len(parts), "fresh": len(result.report["fresh"]),
+               "model_variables": len(model.variables),
+               "backbone_variables": len(model.backbone.variables),
+               "fpn_variables": len(model.decoder.variables) if model.decoder else 0,
+               "load_seconds": seconds, "line": result.line,
+               "errors": loaded, "fresh_errors": fresh,
+               # {name: [max |ours| loaded, max |ours| fresh, max |theirs|]}
+               "magnitudes": {name: [scales[name][0], fresh_scales[name][0], scales[name][1]]
+                              for name in scales if name in fresh_scales}}
+    with open(os.path.join(out_dir, "ours.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+
+
+# ---------------------------------------------------------------- the driver
+
+
+def _run(command: list[str], env: dict, log_path: str) -> None:
+    with open(log_path, "w") as log:
+        done = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if done.returncode:
+        with open(log_path) as f:
+            tail = f.read().splitlines()[-25:]
+        raise RuntimeError(f"{' '.join(command[:3])} ... failed ({done.returncode}); "
+                           f"the end of {log_path}:\n" + "\n".join(tail))
+
+
+def _format(value) -> str:
+    return f"{value:.1e}" if isinstance(value, float) else str(value)
+
+
+def measure(name: str, path: str, args) -> dict:
+    out_dir = os.path.join(args.work_dir, name.removesuffix(".config"))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.makedirs(out_dir)
+    script = os.path.abspath(__file__)
+    research = args.odapi_research
+    odapi_env = {**os.environ, "TF_USE_LEGACY_KERAS": "1",
+                 "PYTHONPATH": os.pathsep.join([research, os.path.join(research, "slim")]),
+                 "TF_CPP_MIN_LOG_LEVEL": "2"}
+    ours_env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    ours_env.pop("TF_USE_LEGACY_KERAS", None)
+    common = [f"--config={path}", f"--out={out_dir}", f"--size={args.size}"]
+    started = time.time()
+    _run([args.odapi_python, script, "--side=odapi", *common], odapi_env,
+         os.path.join(out_dir, "odapi.log"))
+    _run([sys.executable, script, "--side=ours", *common], ours_env,
+         os.path.join(out_dir, "ours.log"))
+    with open(os.path.join(out_dir, "odapi.json")) as f:
+        odapi = json.load(f)
+    with open(os.path.join(out_dir, "ours.json")) as f:
+        ours = json.load(f)
+    if not args.keep:
+        shutil.rmtree(os.path.join(out_dir, "checkpoint"))
+    return {"config": name, "odapi": odapi, "ours": ours, "seconds": time.time() - started}
+
+
+def report(row: dict) -> str:
+    odapi, ours = row["odapi"], row["ours"]
+    lines = [f"{row['config']}: {odapi['extractor']}, num_classes {odapi['num_classes']}, "
+             f"{odapi['variables']} variables ({odapi['parameters'] / 1e6:.2f}M parameters, "
+             f"{odapi['checkpoint_bytes'] / 2**20:.0f} MiB) in the OD API's ckpt-0",
+             f"  ours ({ours['backbone']}, fpn {ours['fpn']}): loaded {ours['loaded_backbone']}"
+             f"/{ours['backbone_variables']} backbone + {ours['loaded_fpn']}/"
+             f"{ours['fpn_variables']} FPN variables, {ours['fresh']} fresh of "
+             f"{ours['model_variables']}; load {ours['load_seconds']:.1f} s",
+             f"  {ours['line']}"]
+    for key, value in ours["errors"].items():
+        fresh = ours["fresh_errors"].get(key)
+        flag = "" if isinstance(value, float) and value <= TOLERANCE else "  <-- OVER"
+        lines.append(f"  {key}: {_format(value)} (fresh {_format(fresh)}){flag}")
+    return "\n".join(lines)
+
+
+def _largest(errors: dict, prefixes: tuple[str, ...]) -> str:
+    """The largest relative difference of `errors`' entries named with one of
+    `prefixes`, or what kept one from being compared."""
+    values = [value for key, value in errors.items() if key.startswith(prefixes)]
+    if not values:
+        return "-"
+    if not all(isinstance(value, float) for value in values):
+        return "; ".join(str(value) for value in values if not isinstance(value, float))
+    return _format(max(values))
+
+
+def table(results: dict) -> str:
+    """The results as a Markdown table: per config, the OD API's checkpoint, what
+    loaded, the load's seconds, and the largest relative difference over our backbone
+    levels and over our FPN maps, after the load (fresh in brackets)."""
+    lines = ["| config | OD API extractor | its ckpt-0 | loaded: backbone, FPN | fresh "
+             "| load s | backbone levels | FPN maps |", "|---" * 8 + "|"]
+    for name, row in sorted(results.items()):
+        short = name.removesuffix(".config")
+        if "failed" in row:
+            lines.append(f"| {short} | failed: {row['failed'].splitlines()[0]} |"
+                         + " |" * 6)
+            continue
+        odapi, ours = row["odapi"], row["ours"]
+        fpn = (f"{ours['loaded_fpn']}/{ours['fpn_variables']}" if ours["fpn"] == "odapi"
+               else f"- (fpn.type {ours['fpn']})")
+        cells = [short, f"`{odapi['extractor']}`",
+                 f"{odapi['variables']} variables, {odapi['parameters'] / 1e6:.1f}M, "
+                 f"{odapi['checkpoint_bytes'] / 2**20:.0f} MiB",
+                 f"{ours['loaded_backbone']}/{ours['backbone_variables']}, {fpn}",
+                 f"{ours['fresh']}/{ours['model_variables']}", f"{ours['load_seconds']:.1f}"]
+        for prefixes in (("level", "expansion"), ("FPN",)):
+            after = _largest(ours["errors"], prefixes)
+            before = _largest(ours["fresh_errors"], prefixes)
+            cells.append(after if after == "-" else f"{after} ({before})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--side", choices=("driver", "odapi", "ours"), default="driver")
+    parser.add_argument("--configs_dir", default=os.path.join(
+        os.environ.get("ODAPI_RESEARCH", ""), "object_detection", "configs", "tf2"))
+    parser.add_argument("--only", nargs="*", default=[],
+                        help="config file names (or their beginnings) to measure")
+    parser.add_argument("--work_dir", default="/tmp/full_width_loads")
+    parser.add_argument("--size", type=int, default=256, help="the input's side, px")
+    parser.add_argument("--keep", action="store_true", help="keep the checkpoints")
+    parser.add_argument("--odapi_python", default=os.environ.get("ODAPI_PY", ""))
+    parser.add_argument("--odapi_research", default=os.environ.get("ODAPI_RESEARCH", ""))
+    parser.add_argument("--config", help="(the sides) the pipeline.config")
+    parser.add_argument("--out", help="(the sides) the config's directory")
+    args = parser.parse_args(argv)
+    if args.side == "odapi":
+        odapi_side(args.config, args.out, args.size)
+        return 0
+    if args.side == "ours":
+        our_side(args.config, args.out, args.size)
+        return 0
+    if not (args.odapi_python and args.odapi_research):
+        print("The OD API is absent (--odapi_python, --odapi_research): nothing measured.")
+        return 0
+    sys.path.insert(0, HERE)
+    import model_parity
+
+    names = sorted(os.path.basename(p) for p in glob.glob(os.path.join(args.configs_dir,
+                                                                       "*.config")))
+    names = [n for n in names if n.startswith(("ssd_", "faster_rcnn_"))]
+    if args.only:
+        names = [n for n in names if n.startswith(tuple(args.only))]
+    os.makedirs(args.work_dir, exist_ok=True)
+    results_path = os.path.join(args.work_dir, "results.json")
+    results = {}
+    if os.path.exists(results_path):
+        with open(results_path) as f:
+            results = json.load(f)
+    for name in names:
+        path = os.path.join(args.configs_dir, name)
+        section, why = model_parity.map_config(path)
+        if section is None:
+            print(f"{name}: refused by our mapper ({why}); skipped", flush=True)
+            continue
+        try:
+            row = measure(name, path, args)
+        except RuntimeError as err:
+            print(f"{name}: FAILED\n{err}", flush=True)
+            results[name] = {"config": name, "failed": str(err)}
+        else:
+            print(report(row), f"  ({row['seconds']:.0f} s in all)", sep="\n", flush=True)
+            results[name] = row
+        with open(results_path, "w") as f:
+            json.dump(results, f, indent=1)
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
