@@ -40,6 +40,22 @@ $ODAPI_PY (a Python where the OD API imports) and $ODAPI_RESEARCH (tensorflow/mo
         --configs_dir=$ODAPI_RESEARCH/object_detection/configs/tf2 \
         --work_dir=/tmp/full_width_loads
 
+With --kind full it measures the configs with the OD API's weight-shared box predictor
+that our head computes (FPN-lite 320/640, MobileNet v1 FPN, SSD ResNet-50/101/152 FPN
+640/1024; not EfficientDet: full loads its towers and box predictor too, but our FPN
+is not its BiFPN and starts fresh, so our head reads other maps):
+the OD API's side also saves its box predictor's outputs on the image (model.predict's
+`box_encodings` [1, N, 4] and `class_predictions_with_background` [1, N, 91], levels
+in order, each level's locations row by row, a location's anchors in its order) and
+its `anchors`; ours fine-tunes with fine_tune.apply(model, prefix, "full") (what
+fine_tune_checkpoint_type: full calls) and also compares its head's outputs (the OD
+API's anchors put in our order, box_predictor.anchor_order) and its anchors, and
+counts the head variables loaded:
+
+    nice -n 10 .venv/bin/python scripts/odapi_parity/full_width_loads.py --kind=full \
+        --configs_dir=$ODAPI_RESEARCH/object_detection/configs/tf2 \
+        --work_dir=/tmp/full_width_loads_full
+
 The script imports only its own side's code in each process: the OD API's side never
 imports train_lib, ours never the OD API.
 """
@@ -65,6 +81,8 @@ TOLERANCE = 1e-4
 MOBILENET_V2_LAYERS = {"2": "block_2_add", "3": "block_5_add", "4": "block_12_add",
                        "5": "block_16_project_BN", "6": "out_relu"}
 # The Keras EfficientNet's layers the OD API's EfficientDet reads as levels 2-5.
+# What the OD API's side saves with --kind full: model.predict's outputs on the image.
+HEAD_OUTPUTS = ("box_encodings", "class_predictions_with_background", "anchors")
 EFFICIENTNET_LEVELS = {"2": "stack_1/block_1/add", "3": "stack_2/block_1/add",
                        "4": "stack_4/block_2/add", "5": "stack_6/block_0/project_bn"}
 
@@ -91,8 +109,10 @@ def make_image(size: int) -> np.ndarray:
 # ---------------------------------------------------------------- the OD API's side
 
 
-def odapi_side(config_path: str, out_dir: str, size: int) -> None:
-    """Writes out_dir/checkpoint/ckpt-0, out_dir/features.npz and out_dir/odapi.json."""
+def odapi_side(config_path: str, out_dir: str, size: int, kind: str = "detection") -> None:
+    """Writes out_dir/checkpoint/ckpt-0, out_dir/features.npz and out_dir/odapi.json;
+    with `kind` full, features.npz also holds the box predictor's outputs and the
+    anchors (HEAD_OUTPUTS)."""
     sys.path.insert(0, os.path.join(REPO, "scripts", "odapi_fixtures"))
     import seeded_weights
     import tensorflow as tf
@@ -153,6 +173,13 @@ def odapi_side(config_path: str, out_dir: str, size: int) -> None:
         rpn = extractor(preprocessed, training=False)
         box = model._feature_extractor_for_box_classifier_features(rpn, training=False)
         arrays["level_4"], arrays["box_classifier"] = rpn.numpy(), box.numpy()
+    if kind == "full" and meta == "ssd":
+        prediction = model.predict(preprocessed, shapes)
+        for key in HEAD_OUTPUTS:
+            arrays[key] = prediction[key].numpy()
+        if "feature_map_0" not in arrays:  # EfficientDet: its BiFPN's, the head's input
+            for i, fmap in enumerate(extractor(preprocessed)):
+                arrays[f"feature_map_{i}"] = fmap.numpy()
     np.savez(os.path.join(out_dir, "features.npz"), **arrays)
 
     started = time.time()
@@ -236,9 +263,60 @@ def _compare(model, reference: dict, extractor: str,
     return errors, scales
 
 
-def our_side(config_path: str, out_dir: str, size: int) -> None:
+def _head_outputs(model, inputs: np.ndarray, anchors: int) -> tuple[np.ndarray, np.ndarray]:
+    """Our head's box and class outputs on `inputs`, flattened as the OD API's:
+    [1, N, 4] and [1, N, num_classes + 1], levels in order, each level's
+    [1, H, W, anchors x width] row by row, a location's anchors in our order."""
+    import tensorflow as tf
+
+    features = model.decoder(model.backbone(tf.constant(inputs), training=False),
+                             training=False)
+    scores, boxes, _ = model.head(features, training=False)
+    levels = sorted(scores, key=int)
+    width = scores[levels[0]].shape[-1] // anchors
+    return (np.concatenate([boxes[lv].numpy().reshape(1, -1, 4) for lv in levels], 1),
+            np.concatenate([scores[lv].numpy().reshape(1, -1, width) for lv in levels], 1))
+
+
+def _in_our_order(theirs: np.ndarray, num_scales: int, num_aspect_ratios: int) -> np.ndarray:
+    """The OD API's per-anchor rows [..., N, k], each location's anchors put in our
+    order (box_predictor.anchor_order)."""
+    from train_lib.training.odapi_checkpoint import box_predictor
+
+    order = box_predictor.anchor_order(num_scales, num_aspect_ratios)
+    shape, count = theirs.shape, len(order)
+    grouped = theirs.reshape(*shape[:-2], shape[-2] // count, count, shape[-1])
+    return grouped[..., order, :].reshape(shape)
+
+
+def _compare_head(model, model_config, reference: dict, size: int) -> dict[str, float | str]:
+    """{name: relative difference} of our head's box and class outputs from the OD
+    API's (its anchors in our order), and of our anchors from its."""
+    import tensorflow as tf
+
+    from train_lib.families.anchors import batch_anchors
+
+    scales, ratios = model_config.anchor.num_scales, len(model_config.anchor.aspect_ratios)
+    boxes, classes = _head_outputs(model, reference["preprocessed"], scales * ratios)
+    errors = {}
+    for name, ours, key in (("box outputs", boxes, "box_encodings"),
+                            ("class outputs", classes, "class_predictions_with_background")):
+        theirs = _in_our_order(reference[key], scales, ratios)
+        errors[name] = (relative(ours, theirs) if ours.shape == theirs.shape
+                        else f"shape {ours.shape} != {theirs.shape}")
+    ours = batch_anchors(model, tf.zeros([1, size, size, 3]))
+    flat = np.concatenate([ours[lv].numpy().reshape(-1, 4) for lv in sorted(ours, key=int)])
+    theirs = _in_our_order(reference["anchors"][None], scales, ratios)[0]
+    errors["anchors"] = (float(np.abs(flat / size - theirs).max())
+                         if flat.shape == theirs.shape
+                         else f"shape {flat.shape} != {theirs.shape}")
+    return errors
+
+
+def our_side(config_path: str, out_dir: str, size: int, kind: str = "detection") -> None:
     """Maps the config, builds ours at `size`, fine-tunes it from out_dir's checkpoint
-    (detection) and writes out_dir/ours.json."""
+    (`kind`: detection, or full, which also compares the head's outputs) and writes
+    out_dir/ours.json."""
     sys.path.insert(0, HERE)
     import model_parity
 
@@ -256,13 +334,19 @@ def our_side(config_path: str, out_dir: str, size: int) -> None:
         reference = {key: arrays[key] for key in arrays.files}
     fpn_odapi = model_config.fpn.type == "odapi" and model.decoder is not None
     fresh, fresh_scales = _compare(model, reference, odapi["extractor"], fpn_odapi)
+    if kind == "full":
+        fresh.update(_compare_head(model, model_config, reference, size))
     started = time.time()
-    result = fine_tune.apply(model, odapi["prefix"], "detection")
+    result = fine_tune.apply(model, odapi["prefix"], kind)
     seconds = time.time() - started
     loaded, scales = _compare(model, reference, odapi["extractor"], fpn_odapi)
+    if kind == "full":
+        loaded.update(_compare_head(model, model_config, reference, size))
     parts = [row["part"] for row in result.report["loaded"]]
     summary = {"backbone": model_config.backbone.type, "fpn": model_config.fpn.type,
-               "loaded_backbone": parts.count("backbone"), "loaded_fpn": parts.count("fpn"),
+               "kind": kind, "loaded_backbone": parts.count("backbone"),
+               "loaded_fpn": parts.count("fpn"), "loaded_head": parts.count("head"),
+               "head_variables": len(model.head.variables),
                "loaded": len(parts), "fresh": len(result.report["fresh"]),
                "model_variables": len(model.variables),
                "backbone_variables": len(model.backbone.variables),
@@ -293,6 +377,15 @@ def _format(value) -> str:
     return f"{value:.1e}" if isinstance(value, float) else str(value)
 
 
+def full_head(config_path: str) -> bool:
+    """Whether --kind full measures the config: an SSD with the OD API's weight-shared
+    box predictor over an FPN of ours that computes its FPN (not EfficientDet: our FPN
+    is not its BiFPN, so our head reads other maps)."""
+    with open(config_path) as f:
+        text = f.read()
+    return "weight_shared_convolutional_box_predictor" in text and "_bifpn_" not in text
+
+
 def measure(name: str, path: str, args) -> dict:
     out_dir = os.path.join(args.work_dir, name.removesuffix(".config"))
     shutil.rmtree(out_dir, ignore_errors=True)
@@ -304,7 +397,8 @@ def measure(name: str, path: str, args) -> dict:
                  "TF_CPP_MIN_LOG_LEVEL": "2"}
     ours_env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
     ours_env.pop("TF_USE_LEGACY_KERAS", None)
-    common = [f"--config={path}", f"--out={out_dir}", f"--size={args.size}"]
+    common = [f"--config={path}", f"--out={out_dir}", f"--size={args.size}",
+              f"--kind={args.kind}"]
     started = time.time()
     _run([args.odapi_python, script, "--side=odapi", *common], odapi_env,
          os.path.join(out_dir, "odapi.log"))
@@ -326,12 +420,17 @@ def report(row: dict) -> str:
              f"{odapi['checkpoint_bytes'] / 2**20:.0f} MiB) in the OD API's ckpt-0",
              f"  ours ({ours['backbone']}, fpn {ours['fpn']}): loaded {ours['loaded_backbone']}"
              f"/{ours['backbone_variables']} backbone + {ours['loaded_fpn']}/"
-             f"{ours['fpn_variables']} FPN variables, {ours['fresh']} fresh of "
+             f"{ours['fpn_variables']} FPN"
+             + (f" + {ours['loaded_head']}/{ours['head_variables']} head"
+                if ours.get("kind") == "full" else "")
+             + f" variables, {ours['fresh']} fresh of "
              f"{ours['model_variables']}; load {ours['load_seconds']:.1f} s",
              f"  {ours['line']}"]
     for key, value in ours["errors"].items():
         fresh = ours["fresh_errors"].get(key)
         flag = "" if isinstance(value, float) and value <= TOLERANCE else "  <-- OVER"
+        if key == "anchors":  # absolute, in normalized coordinates
+            flag = "" if isinstance(value, float) and value <= 1e-5 else "  <-- OVER"
         lines.append(f"  {key}: {_format(value)} (fresh {_format(fresh)}){flag}")
     return "\n".join(lines)
 
@@ -350,24 +449,32 @@ def _largest(errors: dict, prefixes: tuple[str, ...]) -> str:
 def table(results: dict) -> str:
     """The results as a Markdown table: per config, the OD API's checkpoint, what
     loaded, the load's seconds, and the largest relative difference over our backbone
-    levels and over our FPN maps, after the load (fresh in brackets)."""
-    lines = ["| config | OD API extractor | its ckpt-0 | loaded: backbone, FPN | fresh "
-             "| load s | backbone levels | FPN maps |", "|---" * 8 + "|"]
+    levels and over our FPN maps, after the load (fresh in brackets); with --kind full
+    also over our head's box and class outputs, and our anchors' largest absolute
+    difference (normalized coordinates)."""
+    full = any(row.get("ours", {}).get("kind") == "full" for row in results.values())
+    head = ("box outputs", "class outputs", "anchors") if full else ()
+    header = ["config", "OD API extractor", "its ckpt-0",
+              "loaded: backbone, FPN" + (", head" if full else ""), "fresh", "load s",
+              "backbone levels", "FPN maps", *head]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for name, row in sorted(results.items()):
         short = name.removesuffix(".config")
         if "failed" in row:
             lines.append(f"| {short} | failed: {row['failed'].splitlines()[0]} |"
-                         + " |" * 6)
+                         + " |" * (len(header) - 2))
             continue
         odapi, ours = row["odapi"], row["ours"]
         fpn = (f"{ours['loaded_fpn']}/{ours['fpn_variables']}" if ours["fpn"] == "odapi"
                else f"- (fpn.type {ours['fpn']})")
+        if full:
+            fpn += f", {ours.get('loaded_head', 0)}/{ours.get('head_variables', '?')}"
         cells = [short, f"`{odapi['extractor']}`",
                  f"{odapi['variables']} variables, {odapi['parameters'] / 1e6:.1f}M, "
                  f"{odapi['checkpoint_bytes'] / 2**20:.0f} MiB",
                  f"{ours['loaded_backbone']}/{ours['backbone_variables']}, {fpn}",
                  f"{ours['fresh']}/{ours['model_variables']}", f"{ours['load_seconds']:.1f}"]
-        for prefixes in (("level", "expansion"), ("FPN",)):
+        for prefixes in (("level", "expansion"), ("FPN",), *((name,) for name in head)):
             after = _largest(ours["errors"], prefixes)
             before = _largest(ours["fresh_errors"], prefixes)
             cells.append(after if after == "-" else f"{after} ({before})")
@@ -385,16 +492,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work_dir", default="/tmp/full_width_loads")
     parser.add_argument("--size", type=int, default=256, help="the input's side, px")
     parser.add_argument("--keep", action="store_true", help="keep the checkpoints")
+    parser.add_argument("--kind", choices=("detection", "full"), default="detection",
+                        help="the fine-tune: detection (backbone, FPN) or full (the box "
+                             "predictor too; only the configs FULL_HEAD selects)")
     parser.add_argument("--odapi_python", default=os.environ.get("ODAPI_PY", ""))
     parser.add_argument("--odapi_research", default=os.environ.get("ODAPI_RESEARCH", ""))
     parser.add_argument("--config", help="(the sides) the pipeline.config")
     parser.add_argument("--out", help="(the sides) the config's directory")
     args = parser.parse_args(argv)
     if args.side == "odapi":
-        odapi_side(args.config, args.out, args.size)
+        odapi_side(args.config, args.out, args.size, args.kind)
         return 0
     if args.side == "ours":
-        our_side(args.config, args.out, args.size)
+        our_side(args.config, args.out, args.size, args.kind)
         return 0
     if not (args.odapi_python and args.odapi_research):
         print("The OD API is absent (--odapi_python, --odapi_research): nothing measured.")
@@ -407,6 +517,8 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n in names if n.startswith(("ssd_", "faster_rcnn_"))]
     if args.only:
         names = [n for n in names if n.startswith(tuple(args.only))]
+    if args.kind == "full":
+        names = [n for n in names if full_head(os.path.join(args.configs_dir, n))]
     os.makedirs(args.work_dir, exist_ok=True)
     results_path = os.path.join(args.work_dir, "results.json")
     results = {}
