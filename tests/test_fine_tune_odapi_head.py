@@ -243,8 +243,27 @@ def test_full_with_another_num_classes_leaves_the_class_predictor_fresh(fixture,
     unused = [row for row in result.report["unused"]
               if row["checkpoint_key"].startswith(PREDICTOR)]
     assert len(unused) == classifier and all(
-        row["reason"] == "the OD API's class predictor: another model.num_classes than ours"
+        row["reason"] == "the OD API's class predictor: another model.num_classes (the OD "
+                         "API's full would fail here)"
         for row in unused)
+
+
+def test_a_class_predictor_without_a_background_column_is_said_so():
+    """The OD API's EfficientDet configs (add_background_class: false) have num_classes
+    logits per anchor where ours have num_classes + 1: the same classes, so the reason
+    is not another num_classes."""
+    from train_lib.training.odapi_checkpoint.mapping import _class_unfit
+
+    key = "model/_box_predictor/x/kernel"
+    no_background = _class_unfit(key, [3, 3, 64, 9 * 90], [3, 3, 64, 9 * 91], anchors=9)
+    assert no_background.endswith(
+        ": 90 logits per anchor without a background column (the OD API's "
+        "add_background_class: false, as its EfficientDet configs'), where ours has 91 "
+        "with one")
+    other = _class_unfit(key, [3, 3, 64, 9 * 4], [3, 3, 64, 9 * 6], anchors=9)
+    assert other == (f"the checkpoint's class predictor {key} has shape [3, 3, 64, 36], ours "
+                     "[3, 3, 64, 54]: another model.num_classes (the OD API's full would "
+                     "fail here)")
 
 
 @FIXTURES_BY_NAME

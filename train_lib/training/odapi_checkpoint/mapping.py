@@ -347,10 +347,8 @@ def _map_head(shapes: dict, prefix: str, model) -> tuple[list[Mapped], str | Non
                     "unless force_use_bias: model.head.tower_conv_bias)")
             if list(shapes[key]) != variable.shape.as_list():
                 if classifier:
-                    class_unfit = (
-                        f"the checkpoint's class predictor {key} has shape "
-                        f"{list(shapes[key])}, ours {variable.shape.as_list()}: another "
-                        "model.num_classes (the OD API's full would fail here)")
+                    class_unfit = _class_unfit(key, list(shapes[key]),
+                                               variable.shape.as_list(), len(order))
                     own = {id(v) for v in layer.variables}
                     return [m for m in mapped if id(m.variable) not in own], class_unfit
                 raise TrainError(
@@ -369,6 +367,17 @@ def _map_head(shapes: dict, prefix: str, model) -> tuple[list[Mapped], str | Non
                 channels = box_predictor.output_channels(order, width)
             mapped.append(Mapped(variable, key, where, part="head", channels=channels))
     return mapped, class_unfit
+
+
+def _class_unfit(key: str, theirs: list[int], ours: list[int], anchors: int) -> str:
+    """Why the checkpoint's class predictor (`key`, of shape `theirs`) does not fit ours
+    (`ours`), whose outputs are `anchors` anchors' num_classes + 1 logits each."""
+    shapes = f"the checkpoint's class predictor {key} has shape {theirs}, ours {ours}"
+    if theirs[:-1] == ours[:-1] and theirs[-1] == ours[-1] - anchors:
+        return (f"{shapes}: {theirs[-1] // anchors} logits per anchor without a background "
+                f"column (the OD API's add_background_class: false, as its EfficientDet "
+                f"configs'), where ours has {ours[-1] // anchors} with one")
+    return f"{shapes}: another model.num_classes (the OD API's full would fail here)"
 
 
 def _fold_biases(mapped: list[Mapped], shapes: dict) -> None:
@@ -496,7 +505,7 @@ def _explain_the_rest(result: Plan, model, shapes: dict) -> None:
         elif key.startswith(FEATURE_MAPS):
             why = "the OD API's feature maps after its backbone: not our FPN's function"
         elif key.startswith(box_predictor.CLASS) and result.class_unfit:
-            why = "the OD API's class predictor: another model.num_classes than ours"
+            why = f"the OD API's class predictor: {result.class_unfit.split(': ', 1)[1]}"
         elif key.startswith(BOX_PREDICTOR) and result.head_fits and \
                 result.kind == "detection":
             why = ("the OD API's box predictor: fine_tune_checkpoint_type detection does not "
