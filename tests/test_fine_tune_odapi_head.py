@@ -257,9 +257,9 @@ def test_a_class_predictor_without_a_background_column_is_said_so():
     key = "model/_box_predictor/x/kernel"
     no_background = _class_unfit(key, [3, 3, 64, 9 * 90], [3, 3, 64, 9 * 91], anchors=9)
     assert no_background.endswith(
-        ": 90 logits per anchor without a background column (the OD API's "
-        "add_background_class: false, as its EfficientDet configs'), where ours has 91 "
-        "with one")
+        ": 90 logits per anchor where ours has 91: no background column (the OD API's "
+        "add_background_class: false, as its EfficientDet configs'), or one class fewer "
+        "than model.num_classes")
     other = _class_unfit(key, [3, 3, 64, 9 * 4], [3, 3, 64, 9 * 6], anchors=9)
     assert other == (f"the checkpoint's class predictor {key} has shape [3, 3, 64, 36], ours "
                      "[3, 3, 64, 54]: another model.num_classes (the OD API's full would "
@@ -313,6 +313,40 @@ def test_model_gardens_tower_biases_are_refused_naming_the_first(checkpoints):
             ".ATTRIBUTES/VARIABLE_VALUE (the OD API's box predictor layer "
             "BoxPredictionTower/0/bias; our boxnet-conv_0/bias, shape [32])") in message
     assert "model.head.tower_conv_bias" in message
+
+
+def test_a_checkpoint_tower_with_more_convolutions_is_refused(checkpoints):
+    """One convolution fewer than the checkpoint's towers: ours would compute another
+    function with the rest, so full refuses, naming the first weight left over."""
+    _, model = _mapped_model(_text(TWO_TOWERS))
+    model.head.num_convs -= 1
+    last = model.head.num_convs  # the index of the checkpoint's last tower convolution
+    with pytest.raises(TrainError) as err:
+        odapi_checkpoint.plan(families.build_model(model), checkpoints[TWO_TOWERS], "full")
+    message = str(err.value)
+    assert "the checkpoint's box predictor has" in message and \
+        "no layer of ours computes with" in message, message
+    assert "model.head.num_convs" in message and "\n" not in message
+    first = message.split("the first ", 1)[1].split(";", 1)[0]
+    assert first.startswith(PREDICTOR) and first in dict(tf.train.list_variables(
+        checkpoints[TWO_TOWERS]))
+    assert f"/{last}/" in first or f"/{3 * last + 1}/" in first, first
+
+
+def test_checkpoint_tower_biases_ours_lack_are_refused(checkpoints):
+    """The checkpoint's towers with biases (force_use_bias) where ours have none
+    (tower_conv_bias: false): refused, naming a bias and the key to set."""
+    _, model = _mapped_model(_text(TWO_TOWERS))
+    assert model.head.tower_conv_bias is False
+    shapes = dict(tf.train.list_variables(checkpoints[TWO_TOWERS]))
+    kernel = f"{PREDICTOR}_head_scope_conv_layers/BoxPredictionTower/0/kernel/" \
+             ".ATTRIBUTES/VARIABLE_VALUE"
+    bias = kernel.replace("/kernel/", "/bias/")
+    shapes[bias] = shapes[kernel][-1:]
+    with pytest.raises(TrainError) as err:
+        odapi_checkpoint.plan_shapes(families.build_model(model), shapes, "ckpt-0", "full")
+    message = str(err.value)
+    assert f"the first {bias};" in message and "model.head.tower_conv_bias: true" in message
 
 
 @pytest.mark.slow

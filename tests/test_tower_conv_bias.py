@@ -34,11 +34,11 @@ def _tower_convs(head) -> list:
 def test_without_tower_bias_the_head_has_no_tower_biases_and_the_rest(tiny_config, shared):
     model = copy.deepcopy(tiny_config.model)
     model.head.share_prediction_tower = shared
+    model.head.tower_conv_bias = True
     with_bias = retinanet.build_model(model).head
     model.head.tower_conv_bias = False
     without = retinanet.build_model(model).head
     if not shared:
-        assert type(with_bias) is not TowerBiasRetinaNetHead  # the factory's own head
         assert isinstance(without, TowerBiasRetinaNetHead)
     convs = _tower_convs(without)
     assert convs and all(conv.bias is None for conv in convs)
@@ -47,6 +47,20 @@ def test_without_tower_bias_the_head_has_no_tower_biases_and_the_rest(tiny_confi
     assert with_bias.count_params() - without.count_params() == \
         len(convs) * model.head.num_filters
     assert without.get_config()["tower_conv_bias"] is False
+
+
+def test_null_keeps_each_heads_own_biases(tiny_config):
+    """Without the key (null), as before it existed: Model Garden's two towers with
+    biases (the factory's own head), the shared tower without; so the checkpoints of
+    runs made before it still fit."""
+    model = copy.deepcopy(tiny_config.model)
+    assert model.head.tower_conv_bias is None
+    two = retinanet.build_model(model).head
+    assert type(two) is not TowerBiasRetinaNetHead  # the factory's own head
+    assert all(conv.bias is not None for conv in _tower_convs(two))
+    model.head.share_prediction_tower = True
+    shared = retinanet.build_model(model).head
+    assert all(conv.bias is None for conv in _tower_convs(shared))
 
 
 def test_without_tower_bias_the_head_computes_model_gardens_function(tiny_config):

@@ -187,10 +187,10 @@ class HeadConfig:
     # true: one tower of num_convs convolutions feeds both the class and the box
     # predictor (the OD API's share_prediction_tower); false: one tower each.
     share_prediction_tower: bool = False
-    # true: each tower convolution has a bias (Model Garden's head); false: none, as the
-    # OD API's weight-shared box predictor's (each feeds a batch norm, whose offset
-    # makes a bias redundant).
-    tower_conv_bias: bool = True
+    # true: each tower convolution has a bias; false: none, as the OD API's weight-shared
+    # box predictor's (each feeds a batch norm, whose offset makes a bias redundant);
+    # null: the head's own, Model Garden's two towers with, the shared tower without.
+    tower_conv_bias: bool | None = None
 
     def problems(self, prefix: str = "model.head") -> list[str]:
         c = Checks(prefix)

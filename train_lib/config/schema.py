@@ -141,8 +141,9 @@ class TrainConfig:
     log_every_n: int = 100  # OD API: a log line every 100 steps
     summary_every_n: int = 100
     fine_tune_checkpoint: str = ""
-    # backbone | detection (all but the class layer) | full (the class layer too, when
-    # its shape fits); see training/fine_tune.py
+    # backbone | detection (this trainer's checkpoints: all but the class layer; the OD
+    # API's: the backbone and FPN) | full (the class layer too, when its shape fits; the
+    # OD API's box predictor too); see training/fine_tune.py
     fine_tune_checkpoint_type: str = "backbone"
     # Keras mixed precision: float32 | mixed_float16 (GPUs) | mixed_bfloat16 (TPUs, CPUs).
     mixed_precision: str = "float32"

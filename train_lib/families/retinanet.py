@@ -70,7 +70,7 @@ def build_model(model: ModelConfig, precision: str = "float32") -> tf_keras.Mode
             l2_regularizer=l2_regularizer,
             **backbones.factory_parts(model, input_specs, l2_regularizer),
         )
-        if model.head.share_prediction_tower or not model.head.tower_conv_bias:
+        if model.head.share_prediction_tower or model.head.tower_conv_bias is False:
             net = _with_our_head(net, model)  # else the factory's is that head
         _create_variables(net, height, width)
         initializers.set_class_bias(net, model.initializers.class_bias)
@@ -97,11 +97,13 @@ def _with_our_head(net: retinanet_model.RetinaNetModel,
     """`net` (as the factory built it, before its variables exist) with the head
     `model.head` asks for, of the factory head's arguments: a SharedTowerRetinaNetHead
     (`share_prediction_tower`) or a TowerBiasRetinaNetHead, each with
-    `tower_conv_bias`. The factory's head is dropped unused."""
-    head_class = (SharedTowerRetinaNetHead if model.head.share_prediction_tower
-                  else TowerBiasRetinaNetHead)
+    `tower_conv_bias` (null: the shared tower without biases, two towers with, as
+    before the key existed). The factory's head is dropped unused."""
+    shared = model.head.share_prediction_tower
+    bias = model.head.tower_conv_bias
+    head_class = SharedTowerRetinaNetHead if shared else TowerBiasRetinaNetHead
     head = head_class.from_config({**net.head.get_config(),
-                                   "tower_conv_bias": model.head.tower_conv_bias})
+                                   "tower_conv_bias": not shared if bias is None else bias})
     return retinanet_model.RetinaNetModel.from_config({**net.get_config(), "head": head})
 
 

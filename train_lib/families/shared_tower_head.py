@@ -8,9 +8,9 @@ the tower once and both predictors read its output. `SharedTowerRetinaNetHead`
 is Model Garden's head with that change: the tower's convolutions are shared
 across levels (as in both), each level keeps its own batch norms (as in both),
 the class and box predictors are Model Garden's, shared across levels. With
-`tower_conv_bias=False` (what the mapper sets) the tower's convolutions have no bias
-(each feeds a batch norm), as the OD API's: its parameters are then the OD API
-predictor's, one for one. With separable convolutions its
+`tower_conv_bias=False` (what model.head.tower_conv_bias null or false gives it) the
+tower's convolutions have no bias (each feeds a batch norm), as the OD API's: its
+parameters are then the OD API predictor's, one for one. With separable convolutions its
 L2 loss is on the OD API's kernels too: the tower's depthwise ones only.
 
 Its outputs are those of `RetinaNetHead` (scores, boxes, attributes by level), so

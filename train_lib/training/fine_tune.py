@@ -10,7 +10,7 @@ Contract:
   trainer's checkpoints of either family, Model Garden's backbone checkpoints
   (`backbone`), an OD API checkpoint or a Keras application's weights file
   (`.h5`, as tf_keras writes it) (odapi_checkpoint/);
-  `detection` (the OD API's detection, full and fine_tune) the whole detector of
+  `detection` (the OD API's detection and fine_tune) the whole detector of
   the same family but the layers whose shape follows the number of classes
   (families.detection_target: RetinaNet's class layer, Faster R-CNN's class and
   box layers), so the number of classes may change; from an OD API checkpoint,

@@ -366,7 +366,25 @@ def _map_head(shapes: dict, prefix: str, model) -> tuple[list[Mapped], str | Non
                 width = variable.shape[-1] // len(order)
                 channels = box_predictor.output_channels(order, width)
             mapped.append(Mapped(variable, key, where, part="head", channels=channels))
+    _no_predictor_weight_left(shapes, prefix, this, mapped)
     return mapped, class_unfit
+
+
+def _no_predictor_weight_left(shapes: dict, prefix: str, this: str, mapped: list) -> None:
+    """TrainError naming the first weight of the checkpoint's box predictor (but its
+    class predictor's) that no variable of ours takes: the predictor computes another
+    function than our head (more tower convolutions, tower biases)."""
+    taken = {m.key for m in mapped}
+    left = sorted(key for key in shapes if key.startswith(box_predictor.PREDICTOR)
+                  and key.endswith(VALUE) and ".OPTIMIZER_SLOT" not in key
+                  and not key.startswith(box_predictor.CLASS) and key not in taken)
+    if left:
+        raise TrainError(
+            f"{KEY} {prefix} does not fit {this}: the checkpoint's box predictor has "
+            f"{len(left)} weights no layer of ours computes with, the first {left[0]}; it "
+            "has more tower convolutions (num_layers_before_predictor, ours "
+            "model.head.num_convs) or tower biases (force_use_bias or no batch_norm, ours "
+            "model.head.tower_conv_bias: true) than this model")
 
 
 def _class_unfit(key: str, theirs: list[int], ours: list[int], anchors: int) -> str:
@@ -374,9 +392,10 @@ def _class_unfit(key: str, theirs: list[int], ours: list[int], anchors: int) -> 
     (`ours`), whose outputs are `anchors` anchors' num_classes + 1 logits each."""
     shapes = f"the checkpoint's class predictor {key} has shape {theirs}, ours {ours}"
     if theirs[:-1] == ours[:-1] and theirs[-1] == ours[-1] - anchors:
-        return (f"{shapes}: {theirs[-1] // anchors} logits per anchor without a background "
-                f"column (the OD API's add_background_class: false, as its EfficientDet "
-                f"configs'), where ours has {ours[-1] // anchors} with one")
+        return (f"{shapes}: {theirs[-1] // anchors} logits per anchor where ours has "
+                f"{ours[-1] // anchors}: no background column (the OD API's "
+                "add_background_class: false, as its EfficientDet configs'), or one class "
+                "fewer than model.num_classes")
     return f"{shapes}: another model.num_classes (the OD API's full would fail here)"
 
 
