@@ -86,6 +86,8 @@ def _generic(kind: object, default: object) -> object:
     """A value of type `kind` other than `default`."""
     if kind is bool:
         return not default
+    if kind == bool | None:  # None: each part's own
+        return default is not True
     if kind is int:
         return default + 1
     if kind is float or kind == float | None:  # None: not set
