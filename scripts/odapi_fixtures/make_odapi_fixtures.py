@@ -276,12 +276,12 @@ def build_model(config_text: str):
     return model_builder.build(config.model, is_training=False)
 
 
-def make_image(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A smooth picture with a few rectangles: uint8 [size, size, 3]."""
+def make_image(rng: np.random.Generator, size: int, rectangles: int = 5) -> np.ndarray:
+    """A smooth picture with `rectangles` rectangles and noise: uint8 [size, size, 3]."""
     y, x = np.mgrid[0:size, 0:size] / size
     image = np.stack([120 + 90 * np.sin(6 * x + 1), 110 + 80 * np.cos(5 * y),
                       128 + 60 * np.sin(4 * (x + y))], axis=-1)
-    for _ in range(5):
+    for _ in range(rectangles):
         y0, x0 = rng.integers(0, size - 16, 2)
         h, w = rng.integers(8, size // 2, 2)
         image[y0:y0 + h, x0:x0 + w] = rng.integers(0, 256, 3)

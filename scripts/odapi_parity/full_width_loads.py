@@ -93,17 +93,13 @@ def relative(ours: np.ndarray, theirs: np.ndarray) -> float:
 
 
 def make_image(size: int) -> np.ndarray:
-    """A smooth picture with a few rectangles and noise: uint8 [size, size, 3]."""
-    rng = np.random.default_rng(SEED)
-    y, x = np.mgrid[0:size, 0:size] / size
-    image = np.stack([120 + 90 * np.sin(6 * x + 1), 110 + 80 * np.cos(5 * y),
-                      128 + 60 * np.sin(4 * (x + y))], axis=-1)
-    for _ in range(6):
-        y0, x0 = rng.integers(0, size - 16, 2)
-        h, w = rng.integers(8, size // 2, 2)
-        image[y0:y0 + h, x0:x0 + w] = rng.integers(0, 256, 3)
-    image += rng.normal(0, 6, image.shape)
-    return np.clip(np.round(image), 0, 255).astype(np.uint8)
+    """The fixtures' picture (make_odapi_fixtures.make_image) with six rectangles, from
+    SEED: uint8 [size, size, 3]. Imports the fixture script (and with it TensorFlow):
+    call it in the OD API's process."""
+    sys.path.insert(0, os.path.join(REPO, "scripts", "odapi_fixtures"))
+    import make_odapi_fixtures
+
+    return make_odapi_fixtures.make_image(np.random.default_rng(SEED), size, rectangles=6)
 
 
 # ---------------------------------------------------------------- the OD API's side
