@@ -108,12 +108,8 @@ def _head_outputs(net, reference) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _in_our_order(theirs: np.ndarray) -> np.ndarray:
-    """The OD API's per-anchor rows [..., N, k] reordered so that each location's
-    anchors come in our order (box_predictor.anchor_order)."""
-    order = box_predictor.anchor_order(NUM_SCALES, len(ASPECT_RATIOS))
-    shape = theirs.shape
-    grouped = theirs.reshape(*shape[:-2], shape[-2] // ANCHORS, ANCHORS, shape[-1])
-    return grouped[..., order, :].reshape(shape)
+    """The OD API's per-anchor rows [..., N, k] in our anchor order at each location."""
+    return box_predictor.rows_in_our_order(theirs, NUM_SCALES, len(ASPECT_RATIOS))
 
 
 def _relative(ours: np.ndarray, theirs: np.ndarray) -> float:
@@ -252,15 +248,15 @@ def test_a_class_predictor_without_a_background_column_is_said_so():
     """The OD API's EfficientDet configs (add_background_class: false) have num_classes
     logits per anchor where ours have num_classes + 1: the same classes, so the reason
     is not another num_classes."""
-    from train_lib.training.odapi_checkpoint.mapping import _class_unfit
+    from train_lib.training.odapi_checkpoint.box_predictor import class_unfit_reason
 
     key = "model/_box_predictor/x/kernel"
-    no_background = _class_unfit(key, [3, 3, 64, 9 * 90], [3, 3, 64, 9 * 91], anchors=9)
+    no_background = class_unfit_reason(key, [3, 3, 64, 9 * 90], [3, 3, 64, 9 * 91], anchors=9)
     assert no_background.endswith(
         ": 90 logits per anchor where ours has 91: no background column (the OD API's "
         "add_background_class: false, as its EfficientDet configs'), or one class fewer "
         "than model.num_classes")
-    other = _class_unfit(key, [3, 3, 64, 9 * 4], [3, 3, 64, 9 * 6], anchors=9)
+    other = class_unfit_reason(key, [3, 3, 64, 9 * 4], [3, 3, 64, 9 * 6], anchors=9)
     assert other == (f"the checkpoint's class predictor {key} has shape [3, 3, 64, 36], ours "
                      "[3, 3, 64, 54]: another model.num_classes (the OD API's full would "
                      "fail here)")
@@ -289,13 +285,26 @@ def test_a_head_of_another_depth_is_refused_naming_the_first_variable(fixture, c
 
 
 @pytest.mark.parametrize("name", [NAME, TWO_TOWERS])
-def test_a_head_of_the_other_towers_stays_fresh_under_full(name, checkpoints):
+def test_a_head_of_the_other_towers_is_refused_under_full(name, checkpoints):
     """One tower where the checkpoint's predictor has two, or two where it has one,
-    computes another function: full leaves the head fresh, saying so."""
+    computes another function: full (which asks for the head) is one TrainError naming
+    the key to set; detection leaves the head fresh, as it always does."""
     _, model = _mapped_model(_text(name))
-    model.head.share_prediction_tower = not model.head.share_prediction_tower
+    theirs = model.head.share_prediction_tower
+    model.head.share_prediction_tower = not theirs
     net = families.build_model(model)
-    plan = odapi_checkpoint.plan(net, checkpoints[name], "full")
+    with pytest.raises(TrainError) as err:
+        odapi_checkpoint.plan(net, checkpoints[name], "full")
+    message = str(err.value)
+    assert message.startswith(f"train_config.fine_tune_checkpoint {checkpoints[name]} does "
+                              "not fit this model's head under fine_tune_checkpoint_type full: "
+                              "the checkpoint's box predictor has "), message
+    assert message.endswith(f"; set model.head.share_prediction_tower: {str(theirs).lower()} "
+                            "to load it, or fine_tune_checkpoint_type: detection to start "
+                            "the head fresh")
+    ours_part = message.rsplit(", this model's head ", 1)[1]
+    assert ours_part.startswith("one tower shared" if not theirs else "a box tower and")
+    plan = odapi_checkpoint.plan(net, checkpoints[name], "detection")
     assert not any(m.part == "head" for m in plan.mapped)
     assert plan.summary().endswith("; head fresh (ours compute other functions than the OD "
                                    "API's box predictor)")
@@ -331,6 +340,17 @@ def test_a_checkpoint_tower_with_more_convolutions_is_refused(checkpoints):
     assert first.startswith(PREDICTOR) and first in dict(tf.train.list_variables(
         checkpoints[TWO_TOWERS]))
     assert f"/{last}/" in first or f"/{3 * last + 1}/" in first, first
+
+
+def test_a_bigger_tower_is_refused_when_the_class_predictor_does_not_fit_too(checkpoints):
+    """Another num_classes (the class predictor would start fresh) does not hide a
+    tower convolution the checkpoint has and ours lacks: still refused."""
+    _, model = _mapped_model(_text(TWO_TOWERS))
+    model.head.num_convs -= 1
+    model.num_classes += 2
+    with pytest.raises(TrainError) as err:
+        odapi_checkpoint.plan(families.build_model(model), checkpoints[TWO_TOWERS], "full")
+    assert "no layer of ours computes with" in str(err.value)
 
 
 def test_checkpoint_tower_biases_ours_lack_are_refused(checkpoints):

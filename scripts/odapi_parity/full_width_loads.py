@@ -49,7 +49,7 @@ the OD API's side also saves its box predictor's outputs on the image (model.pre
 in order, each level's locations row by row, a location's anchors in its order) and
 its `anchors`; ours fine-tunes with fine_tune.apply(model, prefix, "full") (what
 fine_tune_checkpoint_type: full calls) and also compares its head's outputs (the OD
-API's anchors put in our order, box_predictor.anchor_order) and its anchors, and
+API's anchors put in our order, box_predictor.rows_in_our_order) and its anchors, and
 counts the head variables loaded:
 
     nice -n 10 .venv/bin/python scripts/odapi_parity/full_width_loads.py --kind=full \
@@ -274,35 +274,25 @@ def _head_outputs(model, inputs: np.ndarray, anchors: int) -> tuple[np.ndarray, 
             np.concatenate([scores[lv].numpy().reshape(1, -1, width) for lv in levels], 1))
 
 
-def _in_our_order(theirs: np.ndarray, num_scales: int, num_aspect_ratios: int) -> np.ndarray:
-    """The OD API's per-anchor rows [..., N, k], each location's anchors put in our
-    order (box_predictor.anchor_order)."""
-    from train_lib.training.odapi_checkpoint import box_predictor
-
-    order = box_predictor.anchor_order(num_scales, num_aspect_ratios)
-    shape, count = theirs.shape, len(order)
-    grouped = theirs.reshape(*shape[:-2], shape[-2] // count, count, shape[-1])
-    return grouped[..., order, :].reshape(shape)
-
-
 def _compare_head(model, model_config, reference: dict, size: int) -> dict[str, float | str]:
     """{name: relative difference} of our head's box and class outputs from the OD
     API's (its anchors in our order), and of our anchors from its."""
     import tensorflow as tf
 
     from train_lib.families.anchors import batch_anchors
+    from train_lib.training.odapi_checkpoint import box_predictor
 
     scales, ratios = model_config.anchor.num_scales, len(model_config.anchor.aspect_ratios)
     boxes, classes = _head_outputs(model, reference["preprocessed"], scales * ratios)
     errors = {}
     for name, ours, key in (("box outputs", boxes, "box_encodings"),
                             ("class outputs", classes, "class_predictions_with_background")):
-        theirs = _in_our_order(reference[key], scales, ratios)
+        theirs = box_predictor.rows_in_our_order(reference[key], scales, ratios)
         errors[name] = (relative(ours, theirs) if ours.shape == theirs.shape
                         else f"shape {ours.shape} != {theirs.shape}")
     ours = batch_anchors(model, tf.zeros([1, size, size, 3]))
     flat = np.concatenate([ours[lv].numpy().reshape(-1, 4) for lv in sorted(ours, key=int)])
-    theirs = _in_our_order(reference["anchors"][None], scales, ratios)[0]
+    theirs = box_predictor.rows_in_our_order(reference["anchors"][None], scales, ratios)[0]
     errors["anchors"] = (float(np.abs(flat / size - theirs).max())
                          if flat.shape == theirs.shape
                          else f"shape {flat.shape} != {theirs.shape}")

@@ -19,13 +19,14 @@ Where to look:
   computes its function (one tower, share_prediction_tower: into our
   `model.head.share_prediction_tower: true`; two towers: into Model Garden's with
   `model.head.tower_conv_bias: false`), its predictors' outputs permuted into our
-  anchor order;
+  anchor order, and why its class predictor starts fresh when it does;
 - keras_weights.py: a Keras application's weights file (`.h5`) read as the
   classification checkpoint it stands for;
+- mapped.py: one variable of ours paired with the checkpoint value it takes;
 - mapping.py: the plan (each backbone layer's variables paired with the checkpoint's,
-  and, for a detection checkpoint into `model.fpn.type: odapi`, each FPN layer's, and
-  for `full` into a head of the checkpoint's towers, each head layer's, checked by
-  shape), its loading, its log line and fine_tune_report.json, and why each of the
+  and, for a detection checkpoint into `model.fpn.type: odapi`, fpn.py's pairs, and
+  for `full` into a head of the checkpoint's towers, box_predictor.py's, all checked
+  by shape), its loading, its log line and fine_tune_report.json, and why each of the
   rest is not loaded.
 
 With `model.fpn.type: odapi` our FPN is the OD API's: a detection checkpoint's FPN
@@ -60,8 +61,8 @@ from train_lib.training.odapi_checkpoint.layout import (  # what other modules u
     PROPOSAL_BACKBONE,
     is_odapi_checkpoint,
 )
+from train_lib.training.odapi_checkpoint.mapped import Mapped
 from train_lib.training.odapi_checkpoint.mapping import (
-    Mapped,
     Plan,
     _keras_layers,
     plan,

@@ -1,6 +1,7 @@
 """The OD API's Keras FPN into our `model.fpn.type: odapi` (families/odapi_fpn.py,
 OdapiFpn), which computes its function: 2 variables per lateral, 5 per 3x3 convolution
-and batch norm (26 at SSD's levels 3..7, 28 at Faster R-CNN's 2..6).
+and batch norm (26 at SSD's levels 3..7, 28 at Faster R-CNN's 2..6). `map_fpn`
+pairs each of ours with the checkpoint's and checks its shape.
 
 Where the OD API keeps it: under its feature extractor (an SSD's
 `model/_feature_extractor/`, a Faster R-CNN's
@@ -28,6 +29,9 @@ model.fpn.use_separable_conv: their depthwise and pointwise kernels load by name
 from __future__ import annotations
 
 import re
+
+from train_lib.training.odapi_checkpoint.layout import VALUE
+from train_lib.training.odapi_checkpoint.mapped import Mapped, check_fits, does_not_fit
 
 _GENERATOR = re.compile(r"^(model/.+?/)(_?)fpn_features_generator/")
 
@@ -70,3 +74,29 @@ def layers(decoder, generator: str, coarse: str) -> list[tuple[str, str, object]
     if ours:
         raise ValueError(f"OdapiFpn layers without an OD API place: {sorted(ours)}")
     return result
+
+
+def map_fpn(shapes: dict, prefix: str, decoder) -> list[Mapped]:
+    """Each variable of our OdapiFpn (`decoder`) paired with the OD API FPN's in the
+    checkpoint `prefix` (its keys and shapes `shapes`), checked by name and shape; none
+    if the checkpoint has no FPN. TrainError naming the first variable that does not
+    fit."""
+    paths = checkpoint_paths(shapes)
+    if paths is None:
+        return []
+    mapped = []
+    for path, odapi_name, layer in layers(decoder, *paths):
+        for variable in layer.variables:
+            attribute = variable.name.split("/")[-1].split(":")[0]
+            key = f"{path}{attribute}{VALUE}"
+            where = f"{odapi_name}/{attribute}"
+            check_fits(shapes, key, variable,
+                       does_not_fit(prefix, "this model's FPN (model.fpn.type: odapi)"),
+                       f"the OD API's FPN layer {where}; our {layer.name}/{attribute}",
+                       "it must come from an OD API FPN with the same levels (model."
+                       "min_level, max_level) and use_depthwise (ours model.fpn."
+                       "use_separable_conv), without use_explicit_padding",
+                       "The checkpoint's FPN has another depth (model.fpn.num_filters) or "
+                       "reads another backbone")
+            mapped.append(Mapped(variable, key, where, part="fpn"))
+    return mapped

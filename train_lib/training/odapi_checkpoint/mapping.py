@@ -1,11 +1,11 @@
 """An OD API checkpoint's plan, the package's contract: `plan` pairs each variable
 of our backbone with the checkpoint's (the layer names in order come from the
 backbone's own module), and, for a detection checkpoint, each of our FPN's when it is
-the OD API's (`model.fpn.type: odapi`, fpn.py), and for `full` each of our head's
-when it computes the OD API's box predictor (box_predictor.py), and checks every
-pair's shape before anything is loaded;
-`Plan.load` assigns the values; `Plan.summary` and `Plan.report` say what loaded,
-and why each of the rest (ours left fresh, the checkpoint's unused) is not.
+the OD API's (`model.fpn.type: odapi`, fpn.map_fpn), and for `full` each of our head's
+when it computes the OD API's box predictor (box_predictor.map_head), and checks every
+pair's shape before anything is loaded; `Plan.load` assigns the values (mapped.py's
+`Mapped`, one per variable); `Plan.summary` and `Plan.report` say what loaded, and
+why each of the rest (ours left fresh, the checkpoint's unused) is not.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-import numpy as np
 import tensorflow as tf
 from official.vision.modeling.backbones import resnet
 
@@ -46,6 +45,7 @@ from train_lib.training.odapi_checkpoint.layout import (
     SECOND_STAGE_PREDICTOR,
     VALUE,
 )
+from train_lib.training.odapi_checkpoint.mapped import Mapped, check_fits, does_not_fit
 
 # fine_tune_checkpoint_type detection where our head computes the checkpoint's box
 # predictor: it starts fresh, as the OD API's detection leaves its own.
@@ -58,25 +58,6 @@ HEAD_DETECTION = ("fine_tune_checkpoint_type detection loads the backbone and FP
 ODAPI_FPN_ABSENT = ("ours is the OD API's FPN (model.fpn.type: odapi), but the checkpoint's "
                     "model has none (its feature extractor is not an FPN one)")
 _ODAPI_FPN_KEY = re.compile(r"/_?(fpn_features_generator|coarse_feature_layers)/")
-
-
-@dataclass
-class Mapped:
-    """One variable of ours and the checkpoint value it takes."""
-    variable: tf.Variable
-    key: str  # the checkpoint key
-    keras_name: str  # e.g. block_3_expand/kernel: the OD API's Keras layer and attribute
-    minus_key: str | None = None  # a convolution's bias, folded into a moving mean
-    part: str = "backbone"  # or "fpn" (model.fpn.type: odapi), "head" (box_predictor.py)
-    # The checkpoint's channel of each of ours on the last axis (a predictor's outputs,
-    # its anchors in our order), or None: as they are.
-    channels: np.ndarray | None = None
-
-    def value(self, reader):
-        value = reader.get_tensor(self.key)
-        if self.minus_key is not None:
-            value = value - reader.get_tensor(self.minus_key)
-        return value if self.channels is None else value[..., self.channels]
 
 
 @dataclass
@@ -172,7 +153,8 @@ class Plan:
                         "checkpoint_key": m.key, "odapi_layer": m.keras_name,
                         "part": m.part}
                        | ({"minus_checkpoint_key": m.minus_key} if m.minus_key else {})
-                       | ({"output_channels": ANCHOR_ORDER} if m.channels is not None else {})
+                       | ({"output_channels": box_predictor.ANCHOR_ORDER}
+                          if m.channels is not None else {})
                        for m in self.mapped],
             "fresh": [{"variable": name, "reason": why} for name, why in self.fresh],
             "unused": [{"checkpoint_key": key, "reason": why} for key, why in self.unused],
@@ -219,14 +201,16 @@ def plan_shapes(model, shapes: dict, prefix: str, kind: str) -> Plan:
     decoder = getattr(model, "decoder", None)
     odapi_fpn = isinstance(decoder, OdapiFpn)
     if odapi_fpn and kind != "backbone":
-        mapped += _map_fpn(shapes, prefix, decoder)
+        mapped += fpn.map_fpn(shapes, prefix, decoder)
     head = getattr(model, "head", None)
+    if kind == "full":
+        box_predictor.check_towers(shapes, prefix, head)
     ours = box_predictor.our_towers(head)
     head_fits = kind != "backbone" and ours is not None and ours == box_predictor.towers(shapes)
     class_unfit = None
     if head_fits:  # full loads it; detection says that full would (if it would)
         try:
-            head_mapped, class_unfit = _map_head(shapes, prefix, model)
+            head_mapped, class_unfit = box_predictor.map_head(shapes, prefix, model)
         except TrainError:
             if kind == "full":
                 raise
@@ -252,151 +236,14 @@ def _map_variable(shapes: dict, prefix: str, backbone_prefix: str, index: int,
     attribute = variable.name.split("/")[-1].split(":")[0]
     key = f"{backbone_prefix}{LAYER}{index}/{attribute}{VALUE}"
     where = f"{keras_name}/{attribute}"
-    if key not in shapes:
-        raise TrainError(
-            f"{KEY} {prefix} does not fit this model's backbone: it has no {key} "
-            f"(the OD API's Keras layer {where}, shape {variable.shape.as_list()}); "
-            f"the checkpoint's {backbone_prefix} has {checkpoint_layers} layers with "
-            f"weights, this model.backbone {model_layers}: it must come from an OD API "
-            "model with the same feature extractor and depth_multiplier")
-    if list(shapes[key]) != variable.shape.as_list():
-        raise TrainError(
-            f"{KEY} {prefix} does not fit this model's backbone: the first variable "
-            f"whose shape differs is {key} (the OD API's Keras layer {where}): "
-            f"{list(shapes[key])} in the checkpoint, {variable.shape.as_list()} in "
-            "this model. The checkpoint comes from another feature extractor, depth or "
-            "depth_multiplier than model.backbone (type, model_id, width_multiplier)")
+    check_fits(shapes, key, variable, does_not_fit(prefix, "this model's backbone"),
+               f"the OD API's Keras layer {where}",
+               f"the checkpoint's {backbone_prefix} has {checkpoint_layers} layers with "
+               f"weights, this model.backbone {model_layers}: it must come from an OD API "
+               "model with the same feature extractor and depth_multiplier",
+               "The checkpoint comes from another feature extractor, depth or "
+               "depth_multiplier than model.backbone (type, model_id, width_multiplier)")
     return Mapped(variable, key, where)
-
-
-def _map_fpn(shapes: dict, prefix: str, decoder) -> list[Mapped]:
-    """Each variable of our OdapiFpn paired with the OD API FPN's in the checkpoint
-    (fpn.py), checked by name and shape; none if the checkpoint has no FPN."""
-    paths = fpn.checkpoint_paths(shapes)
-    if paths is None:
-        return []
-    mapped = []
-    for path, odapi_name, layer in fpn.layers(decoder, *paths):
-        for variable in layer.variables:
-            attribute = variable.name.split("/")[-1].split(":")[0]
-            key = f"{path}{attribute}{VALUE}"
-            where = f"{odapi_name}/{attribute}"
-            ours = f"our {layer.name}/{attribute}, shape {variable.shape.as_list()}"
-            if key not in shapes:
-                raise TrainError(
-                    f"{KEY} {prefix} does not fit this model's FPN (model.fpn.type: odapi): "
-                    f"it has no {key} (the OD API's FPN layer {where}; {ours}); it must "
-                    "come from an OD API FPN with the same levels (model.min_level, "
-                    "max_level), without use_depthwise or use_explicit_padding")
-            if list(shapes[key]) != variable.shape.as_list():
-                raise TrainError(
-                    f"{KEY} {prefix} does not fit this model's FPN (model.fpn.type: odapi): "
-                    f"the first variable whose shape differs is {key} (the OD API's FPN "
-                    f"layer {where}; our {layer.name}/{attribute}): {list(shapes[key])} in "
-                    f"the checkpoint, {variable.shape.as_list()} in this model. The "
-                    "checkpoint's FPN has another depth (model.fpn.num_filters) or reads "
-                    "another backbone")
-            mapped.append(Mapped(variable, key, where, part="fpn"))
-    return mapped
-
-
-# The report's note on a predictor variable whose output channels were permuted.
-ANCHOR_ORDER = ("permuted from the OD API's anchor order at a location (aspect ratio by "
-                "aspect ratio, each at its scales) to ours (scale by scale, each at its "
-                "aspect ratios)")
-
-
-PREDICTORS = ("BoxPredictor", "ClassPredictor")
-
-
-def _map_head(shapes: dict, prefix: str, model) -> tuple[list[Mapped], str | None]:
-    """Each variable of our head paired with the OD API's weight-shared box
-    predictor's with the same towers (box_predictor.py), checked by name and shape, and
-    why the class predictor does not fit (another num_classes; it then starts fresh),
-    or None. TrainError naming the first variable that does not fit otherwise."""
-    head = model.head
-    shared = box_predictor.our_towers(head) == "shared"
-    this = f"this model's head (model.head.share_prediction_tower: {str(shared).lower()})"
-    config = model.get_config()
-    levels = config["max_level"] - config["min_level"] + 1
-    theirs = box_predictor.checkpoint_levels(shapes)
-    if theirs != levels:
-        raise TrainError(
-            f"{KEY} {prefix} does not fit {this}: the checkpoint's box predictor has batch "
-            f"norms for {theirs} levels ({box_predictor.TOWER_NORMS}"
-            f"{box_predictor.BOX_HEAD}/<level>/), this model "
-            f"{levels} (model.min_level {config['min_level']} to max_level "
-            f"{config['max_level']}); it must come from an OD API model with the same levels")
-    order = box_predictor.anchor_order(config["num_scales"], len(config["aspect_ratios"]))
-    permute = order != sorted(order)
-    mapped, class_unfit = [], None
-    for path, odapi_name, layer in box_predictor.layers(head, shapes, config["min_level"]):
-        for variable in layer.variables:
-            attribute = variable.name.split("/")[-1].split(":")[0]
-            key = f"{path}{attribute}{VALUE}"
-            where = f"{odapi_name}/{attribute}"
-            ours = f"our {layer.name}/{attribute}, shape {variable.shape.as_list()}"
-            classifier = odapi_name == "ClassPredictor"
-            if key not in shapes:
-                raise TrainError(
-                    f"{KEY} {prefix} does not fit {this}: it has no {key} (the OD API's box "
-                    f"predictor layer {where}; {ours}); it must come from an OD API "
-                    "weight-shared box predictor with the same share_prediction_tower, "
-                    "num_layers_before_predictor (model.head.num_convs), batch norm, "
-                    "use_depthwise (model.head.use_separable_conv) and tower biases (none "
-                    "unless force_use_bias: model.head.tower_conv_bias)")
-            if list(shapes[key]) != variable.shape.as_list():
-                if classifier:
-                    class_unfit = _class_unfit(key, list(shapes[key]),
-                                               variable.shape.as_list(), len(order))
-                    own = {id(v) for v in layer.variables}
-                    return [m for m in mapped if id(m.variable) not in own], class_unfit
-                raise TrainError(
-                    f"{KEY} {prefix} does not fit {this}: the first variable whose shape "
-                    f"differs is {key} (the OD API's box predictor layer {where}; our "
-                    f"{layer.name}/{attribute}): {list(shapes[key])} in the checkpoint, "
-                    f"{variable.shape.as_list()} in this model. The checkpoint's box "
-                    "predictor has another depth (model.head.num_filters), input depth "
-                    "(model.fpn.num_filters) or number of anchors per location "
-                    "(model.anchor.num_scales x aspect_ratios)")
-            channels = None
-            if permute and odapi_name in PREDICTORS and \
-                    attribute in box_predictor.OUTPUT_AXIS_WEIGHTS:
-                # each anchor's box codes or class logits, anchor after anchor
-                width = variable.shape[-1] // len(order)
-                channels = box_predictor.output_channels(order, width)
-            mapped.append(Mapped(variable, key, where, part="head", channels=channels))
-    _no_predictor_weight_left(shapes, prefix, this, mapped)
-    return mapped, class_unfit
-
-
-def _no_predictor_weight_left(shapes: dict, prefix: str, this: str, mapped: list) -> None:
-    """TrainError naming the first weight of the checkpoint's box predictor (but its
-    class predictor's) that no variable of ours takes: the predictor computes another
-    function than our head (more tower convolutions, tower biases)."""
-    taken = {m.key for m in mapped}
-    left = sorted(key for key in shapes if key.startswith(box_predictor.PREDICTOR)
-                  and key.endswith(VALUE) and ".OPTIMIZER_SLOT" not in key
-                  and not key.startswith(box_predictor.CLASS) and key not in taken)
-    if left:
-        raise TrainError(
-            f"{KEY} {prefix} does not fit {this}: the checkpoint's box predictor has "
-            f"{len(left)} weights no layer of ours computes with, the first {left[0]}; it "
-            "has more tower convolutions (num_layers_before_predictor, ours "
-            "model.head.num_convs) or tower biases (force_use_bias or no batch_norm, ours "
-            "model.head.tower_conv_bias: true) than this model")
-
-
-def _class_unfit(key: str, theirs: list[int], ours: list[int], anchors: int) -> str:
-    """Why the checkpoint's class predictor (`key`, of shape `theirs`) does not fit ours
-    (`ours`), whose outputs are `anchors` anchors' num_classes + 1 logits each."""
-    shapes = f"the checkpoint's class predictor {key} has shape {theirs}, ours {ours}"
-    if theirs[:-1] == ours[:-1] and theirs[-1] == ours[-1] - anchors:
-        return (f"{shapes}: {theirs[-1] // anchors} logits per anchor where ours has "
-                f"{ours[-1] // anchors}: no background column (the OD API's "
-                "add_background_class: false, as its EfficientDet configs'), or one class "
-                "fewer than model.num_classes")
-    return f"{shapes}: another model.num_classes (the OD API's full would fail here)"
 
 
 def _fold_biases(mapped: list[Mapped], shapes: dict) -> None:
