@@ -138,6 +138,39 @@ def test_detection_fine_tune_loads_all_but_the_class_and_box_layers(
     assert count == len(model.variables) - len(left_out)
 
 
+def test_full_fine_tune_loads_the_class_and_box_layers_where_they_fit(
+        trained_faster_rcnn_run, five_class_model):
+    """full from this trainer's Faster R-CNN checkpoint: with its num_classes every
+    variable loads, the class and box layers too; with 5 classes those keep their
+    fresh values and the line says why, the rest loads as detection's."""
+    prefix = os.path.join(trained_faster_rcnn_run["model_dir"], "ckpt-40")
+    reader = tf.train.load_checkpoint(prefix)
+    keys = reader.get_variable_to_shape_map()
+
+    def checkpoint_value(layer: str, attribute: str) -> np.ndarray:
+        name = next(n for n in keys if "detection_head/" in n and n.endswith(
+            f"/{layer}/{attribute}/.ATTRIBUTES/VARIABLE_VALUE"))
+        return reader.get_tensor(name)
+
+    model = families.build_model(trained_faster_rcnn_run["config"].model)
+    result = fine_tune.apply(model, prefix, "full")
+    head = model.detection_head[0]
+    for layer, name in ((head._classifier, "_classifier"), (head._box_regressor,
+                                                            "_box_regressor")):
+        np.testing.assert_array_equal(layer.kernel.numpy(), checkpoint_value(name, "kernel"))
+    assert result.count == len(model.variables) and result.line.endswith("(full); 0 fresh")
+
+    fresh = [v.numpy() for v in five_class_model.detection_head[0]._classifier.variables]
+    result = fine_tune.apply(five_class_model, prefix, "full")
+    head = five_class_model.detection_head[0]
+    for variable, value in zip(head._classifier.variables, fresh, strict=True):
+        np.testing.assert_array_equal(variable.numpy(), value)
+    left_out = len(head._classifier.variables) + len(head._box_regressor.variables)
+    assert result.count == len(five_class_model.variables) - left_out
+    assert f"(full); {left_out} fresh (the layers sized by model.num_classes: its shape " \
+           "follows model.num_classes, and the checkpoint's differs (" in result.line
+
+
 def test_a_checkpoint_of_the_other_family(retinanet_run, five_class_model):
     """A RetinaNet checkpoint: its backbone loads (the same backbone config); as a
     detection fine-tune it is refused, naming both architectures."""
