@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 
@@ -47,6 +48,19 @@ def test_the_config_both_drivers_read(tiny_dataset, tmp_path):
                         warmup_steps=50, lr_scale=4.0)
     lr = load_config(out).train_config.learning_rate
     assert (lr.base, lr.warmup_start) == (0.1, 0.01)
+
+    # --batch_norm_decay sets every batch_norm block's decay, which ours maps.
+    with open(SAMPLE) as f:
+        blocks = len(re.findall(r"\bbatch_norm\s*:?\s*{", f.read()))
+    changes = parity.write_config(SAMPLE, out, tiny_dataset["train_pattern"],
+                                  tiny_dataset["val_pattern"], tiny_dataset["label_map_path"],
+                                  num_steps=300, batch_size=8, warmup_steps=50,
+                                  batch_norm_decay=0.9)
+    with open(out) as f:
+        decays = re.findall(r"\bdecay\s*:\s*([0-9.]+)", f.read())
+    assert blocks >= 2 and decays == ["0.9"] * blocks, decays
+    assert changes["batch_norm.decay"] == ("0.99 in 2 blocks", "0.9")
+    assert load_config(out).model.norm.norm_momentum == 0.9
 
 
 ODAPI_LOG = """\

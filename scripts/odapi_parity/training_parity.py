@@ -12,6 +12,9 @@ one pipeline.config for both drivers, `<work_dir>/pipeline.config`:
   config's batch to it (0.8 at 512 -> 0.0125 at 8) and then multiplied by
   --lr_scale (1), `warmup_steps`: --warmup_steps, `total_steps` and `num_steps`:
   --num_steps;
+- with --batch_norm_decay, every `batch_norm` block's `decay` (the published
+  FPN-lite configs' 0.997 weighs the moving averages, which each driver's evaluation
+  uses, over about 330 steps, so after a few hundred they still lag the weights);
 - no `fine_tune_checkpoint` (both start from the same kind of random weights);
 - the record and label map paths.
 
@@ -128,7 +131,8 @@ def _num_classes(label_map: str) -> int:
 
 def write_config(published: str, out: str, train_records: str, val_records: str,
                  label_map: str, num_steps: int, batch_size: int,
-                 warmup_steps: int, lr_scale: float = 1.0) -> dict:
+                 warmup_steps: int, lr_scale: float = 1.0,
+                 batch_norm_decay: float | None = None) -> dict:
     """Writes the published config `published`, changed as the module docstring says,
     to `out`; returns what was changed {what: (old, new)}."""
     with open(published) as f:
@@ -157,6 +161,8 @@ def write_config(published: str, out: str, train_records: str, val_records: str,
         set_in(cosine, field, f"{float(old) * scale:.6g}")
     set_in(cosine, "total_steps", num_steps)
     set_in(cosine, "warmup_steps", warmup_steps)
+    if batch_norm_decay is not None:
+        text = _set_batch_norm_decay(text, batch_norm_decay, changes)
     # Both drivers start from random weights: the published checkpoint paths are
     # placeholders.
     text, removed = re.subn(r"^\s*fine_tune_checkpoint(_type)?\s*:.*\n", "", text,
@@ -174,6 +180,25 @@ def write_config(published: str, out: str, train_records: str, val_records: str,
         f.write(f"# {os.path.basename(published)}, changed by "
                 "scripts/odapi_parity/training_parity.py\n" + text)
     return changes
+
+
+def _set_batch_norm_decay(text: str, decay: float, changes: dict) -> str:
+    """Every `batch_norm {}` block's `decay` set to `decay` (each block must have one);
+    `changes` gets one entry, the old values and the count."""
+    old_values, start = [], 0
+    while True:
+        try:
+            span = _block_span(text, "batch_norm", start)
+        except ParityError:
+            break
+        text, old = _set_field(text, span, "decay", f"{decay:g}", "batch_norm")
+        old_values.append(old)
+        start = _block_span(text, "batch_norm", start)[1]
+    if not old_values:
+        raise ParityError("--batch_norm_decay: the config has no batch_norm { ... } block")
+    changes["batch_norm.decay"] = (f"{', '.join(sorted(set(old_values)))} in "
+                                   f"{len(old_values)} blocks", f"{decay:g}")
+    return text
 
 
 # ---------------------------------------------------------------- running
@@ -397,6 +422,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr_scale", type=float, default=1.0,
                         help="multiplies both rates of the cosine schedule after their "
                              "scaling to --batch_size (the same for both drivers)")
+    parser.add_argument("--batch_norm_decay", type=float, default=None,
+                        help="sets every batch_norm block's decay (both drivers): a "
+                             "config's 0.997 leaves the moving averages that its "
+                             "evaluation uses far from the weights for a thousand steps")
     parser.add_argument("--sides", default="odapi,ours",
                         help="the sides to run now (the table shows every side with a "
                              "result in work_dir)")
@@ -429,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
         config = os.path.abspath(os.path.join(args.work_dir, "pipeline.config"))
         changes = write_config(args.pipeline_config, config, args.train_records,
                                args.val_records, args.label_map, args.num_steps,
-                               args.batch_size, args.warmup_steps, args.lr_scale)
+                               args.batch_size, args.warmup_steps, args.lr_scale,
+                               args.batch_norm_decay)
         print(f"wrote {config}:")
         for what, (old, new) in changes.items():
             print(f"  {what}: {old} -> {new}")
