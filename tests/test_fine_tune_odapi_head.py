@@ -299,9 +299,10 @@ def test_a_head_of_the_other_towers_is_refused_under_full(name, checkpoints):
     assert message.startswith(f"train_config.fine_tune_checkpoint {checkpoints[name]} does "
                               "not fit this model's head under fine_tune_checkpoint_type full: "
                               "the checkpoint's box predictor has "), message
-    assert message.endswith(f"; set model.head.share_prediction_tower: {str(theirs).lower()} "
-                            "to load it, or fine_tune_checkpoint_type: detection to start "
-                            "the head fresh")
+    setting = f"model.head.share_prediction_tower: {str(theirs).lower()}" + (
+        "" if theirs else " and model.head.tower_conv_bias: false")
+    assert message.endswith(f"; set {setting} to load it, or fine_tune_checkpoint_type: "
+                            "detection to start the head fresh")
     ours_part = message.rsplit(", this model's head ", 1)[1]
     assert ours_part.startswith("one tower shared" if not theirs else "a box tower and")
     plan = odapi_checkpoint.plan(net, checkpoints[name], "detection")

@@ -61,6 +61,12 @@ def test_the_config_both_drivers_read(tiny_dataset, tmp_path):
     assert blocks >= 2 and decays == ["0.9"] * blocks, decays
     assert changes["batch_norm.decay"] == ("0.99 in 2 blocks", "0.9")
     assert load_config(out).model.norm.norm_momentum == 0.9
+    # A block without decay (the proto's default) gets one.
+    text = "model { ssd { batch_norm { scale: true } x { batch_norm: { decay: 0.97 } } } }"
+    changes: dict = {}
+    text = parity._set_batch_norm_decay(text, 0.5, changes)
+    assert re.findall(r"\bdecay\s*:\s*([0-9.]+)", text) == ["0.5", "0.5"], text
+    assert changes["batch_norm.decay"] == ("0.97, 0.999 (default) in 2 blocks", "0.5")
 
 
 ODAPI_LOG = """\

@@ -183,17 +183,19 @@ def write_config(published: str, out: str, train_records: str, val_records: str,
 
 
 def _set_batch_norm_decay(text: str, decay: float, changes: dict) -> str:
-    """Every `batch_norm {}` block's `decay` set to `decay` (each block must have one);
-    `changes` gets one entry, the old values and the count."""
+    """Every `batch_norm {}` block's `decay` set to `decay` (a block without one, at the
+    proto's default 0.999, gets one); `changes` gets one entry, the old values and the
+    count."""
     old_values, start = [], 0
-    while True:
-        try:
-            span = _block_span(text, "batch_norm", start)
-        except ParityError:
-            break
-        text, old = _set_field(text, span, "decay", f"{decay:g}", "batch_norm")
+    opening = re.compile(r"\bbatch_norm\s*:?\s*{")
+    while (found := opening.search(text, start)) is not None:
+        span = _block_span(text, "batch_norm", found.start())
+        if re.search(r"\bdecay\s*:", text[span[0]:span[1]]):
+            text, old = _set_field(text, span, "decay", f"{decay:g}", "batch_norm")
+        else:
+            text, old = text[:span[0]] + f" decay: {decay:g} " + text[span[0]:], "0.999 (default)"
         old_values.append(old)
-        start = _block_span(text, "batch_norm", start)[1]
+        start = _block_span(text, "batch_norm", found.start())[1]
     if not old_values:
         raise ParityError("--batch_norm_decay: the config has no batch_norm { ... } block")
     changes["batch_norm.decay"] = (f"{', '.join(sorted(set(old_values)))} in "
@@ -424,8 +426,9 @@ def main(argv: list[str] | None = None) -> int:
                              "scaling to --batch_size (the same for both drivers)")
     parser.add_argument("--batch_norm_decay", type=float, default=None,
                         help="sets every batch_norm block's decay (both drivers): a "
-                             "config's 0.997 leaves the moving averages that its "
-                             "evaluation uses far from the weights for a thousand steps")
+                             "config's 0.997 weighs the moving averages that each "
+                             "driver's evaluation uses over about 330 steps, so after a "
+                             "few hundred they still lag the weights")
     parser.add_argument("--sides", default="odapi,ours",
                         help="the sides to run now (the table shows every side with a "
                              "result in work_dir)")

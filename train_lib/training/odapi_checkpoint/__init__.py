@@ -36,8 +36,9 @@ full) a weight-shared box predictor loads into our head too when that has its to
 (one: `model.head.share_prediction_tower: true`; two: Model Garden's, with
 `model.head.tower_conv_bias: false`): the towers and the box predictor, every variable
 or none, and the class predictor when its shape is ours (another num_classes: it starts
-fresh, where the OD API's full fails); with `detection` the head starts fresh, as the
-OD API's. Its other layers after its backbone (its FPN when ours is Model Garden's,
+fresh, where the OD API's full fails); a head of the other tower arrangement is one
+TrainError naming model.head.share_prediction_tower; with `detection` the head starts
+fresh, as the OD API's. Its other layers after its backbone (its FPN when ours is Model Garden's,
 SSD's extra feature maps, EfficientDet's BiFPN, the other box predictors, Faster
 R-CNN's RPN) compute other functions than ours: they are never loaded, and the report
 says so.

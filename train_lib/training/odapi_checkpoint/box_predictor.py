@@ -160,11 +160,15 @@ def check_towers(shapes, prefix: str, head) -> None:
     arrangement = {"shared": "one tower shared by its box and class predictors "
                              "(share_prediction_tower: true)",
                    "separate": "a box tower and a class tower (share_prediction_tower: false)"}
+    setting = f"model.head.share_prediction_tower: {str(theirs == 'shared').lower()}"
+    if theirs == "separate":  # Model Garden's two towers: their biases as the checkpoint's
+        biases = any(key.startswith(TOWER_CONVS + "BoxPredictionTower/0/bias")
+                     for key in shapes)
+        setting += f" and model.head.tower_conv_bias: {str(biases).lower()}"
     this = does_not_fit(prefix, "this model's head under fine_tune_checkpoint_type full")
     raise TrainError(
         f"{this}: the checkpoint's box predictor has {arrangement[theirs]}, this model's head "
-        f"{arrangement[ours]}; set model.head.share_prediction_tower: "
-        f"{str(theirs == 'shared').lower()} to load it, or fine_tune_checkpoint_type: "
+        f"{arrangement[ours]}; set {setting} to load it, or fine_tune_checkpoint_type: "
         "detection to start the head fresh")
 
 

@@ -167,7 +167,8 @@ def plan(model, prefix: str, kind: str) -> Plan:
     detection, the backbone and, with `model.fpn.type: odapi`, the FPN; `full`: its
     full, those and the box predictor where our head computes it, box_predictor.py,
     its class predictor when its shape is ours). TrainError, before anything is
-    loaded, when it does not fit."""
+    loaded, when it does not fit (for `full`, also a head of the other tower
+    arrangement than the checkpoint's predictor: box_predictor.check_towers)."""
     reader = KerasWeightsFile(prefix) if is_keras_weights_file(prefix) else \
         tf.train.load_checkpoint(prefix)
     result = plan_shapes(model, reader.get_variable_to_shape_map(), prefix, kind)
