@@ -49,7 +49,12 @@ from official.vision.modeling.heads import dense_prediction_heads
 from train_lib.families.shared_tower_head import SharedTowerRetinaNetHead
 from train_lib.training.failures import TrainError
 from train_lib.training.odapi_checkpoint.layout import VALUE
-from train_lib.training.odapi_checkpoint.mapped import Mapped, check_fits, does_not_fit
+from train_lib.training.odapi_checkpoint.mapped import (
+    Mapped,
+    check_fits,
+    checkpoint_key,
+    does_not_fit,
+)
 
 PREDICTOR = "model/_box_predictor/"
 TOWER_CONVS = PREDICTOR + "_head_scope_conv_layers/"
@@ -197,8 +202,7 @@ def map_head(shapes: dict, prefix: str, model) -> tuple[list[Mapped], str | None
     mapped, class_unfit = [], None
     for path, odapi_name, layer in layers(head, shapes, config["min_level"]):
         for variable in layer.variables:
-            attribute = variable.name.split("/")[-1].split(":")[0]
-            key = f"{path}{attribute}{VALUE}"
+            attribute, key = checkpoint_key(path, variable)
             where = f"{odapi_name}/{attribute}"
             if odapi_name == "ClassPredictor" and key in shapes and \
                     list(shapes[key]) != variable.shape.as_list():

@@ -30,8 +30,12 @@ from __future__ import annotations
 
 import re
 
-from train_lib.training.odapi_checkpoint.layout import VALUE
-from train_lib.training.odapi_checkpoint.mapped import Mapped, check_fits, does_not_fit
+from train_lib.training.odapi_checkpoint.mapped import (
+    Mapped,
+    check_fits,
+    checkpoint_key,
+    does_not_fit,
+)
 
 _GENERATOR = re.compile(r"^(model/.+?/)(_?)fpn_features_generator/")
 
@@ -87,8 +91,7 @@ def map_fpn(shapes: dict, prefix: str, decoder) -> list[Mapped]:
     mapped = []
     for path, odapi_name, layer in layers(decoder, *paths):
         for variable in layer.variables:
-            attribute = variable.name.split("/")[-1].split(":")[0]
-            key = f"{path}{attribute}{VALUE}"
+            attribute, key = checkpoint_key(path, variable)
             where = f"{odapi_name}/{attribute}"
             check_fits(shapes, key, variable,
                        does_not_fit(prefix, "this model's FPN (model.fpn.type: odapi)"),

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from train_lib.training.failures import TrainError
-from train_lib.training.odapi_checkpoint.layout import KEY
+from train_lib.training.odapi_checkpoint.layout import KEY, VALUE
 
 
 @dataclass
@@ -31,6 +31,13 @@ class Mapped:
         if self.minus_key is not None:
             value = value - reader.get_tensor(self.minus_key)
         return value if self.channels is None else value[..., self.channels]
+
+
+def checkpoint_key(path: str, variable) -> tuple[str, str]:
+    """(`variable`'s attribute, e.g. `kernel`; the key of its value in the checkpoint
+    under the layer path `path`, which ends in '/')."""
+    attribute = variable.name.split("/")[-1].split(":")[0]
+    return attribute, f"{path}{attribute}{VALUE}"
 
 
 def check_fits(shapes: dict, key: str, variable, this: str, layer: str, missing: str,

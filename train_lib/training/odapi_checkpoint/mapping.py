@@ -45,7 +45,12 @@ from train_lib.training.odapi_checkpoint.layout import (
     SECOND_STAGE_PREDICTOR,
     VALUE,
 )
-from train_lib.training.odapi_checkpoint.mapped import Mapped, check_fits, does_not_fit
+from train_lib.training.odapi_checkpoint.mapped import (
+    Mapped,
+    check_fits,
+    checkpoint_key,
+    does_not_fit,
+)
 
 # fine_tune_checkpoint_type detection where our head computes the checkpoint's box
 # predictor: it starts fresh, as the OD API's detection leaves its own.
@@ -234,8 +239,7 @@ def plan_shapes(model, shapes: dict, prefix: str, kind: str) -> Plan:
 def _map_variable(shapes: dict, prefix: str, backbone_prefix: str, index: int,
                   keras_name: str, variable, checkpoint_layers: int,
                   model_layers: int) -> Mapped:
-    attribute = variable.name.split("/")[-1].split(":")[0]
-    key = f"{backbone_prefix}{LAYER}{index}/{attribute}{VALUE}"
+    attribute, key = checkpoint_key(f"{backbone_prefix}{LAYER}{index}/", variable)
     where = f"{keras_name}/{attribute}"
     check_fits(shapes, key, variable, does_not_fit(prefix, "this model's backbone"),
                f"the OD API's Keras layer {where}",
