@@ -42,6 +42,37 @@ def test_backbones_build_and_give_finite_losses(tiny_dataset, backbone_type, mod
     assert detections["detection_boxes"].shape == (4, 100, 4)
 
 
+def test_the_loss_normalizer_and_weights(tiny_dataset):
+    """model.loss.normalizer divides the summed class and box losses by the matched
+    anchors + 1 (Model Garden's), by max(matched anchors, 1) (the OD API's) or by 1;
+    class_loss_weight and box_loss_weight multiply them."""
+    config = make_tiny_config(tiny_dataset)
+    model = build_model(config.model)
+    images, labels, _, _ = next(iter(inputs.build_train_dataset(
+        config, sorted(tf.io.gfile.glob(tiny_dataset["train_pattern"])))))
+    outputs = model(images, training=True)
+    positives = tf.reduce_sum(labels["box_weights"])
+    n = float(positives)
+    assert n > 1
+
+    def losses(normalizer: str, count=positives, class_weight=1.0, box_weight=1.0):
+        config.model.loss.normalizer = normalizer
+        config.model.loss.class_loss_weight = class_weight
+        config.model.loss.box_loss_weight = box_weight
+        found = compute_losses(config.model, outputs, labels, {"num_positives": count},
+                               tf.constant(0.0))
+        return float(found["classification_loss"]), float(found["localization_loss"])
+
+    sums = losses("none")
+    np.testing.assert_allclose(losses("positives"), [v / n for v in sums], rtol=1e-5)
+    np.testing.assert_allclose(losses("positives_plus_one"), [v / (n + 1) for v in sums],
+                               rtol=1e-5)
+    # no positive anchor: the OD API divides by 1, not by 0
+    np.testing.assert_allclose(losses("positives", tf.constant(0.0)), sums, rtol=1e-5)
+    np.testing.assert_allclose(losses("none", class_weight=2.0, box_weight=3.0),
+                               [2 * sums[0], 3 * sums[1]], rtol=1e-5)
+
+
 def _rates(train: TrainConfig, steps: list[int]) -> list[float]:
     schedule = build_learning_rate(train)
     return [float(schedule(s).numpy()) for s in steps]

@@ -159,6 +159,9 @@ def test_resnet_fpn_maps_to_retinanet(tmp_path, caplog):
     assert m.input_size == [640, 640] and m.post_processing.iou_threshold == 0.6
     # the OD API's box coder scales: the head learns the scaled codes, smooth L1 on them
     assert (m.loss.huber_loss_delta, m.loss.box_loss_weight) == (1.0, 1.0)
+    # normalize_loss_by_num_matches: true; classification_weight 1.0: as the OD API's
+    assert (m.loss.normalizer, m.loss.class_loss_weight) == ("positives", 1.0)
+    assert (m.pixel_mean, m.pixel_stddev) == ([123.68, 116.779, 103.939], [1.0] * 3)
     assert m.anchor.box_coder_weights == [10.0, 10.0, 5.0, 5.0]
     t = c.train_config
     assert (t.batch_size, t.num_steps, t.optimizer.type, t.optimizer.momentum) == (
@@ -195,6 +198,33 @@ def test_mobilenet_v1_fpn_and_fpn_lite(tmp_path):
     # MobileNet v1's with use_depthwise narrows the OD API's backbone too: Model Garden's
     assert (separable_v1.model.fpn.type, separable_v1.model.fpn.use_separable_conv) == (
         "fpn", True)
+
+
+def test_the_loss_normalisation_and_weights_map_exactly(tmp_path, caplog):
+    """normalize_loss_by_num_matches false (and absent: the proto's default) sums the
+    losses, as the OD API's; the loss weights are the OD API's (the box weight times 4
+    without normalize_loc_loss_by_codesize); encode_background_as_zeros true is exact,
+    false logged as approximated."""
+    text = (RESNET_FPN.replace("normalize_loss_by_num_matches: true",
+                               "normalize_loss_by_num_matches: false")
+            .replace("classification_weight: 1.0", "classification_weight: 2.0")
+            .replace("localization_weight: 1.0", "localization_weight: 3.0")
+            .replace("normalize_loc_loss_by_codesize: true", ""))
+    with caplog.at_level(logging.INFO, logger="absl"):
+        m = load_config(write(tmp_path, text)).model
+    assert (m.loss.normalizer, m.loss.class_loss_weight, m.loss.box_loss_weight) == (
+        "none", 2.0, 12.0)
+    assert "encode_background_as_zeros approximated" not in caplog.text
+    assert "classification_weight approximated" not in caplog.text
+    absent = load_config(write(tmp_path, RESNET_FPN.replace(
+        "normalize_loss_by_num_matches: true", ""), "absent.config")).model
+    assert absent.loss.normalizer == "none"
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="absl"):
+        load_config(write(tmp_path, RESNET_FPN.replace(
+            "encode_background_as_zeros: true", "encode_background_as_zeros: false"),
+            "ones.config"))
+    assert "encode_background_as_zeros approximated" in caplog.text
 
 
 def test_efficientdet_maps_to_efficientnet_with_fpn(tmp_path, caplog):

@@ -16,6 +16,7 @@ import tensorflow as tf
 from PIL import Image
 
 from tests.conftest import REPO
+from train_lib.config import ModelConfig
 from train_lib.data import shapes_dataset
 from train_lib.evaluation.continuous import evaluate_checkpoint
 from train_lib.evaluation.tflite_eval import TFLITE_METRICS_FILE, evaluate_tflite_file
@@ -157,10 +158,9 @@ def test_letterbox_is_the_eval_pipelines_resize():
 
     image = _stretched()  # 50 x 90 -> 36 x 64, padded to 64 x 64
     pixels, scale = letterbox(image, (64, 64))
-    expected, expected_scale = inputs.preprocess_for_model(tf.constant(image), [64, 64])
-    from official.vision.ops import preprocess_ops
-
-    expected = expected.numpy() * preprocess_ops.STDDEV_RGB + preprocess_ops.MEAN_RGB
+    model = ModelConfig(input_size=[64, 64])
+    expected, expected_scale = inputs.preprocess_for_model(tf.constant(image), model)
+    expected = inputs.denormalize(expected.numpy(), model)
     np.testing.assert_allclose(pixels, expected, atol=1e-3)
     np.testing.assert_allclose(scale, expected_scale.numpy(), rtol=1e-6)
     assert pixels[36:].max() == 0.0 and pixels[:36].max() > 0

@@ -33,6 +33,8 @@ __all__ = [
 # thresholds and post-processing may change on resume.
 STRUCTURAL_PREFIXES = (
     "model.architecture", "model.num_classes", "model.input_size", "model.min_level",
+    # The weights were trained on pixels normalised so: other statistics, other outputs.
+    "model.pixel_mean", "model.pixel_stddev",
     "model.max_level", "model.backbone.", "model.fpn.", "model.head.",
     "model.anchor.num_scales", "model.anchor.aspect_ratios", "model.anchor.anchor_size",
     "model.norm.", "model.rpn_head.", "model.roi_aligner.", "model.detection_head.",

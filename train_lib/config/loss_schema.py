@@ -14,7 +14,11 @@ from dataclasses import dataclass, field
 from train_lib.config.initializer_schema import PARTS
 from train_lib.config.problems import Checks
 
-__all__ = ["L2WeightsByPartConfig", "LossConfig"]
+__all__ = ["L2WeightsByPartConfig", "LOSS_NORMALIZERS", "LossConfig"]
+
+# RetinaNet's summed losses divided by: Model Garden's matched anchors + 1, the OD API's
+# max(matched anchors, 1) (normalize_loss_by_num_matches: true), or nothing (false).
+LOSS_NORMALIZERS = ("positives_plus_one", "positives", "none")
 
 
 @dataclass
@@ -50,6 +54,10 @@ class LossConfig:
     focal_loss_gamma: float = 1.5
     huber_loss_delta: float = 0.1
     box_loss_weight: float = 50.0
+    class_loss_weight: float = 1.0
+    # what the class and box losses, summed over the batch's anchors, are divided by
+    # (LOSS_NORMALIZERS), counted over the whole global batch
+    normalizer: str = "positives_plus_one"
     # both: the L2 weight of every part of the model, but those
     # l2_weight_decay_by_part sets
     l2_weight_decay: float = 4e-5
@@ -75,6 +83,9 @@ class LossConfig:
             value = getattr(self, f.name)
             if f.name == "l2_weight_decay_by_part":
                 c.problems += value.problems(c.path(f.name))
+                continue
+            if f.name == "normalizer":
+                c.choice(f.name, value, LOSS_NORMALIZERS)
                 continue
             c.need(value >= 0, f.name, value, "must be >= 0")
         c.need(self.focal_loss_alpha <= 1, "focal_loss_alpha", self.focal_loss_alpha,

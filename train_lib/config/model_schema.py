@@ -35,7 +35,7 @@ from train_lib.config.problems import Checks
 __all__ = [
     "ACTIVATIONS", "ARCHITECTURES", "ARCHITECTURE_KEYS", "ARCHITECTURE_PARTS",
     "BACKBONE_MAX_LEVEL",
-    "BACKBONE_MODEL_IDS", "FPN_TYPES",
+    "BACKBONE_MODEL_IDS", "FPN_TYPES", "IMAGENET_PIXEL_MEAN", "IMAGENET_PIXEL_STDDEV",
     "MAX_LEVEL",
     "MIN_LEVEL", "AnchorConfig", "BackboneConfig", "DetectionHeadConfig", "FpnConfig",
     "HeadConfig", "InitializerConfig", "InitializersConfig", "L2WeightsByPartConfig",
@@ -59,6 +59,7 @@ ARCHITECTURE_KEYS = {
         "model.anchor.box_coder_weights",
         "model.loss.focal_loss_alpha", "model.loss.focal_loss_gamma",
         "model.loss.huber_loss_delta", "model.loss.box_loss_weight",
+        "model.loss.class_loss_weight", "model.loss.normalizer",
         "model.initializers.class_bias",
         *(f"model.initializers.{part}." for part in ARCHITECTURE_PARTS["retinanet"]
           if part not in ARCHITECTURE_PARTS["faster_rcnn"]),
@@ -87,6 +88,10 @@ SE_ACTIVATIONS = ("relu", "swish")
 EFFICIENTNET_ENDPOINTS = ("model_garden", "odapi")
 ACTIVATIONS = ("relu", "relu6", "swish", "hard_swish")
 MIN_LEVEL, MAX_LEVEL = 2, 7
+# Model Garden's input normalisation (preprocess_ops.MEAN_RGB, STDDEV_RGB): the ImageNet
+# statistics of RGB pixels 0..255, the defaults of model.pixel_mean and pixel_stddev.
+IMAGENET_PIXEL_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_PIXEL_STDDEV = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 # The deepest level (stride 32) of every backbone here; the FPN makes the levels above
 # it with stride-2 convolutions, which round odd sizes up, as the anchors do.
 BACKBONE_MAX_LEVEL = 5
@@ -272,6 +277,11 @@ class ModelConfig:
     architecture: str = "retinanet"
     num_classes: int = 1
     input_size: list[int] = field(default_factory=lambda: [128, 128])  # [height, width]
+    # The model sees (pixel - pixel_mean) / pixel_stddev per RGB channel, pixels 0..255
+    # (inputs.normalize): Model Garden's ImageNet statistics by default, as its
+    # checkpoints were trained; an OD API config maps its feature extractor's.
+    pixel_mean: list[float] = field(default_factory=lambda: list(IMAGENET_PIXEL_MEAN))
+    pixel_stddev: list[float] = field(default_factory=lambda: list(IMAGENET_PIXEL_STDDEV))
     min_level: int = 3
     max_level: int = 5
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -310,6 +320,7 @@ class ModelConfig:
                    f"{c.path('max_level')} to its level (e.g. both 4, stride 16; now "
                    f"{self.min_level} and {self.max_level})")
         c.problems += self._input_size_problems(prefix)
+        c.problems += self._pixel_problems(prefix)
         # The shared sections and this architecture's own (ARCHITECTURE_KEYS); of
         # model.initializers, this architecture's parts.
         own = [key.removeprefix("model.").rstrip(".")
@@ -325,6 +336,18 @@ class ModelConfig:
             else:
                 c.problems += getattr(self, name).problems(c.path(name))
         return c.problems
+
+    def _pixel_problems(self, prefix: str) -> list[str]:
+        problems = []
+        for name, values in (("pixel_mean", self.pixel_mean),
+                             ("pixel_stddev", self.pixel_stddev)):
+            if len(values) != 3:
+                problems.append(f"{prefix}.{name} is {values}; must be 3 values, one per "
+                                f"RGB channel, on the 0..255 pixel scale")
+        if len(self.pixel_stddev) == 3 and not all(v > 0 for v in self.pixel_stddev):
+            problems.append(f"{prefix}.pixel_stddev is {self.pixel_stddev}; each value must "
+                            f"be > 0 (1.0 divides by nothing)")
+        return problems
 
     def _input_size_problems(self, prefix: str) -> list[str]:
         size, path = self.input_size, f"{prefix}.input_size"

@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import tensorflow as tf
 from official.vision.ops import box_ops, preprocess_ops
 
 from train_lib import families
-from train_lib.config import InputReaderConfig, PipelineConfig
+from train_lib.config import InputReaderConfig, ModelConfig, PipelineConfig
 from train_lib.data import decoded_cache, example_checks, records
 
 # Marks our own in-graph input errors so the trainer can show them cleanly.
@@ -182,9 +183,17 @@ def _augment(config: PipelineConfig, key: tf.Tensor, data: dict):
     return image, tf.gather(boxes, keep), tf.gather(classes, keep)
 
 
-def _normalize(image: tf.Tensor) -> tf.Tensor:
-    return preprocess_ops.normalize_image(image, preprocess_ops.MEAN_RGB,
-                                          preprocess_ops.STDDEV_RGB)
+def normalize(image: tf.Tensor, model: ModelConfig) -> tf.Tensor:
+    """Pixels 0..255 (float, [..., 3] RGB) as the model sees them: (pixel -
+    model.pixel_mean) / model.pixel_stddev per channel."""
+    return (image - tf.constant(model.pixel_mean, image.dtype)) / tf.constant(
+        model.pixel_stddev, image.dtype)
+
+
+def denormalize(image, model: ModelConfig):
+    """The inverse of `normalize` (NumPy or TensorFlow): pixels 0..255, float."""
+    return image * np.asarray(model.pixel_stddev, np.float32) + np.asarray(
+        model.pixel_mean, np.float32)
 
 
 def _train_example(config: PipelineConfig, key: tf.Tensor, data: dict, max_boxes: int):
@@ -288,24 +297,24 @@ def build_train_dataset(
     # A whole batch normalised and labelled at once (the family's targets are
     # vectorised); a batch's position and data counts are its last example's.
     ds = ds.map(lambda images, boxes, positions, counts:
-                (_normalize(images), targets(*boxes), positions[-1], counts[-1]),
+                (normalize(images, config.model), targets(*boxes), positions[-1], counts[-1]),
                 num_parallel_calls=_parallel(reader), deterministic=True)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     return ds.with_options(records.options())
 
 
-def preprocess_for_model(image: tf.Tensor, input_size: list[int]) -> tuple[tf.Tensor, tf.Tensor]:
+def preprocess_for_model(image: tf.Tensor, model: ModelConfig) -> tuple[tf.Tensor, tf.Tensor]:
     """One image [H, W, 3] (uint8 or float, 0..255) as the model sees it at evaluation.
 
-    Resized keeping its aspect ratio to fit `input_size` [height, width], placed at
-    the top-left, zero-padded, then normalised. Returns (float32 [height, width, 3],
+    Resized keeping its aspect ratio to fit `model.input_size` [height, width], placed
+    at the top-left, zero-padded, then normalised (`normalize`). Returns (float32 [height, width, 3],
     image_scale float32 [2]: model-input pixels per original pixel, (y, x)). The eval
     pipeline and the exported SavedModel both use it, so they see the same pixels.
     """
     image, _, image_scale = _resize_and_pad(
-        tf.cast(image, tf.float32), tf.zeros([0, 4]), input_size, 1.0, tf.zeros([2])
+        tf.cast(image, tf.float32), tf.zeros([0, 4]), model.input_size, 1.0, tf.zeros([2])
     )
-    return _normalize(image), image_scale
+    return normalize(image, model), image_scale
 
 
 def _numeric_source_id(source_id: tf.Tensor) -> tf.Tensor:
@@ -316,12 +325,12 @@ def _numeric_source_id(source_id: tf.Tensor) -> tf.Tensor:
                    lambda: tf.strings.to_hash_bucket_fast(source_id, 1 << 62))
 
 
-def _eval_example(reader: InputReaderConfig, input_size: list[int], data: dict):
+def _eval_example(reader: InputReaderConfig, model: ModelConfig, data: dict):
     """Resizes one example for the model and keeps its ground truth for COCO,
     padded to reader.max_number_of_boxes."""
     limit = reader.max_number_of_boxes
     original_size = tf.shape(data["image"])[0:2]
-    image, image_scale = preprocess_for_model(data["image"], input_size)
+    image, image_scale = preprocess_for_model(data["image"], model)
 
     def padded(values):
         return preprocess_ops.clip_or_pad_to_fixed_size(values, limit)
@@ -355,7 +364,7 @@ def build_eval_dataset(
 
     def parse(filename, record_index, record):
         data = _decoded(reader, num_classes, filename, record_index, record)
-        image, info = _eval_example(reader, config.model.input_size, data)
+        image, info = _eval_example(reader, config.model, data)
         return image, info, data["counts"], tf.equal(data["rule"], 0)
 
     ds = records.records(files, input_context)

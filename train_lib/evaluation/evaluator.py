@@ -19,7 +19,6 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 from absl import logging
-from official.vision.ops import preprocess_ops
 
 from train_lib import families
 from train_lib.config import PipelineConfig
@@ -138,8 +137,8 @@ class Evaluator:
             if len(self.pictures) >= self.config.eval_config.num_visualizations:
                 return
             shown = detections["detection_scores"][i] >= VISUALIZATION_MIN_SCORE
-            pixels = np.clip(image * np.array(preprocess_ops.STDDEV_RGB)
-                             + np.array(preprocess_ops.MEAN_RGB), 0, 255).astype(np.uint8)
+            pixels = np.clip(inputs.denormalize(image, self.config.model), 0,
+                             255).astype(np.uint8)
             self.pictures.append(visualize.draw_boxes(
                 pixels, detections["detection_boxes"][i][shown],
                 detections["detection_classes"][i][shown], names,

@@ -22,7 +22,6 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 from absl import logging
-from official.vision.ops import preprocess_ops
 
 from train_lib.config import PipelineConfig
 from train_lib.data import input_errors, inputs
@@ -38,10 +37,9 @@ TFLITE_METRICS_FILE = "tflite_metrics.jsonl"
 def eval_pixels(config: PipelineConfig, files: list[str], sample_1_of_n: int = 1):
     """(pixels float32 [B, height, width, 3] 0..255, info) batches of the eval pipeline:
     its images before normalisation, i.e. the .tflite model's input."""
-    mean = np.array(preprocess_ops.MEAN_RGB, np.float32)
-    std = np.array(preprocess_ops.STDDEV_RGB, np.float32)
     for images, info in inputs.build_eval_dataset(config, files, sample_1_of_n):
-        yield images.numpy() * std + mean, {k: v.numpy() for k, v in info.items()}
+        yield (inputs.denormalize(images.numpy(), config.model),
+               {k: v.numpy() for k, v in info.items()})
 
 
 def evaluate_tflite(model_path: str, config: PipelineConfig, files: list[str],

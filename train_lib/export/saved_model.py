@@ -43,7 +43,7 @@ import shutil
 import tensorflow as tf
 
 from train_lib import config as config_lib
-from train_lib.config import PipelineConfig
+from train_lib.config import ModelConfig, PipelineConfig
 from train_lib.data import input_files, inputs
 from train_lib.errors import UserError
 from train_lib.evaluation.continuous import EvalError, load_model_weights
@@ -87,10 +87,10 @@ def save_signature(serve: tf.types.experimental.GenericFunction, variables: list
 class DetectionModule(tf.Module):
     """The model behind the serving signature: uint8 image in, OD API detections out."""
 
-    def __init__(self, model, input_size: list[int]):
+    def __init__(self, model, model_config: ModelConfig):
         super().__init__()
         self.model = model
-        self._input_size = [int(s) for s in input_size]
+        self._config = model_config
 
     @tf.function(input_signature=[
         tf.TensorSpec([1, None, None, 3], tf.uint8, name="input_tensor")],
@@ -98,7 +98,7 @@ class DetectionModule(tf.Module):
     def serve(self, input_tensor: tf.Tensor) -> dict[str, tf.Tensor]:
         image = input_tensor[0]
         original = tf.cast(tf.shape(image)[0:2], tf.float32)
-        model_input, image_scale = inputs.preprocess_for_model(image, self._input_size)
+        model_input, image_scale = inputs.preprocess_for_model(image, self._config)
         valid = original * image_scale  # the image's own area inside the padded input
         outputs = serving_detections(self.model, model_input[tf.newaxis], valid[tf.newaxis])
         scale = tf.tile(image_scale, [2])
@@ -161,7 +161,7 @@ def export_saved_model(config: PipelineConfig, checkpoint_prefix: str, output_di
         load_model_weights(model, checkpoint_prefix, config)
     except EvalError as err:
         raise ExportError(str(err)) from None
-    module = DetectionModule(model, config.model.input_size)
+    module = DetectionModule(model, config.model)
 
     os.makedirs(output_directory, exist_ok=True)
     tmp = os.path.join(output_directory, f".export-tmp-{os.getpid()}")

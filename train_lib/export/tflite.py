@@ -50,9 +50,8 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow as tf
 from absl import logging
-from official.vision.ops import preprocess_ops
 
-from train_lib.config import ConfigError, PipelineConfig
+from train_lib.config import ConfigError, ModelConfig, PipelineConfig
 from train_lib.data import input_files, inputs
 from train_lib.evaluation.continuous import EvalError, load_model_weights
 from train_lib.export.saved_model import (
@@ -85,12 +84,12 @@ DEFAULT_CALIBRATION_IMAGES = 100
 class TFLiteDetectionModule(tf.Module):
     """The converted function: model-size pixels in, the OD API's four outputs out."""
 
-    def __init__(self, model, input_size: list[int], input_dtype: tf.DType,
-                 post_processing):
+    def __init__(self, model, model_config: ModelConfig, input_dtype: tf.DType):
         super().__init__()
         self.model = model
-        self._post = post_processing
-        height, width = (int(s) for s in input_size)
+        self._config = model_config
+        self._post = model_config.post_processing
+        height, width = (int(s) for s in model_config.input_size)
         self._size = (float(height), float(width)) * 2
         # Without autograph, as the SavedModel's serve: plain TF ops, and the trace inside
         # tf.saved_model.save took 2.5 times as long with it.
@@ -99,9 +98,7 @@ class TFLiteDetectionModule(tf.Module):
             autograph=False)
 
     def _serve(self, input_tensor: tf.Tensor) -> dict[str, tf.Tensor]:
-        image = preprocess_ops.normalize_image(tf.cast(input_tensor[0], tf.float32),
-                                               preprocess_ops.MEAN_RGB,
-                                               preprocess_ops.STDDEV_RGB)
+        image = inputs.normalize(tf.cast(input_tensor[0], tf.float32), self._config)
         size = tf.constant(self._size, tf.float32)
         boxes, scores = decoded_detections(self.model, image[tf.newaxis],
                                            size[tf.newaxis, :2])
@@ -159,12 +156,11 @@ def calibration_images(config: PipelineConfig, num_images: int) -> list[np.ndarr
         raise ExportError(f"--quantization=int8 calibrates on training images, but {err}"
                           ) from None
     dataset = inputs.build_eval_dataset(config, files, reader=reader).unbatch()
-    mean = np.array(preprocess_ops.MEAN_RGB, np.float32)
-    std = np.array(preprocess_ops.STDDEV_RGB, np.float32)
     out = []
     try:
         for image, _ in dataset.take(num_images):
-            pixels = np.clip(np.round(image.numpy() * std + mean), 0, 255).astype(np.uint8)
+            pixels = np.clip(np.round(inputs.denormalize(image.numpy(), config.model)), 0,
+                             255).astype(np.uint8)
             out.append(pixels[np.newaxis])
     except tf.errors.OpError as err:
         raise ExportError(f"cannot read the training records for int8 calibration "
@@ -284,8 +280,8 @@ def metadata(config: PipelineConfig, quantization: str, label_map: dict[int, str
                       "height x width (bilinear), at the top-left, zero-padded",
             "normalisation": {"inside_model": True,
                               "formula": "(pixel - mean) / stddev",
-                              "mean": [float(v) for v in preprocess_ops.MEAN_RGB],
-                              "stddev": [float(v) for v in preprocess_ops.STDDEV_RGB]},
+                              "mean": [float(v) for v in config.model.pixel_mean],
+                              "stddev": [float(v) for v in config.model.pixel_stddev]},
         },
         "output_order": list(TENSOR_ORDER),
         "outputs": [
@@ -331,8 +327,7 @@ def export_tflite(config: PipelineConfig, checkpoint_prefix: str, output_directo
         load_model_weights(model, checkpoint_prefix, config)
     except EvalError as err:
         raise ExportError(str(err)) from None
-    module = TFLiteDetectionModule(model, config.model.input_size, input_dtype(quantization),
-                                   config.model.post_processing)
+    module = TFLiteDetectionModule(model, config.model, input_dtype(quantization))
     flatbuffer = convert(module, quantization, representative)
     info = metadata(config, quantization, label_map, checkpoint_prefix,
                     len(representative) if representative else None)

@@ -267,16 +267,18 @@ def compute_losses(
     regularization: tf.Tensor,
     num_replicas: int = 1,
 ) -> dict[str, tf.Tensor]:
-    """RetinaNet's focal classification and Huber box losses.
+    """RetinaNet's focal classification and Huber box losses, times
+    `model.loss.class_loss_weight` and `box_loss_weight`.
 
-    Both are summed over the batch and divided by `num_positives + 1`, the
-    normaliser over the whole global batch (`normalizers["num_positives"]`,
-    summed over replicas), so every replica's loss is a share of the global mean
-    (`num_replicas` is not needed for that). Returns the terms named in LOSS_KEYS.
+    Both are summed over the batch and divided by `model.loss.normalizer` of the
+    positive anchors of the whole global batch (`normalizers["num_positives"]`, summed
+    over replicas): their number + 1 (Model Garden's), max(their number, 1) (the OD
+    API's), or 1. So every replica's loss is a share of the global one (`num_replicas`
+    is not needed for that). Returns the terms named in LOSS_KEYS.
     """
     del num_replicas
     loss_cfg = model.loss
-    normalizer = normalizers["num_positives"] + 1.0
+    normalizer = _normalizer(loss_cfg.normalizer, normalizers["num_positives"])
     cls_fn = focal_loss.FocalLoss(
         alpha=loss_cfg.focal_loss_alpha,
         gamma=loss_cfg.focal_loss_gamma,
@@ -297,6 +299,7 @@ def compute_losses(
                       sample_weight=labels["cls_weights"] / normalizer)
     box_loss = box_fn(y_true_box, tf.cast(y_pred_box, tf.float32),
                       sample_weight=labels["box_weights"] / normalizer)
+    cls_loss = loss_cfg.class_loss_weight * cls_loss
     box_loss = loss_cfg.box_loss_weight * box_loss
     return {
         "classification_loss": cls_loss,
@@ -304,6 +307,15 @@ def compute_losses(
         "regularization_loss": regularization,
         "total_loss": cls_loss + box_loss + regularization,
     }
+
+
+def _normalizer(kind: str, num_positives: tf.Tensor) -> tf.Tensor:
+    """What the summed losses are divided by (loss_schema.LOSS_NORMALIZERS)."""
+    if kind == "positives":
+        return tf.maximum(num_positives, 1.0)
+    if kind == "none":
+        return tf.ones_like(num_positives)
+    return num_positives + 1.0
 
 
 def detect(model, images: tf.Tensor, image_shape: tf.Tensor) -> dict:

@@ -24,6 +24,7 @@ from train_lib.config.odapi.shared import (
     initializer,
     input_size,
     norm,
+    pixel_normalization,
 )
 
 __all__ = ["map_model"]
@@ -55,6 +56,7 @@ def _backbone(m: Mapper) -> bool | None:
         return None
     depth, fpn = match.group(1), match.group(2) is not None
     m.set("model.backbone.type", "resnet", origin)
+    pixel_normalization(m, "resnet", origin)
     resnet = (f"the OD API's Keras ResNet-{depth} v1 (resnet_variant: keras_v1: the same "
               "function, its checkpoints load exactly)")
     if fpn:

@@ -1,14 +1,22 @@
 """The keys computed from the blocks both meta-architectures share: the image
-resizer (model.input_size) and the conv hyperparams (model.norm, the L2 weight and
-the initializer). Their rows are rows.py's groups."""
+resizer (model.input_size), the conv hyperparams (model.norm, the L2 weight and
+the initializer) and the feature extractor's input normalisation (model.pixel_mean,
+pixel_stddev). Their rows are rows.py's groups (the normalisation's: the feature
+extractor's type row)."""
 
 from __future__ import annotations
 
-from train_lib.config.model_schema import NormConfig, input_stride
+from train_lib.config.model_schema import (
+    IMAGENET_PIXEL_MEAN,
+    IMAGENET_PIXEL_STDDEV,
+    NormConfig,
+    input_stride,
+)
 from train_lib.config.odapi.mapper import Mapper, child_value
 
 __all__ = ["ACTIVATIONS", "GLOROT_UNIFORM", "KERAS_RESNET_INITIALIZER", "L2_BY_PART",
-           "initializer", "input_size", "norm"]
+           "ODAPI_PIXEL_NORMALIZATION", "initializer", "input_size", "norm",
+           "pixel_normalization"]
 
 # Keras' default initializer, which the OD API's layers keep where they are given none
 # or ignore the one given (SeparableConv2D, the box classifier's Dense layers).
@@ -17,6 +25,24 @@ GLOROT_UNIFORM = {"type": "glorot_uniform"}
 # tf.variance_scaling_initializer()'s scale 1, fan_in, truncated normal.
 KERAS_RESNET_INITIALIZER = {"type": "variance_scaling", "factor": 1.0, "mode": "fan_in",
                             "uniform": False}
+# Each OD API feature extractor's preprocess (RGB pixels 0..255 to the backbone's input)
+# as (model.pixel_mean, model.pixel_stddev), by backbone type: its MobileNets scale to
+# [-1, 1] (2 / 255 x - 1); its ResNets subtract the VGG channel means and do not scale;
+# its EfficientNets normalise with ImageNet's statistics, Model Garden's default.
+ODAPI_PIXEL_NORMALIZATION = {
+    "mobilenet": ([127.5] * 3, [127.5] * 3),
+    "resnet": ([123.68, 116.779, 103.939], [1.0] * 3),
+    "efficientnet": (list(IMAGENET_PIXEL_MEAN), list(IMAGENET_PIXEL_STDDEV)),
+}
+
+
+def pixel_normalization(m: Mapper, backbone_type: str, origin: str) -> None:
+    """Sets model.pixel_mean and pixel_stddev to the preprocess of the OD API's feature
+    extractor `origin` (its type) of `backbone_type`, so that its checkpoints see the
+    inputs they were trained on."""
+    mean, stddev = ODAPI_PIXEL_NORMALIZATION[backbone_type]
+    m.set("model.pixel_mean", list(mean), origin)
+    m.set("model.pixel_stddev", list(stddev), origin)
 
 
 def _scaling(factor: float, mode: str, uniform: bool) -> dict:

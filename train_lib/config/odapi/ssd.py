@@ -10,7 +10,6 @@ is refused.
 
 from __future__ import annotations
 
-import math
 import re
 
 from train_lib.config.model_schema import MAX_LEVEL, FpnConfig
@@ -23,6 +22,7 @@ from train_lib.config.odapi.shared import (
     initializer,
     input_size,
     norm,
+    pixel_normalization,
 )
 
 __all__ = ["map_model"]
@@ -42,6 +42,7 @@ def _backbone(m: Mapper) -> str:
     fpn = _fpn(m)
     if match := re.fullmatch(r"ssd_resnet(50|101|152)_v1_fpn_keras", kind):
         m.set("model.backbone.type", "resnet", origin)
+        pixel_normalization(m, "resnet", origin)
         m.set("model.backbone.model_id", match.group(1), origin)
         m.set("model.backbone.resnet_variant", "keras_v1", origin,
               f"the OD API's Keras ResNet-{match.group(1)} v1 (resnet_variant: keras_v1: the "
@@ -51,6 +52,7 @@ def _backbone(m: Mapper) -> str:
     if kind in ("ssd_mobilenet_v1_fpn_keras", "ssd_mobilenet_v2_fpn_keras"):
         version = "V1" if "v1" in kind else "V2"
         m.set("model.backbone.type", "mobilenet", origin)
+        pixel_normalization(m, "mobilenet", origin)
         m.set("model.backbone.model_id", f"MobileNet{version}", origin,
               f"Model Garden's MobileNet{version} for the OD API's Keras MobileNet{version} "
               f"(the same layers, another implementation) with {fpn}")
@@ -58,6 +60,7 @@ def _backbone(m: Mapper) -> str:
         return "fpn"
     if kind == "ssd_mobilenet_v2_keras":
         m.set("model.backbone.type", "mobilenet", origin)
+        pixel_normalization(m, "mobilenet", origin)
         m.set("model.backbone.model_id", "MobileNetV2", origin,
               "Model Garden's MobileNetV2 with an FPN over levels 4 and up stands in for the "
               "OD API's SSD feature maps (stride 16 and 32 and extra stride-2 layers, no FPN)")
@@ -65,6 +68,7 @@ def _backbone(m: Mapper) -> str:
         return "ssd"
     if match := re.fullmatch(r"ssd_efficientnet-(b[0-7])_bifpn_keras", kind):
         m.set("model.backbone.type", "efficientnet", origin)
+        pixel_normalization(m, "efficientnet", origin)
         m.set("model.backbone.model_id", match.group(1), origin,
               f"Model Garden's EfficientNet-{match.group(1)} with swish inside "
               "squeeze-excitation and its levels at the OD API's layers (se_activation: "
@@ -311,6 +315,16 @@ def _head(m: Mapper) -> None:
 
 
 def _losses(m: Mapper) -> None:
+    zeros = M + "encode_background_as_zeros"
+    if m.one(zeros) is not None and not m.get(zeros, False):
+        m.approx(zeros, "Model Garden's class head has a background column 0, trained to 0 "
+                        "for every anchor (the OD API trains it to 1 for negative anchors "
+                        "with false)")
+    by_matches = M + "normalize_loss_by_num_matches"
+    m.set("model.loss.normalizer",
+          "positives" if m.get(by_matches, False) else "none", by_matches)
+    m.set("model.loss.class_loss_weight",
+          float(m.get(M + "loss.classification_weight", 1.0)), M + "loss.classification_weight")
     focal = M + "loss.classification_loss.weighted_sigmoid_focal"
     if m.one(focal) is not None:
         if m.one(focal + ".alpha") is None:
@@ -333,14 +347,11 @@ def _losses(m: Mapper) -> None:
             ("width_scale", 5.0))], coder)
     m.set("model.loss.huber_loss_delta", float(m.get(smooth + ".delta", 1.0)), smooth)
     per_code = 1.0 if m.get(M + "normalize_loc_loss_by_codesize", False) else 4.0
-    weight = (float(m.get(M + "loss.localization_weight", 1.0))
-              / float(m.get(M + "loss.classification_weight", 1.0)))
     # x 4 without normalize_loc_loss_by_codesize: Keras' Huber loss averages the 4 box
     # coordinates, the OD API then sums them.
-    m.set("model.loss.box_loss_weight", round(weight * per_code, 6), smooth)
-    if not math.isclose(weight, 1.0):
-        m.approx(M + "loss.classification_weight", "the class loss weighs 1 here; the box "
-                                                  "weight keeps the ratio")
+    m.set("model.loss.box_loss_weight",
+          round(float(m.get(M + "loss.localization_weight", 1.0)) * per_code, 6), smooth)
+
 
 
 def map_model(m: Mapper) -> None:

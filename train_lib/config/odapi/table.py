@@ -49,14 +49,17 @@ ROWS: tuple[Row, ...] = (
         only=("false",)),
     Row(M + "inplace_batchnorm_update", IGNORED, "",
         "TF1 graph option; Keras updates batch norm in place"),
-    Row(M + "encode_background_as_zeros", APPROX, "",
-        "either value: Model Garden's class head has a background column 0 "
-        "(model.num_classes + 1 sigmoid outputs, background trained as a negative class)"),
+    Row(M + "encode_background_as_zeros", EXACT, "",
+        "true: the class head's background column 0 (model.num_classes + 1 sigmoid "
+        "outputs) is trained to 0 for every anchor, as the OD API's (its focal loss covers "
+        "that column too); false, where the OD API trains it to 1 for negative anchors: "
+        "approximated (logged)"),
     Row(M + "add_background_class", APPROX, "",
         "either value: Model Garden's class head always has a background column 0"),
     Row(M + "negative_class_weight", EXACT, "", "negatives always weigh 1", only=("1", "1.0")),
-    Row(M + "normalize_loss_by_num_matches", APPROX, "",
-        "losses are divided by (matched anchors + 1)", only=("true",)),
+    Row(M + "normalize_loss_by_num_matches", EXACT, "model.loss.normalizer",
+        "true: positives (the class and box losses divided by max(matched anchors, 1), "
+        "as the OD API's); false or absent: none (their sums, as the OD API's)"),
     Row(M + "normalize_loc_loss_by_codesize", EXACT, "model.loss.box_loss_weight",
         "true: Keras' Huber loss averages over the 4 box coordinates, as the OD API "
         "divides by the code size; false: the box weight is multiplied by 4"),
@@ -64,12 +67,14 @@ ROWS: tuple[Row, ...] = (
         "the exported signature has the OD API's detection outputs"),
     # ---------------------------------------------------------------- feature extractor
     Row(FE + "type", APPROX, "model.backbone, model.fpn.type, model.initializers.backbone, "
-        "model.loss.l2_weight_decay_by_part.backbone",
+        "model.loss.l2_weight_decay_by_part.backbone, model.pixel_mean, model.pixel_stddev",
         "the nearest Model Garden backbone and FPN (logged per type: BiFPN and SSD's extra "
         "layers become an FPN); the backbones compute the OD API's (ResNet: resnet_variant: "
         "keras_v1; EfficientNet: se_activation: swish, efficientnet_endpoints: odapi), so "
-        "their checkpoints load exactly; the ResNet and MobileNet FPN extractors' FPN is "
-        "the OD API's (fpn.type: odapi: the same function and parameters; over "
+        "their checkpoints load exactly, and see the pixels its extractor's preprocess "
+        "gives (pixel_mean, pixel_stddev: MobileNets 127.5, 127.5; ResNets the VGG channel "
+        "means, 1; EfficientNets ImageNet's statistics); the ResNet and MobileNet FPN "
+        "extractors' FPN is the OD API's (fpn.type: odapi: the same function and parameters; over "
         "MobileNetV2 it reads the last 1x1 convolution as level 5, as the OD API's) "
         "unless use_depthwise (see there); "
         "EfficientNet's L2 weight is its own, 1e-5 (its "
@@ -183,11 +188,9 @@ ROWS: tuple[Row, ...] = (
         "model.loss.focal_loss_gamma", kind="float"),
     Row(M + "loss.localization_loss.weighted_smooth_l1.delta", EXACT,
         "model.loss.huber_loss_delta", "on the scaled box codes (see box_coder)"),
-    Row(M + "loss.classification_weight", APPROX, "model.loss.box_loss_weight",
-        "the box weight becomes localization_weight / classification_weight; the class "
-        "loss weighs 1"),
-    Row(M + "loss.localization_weight", APPROX, "model.loss.box_loss_weight",
-        "see classification_weight"),
+    Row(M + "loss.classification_weight", EXACT, "model.loss.class_loss_weight"),
+    Row(M + "loss.localization_weight", EXACT, "model.loss.box_loss_weight",
+        "times 4 without normalize_loc_loss_by_codesize"),
     *nms_rows(M + "post_processing."),
     Row(M + "post_processing.score_converter", EXACT, "", "sigmoid scores", only=("SIGMOID",)),
     Row(M + "post_processing.logit_scale", EXACT, "", "logits are not rescaled",

@@ -39,8 +39,11 @@ FASTER_RCNN_ROWS: tuple[Row, ...] = (
     Row(FE + "type", APPROX, "model.backbone, model.fpn.type, model.initializers.backbone, "
         "model.initializers.detection_head, model.initializers.detection_predictors, "
         "model.loss.l2_weight_decay_by_part.detection_head, "
-        "model.loss.l2_weight_decay_by_part.detection_predictors",
-        "the OD API's Keras ResNet v1 (resnet_variant: keras_v1), logged per type: the "
+        "model.loss.l2_weight_decay_by_part.detection_predictors, model.pixel_mean, "
+        "model.pixel_stddev",
+        "the OD API's Keras ResNet v1 (resnet_variant: keras_v1), on the pixels its "
+        "preprocess gives (pixel_mean: the VGG channel means, pixel_stddev: 1), logged per "
+        "type: the "
         "_fpn_keras types as they are, with the OD API's FPN (fpn.type: odapi); the others' "
         "stride-16 features become Model Garden's FPN from level 4 (one level "
         "per octave of anchor scales). The box classifier's class and box predictors start "
