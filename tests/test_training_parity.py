@@ -6,10 +6,13 @@ gives them.)"""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import subprocess
 import sys
+
+import pytest
 
 from tests.conftest import REPO
 from train_lib.config import load_config
@@ -128,3 +131,98 @@ def test_without_the_odapi_it_says_so_and_exits_0(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("The OD API is absent") and "nothing measured" in done.stdout
     assert os.listdir(tmp_path) == []
+
+
+def _result(side: str, ap: float, losses: dict | None = None) -> dict:
+    return {"side": side, "num_steps": 400, "losses": losses or {},
+            "steady_s_per_step": None if side == "crossed" else 1.5,
+            "steady_steps": None if side == "crossed" else "101..400",
+            "AP": ap, "AP50": ap + 0.2, "parameters": None if side == "crossed" else 7,
+            "load_before": "1 1 1", "load_after": "2 2 2", "started": "2026-12-07T18:00:00"}
+
+
+def test_the_table_puts_our_evaluation_of_the_odapi_checkpoint_beside_both():
+    loss = {"400": {"total": 0.5, "classification": 0.3, "localization": 0.2}}
+    text = parity.table({"odapi": _result("odapi", 0.4152, loss),
+                         "ours": _result("ours", 0.3, loss),
+                         "crossed": _result("crossed", 0.4144)})
+    lines = text.splitlines()
+    assert lines[0] == ("| | OD API `model_main_tf2.py` | ours, same file | the OD API's "
+                        "checkpoint, our evaluation |")
+    assert any(line.endswith("| 0.50 (class. 0.30, loc. 0.20) | - |") for line in lines)
+    assert "| AP / AP50 at step 400 | 0.415 / 0.615 | 0.300 / 0.500 | 0.414 / 0.614 |" in lines
+    assert "| steady s/step (steps 101..400) | 1.500 | 1.500 | - |" in lines
+    # the crossed side alone (the OD API's result elsewhere) still makes a table
+    alone = parity.table({"crossed": _result("crossed", 0.4144)})
+    assert "| steady s/step (steps -) | - |" in alone.splitlines()
+
+
+def test_crossed_needs_the_odapi_sides_checkpoint(tmp_path):
+    with pytest.raises(parity.ParityError, match="no OD API checkpoint in .*odapi/train; run "
+                                                 "--sides=odapi first"):
+        parity.run_crossed(str(tmp_path / "pipeline.config"), str(tmp_path), 400)
+    assert os.listdir(tmp_path) == []
+
+
+EVALUATE = os.path.join(REPO, "scripts", "odapi_parity", "evaluate_odapi_checkpoint.py")
+
+
+def _fixture_run(tiny_dataset, tmp_path, num_classes: int = 3) -> tuple[str, str]:
+    """(a pipeline.config of the FPN-lite fixture, evaluating on the tiny val records,
+    its OD API checkpoint, made from the fixture's names and shapes)."""
+    from test_fine_tune_odapi_resnet import _checkpoint
+
+    from tests.conftest import write_odapi_fixture_config
+
+    path = write_odapi_fixture_config(
+        "ssd_mobilenet_v2_fpn_keras", tmp_path,
+        {"num_classes: 3": f"num_classes: {num_classes}",
+         '"PATH_TO_BE_CONFIGURED/mobilenet_v2.ckpt-1"': '""'},
+        tiny_dataset["label_map_path"], tiny_dataset["train_pattern"])
+    with open(path, "a") as f:
+        f.write(f'eval_input_reader {{ label_map_path: "{tiny_dataset["label_map_path"]}" '
+                f'tf_record_input_reader {{ input_path: "{tiny_dataset["val_pattern"]}" }} }}\n')
+    return path, _checkpoint("ssd_mobilenet_v2_fpn_keras", tmp_path)
+
+
+def test_our_evaluation_of_an_odapi_checkpoint_loads_it_whole(tiny_dataset, tmp_path):
+    """The crossed side's script on an OD API checkpoint of the FPN-lite fixture (its
+    seeded weights: an AP near 0, but a real evaluation of every loaded variable)."""
+    config, prefix = _fixture_run(tiny_dataset, tmp_path)
+    output = tmp_path / "crossed" / "metrics.json"
+    done = subprocess.run([sys.executable, EVALUATE, f"--pipeline_config={config}",
+                           f"--checkpoint={prefix}", f"--output={output}"],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(output) as f:
+        metrics = json.load(f)
+    assert 0.0 <= metrics["AP"] <= 1.0 and 0.0 <= metrics["AP50"] <= 1.0
+    assert metrics["checkpoint"] == os.path.abspath(prefix)
+    assert metrics["fine_tune"].startswith("fine-tune: ") and "(full)" in metrics["fine_tune"]
+    assert "fresh" not in metrics["fine_tune"]
+
+
+def test_our_evaluation_refuses_a_checkpoint_that_loads_in_part(tiny_dataset, tmp_path):
+    """Another num_classes: the class predictor stays fresh, so there is nothing to
+    compare; one error line, no metrics file."""
+    config, prefix = _fixture_run(tiny_dataset, tmp_path, num_classes=2)
+    output = tmp_path / "metrics.json"
+    done = subprocess.run([sys.executable, EVALUATE, f"--pipeline_config={config}",
+                           f"--checkpoint={prefix}", f"--output={output}"],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "do not load from it" in errors[0], done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert not output.exists()
+
+
+def test_fixed_batch_losses_without_the_odapi_says_so_and_exits_0(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("ODAPI_PY", "ODAPI_RESEARCH")}
+    script = os.path.join(REPO, "scripts", "odapi_parity", "fixed_batch_losses.py")
+    done = subprocess.run([sys.executable, script, f"--pipeline_config={SAMPLE}",
+                           "--records=x", f"--work_dir={tmp_path / 'out'}"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("The OD API is absent") and "nothing measured" in done.stdout
+    assert not (tmp_path / "out").exists()

@@ -34,6 +34,12 @@ every line stamped with the seconds since its process started, in
 the table is printed from the result files there, so one side can be run again
 alone (`--sides=ours`) after a change to ours.
 
+The side `crossed` (after `odapi`, or alone on a work dir where it ran) trains
+nothing: it evaluates the OD API's final checkpoint with our evaluation
+(evaluate_odapi_checkpoint.py: our model from the same file, every variable loaded
+from that checkpoint), so the table shows whether the two evaluations agree on the
+same weights, apart from how each driver trains.
+
 The figures, from each driver's own output:
 - loss at each logged step (both log every 100 steps: the loss of that step), and
   its classification and localization terms;
@@ -72,9 +78,11 @@ import time
 
 import yaml
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SIDES = ("odapi", "ours")
-TITLES = {"odapi": "OD API `model_main_tf2.py`", "ours": "ours, same file"}
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+SIDES = ("odapi", "ours", "crossed")
+TITLES = {"odapi": "OD API `model_main_tf2.py`", "ours": "ours, same file",
+          "crossed": "the OD API's checkpoint, our evaluation"}
 
 _STEP = re.compile(r"Step (\d+) per-step time ([0-9.]+)s")
 # Ours: "loss=1.2345 (classification 0.5, localization 0.4, regularization 0.3)".
@@ -265,10 +273,47 @@ def our_override(extra: str) -> str:
     return yaml.safe_dump(override, default_flow_style=True, width=10**6).strip()
 
 
+def run_crossed(config: str, work_dir: str, num_steps: int) -> dict:
+    """Our evaluation of the OD API side's final checkpoint (`crossed`); returns its
+    figures (also written to `<work_dir>/crossed/result.json`)."""
+    side_dir = os.path.join(work_dir, "crossed")
+    odapi_train = os.path.join(work_dir, "odapi", "train")
+    if not glob.glob(os.path.join(odapi_train, "ckpt-*.index")):
+        raise ParityError(f"--sides=crossed: no OD API checkpoint in {odapi_train}; run "
+                          f"--sides=odapi first")
+    shutil.rmtree(side_dir, ignore_errors=True)
+    os.makedirs(side_dir)
+    _, env, _ = side_command("ours", "", "")
+    output = os.path.join(side_dir, "metrics.json")
+    load_before, began = _load(), time.time()
+    print(f"crossed: our evaluation of the OD API's checkpoint (log: {side_dir}/eval.log)",
+          flush=True)
+    run_logged([sys.executable, os.path.join(HERE, "evaluate_odapi_checkpoint.py"),
+                f"--pipeline_config={config}", f"--checkpoint={odapi_train}",
+                f"--output={output}"], os.path.join(side_dir, "eval.log"), env, REPO)
+    if not os.path.exists(output):
+        raise ParityError(f"crossed: our evaluation of {odapi_train} failed; see "
+                          f"{side_dir}/eval.log")
+    with open(output) as f:
+        found = json.load(f)
+    result = {
+        "side": "crossed", "num_steps": num_steps, "our_params_override": "",
+        "started": datetime.datetime.fromtimestamp(began).isoformat(timespec="seconds"),
+        "load_before": load_before, "load_after": _load(), "train_wall_s": None,
+        "losses": {}, "steady_s_per_step": None, "AP": found["AP"], "AP50": found["AP50"],
+        "checkpoint": found["checkpoint"], "parameters": None,
+    }
+    with open(os.path.join(side_dir, "result.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    return result
+
+
 def run_side(side: str, config: str, work_dir: str, num_steps: int, odapi_python: str,
              odapi_research: str, our_params_override: str = "") -> dict:
     """Trains and evaluates one side afresh; returns its figures (also written to
     `<work_dir>/<side>/result.json`)."""
+    if side == "crossed":
+        return run_crossed(config, work_dir, num_steps)
     base, env, cwd = side_command(side, odapi_python, odapi_research)
     side_dir = os.path.join(work_dir, side)
     shutil.rmtree(side_dir, ignore_errors=True)
@@ -393,7 +438,7 @@ def table(results: dict[str, dict]) -> str:
                          f"{_fmt(loss.get('classification'), 2)}, loc. "
                          f"{_fmt(loss.get('localization'), 2)})" if loss else "-")
         rows.append(f"| loss at step {step} | " + " | ".join(cells) + " |")
-    rows.append("| steady s/step (steps " + results[sides[0]].get("steady_steps", "")
+    rows.append("| steady s/step (steps " + (results[sides[0]].get("steady_steps") or "-")
                 + ") | " + " | ".join(_fmt(results[s]["steady_s_per_step"]) for s in sides)
                 + " |")
     rows.append(f"| AP / AP50 at step {results[sides[0]]['num_steps']} | "
