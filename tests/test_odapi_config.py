@@ -201,10 +201,11 @@ def test_mobilenet_v1_fpn_and_fpn_lite(tmp_path):
 
 
 def test_the_loss_normalisation_and_weights_map_exactly(tmp_path, caplog):
-    """normalize_loss_by_num_matches false (and absent: the proto's default) sums the
-    losses, as the OD API's; the loss weights are the OD API's (the box weight times 4
-    without normalize_loc_loss_by_codesize); encode_background_as_zeros true is exact,
-    false logged as approximated."""
+    """normalize_loss_by_num_matches false sums the losses, true and absent (the proto's
+    default: true) divide them by the matched anchors, as the OD API's; the loss weights
+    are the OD API's (the box weight times 4 without normalize_loc_loss_by_codesize);
+    encode_background_as_zeros true is exact, false and absent (its default: false)
+    logged as approximated."""
     text = (RESNET_FPN.replace("normalize_loss_by_num_matches: true",
                                "normalize_loss_by_num_matches: false")
             .replace("classification_weight: 1.0", "classification_weight: 2.0")
@@ -218,13 +219,15 @@ def test_the_loss_normalisation_and_weights_map_exactly(tmp_path, caplog):
     assert "classification_weight approximated" not in caplog.text
     absent = load_config(write(tmp_path, RESNET_FPN.replace(
         "normalize_loss_by_num_matches: true", ""), "absent.config")).model
-    assert absent.loss.normalizer == "none"
-    caplog.clear()
-    with caplog.at_level(logging.INFO, logger="absl"):
-        load_config(write(tmp_path, RESNET_FPN.replace(
-            "encode_background_as_zeros: true", "encode_background_as_zeros: false"),
-            "ones.config"))
-    assert "encode_background_as_zeros approximated" in caplog.text
+    assert absent.loss.normalizer == "positives"
+    for value, name in (("encode_background_as_zeros: false", "ones.config"),
+                        ("", "default.config")):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="absl"):
+            load_config(write(tmp_path, RESNET_FPN.replace(
+                "encode_background_as_zeros: true", value), name))
+        assert "encode_background_as_zeros" in caplog.text and "approximated" in caplog.text
+        assert ("(absent: the OD API's default)" in caplog.text) == (not value)
 
 
 def test_efficientdet_maps_to_efficientnet_with_fpn(tmp_path, caplog):

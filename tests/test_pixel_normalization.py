@@ -78,8 +78,14 @@ def test_yaml_defaults_are_model_gardens_and_round_trip():
     from official.vision.ops import preprocess_ops
 
     model = PipelineConfig().model
-    assert tuple(model.pixel_mean) == preprocess_ops.MEAN_RGB
-    assert tuple(model.pixel_stddev) == preprocess_ops.STDDEV_RGB
+    np.testing.assert_array_equal(np.float32(model.pixel_mean),
+                                  np.float32(preprocess_ops.MEAN_RGB))
+    np.testing.assert_array_equal(np.float32(model.pixel_stddev),
+                                  np.float32(preprocess_ops.STDDEV_RGB))
+    # the documented values, written in a config, are the default (no structural change)
+    written = config_from_dict({"model": {"pixel_mean": [123.675, 116.28, 103.53],
+                                          "pixel_stddev": [58.395, 57.12, 57.375]}})
+    assert model_weight_differences(PipelineConfig(), written) == []
     image = tf.random.stateless_uniform([4, 4, 3], seed=[1, 2], maxval=255.0)
     # The default is bit-identical to Model Garden's normalize_image (no change for
     # configs written before the keys existed).
@@ -131,3 +137,50 @@ def test_the_train_and_eval_pipelines_normalise_with_the_configs_statistics(tiny
         pixels = inputs.denormalize(ours_default, default.model)
         np.testing.assert_allclose(ours_odapi, pixels / 127.5 - 1.0, atol=1e-5)
         assert not np.allclose(ours_odapi, ours_default, atol=0.1)
+
+
+def test_resuming_under_other_statistics_says_how_to_keep_the_recorded_ones(tiny_dataset,
+                                                                           tmp_path):
+    """A run recorded with Model Garden's statistics (say, an OD API config mapped before
+    the mapping set the extractor's), resumed with [-1, 1]: refused, and the message's
+    --params_override continues it as it was trained."""
+    from train_lib.config import load_config
+    from train_lib.config.loading import dump_config
+    from train_lib.training import workdir
+
+    recorded = make_tiny_config(tiny_dataset)
+    model_dir = tmp_path / "run"
+    model_dir.mkdir()
+    dump_config(recorded, str(model_dir / "pipeline.yaml"))
+    (model_dir / "ckpt-4.index").write_bytes(b"")  # a run with a checkpoint
+    now = make_tiny_config(tiny_dataset)
+    now.model.pixel_mean, now.model.pixel_stddev = [127.5] * 3, [127.5] * 3
+    config_file = tmp_path / "now.yaml"
+    dump_config(now, str(config_file))
+    with pytest.raises(ConfigError) as err:
+        workdir.check_config_drift(load_config(str(config_file)), str(model_dir),
+                                   lambda _: None)
+    message = str(err.value)
+    assert "changes the model's structure (model.pixel_mean, model.pixel_stddev)" in message
+    override = message.split("--params_override='")[1].split("'")[0]
+    assert override == ("model.pixel_mean=[123.675,116.28,103.53],"
+                        "model.pixel_stddev=[58.395,57.12,57.375]")
+    workdir.check_config_drift(load_config(str(config_file), override), str(model_dir),
+                               lambda _: None)  # resumes as trained
+
+
+def test_the_tflite_export_normalises_and_says_so_with_the_configs_statistics(tiny_dataset):
+    """int8 calibration gives back the raw pixels whatever the statistics (the
+    normalisation is inside the .tflite), and model.json states the config's."""
+    from train_lib.export import tflite
+
+    default = make_tiny_config(tiny_dataset)
+    odapi = make_tiny_config(tiny_dataset)
+    odapi.model.pixel_mean, odapi.model.pixel_stddev = [127.5] * 3, [127.5] * 3
+    pixels = [tflite.calibration_images(c, 2) for c in (default, odapi)]
+    for a, b in zip(*pixels, strict=True):
+        assert a.dtype == np.uint8 and a.max() > 0
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # rounding only
+    info = tflite.metadata(odapi, "none", {1: "a"}, "ckpt-1", None)
+    assert info["input"]["normalisation"]["mean"] == [127.5] * 3
+    assert info["input"]["normalisation"]["stddev"] == [127.5] * 3

@@ -28,9 +28,8 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def evaluate(pipeline_config: str, checkpoint: str) -> dict:
+def evaluate(pipeline_config: str, checkpoint: str, params_override: str = "") -> dict:
     """{"AP": ..., "AP50": ..., ..., "checkpoint": prefix, "fine_tune": its log line}."""
-    sys.path.insert(0, REPO)
     import tensorflow as tf
 
     from train_lib import config as config_lib
@@ -43,7 +42,7 @@ def evaluate(pipeline_config: str, checkpoint: str) -> dict:
     if not prefix:
         raise SystemExit(f"error: --checkpoint: no checkpoint in {checkpoint}")
     try:
-        config = config_lib.load_config(pipeline_config)
+        config = config_lib.load_config(pipeline_config, params_override)
         model = build_model(config.model)
         result = fine_tune.apply(model, prefix, "full")
         fresh = len(model.variables) - len(result.report["loaded"])
@@ -65,8 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", required=True,
                         help="an OD API checkpoint prefix, or its directory")
     parser.add_argument("--output", default="", help="a JSON file for the metrics")
+    parser.add_argument("--params_override", default="",
+                        help="our keys over the mapped config, as model_main_tf2.py's "
+                             "(to measure what one costs, e.g. other pixel statistics)")
     args = parser.parse_args(argv)
-    metrics = evaluate(args.pipeline_config, args.checkpoint)
+    metrics = evaluate(args.pipeline_config, args.checkpoint, args.params_override)
     print(metrics["fine_tune"])
     print(f"AP {metrics['AP']:.4f} AP50 {metrics['AP50']:.4f} ({metrics['checkpoint']})")
     if args.output:

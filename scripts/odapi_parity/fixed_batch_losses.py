@@ -19,8 +19,12 @@ random. This compares one step's arithmetic instead, for an SSD pipeline.config:
    `grads/` into a second model by the same mapping (so each OD API gradient lands on
    the variable of ours it maps to, the head's channels permuted alike), and compares.
 
-It prints each loss term on both sides (ours also times (N + 1) / N: ours divides by
-the matched anchors + 1, the OD API by their number N), the gradients' global norms,
+It prints how our initializers' spread compares with the OD API's initial weights (per
+part, the range over variables of our fresh standard deviation over the OD API's),
+each loss term on both sides (ours also rescaled to the OD API's normaliser: times
+(N + 1) / N where ours divides by the matched anchors + 1, model.loss.normalizer:
+positives_plus_one, and the OD API by their number N; 1 with the mapped normaliser),
+the gradients' global norms,
 and the largest relative difference of one variable's gradient, ||ours - theirs|| /
 ||theirs|| over variables whose OD API gradient is not ~0, per part (backbone, FPN,
 head). With $ODAPI_PY and $ODAPI_RESEARCH as the defaults of --odapi_python and
@@ -110,17 +114,16 @@ def odapi_side(config_path: str, records: str, out: str, num_images: int, seed: 
 
 def our_side(config_path: str, out: str) -> dict:
     """Compares; returns the figures (also out/comparison.json)."""
-    sys.path.insert(0, REPO)
     import tensorflow as tf
 
     from train_lib import config as config_lib
     from train_lib import families
     from train_lib.families import parts
-    from train_lib.training import fine_tune
 
     config = config_lib.load_config(config_path)
     model = families.build_model(config.model)
-    fine_tune.apply(model, os.path.join(out, "init", "ckpt-0"), "full")
+    fresh = [float(np.std(v.numpy())) for v in model.trainable_variables]
+    _load_whole(model, os.path.join(out, "init", "ckpt-0"))
     with np.load(os.path.join(out, "batch.npz")) as batch:
         arrays = {key: batch[key] for key in batch.files}
     images = tf.constant(arrays["preprocessed"])
@@ -146,23 +149,41 @@ def our_side(config_path: str, out: str) -> dict:
     # A second model of the same build holds the OD API's gradients, variable for
     # variable in the same order (Keras may name its layers apart).
     theirs_model = families.build_model(config.model)
-    fine_tune.apply(theirs_model, os.path.join(out, "grads", "ckpt-0"), "full")
+    _load_whole(theirs_model, os.path.join(out, "grads", "ckpt-0"))
     theirs_variables = theirs_model.trainable_variables
     assert [v.shape for v in theirs_variables] == [v.shape for v in variables]
     with open(os.path.join(out, "odapi.json")) as f:
         odapi = json.load(f)
     matches = float(normalizers["num_positives"])
-    factor = (matches + 1.0) / matches if matches else 1.0
-    figures = {"matches": {"ours": matches, "odapi": odapi["matches"]}, "losses": {}}
+    # Ours' class and box losses over the OD API's for the same sums: 1 with the mapped
+    # model.loss.normalizer; (N + 1) / N with Model Garden's positives_plus_one.
+    factor = ((matches + 1.0) / max(matches, 1.0)
+              if config.model.loss.normalizer == "positives_plus_one" else 1.0)
+    figures = {"matches": {"ours": matches, "odapi": odapi["matches"]},
+               "normalizer": config.model.loss.normalizer, "factor": factor, "losses": {}}
     for term, key in (("classification", "classification_loss"),
                       ("localization", "localization_loss"),
                       ("regularization", "regularization_loss"), ("total", "total_loss")):
         figures["losses"][term] = {"ours": float(losses[key]), "odapi": odapi[term],
-                                   "ours_times_n1_over_n": float(losses[key]) * (
+                                   "ours_rescaled": float(losses[key]) * (
                                        factor if term in ("classification",
                                                           "localization") else 1.0)}
     part_of = {v.ref(): part for part, members in parts.variables_by_part(model).items()
                for v in members}
+    # Our initializers against the OD API's: each drawn variable's spread, ours (fresh)
+    # over the OD API's initial value of the same variable.
+    ratios: dict[str, list[float]] = {}
+    for variable, ours_std in zip(variables, fresh, strict=True):
+        theirs_std = float(np.std(variable.numpy()))
+        if theirs_std > 0 and ours_std > 0:
+            ratios.setdefault(part_of.get(variable.ref(), "other"), []).append(
+                ours_std / theirs_std)
+    figures["initial_std_ratio"] = {part: [min(values), max(values), len(values)]
+                                    for part, values in ratios.items()}
+    # A variable the loss does not reach (None) has a zero gradient, as the OD API's side
+    # writes it.
+    gradients = [tf.zeros_like(v) if g is None else g for v, g in zip(variables, gradients,
+                                                                      strict=True)]
     rows = [(v.name, part_of.get(v.ref(), "other"), g.numpy() * factor, t.numpy())
             for v, g, t in zip(variables, gradients, theirs_variables, strict=True)]
     largest: dict[str, float] = {}
@@ -180,26 +201,44 @@ def our_side(config_path: str, out: str) -> dict:
         if difference > worst.get(part, (-1.0, ""))[0]:
             worst[part] = (difference, name)
     figures["gradient_global_norm"] = {
-        "ours": float(tf.linalg.global_norm(gradients)),
+        "ours": float(tf.linalg.global_norm(gradients)) * factor,
         "odapi": float(tf.linalg.global_norm(theirs_variables))}
-    figures["largest_relative_difference_times_n1_over_n"] = {
+    figures["largest_relative_difference"] = {
         part: {"relative": value, "variable": name} for part, (value, name) in worst.items()}
     with open(os.path.join(out, "comparison.json"), "w") as f:
         json.dump(figures, f, indent=1)
     return figures
 
 
+def _load_whole(model, prefix: str) -> None:
+    """Loads the OD API checkpoint at `prefix` into every variable of `model` (the `full`
+    fine-tune mapping); SystemExit when any would stay fresh (nothing to compare)."""
+    from train_lib.training import fine_tune
+
+    result = fine_tune.apply(model, prefix, "full")
+    fresh = len(model.variables) - len(result.report["loaded"])
+    if fresh:
+        raise SystemExit(f"error: {prefix}: {fresh} of the model's {len(model.variables)} "
+                         f"variables do not load from it ({result.line})")
+
+
 def report(figures: dict) -> str:
     lines = [f"matched anchors: ours {figures['matches']['ours']:.0f}, the OD API's "
              f"{figures['matches']['odapi']:.0f}",
-             "| loss term | OD API | ours | ours x (N + 1) / N |", "|---|---|---|---|"]
+             f"our model.loss.normalizer: {figures['normalizer']} (ours rescaled: times "
+             f"{figures['factor']:.6f}, the OD API's normaliser over ours)",
+             "| loss term | OD API | ours | ours rescaled |", "|---|---|---|---|"]
     for term, values in figures["losses"].items():
         lines.append(f"| {term} | {values['odapi']:.6f} | {values['ours']:.6f} | "
-                     f"{values['ours_times_n1_over_n']:.6f} |")
+                     f"{values['ours_rescaled']:.6f} |")
+    for part, (low, high, count) in sorted(figures["initial_std_ratio"].items()):
+        lines.append(f"initial weights ({part}, {count} drawn variables): our fresh spread "
+                     f"over the OD API's, {low:.2f} .. {high:.2f}")
     norms = figures["gradient_global_norm"]
-    lines.append(f"gradient global norm: OD API {norms['odapi']:.6f}, ours {norms['ours']:.6f}")
-    for part, worst in sorted(figures["largest_relative_difference_times_n1_over_n"].items()):
-        lines.append(f"largest relative gradient difference ({part}, ours x (N + 1) / N): "
+    lines.append(f"gradient global norm: OD API {norms['odapi']:.6f}, ours rescaled "
+                 f"{norms['ours']:.6f}")
+    for part, worst in sorted(figures["largest_relative_difference"].items()):
+        lines.append(f"largest relative gradient difference ({part}, ours rescaled): "
                      f"{worst['relative']:.2e} ({worst['variable']})")
     return "\n".join(lines)
 

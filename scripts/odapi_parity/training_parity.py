@@ -490,8 +490,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if unknown := [s for s in sides if s not in SIDES]:
             raise ParityError(f"--sides: {', '.join(unknown)}; choose from {', '.join(SIDES)}")
+        sides = [s for s in SIDES if s in sides]  # the OD API's before our view of it
         script = os.path.join(args.odapi_research, "object_detection", "model_main_tf2.py")
-        if not (args.odapi_python and os.access(args.odapi_python, os.X_OK)
+        if sides != ["crossed"] and not (  # crossed reads a checkpoint: no OD API run
+                args.odapi_python and os.access(args.odapi_python, os.X_OK)
                 and os.path.isfile(script)):
             print("The OD API is absent (--odapi_python / $ODAPI_PY: "
                   f"{args.odapi_python or 'unset'}; --odapi_research / $ODAPI_RESEARCH: "

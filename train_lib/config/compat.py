@@ -82,6 +82,7 @@ def other_differences(old: PipelineConfig, new: PipelineConfig) -> list[str]:
 def model_weight_differences(trained: PipelineConfig, config: PipelineConfig) -> list[str]:
     """Structural `model.` keys that differ between the config a checkpoint was trained
     with and `config`, except WEIGHT_INDEPENDENT_KEYS: with any of them, the checkpoint's
-    model variables do not fit the model `config` builds (schema order)."""
+    model variables do not fit the model `config` builds, or compute another function
+    of the image (the pixel statistics) (schema order)."""
     return [key for key in structural_differences(trained, config)
             if key.startswith("model.") and key not in WEIGHT_INDEPENDENT_KEYS]

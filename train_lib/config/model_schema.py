@@ -90,8 +90,11 @@ ACTIVATIONS = ("relu", "relu6", "swish", "hard_swish")
 MIN_LEVEL, MAX_LEVEL = 2, 7
 # Model Garden's input normalisation (preprocess_ops.MEAN_RGB, STDDEV_RGB): the ImageNet
 # statistics of RGB pixels 0..255, the defaults of model.pixel_mean and pixel_stddev.
-IMAGENET_PIXEL_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_PIXEL_STDDEV = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+# Written as the decimals they are (0.224 * 255 is 57.120000000000005 in floating point),
+# so that a config giving the documented values equals the default; as float32, the
+# values Model Garden normalises with, bit for bit.
+IMAGENET_PIXEL_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_PIXEL_STDDEV = (58.395, 57.12, 57.375)
 # The deepest level (stride 32) of every backbone here; the FPN makes the levels above
 # it with stride-2 convolutions, which round odd sizes up, as the anchors do.
 BACKBONE_MAX_LEVEL = 5
@@ -338,6 +341,7 @@ class ModelConfig:
         return c.problems
 
     def _pixel_problems(self, prefix: str) -> list[str]:
+        """pixel_mean and pixel_stddev: 3 values each, on the 0..255 scale; stddev > 0."""
         problems = []
         for name, values in (("pixel_mean", self.pixel_mean),
                              ("pixel_stddev", self.pixel_stddev)):
@@ -346,7 +350,7 @@ class ModelConfig:
                                 f"RGB channel, on the 0..255 pixel scale")
         if len(self.pixel_stddev) == 3 and not all(v > 0 for v in self.pixel_stddev):
             problems.append(f"{prefix}.pixel_stddev is {self.pixel_stddev}; each value must "
-                            f"be > 0 (1.0 divides by nothing)")
+                            f"be > 0 (1.0 leaves the channel unscaled)")
         return problems
 
     def _input_size_problems(self, prefix: str) -> list[str]:

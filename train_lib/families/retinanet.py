@@ -315,7 +315,9 @@ def _normalizer(kind: str, num_positives: tf.Tensor) -> tf.Tensor:
         return tf.maximum(num_positives, 1.0)
     if kind == "none":
         return tf.ones_like(num_positives)
-    return num_positives + 1.0
+    if kind == "positives_plus_one":
+        return num_positives + 1.0
+    raise ValueError(f"model.loss.normalizer: {kind!r}")
 
 
 def detect(model, images: tf.Tensor, image_shape: tf.Tensor) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -107,10 +108,16 @@ def _compare_with_recorded(config: PipelineConfig, path: str, model_dir: str,
     structural = config_lib.structural_differences(saved, config)
     if structural:
         keys = ", ".join(structural)
+        # The recorded values as --params_override pairs: what continues the run as
+        # trained, also when the config file itself did not change but its mapping did
+        # (an OD API pipeline.config mapped by a newer version of this trainer).
+        back = ",".join(f"{key}={json.dumps(_lookup(saved, key), separators=(',', ':'))}"
+                        for key in structural)
         raise ConfigError(
             f"the config changes the model's structure ({keys}) compared with the run in "
-            f"{model_dir} (see {path}); its checkpoints would not fit. Undo those changes, "
-            "or train into a new --model_dir")
+            f"{model_dir} (see {path}); its checkpoints would not fit. Undo those changes "
+            f"(--params_override='{back}' sets the recorded values), or train into a new "
+            "--model_dir")
     for key in config_lib.other_differences(saved, config):
         log(f"config change on resume: {key} (was {_lookup(saved, key)!r}, "
             f"now {_lookup(config, key)!r})")

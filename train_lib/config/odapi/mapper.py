@@ -141,10 +141,15 @@ class Mapper:
             where = f"{self.at(node)}: " if node is not None else f"{self.source}: "
             self.out.approximations[key] = f"{where}{origin} approximated as {key}: {note}"
 
-    def approx(self, path: str, note: str) -> None:
-        """Notes (for the log) that field `path`, if given, is approximated, and why."""
+    def approx(self, path: str, note: str, absent_too: bool = False) -> None:
+        """Notes (for the log) that field `path`, if given (with `absent_too`, also when
+        absent: its proto default is the value approximated), is approximated, and why."""
         node = self.one(path)
         if node is None:
+            if absent_too:
+                self.out.approximations[path] = (
+                    f"{self.source}: {path} (absent: the OD API's default) approximated: "
+                    f"{note}")
             return
         if path in self.out.approximations:  # a second note on the same field
             if note not in self.out.approximations[path]:

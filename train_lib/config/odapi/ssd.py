@@ -315,14 +315,14 @@ def _head(m: Mapper) -> None:
 
 
 def _losses(m: Mapper) -> None:
-    zeros = M + "encode_background_as_zeros"
-    if m.one(zeros) is not None and not m.get(zeros, False):
+    zeros = M + "encode_background_as_zeros"  # the proto's default: false
+    if not m.get(zeros, False):
         m.approx(zeros, "Model Garden's class head has a background column 0, trained to 0 "
                         "for every anchor (the OD API trains it to 1 for negative anchors "
-                        "with false)")
-    by_matches = M + "normalize_loss_by_num_matches"
+                        "with false)", absent_too=True)
+    by_matches = M + "normalize_loss_by_num_matches"  # the proto's default: true
     m.set("model.loss.normalizer",
-          "positives" if m.get(by_matches, False) else "none", by_matches)
+          "positives" if m.get(by_matches, True) else "none", by_matches)
     m.set("model.loss.class_loss_weight",
           float(m.get(M + "loss.classification_weight", 1.0)), M + "loss.classification_weight")
     focal = M + "loss.classification_loss.weighted_sigmoid_focal"
@@ -350,8 +350,8 @@ def _losses(m: Mapper) -> None:
     # x 4 without normalize_loc_loss_by_codesize: Keras' Huber loss averages the 4 box
     # coordinates, the OD API then sums them.
     m.set("model.loss.box_loss_weight",
-          round(float(m.get(M + "loss.localization_weight", 1.0)) * per_code, 6), smooth)
-
+          round(float(m.get(M + "loss.localization_weight", 1.0)) * per_code, 6),
+          M + "loss.localization_weight")
 
 
 def map_model(m: Mapper) -> None:

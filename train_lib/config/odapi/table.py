@@ -52,14 +52,15 @@ ROWS: tuple[Row, ...] = (
     Row(M + "encode_background_as_zeros", EXACT, "",
         "true: the class head's background column 0 (model.num_classes + 1 sigmoid "
         "outputs) is trained to 0 for every anchor, as the OD API's (its focal loss covers "
-        "that column too); false, where the OD API trains it to 1 for negative anchors: "
-        "approximated (logged)"),
+        "that column too); false or absent (the OD API's default), where the OD API trains "
+        "it to 1 for negative anchors: approximated (logged)"),
     Row(M + "add_background_class", APPROX, "",
         "either value: Model Garden's class head always has a background column 0"),
     Row(M + "negative_class_weight", EXACT, "", "negatives always weigh 1", only=("1", "1.0")),
     Row(M + "normalize_loss_by_num_matches", EXACT, "model.loss.normalizer",
-        "true: positives (the class and box losses divided by max(matched anchors, 1), "
-        "as the OD API's); false or absent: none (their sums, as the OD API's)"),
+        "true or absent (the OD API's default): positives (the class and box losses "
+        "divided by max(matched anchors, 1), as the OD API's on one replica; on several, "
+        "ours counts the global batch's); false: none (their sums)"),
     Row(M + "normalize_loc_loss_by_codesize", EXACT, "model.loss.box_loss_weight",
         "true: Keras' Huber loss averages over the 4 box coordinates, as the OD API "
         "divides by the code size; false: the box weight is multiplied by 4"),

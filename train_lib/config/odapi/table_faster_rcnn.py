@@ -43,8 +43,8 @@ FASTER_RCNN_ROWS: tuple[Row, ...] = (
         "model.pixel_stddev",
         "the OD API's Keras ResNet v1 (resnet_variant: keras_v1), on the pixels its "
         "preprocess gives (pixel_mean: the VGG channel means, pixel_stddev: 1), logged per "
-        "type: the "
-        "_fpn_keras types as they are, with the OD API's FPN (fpn.type: odapi); the others' "
+        "type: the _fpn_keras types as they are, with the OD API's FPN (fpn.type: odapi); "
+        "the others' "
         "stride-16 features become Model Garden's FPN from level 4 (one level "
         "per octave of anchor scales). The box classifier's class and box predictors start "
         "glorot_uniform, as the OD API's (Dense layers given no initializer: Keras' "
