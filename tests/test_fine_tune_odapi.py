@@ -171,8 +171,12 @@ def test_a_run_fine_tunes_from_the_odapi_checkpoint(tiny_dataset, tmp_path):
     assert result.step == 3 and ckpt_steps(model_dir) == [3]
     assert any(ln.startswith(f"fine-tune: {BACKBONE_VARIABLES} of {BACKBONE_VARIABLES} "
                              "backbone variables from an OD API checkpoint") for ln in lines)
+    # a YAML config keeps Model Garden's statistics: the run says the weights want others
+    warnings = [ln for ln in lines if ln.startswith("WARNING: train_config.fine_tune_")]
+    assert len(warnings) == 1 and "mean [127.5, 127.5, 127.5]" in warnings[0]
     with open(os.path.join(model_dir, fine_tune.REPORT_FILE)) as f:
-        assert len(json.load(f)["loaded"]) == BACKBONE_VARIABLES
+        report = json.load(f)
+    assert len(report["loaded"]) == BACKBONE_VARIABLES and report["warnings"] == warnings
 
     config.model.backbone.width_multiplier = 0.5  # another width than the checkpoint's
     bad_dir = str(tmp_path / "bad")

@@ -184,3 +184,24 @@ def test_the_tflite_export_normalises_and_says_so_with_the_configs_statistics(ti
     info = tflite.metadata(odapi, "none", {1: "a"}, "ckpt-1", None)
     assert info["input"]["normalisation"]["mean"] == [127.5] * 3
     assert info["input"]["normalisation"]["stddev"] == [127.5] * 3
+
+
+def test_odapi_weights_under_other_statistics_are_warned_about():
+    """fine_tune.normalisation_warning: OD API weights (a checkpoint or a Keras weights
+    file) into a model that normalises otherwise than its extractor did; none when the
+    statistics are its, or the weights are not the OD API's."""
+    from train_lib.training.fine_tune import FineTune, normalisation_warning
+
+    odapi = FineTune(1, "fine-tune: ...", {"source": "OD API"})
+    own = FineTune(1, "fine-tune: ...", {"source": "a retinanet checkpoint of this trainer"})
+    model = PipelineConfig().model  # mobilenet, Model Garden's statistics
+    warning = normalisation_warning(odapi, model)
+    assert warning.startswith("WARNING: train_config.fine_tune_checkpoint holds the OD "
+                              "API's mobilenet weights")
+    assert "model.pixel_mean [123.675, 116.28, 103.53]" in warning
+    assert normalisation_warning(own, model) is None
+    model.pixel_mean, model.pixel_stddev = [127.5] * 3, [127.5] * 3
+    assert normalisation_warning(odapi, model) is None
+    model.backbone.type = "resnet"  # its OD API weights want the VGG means
+    assert "mean [123.68, 116.779, 103.939] and stddev [1.0, 1.0, 1.0]" in \
+        normalisation_warning(odapi, model)

@@ -37,10 +37,12 @@ import os
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import tensorflow as tf
 
 from train_lib import families
-from train_lib.config import ConfigError
+from train_lib.config import ConfigError, ModelConfig
+from train_lib.config.odapi.shared import ODAPI_PIXEL_NORMALIZATION
 from train_lib.training import odapi_checkpoint
 from train_lib.training.failures import TrainError
 
@@ -59,6 +61,26 @@ class FineTune:
     count: int
     line: str
     report: dict
+
+
+def normalisation_warning(result: FineTune, model: ModelConfig) -> str | None:
+    """A warning when `result` loaded OD API weights (an OD API checkpoint or a Keras
+    weights file) into a model whose model.pixel_mean / pixel_stddev are not what the
+    OD API's feature extractor feeds that backbone type (ODAPI_PIXEL_NORMALIZATION): the
+    weights would see other inputs than they learnt on (a YAML config keeps Model
+    Garden's statistics unless told). None otherwise."""
+    expected = ODAPI_PIXEL_NORMALIZATION.get(model.backbone.type)
+    if result.report.get("source") != "OD API" or expected is None:
+        return None
+    mean, stddev = expected
+    if np.allclose(model.pixel_mean, mean) and np.allclose(model.pixel_stddev, stddev):
+        return None
+    return (f"WARNING: {KEY} holds the OD API's {model.backbone.type} weights, which learnt "
+            f"on pixels normalised with mean {mean} and stddev {stddev} (its feature "
+            f"extractor's preprocess); this config's model.pixel_mean "
+            f"{list(model.pixel_mean)} and model.pixel_stddev {list(model.pixel_stddev)} "
+            f"differ, so the weights see other inputs; set the two keys to those values "
+            f"(an OD API pipeline.config does)")
 
 
 def resolve_checkpoint(path: str) -> str:

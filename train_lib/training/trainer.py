@@ -202,6 +202,10 @@ def _restore(manager: CheckpointManager, model, optimizer, fine_tune: str | None
         loaded = fine_tune_lib.apply(model, fine_tune,
                                      config.train_config.fine_tune_checkpoint_type)
         log(loaded.line)
+        warning = fine_tune_lib.normalisation_warning(loaded, config.model)
+        if warning:
+            log(warning)
+            loaded.report["warnings"] = [warning]
         if role.is_chief:
             fine_tune_lib.write_report(manager.model_dir, loaded)
     elif restored is None:
