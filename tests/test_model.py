@@ -72,6 +72,24 @@ def test_the_loss_normalizer_and_weights(tiny_dataset):
     np.testing.assert_allclose(losses("none", class_weight=2.0, box_weight=3.0),
                                [2 * sums[0], 3 * sums[1]], rtol=1e-5)
 
+    # Two replicas of half the batch, each dividing by the global count (what the
+    # training step sums over replicas): their losses add up to the whole batch's.
+    def half(tree, part):
+        if isinstance(tree, dict):
+            return {k: half(v, part) for k, v in tree.items()}
+        return tree[:2] if part == 0 else tree[2:]
+
+    for normalizer in ("positives_plus_one", "positives", "none"):
+        config.model.loss.normalizer = normalizer
+        config.model.loss.class_loss_weight = config.model.loss.box_loss_weight = 1.0
+        replicas = [compute_losses(config.model, half(outputs, i), half(labels, i),
+                                   {"num_positives": positives}, tf.constant(0.0))
+                    for i in (0, 1)]
+        for key, whole in zip(("classification_loss", "localization_loss"),
+                              losses(normalizer), strict=True):
+            assert float(replicas[0][key] + replicas[1][key]) == pytest.approx(whole,
+                                                                              rel=1e-5)
+
 
 def _rates(train: TrainConfig, steps: list[int]) -> list[float]:
     schedule = build_learning_rate(train)
