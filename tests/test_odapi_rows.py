@@ -222,6 +222,8 @@ PROBES: dict[str, Probe] = {
     "ssd.image_resizer.keep_aspect_ratio_resizer.max_dimension": Probe(
         "512", expect={"model.input_size": [512, 512]}),
     "ssd.normalize_loc_loss_by_codesize": Probe("true"),
+    "ssd.normalize_loss_by_num_matches": Probe("false",
+                                               expect={"model.loss.normalizer": "none"}),
     "ssd.box_coder.faster_rcnn_box_coder": Probe(
         {"y_scale": "5.0"}, expect={"model.anchor.box_coder_weights": [5.0, 10.0, 5.0, 5.0]}),
     "ssd.matcher.argmax_matcher.matched_threshold": Probe(

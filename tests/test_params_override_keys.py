@@ -59,6 +59,9 @@ SPECIAL: dict[str, tuple[object, dict]] = {
                                 "model.max_level": 4}),
     "model.norm.activation": ("swish", {}),
     "model.input_size": ([128, 256], {}),  # multiples of 2**max_level of every base
+    "model.pixel_mean": ([10.0, 20.0, 30.0], {}),  # one per RGB channel
+    "model.pixel_stddev": ([2.0, 4.0, 8.0], {}),
+    "model.loss.normalizer": ("positives", {}),
     "model.anchor.match_threshold": (0.75, {}),
     "model.anchor.box_coder_weights": ([10.0, 10.0, 5.0, 5.0], {}),
     "model.roi_sampler.foreground_iou_threshold": (0.75, {}),
