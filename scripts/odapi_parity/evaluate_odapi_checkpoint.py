@@ -28,6 +28,20 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def load_whole(model, prefix: str, why: str):
+    """Loads the OD API checkpoint at `prefix` into every variable of `model` (the `full`
+    fine-tune mapping) and returns the fine-tune result; SystemExit (one `error:` line
+    ending with `why`) when any variable would stay fresh."""
+    from train_lib.training import fine_tune
+
+    result = fine_tune.apply(model, prefix, "full")
+    fresh = len(model.variables) - len(result.report["loaded"])
+    if fresh:
+        raise SystemExit(f"error: {prefix}: {fresh} of the model's {len(model.variables)} "
+                         f"variables do not load from it ({result.line}); {why}")
+    return result
+
+
 def evaluate(pipeline_config: str, checkpoint: str, params_override: str = "") -> dict:
     """{"AP": ..., "AP50": ..., ..., "checkpoint": prefix, "fine_tune": its log line}."""
     import tensorflow as tf
@@ -36,7 +50,6 @@ def evaluate(pipeline_config: str, checkpoint: str, params_override: str = "") -
     from train_lib.errors import UserError
     from train_lib.evaluation.evaluator import eval_inputs, evaluate_model
     from train_lib.families import build_model
-    from train_lib.training import fine_tune
 
     prefix = tf.train.latest_checkpoint(checkpoint) if os.path.isdir(checkpoint) else checkpoint
     if not prefix:
@@ -44,12 +57,7 @@ def evaluate(pipeline_config: str, checkpoint: str, params_override: str = "") -
     try:
         config = config_lib.load_config(pipeline_config, params_override)
         model = build_model(config.model)
-        result = fine_tune.apply(model, prefix, "full")
-        fresh = len(model.variables) - len(result.report["loaded"])
-        if fresh:
-            raise SystemExit(f"error: {prefix}: {fresh} of the model's {len(model.variables)} "
-                             f"variables do not load from it ({result.line}); the "
-                             f"evaluation would be of a partly fresh model")
+        result = load_whole(model, prefix, "the evaluation would be of a partly fresh model")
         files, label_map = eval_inputs(config)
         metrics = evaluate_model(model, config, files, label_map)
     except UserError as err:

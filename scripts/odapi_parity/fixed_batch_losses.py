@@ -115,6 +115,7 @@ def odapi_side(config_path: str, records: str, out: str, num_images: int, seed: 
 def our_side(config_path: str, out: str) -> dict:
     """Compares; returns the figures (also out/comparison.json)."""
     import tensorflow as tf
+    from evaluate_odapi_checkpoint import load_whole  # this directory: run as a script
 
     from train_lib import config as config_lib
     from train_lib import families
@@ -123,7 +124,7 @@ def our_side(config_path: str, out: str) -> dict:
     config = config_lib.load_config(config_path)
     model = families.build_model(config.model)
     fresh = [float(np.std(v.numpy())) for v in model.trainable_variables]
-    _load_whole(model, os.path.join(out, "init", "ckpt-0"))
+    load_whole(model, os.path.join(out, "init", "ckpt-0"), "nothing to compare")
     with np.load(os.path.join(out, "batch.npz")) as batch:
         arrays = {key: batch[key] for key in batch.files}
     images = tf.constant(arrays["preprocessed"])
@@ -149,7 +150,7 @@ def our_side(config_path: str, out: str) -> dict:
     # A second model of the same build holds the OD API's gradients, variable for
     # variable in the same order (Keras may name its layers apart).
     theirs_model = families.build_model(config.model)
-    _load_whole(theirs_model, os.path.join(out, "grads", "ckpt-0"))
+    load_whole(theirs_model, os.path.join(out, "grads", "ckpt-0"), "nothing to compare")
     theirs_variables = theirs_model.trainable_variables
     assert [v.shape for v in theirs_variables] == [v.shape for v in variables]
     with open(os.path.join(out, "odapi.json")) as f:
@@ -208,18 +209,6 @@ def our_side(config_path: str, out: str) -> dict:
     with open(os.path.join(out, "comparison.json"), "w") as f:
         json.dump(figures, f, indent=1)
     return figures
-
-
-def _load_whole(model, prefix: str) -> None:
-    """Loads the OD API checkpoint at `prefix` into every variable of `model` (the `full`
-    fine-tune mapping); SystemExit when any would stay fresh (nothing to compare)."""
-    from train_lib.training import fine_tune
-
-    result = fine_tune.apply(model, prefix, "full")
-    fresh = len(model.variables) - len(result.report["loaded"])
-    if fresh:
-        raise SystemExit(f"error: {prefix}: {fresh} of the model's {len(model.variables)} "
-                         f"variables do not load from it ({result.line})")
 
 
 def report(figures: dict) -> str:
