@@ -25,6 +25,7 @@ with values, that those names load into the mapper's backbone
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -75,14 +76,21 @@ def _shapes(name: str) -> dict[str, list[int]]:
 def _our_model(name: str, se_activation: str | None = None, endpoints: str | None = None):
     """Our detector from the model section our mapper made of the published config,
     with 3 classes at 256 px (`se_activation`, `endpoints`: the backbone's
-    se_activation and efficientnet_endpoints instead of the mapper's)."""
+    se_activation and efficientnet_endpoints instead of the mapper's). Built once per
+    section: the tests only read it (plan_shapes changes no model), and D6 and D7,
+    whose sections differ only in the input size set here, are the same model."""
     section = json.loads(json.dumps(SECTIONS[f"{name}.config"]["model"]))
     section["num_classes"], section["input_size"] = 3, [256, 256]
     if se_activation is not None:
         section["backbone"]["se_activation"] = se_activation
     if endpoints is not None:
         section["backbone"]["efficientnet_endpoints"] = endpoints
-    return build_model(config_from_dict({"model": section}).model)
+    return _built(json.dumps(section, sort_keys=True))
+
+
+@functools.cache
+def _built(section: str):
+    return build_model(config_from_dict({"model": json.loads(section)}).model)
 
 
 def _to_level_5(name: str) -> int:

@@ -12,6 +12,7 @@ checked are the values the OD API's own checkpoint holds."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import types
@@ -103,6 +104,13 @@ def _model(depth: int = 50, width: float = 0.125, architecture: str = "retinanet
     return build_model(model)
 
 
+@functools.cache
+def _keras_resnet(depth: int) -> keras_resnet.KerasResNetV1:
+    """A full-width keras_v1 ResNet, built once per depth: the tests that take it only
+    read its layers' names and shapes (plan_shapes changes no variable)."""
+    return keras_resnet.KerasResNetV1(depth)
+
+
 def _relative(ours: np.ndarray, theirs: np.ndarray) -> float:
     return float(np.abs(ours - theirs).max() / np.abs(theirs).max())
 
@@ -152,7 +160,7 @@ def test_keras_v1_numbers_its_layers_as_the_keras_application(depth):
                    152: tf_keras.applications.ResNet152}[depth](weights=None,
                                                                  include_top=False)
     theirs = [layer for layer in application.layers if layer.weights]
-    ours = keras_resnet.KerasResNetV1(depth)
+    ours = _keras_resnet(depth)
     assert [layer.name for layer in theirs] == keras_resnet.keras_layer_order(depth)
     for layer in theirs:  # the application's convolutions also have a bias
         assert [w.shape for w in ours.get_layer(layer.name).weights] == [
@@ -320,7 +328,7 @@ def test_the_published_configs_checkpoints_map_entirely(name):
     depth = int(name.split("resnet")[1].split("_")[0])
     published = _manifest(name)["published"]
     shapes = {key: shape for key, shape in published["variables"]}
-    backbone = keras_resnet.KerasResNetV1(depth)
+    backbone = _keras_resnet(depth)
     model = types.SimpleNamespace(backbone=backbone, variables=backbone.variables)
     result = odapi_checkpoint.plan_shapes(model, shapes, "ckpt-0", "detection")
     assert len(result.mapped) == len(backbone.variables) == BACKBONE_VARIABLES[depth]
