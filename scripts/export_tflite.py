@@ -56,21 +56,9 @@ def run() -> int:
     check_output_directory("--output_directory", FLAGS.output_directory)  # before any loading
 
     from train_lib.config import ONLY_TRAINING_READS, load_config
+    from train_lib.export.run_config import run_config_path
 
-    config_path = FLAGS.pipeline_config_path
-    if not config_path:
-        if not FLAGS.trained_checkpoint_dir:
-            return cli.fail("give --trained_checkpoint_dir (its newest checkpoint is "
-                            "exported, with its pipeline.yaml) or --checkpoint_path and "
-                            "--pipeline_config_path")
-        if not os.path.isdir(FLAGS.trained_checkpoint_dir):
-            return cli.fail(f"--trained_checkpoint_dir {FLAGS.trained_checkpoint_dir} is not "
-                            "a directory: give the training model_dir")
-        config_path = os.path.join(FLAGS.trained_checkpoint_dir, "pipeline.yaml")
-        if not os.path.isfile(config_path):
-            return cli.fail(f"no checkpoint in {FLAGS.trained_checkpoint_dir} (no "
-                            "pipeline.yaml, which the trainer writes); train first, or "
-                            "give --pipeline_config_path and --checkpoint_path")
+    config_path = run_config_path(FLAGS.trained_checkpoint_dir, FLAGS.pipeline_config_path)
     config = load_config(config_path, unused_keys=ONLY_TRAINING_READS)
 
     from train_lib.export.tflite import check_architecture, check_output_directory

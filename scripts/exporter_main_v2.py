@@ -13,8 +13,6 @@ Logs: this repository's lines only (and any library's errors); --verbosity=1
 
 from __future__ import annotations
 
-import os
-
 from absl import app, flags, logging
 
 from train_lib import cli
@@ -45,16 +43,12 @@ def run() -> int:
     check_output_directory("--output_directory", FLAGS.output_directory)  # before any loading
 
     from train_lib.config import ONLY_TRAINING_READS, load_config
+    from train_lib.export.run_config import run_config_path
 
     if FLAGS.input_type != "image_tensor":
         return cli.fail(f"--input_type={FLAGS.input_type!r} is not supported; only "
                         "image_tensor (uint8 images [1, H, W, 3]) is")
-    config_path = FLAGS.pipeline_config_path
-    if not config_path:
-        if not FLAGS.trained_checkpoint_dir:
-            return cli.fail("give --pipeline_config_path, or --trained_checkpoint_dir "
-                            "whose pipeline.yaml is then used")
-        config_path = os.path.join(FLAGS.trained_checkpoint_dir, "pipeline.yaml")
+    config_path = run_config_path(FLAGS.trained_checkpoint_dir, FLAGS.pipeline_config_path)
     config = load_config(config_path, unused_keys=ONLY_TRAINING_READS)
 
     from train_lib.export.saved_model import export_saved_model, find_checkpoint

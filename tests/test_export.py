@@ -21,6 +21,7 @@ from train_lib.config import load_config
 from train_lib.data import inputs, shapes_dataset
 from train_lib.evaluation.coco_metrics import boxes_to_original
 from train_lib.evaluation.continuous import load_model_weights
+from train_lib.export.run_config import RunConfigError, run_config_path
 from train_lib.export.saved_model import ExportError, export_saved_model, find_checkpoint
 from train_lib.families import build_model
 
@@ -138,6 +139,44 @@ def test_export_without_a_checkpoint_is_a_clear_error(trained_config, tmp_path):
         export_saved_model(trained_config, missing, str(tmp_path / "out"),
                            input_type="encoded_image_string_tensor")
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_the_exporters_config_is_the_runs_pipeline_yaml_or_the_flag(tmp_path):
+    """Without --pipeline_config_path, the config is the run's pipeline.yaml; a directory
+    without one is told apart by whether it holds checkpoints (an OD API model_dir)."""
+    run = tmp_path / "run"
+    with pytest.raises(RunConfigError, match="^give --trained_checkpoint_dir "):
+        run_config_path(None, None)
+    with pytest.raises(RunConfigError, match=f"^--trained_checkpoint_dir {run} is not a "
+                                             "directory: give the training model_dir$"):
+        run_config_path(str(run), None)
+    run.mkdir()
+    with pytest.raises(RunConfigError, match=f"^no checkpoint in {run} \\(no pipeline.yaml"):
+        run_config_path(str(run), None)
+    (run / "ckpt-5.index").write_bytes(b"")
+    with pytest.raises(RunConfigError) as err:
+        run_config_path(str(run), None)
+    assert str(err.value).startswith(f"--trained_checkpoint_dir {run} holds checkpoints but "
+                                     "no pipeline.yaml")
+    assert str(err.value).endswith("give --pipeline_config_path")
+    assert run_config_path(str(run), "other.config") == "other.config"
+    (run / "pipeline.yaml").write_text("model: {}\n")
+    assert run_config_path(str(run), None) == str(run / "pipeline.yaml")
+
+
+def test_exporter_on_a_directory_without_a_run_names_it(tmp_path):
+    """exporter_main_v2.py without --pipeline_config_path on a directory that is no
+    training run: one error line about that directory, not about a flag not given."""
+    empty = tmp_path / "run"
+    empty.mkdir()
+    proc = _script("exporter_main_v2.py", "--input_type=image_tensor",
+                   f"--trained_checkpoint_dir={empty}", f"--output_directory={tmp_path}/o")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: no checkpoint in {empty} (no pipeline.yaml, which the trainer "
+                      "writes); train first, or give --pipeline_config_path and "
+                      "--checkpoint_path"]
+    assert not (tmp_path / "o").exists()
 
 
 def _script(name: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
