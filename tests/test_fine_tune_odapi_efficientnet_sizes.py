@@ -30,6 +30,7 @@ import json
 import os
 
 import pytest
+import tf_keras
 from conftest import REPO
 
 from train_lib.config import config_from_dict
@@ -89,8 +90,16 @@ def _our_model(name: str, se_activation: str | None = None, endpoints: str | Non
 
 
 @functools.cache
-def _built(section: str):
+def _built(section: str) -> tf_keras.Model:
+    """Our detector of a model section (JSON), built once while this file's tests run."""
     return build_model(config_from_dict({"model": json.loads(section)}).model)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _free_built_models():
+    """The cached detectors (up to EfficientDet D6's) go when this file's tests end."""
+    yield
+    _built.cache_clear()
 
 
 def _to_level_5(name: str) -> int:

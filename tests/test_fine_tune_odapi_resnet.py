@@ -111,6 +111,13 @@ def _keras_resnet(depth: int) -> keras_resnet.KerasResNetV1:
     return keras_resnet.KerasResNetV1(depth)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _free_keras_resnets():
+    """The cached ResNets go when this file's tests end."""
+    yield
+    _keras_resnet.cache_clear()
+
+
 def _relative(ours: np.ndarray, theirs: np.ndarray) -> float:
     return float(np.abs(ours - theirs).max() / np.abs(theirs).max())
 
@@ -366,7 +373,7 @@ def test_a_faster_rcnn_checkpoint_of_another_depth_is_refused_naming_a_layer():
     not fit is the 87th layer of its proposal model, which ResNet-50 does not have."""
     shapes = {key: shape for key, shape in
               _manifest("faster_rcnn_resnet101_keras")["published"]["variables"]}
-    backbone = keras_resnet.KerasResNetV1(50)
+    backbone = _keras_resnet(50)
     model = types.SimpleNamespace(backbone=backbone, variables=backbone.variables)
     with pytest.raises(TrainError, match=(
             "_feature_extractor_for_proposal_features/ has 188 layers with weights, this "

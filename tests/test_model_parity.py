@@ -49,8 +49,8 @@ def test_every_mapped_config_has_both_sides():
 def _built(section: str) -> tuple[dict, float]:
     """Our model of a model section (JSON) built at a small input size: its parameters
     per part and its initial L2 loss. Neither depends on the input size (the initial
-    weights are seeded), so sections that differ only in it (a config's 640 and 1024
-    px versions, EfficientDet D6 and D7) are built once."""
+    weights are seeded), so sections that differ only in it (a config's 320 and 640 or
+    640 and 1024 px versions, EfficientDet D6 and D7) are built once."""
     model_section = json.loads(section)
     small = [max(2 ** model_section["max_level"], 128)] * 2
     model, net = parity.our_model(model_section, small)

@@ -13,9 +13,11 @@ import os
 
 from train_lib.checkpointing.files import list_steps
 from train_lib.errors import UserError
+from train_lib.training.workdir import PIPELINE_FILE
 
-# What the trainer writes into its model_dir (training/workdir.py).
-PIPELINE_FILE = "pipeline.yaml"
+# The file name of an OD API pipeline config (a zoo model's tarball has one beside
+# its checkpoint/ directory), which --pipeline_config_path takes as it is.
+ODAPI_CONFIG_FILE = "pipeline.config"
 
 
 class RunConfigError(UserError, ValueError):
@@ -26,7 +28,9 @@ def run_config_path(trained_checkpoint_dir: str | None,
                     pipeline_config_path: str | None) -> str:
     """`pipeline_config_path` if given (load_config checks that it exists), else
     `<trained_checkpoint_dir>/pipeline.yaml`, which must exist. Raises RunConfigError
-    naming the directory and the flag to give."""
+    saying which flag to give (and naming the directory, when one is given); a
+    directory with checkpoints and an OD API pipeline.config in it or its parent is
+    told to pass that file."""
     if pipeline_config_path:
         return pipeline_config_path
     if not trained_checkpoint_dir:
@@ -40,10 +44,16 @@ def run_config_path(trained_checkpoint_dir: str | None,
     if os.path.isfile(path):
         return path
     if list_steps(trained_checkpoint_dir):
+        parent = os.path.dirname(os.path.abspath(trained_checkpoint_dir))
+        found = next((path for path in (os.path.join(d, ODAPI_CONFIG_FILE) for d in
+                                        (trained_checkpoint_dir, parent))
+                      if os.path.isfile(path)), None)
         raise RunConfigError(f"--trained_checkpoint_dir {trained_checkpoint_dir} holds "
                              f"checkpoints but no {PIPELINE_FILE} (this trainer writes one "
                              "into every model_dir; an OD API model_dir keeps its config "
-                             "elsewhere): give --pipeline_config_path")
+                             "elsewhere): give --pipeline_config_path"
+                             + (f" (for instance --pipeline_config_path={found})" if found
+                                else ""))
     raise RunConfigError(f"no checkpoint in {trained_checkpoint_dir} (no {PIPELINE_FILE}, "
                          "which the trainer writes); train first, or give "
                          "--pipeline_config_path and --checkpoint_path")
