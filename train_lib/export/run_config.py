@@ -45,9 +45,8 @@ def run_config_path(trained_checkpoint_dir: str | None,
         return path
     if list_steps(trained_checkpoint_dir):
         parent = os.path.dirname(os.path.abspath(trained_checkpoint_dir))
-        found = next((path for path in (os.path.join(d, ODAPI_CONFIG_FILE) for d in
-                                        (trained_checkpoint_dir, parent))
-                      if os.path.isfile(path)), None)
+        beside = [os.path.join(d, ODAPI_CONFIG_FILE) for d in (trained_checkpoint_dir, parent)]
+        found = next((config for config in beside if os.path.isfile(config)), None)
         raise RunConfigError(f"--trained_checkpoint_dir {trained_checkpoint_dir} holds "
                              f"checkpoints but no {PIPELINE_FILE} (this trainer writes one "
                              "into every model_dir; an OD API model_dir keeps its config "
