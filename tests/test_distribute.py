@@ -202,6 +202,22 @@ def test_bfloat16_mixed_precision_with_xla_trains_on_cpu(tiny_config, tmp_path):
     assert result.final_losses["total_loss"] < 10
 
 
+@pytest.mark.parametrize("precision, compute_dtype", [
+    ("mixed_bfloat16", "bfloat16"), ("mixed_bfloat16_on_tpu", "float32")])
+def test_the_training_state_builds_the_precision_its_strategy_runs(
+        tiny_config, precision, compute_dtype):
+    """mixed_bfloat16_on_tpu (the OD API's use_bfloat16) trains in float32 under a
+    strategy that is no TPU strategy, as the OD API; mixed_bfloat16 as named."""
+    import tensorflow as tf
+
+    from train_lib.training.state import TrainState
+
+    tiny_config.train_config.mixed_precision = precision
+    state = TrainState.build(tiny_config, tf.distribute.OneDeviceStrategy("/cpu:0"))
+    dtypes = {layer.compute_dtype for layer in state.model.backbone.layers if layer.weights}
+    assert dtypes == {compute_dtype}
+
+
 def test_mixed_float16_scales_the_loss(tiny_config):
     import tf_keras
 

@@ -240,7 +240,7 @@ def test_efficientdet_maps_to_efficientnet_with_fpn(tmp_path, caplog):
     assert c.model.backbone.efficientnet_endpoints == "odapi"
     assert "efficientnet_endpoints: odapi" in caplog.text
     assert (c.model.fpn.num_filters, c.model.norm.activation) == (64, "swish")
-    assert c.train_config.mixed_precision == "mixed_bfloat16"
+    assert c.train_config.mixed_precision == "mixed_bfloat16_on_tpu"
     aug = c.train_config.augmentation
     assert (aug.scale_min, aug.scale_max) == (0.1, 2.0)
     assert "no BiFPN" in caplog.text

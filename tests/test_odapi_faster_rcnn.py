@@ -165,7 +165,7 @@ def test_resnet_without_fpn_maps_to_faster_rcnn(tmp_path, caplog):
     post = m.post_processing
     assert (post.score_threshold, post.iou_threshold, post.max_detections) == (0.0, 0.6, 300)
     assert c.train_config.fine_tune_checkpoint_type == "backbone"
-    assert c.train_config.mixed_precision == "mixed_bfloat16"
+    assert c.train_config.mixed_precision == "mixed_bfloat16_on_tpu"
     assert f"{path}:14: model.faster_rcnn.first_stage_anchor_generator.grid_anchor_generator " \
            "approximated as model.max_level: anchors of 64, 128, 256, 512 px" in caplog.text
     assert "model.faster_rcnn.initial_crop_size approximated" in caplog.text

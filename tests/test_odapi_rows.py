@@ -275,7 +275,8 @@ PROBES: dict[str, Probe] = {
         "train_config.fine_tune_checkpoint_type": "detection"}),
     "from_detection_checkpoint": Probe("true", expect={
         "train_config.fine_tune_checkpoint_type": "detection"}),
-    "use_bfloat16": Probe("true", expect={"train_config.mixed_precision": "mixed_bfloat16"}),
+    "use_bfloat16": Probe("true", expect={
+        "train_config.mixed_precision": "mixed_bfloat16_on_tpu"}),
     _LR + "constant_learning_rate.learning_rate": Probe("0.37"),
     _LR + "cosine_decay_learning_rate.learning_rate_base": Probe("0.37"),
     _LR + "cosine_decay_learning_rate.warmup_learning_rate": Probe("0.001"),

@@ -34,12 +34,27 @@ def _cosine(num_steps: int, base: float = 0.002, warmup_steps: int = 0) -> Train
 def test_mixed_precision_without_gpu_or_tpu_is_one_warning():
     line = precision.cpu_precision_warning("mixed_bfloat16", ["CPU"])
     assert line.startswith("WARNING: train_config.mixed_precision is mixed_bfloat16")
-    assert "use_bfloat16: true" in line and "no GPU or TPU" in line
+    assert "no GPU or TPU" in line
     assert "--params_override=train_config.mixed_precision=float32" in line
     assert precision.cpu_precision_warning("mixed_float16", ["CPU"]) is not None
     assert precision.cpu_precision_warning("mixed_bfloat16", ["CPU", "TPU"]) is None
     assert precision.cpu_precision_warning("mixed_float16", ["CPU", "GPU"]) is None
     assert precision.cpu_precision_warning("float32", ["CPU"]) is None
+    # The OD API's use_bfloat16 trains in float32 off a TPU: nothing to warn of.
+    assert precision.cpu_precision_warning(precision.BFLOAT16_ON_TPU, ["CPU"]) is None
+
+
+def test_the_odapi_use_bfloat16_is_bfloat16_on_a_tpu_only():
+    assert precision.effective(precision.BFLOAT16_ON_TPU, on_tpu=True) == "mixed_bfloat16"
+    assert precision.effective(precision.BFLOAT16_ON_TPU, on_tpu=False) == "float32"
+    for other in ("float32", "mixed_float16", "mixed_bfloat16"):
+        assert precision.effective(other, on_tpu=False) == other
+        assert precision.describe(other, on_tpu=False) is None
+    assert precision.describe(precision.BFLOAT16_ON_TPU, on_tpu=False) == (
+        "train_config.mixed_precision mixed_bfloat16_on_tpu (the OD API's use_bfloat16: "
+        "true) runs as float32 here (no TPU strategy), as in the OD API")
+    assert "runs as mixed_bfloat16 here (a TPU strategy)" in precision.describe(
+        precision.BFLOAT16_ON_TPU, on_tpu=True)
 
 
 def test_extending_a_cosine_run_says_the_rate_before_and_after_at_the_resumed_step():

@@ -48,7 +48,9 @@ from train_lib.config.model_schema import (  # noqa: F401  (the schema's model s
 from train_lib.config.problems import Checks, raise_problems
 
 OPTIMIZERS = ("sgd", "adam")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+# mixed_bfloat16_on_tpu: mixed_bfloat16 on a TPU, float32 elsewhere (the OD API's
+# use_bfloat16; training/precision.py).
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "mixed_bfloat16_on_tpu")
 # train_config.graph_optimization (YAML's on/off, true/false read as enabled/disabled).
 GRAPH_OPTIMIZATIONS = ("auto", "enabled", "disabled")
 LR_SCHEDULES = ("constant", "cosine", "step")
@@ -145,7 +147,8 @@ class TrainConfig:
     # API's: the backbone and FPN) | full (the class layer too, when its shape fits; the
     # OD API's box predictor too); see training/fine_tune.py
     fine_tune_checkpoint_type: str = "backbone"
-    # Keras mixed precision: float32 | mixed_float16 (GPUs) | mixed_bfloat16 (TPUs, CPUs).
+    # Keras mixed precision: float32 | mixed_float16 (GPUs) | mixed_bfloat16 (TPUs, CPUs)
+    # | mixed_bfloat16_on_tpu (mixed_bfloat16 on a TPU, float32 elsewhere).
     mixed_precision: str = "float32"
     jit_compile: bool = False  # compile each replica's step with XLA
     # Grappler: auto (disabled without GPU/TPU: faster start-up) | enabled | disabled.

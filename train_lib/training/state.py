@@ -17,6 +17,7 @@ import tf_keras
 from train_lib.config import PipelineConfig
 from train_lib.data import example_checks
 from train_lib.families import build_model
+from train_lib.training import precision
 from train_lib.training.optimizer import build_optimizer
 
 
@@ -38,9 +39,12 @@ class TrainState:
 
         All saved objects go into the checkpoint's constructor: TF's async
         checkpointer saves only those, not attributes set later, so sync and async
-        saves hold the same."""
+        saves hold the same. The model's Keras policy is train_config.mixed_precision
+        under `strategy` (precision.effective)."""
+        policy = precision.effective(config.train_config.mixed_precision,
+                                     precision.is_tpu(strategy))
         with strategy.scope():
-            model = build_model(config.model, config.train_config.mixed_precision)
+            model = build_model(config.model, policy)
             optimizer = build_optimizer(config.train_config)
             optimizer.build(model.trainable_variables)
         position = tf.Variable([0, 0], dtype=tf.int64, trainable=False, name="input_position")

@@ -314,7 +314,7 @@ def _run(run: _Run, iterator, input_start: inputs.InputPosition, start: int,
                        build_learning_rate(config.train_config))
     hooks = build_hooks(run, start)
     (log_hook,) = [hook for hook in hooks if isinstance(hook, hooks_lib.LogHook)]
-    precision.warn_on_cpu(config.train_config.mixed_precision, run.log)
+    precision.log_on_start(config.train_config.mixed_precision, run.strategy, run.log)
     warn_if_warmup_outlasts_run(config.train_config, run.log)
     run.log(f"training from step {start} to {config.train_config.num_steps}")
     with StopSignals(run.log) as stop:

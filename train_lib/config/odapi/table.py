@@ -215,7 +215,9 @@ ROWS: tuple[Row, ...] = (
         only=("V2",)),
     Row(T + "load_all_detection_checkpoint_vars", IGNORED, "",
         "detection checkpoints load all but the class layer"),
-    Row(T + "use_bfloat16", EXACT, "train_config.mixed_precision", "true -> mixed_bfloat16"),
+    Row(T + "use_bfloat16", EXACT, "train_config.mixed_precision",
+        "true -> mixed_bfloat16_on_tpu: bfloat16 on a TPU, float32 elsewhere (the OD API "
+        "uses bfloat16 only with --use_tpu)"),
     Row(T + "max_number_of_boxes", EXACT, "train_input_reader.max_number_of_boxes",
         kind="int"),
     Row(T + "unpad_groundtruth_tensors", IGNORED, "", "boxes are padded per batch"),

@@ -185,7 +185,7 @@ def map_training(m: Mapper) -> None:
     _augmentation(m)
     _fine_tune(m)
     if m.get(T + "use_bfloat16", False):
-        m.set("train_config.mixed_precision", "mixed_bfloat16", T + "use_bfloat16")
+        m.set("train_config.mixed_precision", "mixed_bfloat16_on_tpu", T + "use_bfloat16")
     for reader in ("train_input_reader", "eval_input_reader"):
         m.one(reader)  # refuses a reader given twice
         if m.get(reader + ".shuffle", True) is False:
