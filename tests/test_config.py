@@ -608,12 +608,14 @@ def test_structural_and_other_differences():
     assert C.structural_differences(old, new) == [
         "model.num_classes", "model.backbone.model_id", "model.anchor.aspect_ratios",
         "train_config.optimizer.type"]
+    new.model.backbone.regularize_depthwise = True  # the loss only, as above
     assert C.other_differences(old, new) == [
         "model.loss.box_loss_weight", "model.post_processing.iou_threshold",
         "train_config.num_steps", "train_config.learning_rate.base",
         "eval_input_reader.input_path"]
     assert C.structural_differences(new, old) == C.structural_differences(old, new)
 
+        "model.backbone.regularize_depthwise",
 
 @pytest.mark.parametrize("text, expected", [
     ("off", "disabled"), ("on", "enabled"), ("false", "disabled"), ("auto", "auto"),

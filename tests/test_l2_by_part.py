@@ -101,6 +101,33 @@ def _regularised_sum(reference, part: str) -> float:
     return total
 
 
+@pytest.mark.parametrize("model_id, blocks", [("MobileNetV2", 17), ("MobileNetV1", 13)])
+def test_regularize_depthwise_puts_the_depthwise_kernels_in_the_l2_loss(model_id, blocks):
+    """model.backbone.regularize_depthwise (set for the OD API's Keras MobileNets,
+    which regularise their depthwise kernels): the same model, whose backbone's L2 loss
+    is w / 2 * sum(v**2) over its depthwise kernels too (Model Garden's MobileNetV1
+    alone would leave them out: its blocks pass the regulariser under a name
+    DepthwiseConv2D ignores)."""
+    base = f"model.loss.l2_weight_decay=4e-5,model.backbone.model_id={model_id}"
+    plain = _config("shapes_retinanet.yaml", base)
+    assert plain.model.backbone.type == "mobilenet"
+    assert plain.model.backbone.regularize_depthwise is False
+    reference = _build(plain.model)
+    net = _build(_config("shapes_retinanet.yaml",
+                         base + ",model.backbone.regularize_depthwise=true").model)
+    for ours, theirs in zip(net.weights, reference.weights, strict=True):
+        assert ours.shape == theirs.shape and np.array_equal(ours.numpy(), theirs.numpy())
+    depthwise = [layer.depthwise_kernel for layer in _part_layers(net)["backbone"]
+                 if isinstance(layer, tf_keras.layers.DepthwiseConv2D)]
+    assert len(depthwise) == blocks  # one per block
+    (before_count, before), (count, total) = (
+        _part_losses(m)["backbone"] for m in (reference, net))
+    assert count - before_count == len(depthwise)
+    expected = 4e-5 / 2 * sum(float(tf.reduce_sum(tf.square(k))) for k in depthwise)
+    assert total - before == pytest.approx(expected, rel=1e-4)
+    assert _part_losses(net)["head"] == _part_losses(reference)["head"]
+
+
 CASES = {
     "retinanet": ("shapes_retinanet.yaml", "model.loss.l2_weight_decay=4e-5",
                   {"backbone": 1e-5, "fpn": 0.0, "head": 3e-4}),

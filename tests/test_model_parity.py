@@ -106,9 +106,12 @@ def test_exact_parts_have_the_odapi_parameter_counts(name):
 
 
 # The configs whose parts all start from the OD API's initializers under the OD API's
-# L2 weights (model.initializers; docs/odapi_parity.md says why the others differ).
+# L2 weights (model.initializers; docs/odapi_parity.md says why the others differ). Not
+# ssd_mobilenet_v2_320x320: its neck and head are other layers than the OD API's (an
+# FPN and 3x3 towers for SSD's extra layers and 1x1 predictors, 41% more head
+# parameters), whose L2 loss differs with their size (1.06x the OD API's in all).
 SAME_L2 = [f"{name}.config" for name in (
-    "ssd_mobilenet_v2_320x320_coco17_tpu-8", "ssd_mobilenet_v1_fpn_640x640_coco17_tpu-8",
+    "ssd_mobilenet_v1_fpn_640x640_coco17_tpu-8", "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8",
     "ssd_resnet50_v1_fpn_640x640_coco17_tpu-8", "ssd_resnet101_v1_fpn_640x640_coco17_tpu-8",
     "ssd_resnet152_v1_fpn_640x640_coco17_tpu-8",
     # each part with the OD API's L2 weight (model.loss.l2_weight_decay_by_part)

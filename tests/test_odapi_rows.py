@@ -161,8 +161,8 @@ _EXTRACTOR_INITIALIZER_PROBES = {
 }
 PROBES: dict[str, Probe] = {
     # ssd
-    "ssd.feature_extractor.type": Probe("'ssd_mobilenet_v1_fpn_keras'",
-                                        expect={"model.backbone.model_id": "MobileNetV1"}),
+    "ssd.feature_extractor.type": Probe("'ssd_mobilenet_v1_fpn_keras'", expect={
+        "model.backbone.model_id": "MobileNetV1", "model.backbone.regularize_depthwise": True}),
     "ssd.feature_extractor.depth_multiplier": Probe("0.5", expect={
         "model.backbone.width_multiplier": 0.5, "model.fpn.num_filters": 128,
         "model.backbone.scale_last_layer": False}),

@@ -44,6 +44,8 @@ LEAVES = _leaves(PipelineConfig)
 NEEDS: dict[str, dict] = {
     "model.backbone.scale_last_layer": {"model.backbone.type": "mobilenet",
                                         "model.backbone.model_id": "MobileNetV2"},
+    "model.backbone.regularize_depthwise": {"model.backbone.type": "mobilenet",
+                                            "model.backbone.model_id": "MobileNetV2"},
 }
 SPECIAL: dict[str, tuple[object, dict]] = {
     "model.architecture": ("faster_rcnn", {}),

@@ -20,6 +20,7 @@ from typing import Any
 from train_lib.config.schema import PipelineConfig, to_dict
 
 __all__ = [
+    "LOSS_ONLY_KEYS",
     "STRUCTURAL_PREFIXES",
     "WEIGHT_INDEPENDENT_KEYS",
     "model_weight_differences",
@@ -43,6 +44,10 @@ STRUCTURAL_PREFIXES = (
     "train_config.mixed_precision",
 )
 
+# Keys under a structural prefix that change only the loss, not the variables: they
+# may change on resume.
+LOSS_ONLY_KEYS = ("model.backbone.regularize_depthwise",)
+
 # Structural keys that the model's variables do not depend on: a checkpoint may
 # be evaluated or exported under another value.
 WEIGHT_INDEPENDENT_KEYS = ("model.input_size",)
@@ -65,7 +70,7 @@ def _differences(old: PipelineConfig, new: PipelineConfig) -> list[str]:
 
 
 def _is_structural(path: str) -> bool:
-    return path.startswith(STRUCTURAL_PREFIXES)
+    return path.startswith(STRUCTURAL_PREFIXES) and path not in LOSS_ONLY_KEYS
 
 
 def structural_differences(old: PipelineConfig, new: PipelineConfig) -> list[str]:

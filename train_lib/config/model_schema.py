@@ -137,6 +137,9 @@ class BackboneConfig:
     # with se_activation swish, its checkpoints load exactly; its squeeze-excitation
     # biases carry the L2 loss too, as the OD API's). B0: the same levels.
     efficientnet_endpoints: str = "model_garden"
+    # mobilenet: whether the L2 loss covers its depthwise kernels too (Model Garden's
+    # default: false; the OD API's Keras MobileNets: true). Changes the loss only.
+    regularize_depthwise: bool = False
 
     def problems(self, prefix: str = "model.backbone") -> list[str]:
         c = Checks(prefix)
@@ -157,6 +160,9 @@ class BackboneConfig:
             "extractor sets it: with another backbone, set resnet_variant: model_garden)")
         c.need(not self.scale_last_layer or self.type == "mobilenet", "scale_last_layer",
                self.scale_last_layer, "applies to type: mobilenet only")
+        c.need(not self.regularize_depthwise or self.type == "mobilenet",
+               "regularize_depthwise", self.regularize_depthwise,
+               "applies to type: mobilenet only")
         c.choice("type", self.type, tuple(BACKBONE_MODEL_IDS))
         if self.type in BACKBONE_MODEL_IDS:
             c.choice("model_id", self.model_id, BACKBONE_MODEL_IDS[self.type],

@@ -105,6 +105,7 @@ def build_model(model: ModelConfig, precision: str = "float32") -> tf_keras.Mode
             training=False)  # create every variable now
         initializers.draw(net, model)
         regularizers.assign_parts(net, model, l2_regularizer)
+        regularizers.regularize_depthwise(net, model, l2_regularizer)
     return net
 
 

@@ -6,8 +6,10 @@ build (its RetinaNet's backbone, FPN and head; its Faster R-CNN's RPN head and
 detection head too, the detection head's convolutions, fully connected layers and
 class and box layers alike). Which variables carry an L2 loss is each layer's
 choice (kernels, not biases or batch norms; not the depthwise kernels of Model
-Garden's inverted bottleneck blocks; the shared-tower head's own choice,
-shared_tower_head.py) and is left as it is; only the weight differs by part.
+Garden's MobileNets; the shared-tower head's own choice, shared_tower_head.py) and
+is left as it is; only the weight differs by part. `model.backbone.regularize_depthwise`
+adds the backbone's depthwise kernels (`regularize_depthwise`), as the OD API's Keras
+MobileNets regularise theirs.
 
 So a model whose parts all take one weight gets Keras' L2 regulariser of that
 weight, as before `l2_weight_decay_by_part` existed (none for 0): the same losses,
@@ -26,7 +28,7 @@ from train_lib.config import ModelConfig
 from train_lib.config.initializer_schema import ARCHITECTURE_PARTS, PARTS
 from train_lib.families.parts import variables_by_part
 
-__all__ = ["PartL2", "assign_parts", "l2_regularizer"]
+__all__ = ["PartL2", "assign_parts", "l2_regularizer", "regularize_depthwise"]
 
 
 @tf_keras.utils.register_keras_serializable(package="train_lib")
@@ -83,3 +85,24 @@ def assign_parts(net: tf_keras.Model, model: ModelConfig, regularizer) -> None:
     regularizer.set_weights({v.ref(): weights[part]
                              for part, variables in variables_by_part(net).items()
                              for v in variables})
+
+
+def regularize_depthwise(net: tf_keras.Model, model: ModelConfig, regularizer) -> int:
+    """With `model.backbone.regularize_depthwise`, puts every depthwise kernel of `net`'s
+    backbone that carries no L2 loss into the L2 loss, by `regularizer` (the one `net`
+    was built with: its part's weight, the backbone's, applies); returns how many.
+
+    Done here, once the variables exist, because Model Garden's MobileNets cannot all
+    do it: its MobileNetV2 blocks take a regularize_depthwise flag, but its MobileNetV1
+    blocks hand the regulariser to DepthwiseConv2D as `kernel_regularizer`, which that
+    layer ignores. The variables and their values are untouched."""
+    if not model.backbone.regularize_depthwise or regularizer is None:
+        return 0
+    added = 0
+    for layer in net.backbone.submodules:
+        if isinstance(layer, tf_keras.layers.DepthwiseConv2D) and \
+                layer.depthwise_regularizer is None:
+            layer.add_loss(lambda kernel=layer.depthwise_kernel: regularizer(kernel))
+            layer.depthwise_regularizer = regularizer  # what the layer now carries
+            added += 1
+    return added

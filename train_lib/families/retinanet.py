@@ -76,6 +76,7 @@ def build_model(model: ModelConfig, precision: str = "float32") -> tf_keras.Mode
         initializers.set_class_bias(net, model.initializers.class_bias)
         initializers.draw(net, model)
         regularizers.assign_parts(net, model, l2_regularizer)
+        regularizers.regularize_depthwise(net, model, l2_regularizer)
     return net
 
 

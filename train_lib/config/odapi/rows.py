@@ -93,8 +93,11 @@ def hyperparams_rows(prefix: str, ours_too: bool, initializers: str = "",
         if tower_bias else
         Row(p + "force_use_bias", APPROX, "",
             "Model Garden decides per layer whether a conv before batch norm has a bias"),
-        Row(p + "regularize_depthwise", APPROX, "",
-            "Model Garden regularises the depthwise kernels as it builds them"),
+        Row(p + "regularize_depthwise", IGNORED, "",
+            "as by the OD API's TF2 models (a TF1 option): its Keras MobileNets "
+            "regularise their depthwise kernels whatever it says, and so do ours "
+            "(model.backbone.regularize_depthwise, set by the feature extractor's type); "
+            "separable predictors and FPNs: see use_depthwise"),
         Row(p + "op", EXACT, "", "only convolutional hyperparams", only=("CONV",)),
     ]
 

@@ -56,6 +56,7 @@ def _backbone(m: Mapper) -> str:
         m.set("model.backbone.model_id", f"MobileNet{version}", origin,
               f"Model Garden's MobileNet{version} for the OD API's Keras MobileNet{version} "
               f"(the same layers, another implementation) with {fpn}")
+        m.set("model.backbone.regularize_depthwise", True, origin)
         _width(m, fpn=True)
         return "fpn"
     if kind == "ssd_mobilenet_v2_keras":
@@ -64,6 +65,7 @@ def _backbone(m: Mapper) -> str:
         m.set("model.backbone.model_id", "MobileNetV2", origin,
               "Model Garden's MobileNetV2 with an FPN over levels 4 and up stands in for the "
               "OD API's SSD feature maps (stride 16 and 32 and extra stride-2 layers, no FPN)")
+        m.set("model.backbone.regularize_depthwise", True, origin)
         _width(m, fpn=False)
         return "ssd"
     if match := re.fullmatch(r"ssd_efficientnet-(b[0-7])_bifpn_keras", kind):

@@ -68,7 +68,8 @@ ROWS: tuple[Row, ...] = (
         "the exported signature has the OD API's detection outputs"),
     # ---------------------------------------------------------------- feature extractor
     Row(FE + "type", APPROX, "model.backbone, model.fpn.type, model.initializers.backbone, "
-        "model.loss.l2_weight_decay_by_part.backbone, model.pixel_mean, model.pixel_stddev",
+        "model.loss.l2_weight_decay_by_part.backbone, model.pixel_mean, model.pixel_stddev, "
+        "model.backbone.regularize_depthwise",
         "the nearest Model Garden backbone and FPN (logged per type: BiFPN and SSD's extra "
         "layers become an FPN); the backbones compute the OD API's (ResNet: resnet_variant: "
         "keras_v1; EfficientNet: se_activation: swish, efficientnet_endpoints: odapi), so "
@@ -77,7 +78,8 @@ ROWS: tuple[Row, ...] = (
         "means, 1; EfficientNets ImageNet's statistics); the ResNet and MobileNet FPN "
         "extractors' FPN is the OD API's (fpn.type: odapi: the same function and parameters; over "
         "MobileNetV2 it reads the last 1x1 convolution as level 5, as the OD API's) "
-        "unless use_depthwise (see there); "
+        "unless use_depthwise (see there); the MobileNets' L2 loss covers their depthwise "
+        "kernels, as the OD API's Keras MobileNets' (regularize_depthwise); "
         "EfficientNet's L2 weight is its own, 1e-5 (its "
         "builder's Keras L2 factor 5e-6), as the OD API's, unless "
         "override_base_feature_extractor_hyperparams"),
