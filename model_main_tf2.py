@@ -81,8 +81,10 @@ flags.DEFINE_integer("eval_timeout", 3600,
                      "Evaluation mode: stop when no new checkpoint came for this many "
                      "seconds (it stops at once after the final checkpoint of a finished "
                      "run).", module_name=EVAL)
-flags.DEFINE_integer("sample_1_of_n_eval_examples", 1,
-                     "Evaluation mode: use every n-th example of the eval data.", module_name=EVAL)
+flags.DEFINE_integer("sample_1_of_n_eval_examples", None,
+                     "Evaluation mode: use every n-th example of the eval data (default: "
+                     "the reader's sample_1_of_n_examples, 1 unless the config sets it).",
+                     module_name=EVAL)
 flags.DEFINE_boolean("eval_on_train_data", False,
                      "Evaluation mode: evaluate on train_input_reader's data instead of "
                      "eval_input_reader's (metrics under model_dir/eval_train).", module_name=EVAL)
@@ -112,7 +114,7 @@ flags.register_validator("keep_checkpoint_every_n_hours", lambda h: h is None or
                          "--keep_checkpoint_every_n_hours must be positive")
 flags.register_validator("eval_timeout", lambda t: t >= 0,
                          "--eval_timeout must be >= 0 seconds")
-flags.register_validator("sample_1_of_n_eval_examples", lambda n: n >= 1,
+flags.register_validator("sample_1_of_n_eval_examples", lambda n: n is None or n >= 1,
                          "--sample_1_of_n_eval_examples must be at least 1")
 
 for _name in ("pipeline_config_path", "model_dir", "params_override", "num_train_steps",
@@ -175,12 +177,13 @@ def run_eval(config: PipelineConfig) -> int:
     resolve_input_files(getattr(config, reader_key), reader_key)
     # (some of the model's classes; their names are checked against training's later)
     check_label_map(config, getattr(config, reader_key), reader_key, subset=True)
+    sample_1_of_n = FLAGS.sample_1_of_n_eval_examples or getattr(config, reader_key).every_nth
 
     if FLAGS.checkpoint_dir.endswith(".tflite"):
         from train_lib.evaluation.tflite_eval import evaluate_tflite_file
 
         evaluate_tflite_file(FLAGS.checkpoint_dir, config, FLAGS.model_dir,
-                             sample_1_of_n=FLAGS.sample_1_of_n_eval_examples,
+                             sample_1_of_n=sample_1_of_n,
                              eval_on_train_data=FLAGS.eval_on_train_data)
         return 0
 
@@ -192,7 +195,7 @@ def run_eval(config: PipelineConfig) -> int:
             FLAGS.checkpoint_dir,
             FLAGS.model_dir,
             eval_timeout=FLAGS.eval_timeout,
-            sample_1_of_n=FLAGS.sample_1_of_n_eval_examples,
+            sample_1_of_n=sample_1_of_n,
             eval_on_train_data=FLAGS.eval_on_train_data,
         )
     except KeyboardInterrupt:

@@ -345,6 +345,11 @@ VALUE_ERRORS = [
     ("train_input_reader.num_parallel_calls=-2", "train_input_reader.num_parallel_calls is -2"),
     ("train_input_reader.decoded_cache_mb=-1",
      "train_input_reader.decoded_cache_mb is -1; must be >= 0 (0: no cache)"),
+    ("train_input_reader.sample_1_of_n_examples=2",
+     "train_input_reader.sample_1_of_n_examples is 2; training reads every record: set 0 "
+     "or 1, and keep only the records to train on in its files"),
+    ("eval_input_reader.sample_1_of_n_examples=-1",
+     "eval_input_reader.sample_1_of_n_examples is -1; must be >= 0 (0 and 1: every example)"),
     ("eval_config.batch_size=0", "eval_config.batch_size is 0; must be >= 1"),
     ("eval_config.eval_every_n=-1", "eval_config.eval_every_n is -1; must be >= 0"),
     ("eval_config.metric_for_best=ap50", "eval_config.metric_for_best is 'ap50'; must be one of "
@@ -603,19 +608,19 @@ def test_structural_and_other_differences():
     new.train_config.num_steps = 5000
     new.eval_input_reader.input_path = ["other-*.tfrecord"]
     new.model.loss.box_loss_weight = 10.0  # no new variables: may change on resume
+    new.model.backbone.regularize_depthwise = True  # the loss only, as above
     new.model.post_processing.iou_threshold = 0.6
     new.train_config.optimizer.type = "adam" if old.train_config.optimizer.type == "sgd" else "sgd"
     assert C.structural_differences(old, new) == [
         "model.num_classes", "model.backbone.model_id", "model.anchor.aspect_ratios",
         "train_config.optimizer.type"]
-    new.model.backbone.regularize_depthwise = True  # the loss only, as above
     assert C.other_differences(old, new) == [
+        "model.backbone.regularize_depthwise",
         "model.loss.box_loss_weight", "model.post_processing.iou_threshold",
         "train_config.num_steps", "train_config.learning_rate.base",
         "eval_input_reader.input_path"]
     assert C.structural_differences(new, old) == C.structural_differences(old, new)
 
-        "model.backbone.regularize_depthwise",
 
 @pytest.mark.parametrize("text, expected", [
     ("off", "disabled"), ("on", "enabled"), ("false", "disabled"), ("auto", "auto"),

@@ -319,15 +319,20 @@ def test_cli_missing_eval_files(trained_run, tmp_path):
 
 @pytest.mark.slow
 def test_cli_evaluates_a_finished_run_and_ends_by_itself(trained_run, tmp_path):
+    """Without --sample_1_of_n_eval_examples, eval_input_reader.sample_1_of_n_examples
+    picks the examples (3: the 1st, 4th and 7th of the 8)."""
     out = tmp_path / "out"
     start = time.monotonic()
     proc = run_trainer(f"--pipeline_config_path={trained_run['model_dir']}/pipeline.yaml",
                        f"--checkpoint_dir={trained_run['model_dir']}", f"--model_dir={out}",
-                       "--eval_timeout=600", timeout=400)
+                       "--eval_timeout=600",
+                       "--params_override=eval_input_reader.sample_1_of_n_examples=3",
+                       timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert time.monotonic() - start < 300
     assert "evaluation done" in proc.stderr
-    assert [r["step"] for r in evaluation.read_eval_records(str(out))] == [2, 4]
+    assert [(r["step"], r["num_images"]) for r in evaluation.read_eval_records(str(out))] == [
+        (2, 3), (4, 3)]
     assert os.listdir(out / "eval")
     assert tf.train.latest_checkpoint(str(out / "best")) is not None
 

@@ -308,7 +308,8 @@ PROBES: dict[str, Probe] = {
 }
 # Values outside a row's `only`, by the allowed values.
 REFUSED = {("false",): "true", ("true",): "false", ("1", "1.0"): "2.0", ("0", "0.0"): "0.5",
-           ("0",): "5", ("1",): "2", ("3",): "5", ("4",): "5", ("2",): "1", ("16",): "8",
+           ("0",): "5", ("1",): "2", ("0", "1"): "3", ("3",): "5", ("4",): "5", ("2",): "1",
+           ("16",): "8",
            ("CONV",): "FC",
            ("BILINEAR",): "NEAREST_NEIGHBOR", ("IDENTITY",): "SIGMOID",
            ("SIGMOID",): "SOFTMAX", ("SOFTMAX",): "SIGMOID", ("V2",): "V1",

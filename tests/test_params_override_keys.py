@@ -81,6 +81,7 @@ SPECIAL: dict[str, tuple[object, dict]] = {
     "train_input_reader.num_parallel_calls": (3, {}),
     "eval_input_reader.num_parallel_calls": (3, {}),
     "eval_config.metric_for_best": ("AP50", {}),
+    "train_input_reader.sample_1_of_n_examples": (0, {}),  # training takes only 0 or 1
 }
 for _part in PARTS:  # model.initializers' parts, both architectures'
     SPECIAL[f"model.initializers.{_part}.type"] = ("random_normal", {})

@@ -166,11 +166,13 @@ def test_in_training_evaluation_records_metrics_and_best(tiny_dataset, tmp_path)
     model_dir = str(tmp_path / "run")
     config = make_tiny_config(tiny_dataset, num_steps=4)
     config.eval_config.eval_every_n = 2
+    config.eval_input_reader.sample_1_of_n_examples = 2  # images 0, 2, 4, 6 of the 8
     config.model.post_processing.score_threshold = 0.0  # an untrained model's detections
     lines: list[str] = []
     train(config, model_dir, checkpoint_every_n=4, record_summaries=False, log=lines.append)
     records = eval_files.read_eval_records(model_dir)
-    assert [(r["step"], r["split"]) for r in records] == [(2, "eval"), (4, "eval")]
+    assert [(r["step"], r["split"], r["num_images"]) for r in records] == [
+        (2, "eval", 4), (4, "eval", 4)]
     assert records[0]["checkpoint"] is None  # step 2 was not saved: no best copy from it
     assert records[1]["checkpoint"] == os.path.abspath(os.path.join(model_dir, "ckpt-4"))
     assert all(0.0 <= r["metrics"]["AP50"] <= 1.0 for r in records)

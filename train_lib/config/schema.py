@@ -196,10 +196,25 @@ class InputReaderConfig:
     # many MiB (per input pipeline); 0 decodes each image every time it is read.
     # Evaluation reads its files each time.
     decoded_cache_mb: int = 2048
+    # Evaluation reads every n-th example of these files (0 and 1: every one), as the
+    # OD API's field; --sample_1_of_n_eval_examples overrides it. Training reads every
+    # record: train_input_reader's must be 0 or 1.
+    sample_1_of_n_examples: int = 1
+
+    @property
+    def every_nth(self) -> int:
+        """The n of sample_1_of_n_examples (0 read as 1)."""
+        return max(1, self.sample_1_of_n_examples)
 
     def problems(self, prefix: str) -> list[str]:
         """`prefix` is train_input_reader or eval_input_reader."""
         c = Checks(prefix)
+        c.need(self.sample_1_of_n_examples >= 0, "sample_1_of_n_examples",
+               self.sample_1_of_n_examples, "must be >= 0 (0 and 1: every example)")
+        c.need(prefix != "train_input_reader" or self.sample_1_of_n_examples <= 1,
+               "sample_1_of_n_examples", self.sample_1_of_n_examples,
+               "training reads every record: set 0 or 1, and keep only the records to "
+               "train on in its files")
         c.need(self.max_number_of_boxes >= 1, "max_number_of_boxes", self.max_number_of_boxes,
                "must be >= 1")
         c.choice("bad_example_policy", self.bad_example_policy, BAD_EXAMPLE_POLICIES)

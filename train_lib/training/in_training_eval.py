@@ -36,8 +36,9 @@ def evaluation(config: PipelineConfig, model_dir: str, model, strategy,
     from train_lib import evaluation as evaluation_lib  # imported only when evaluation is on
 
     files, names = evaluation_lib.eval_inputs(config, log=log)
-    evaluator = evaluation_lib.Evaluator(model, config, files, names, strategy=strategy,
-                                         log=log)
+    evaluator = evaluation_lib.Evaluator(model, config, files, names,
+                                         config.eval_input_reader.every_nth,
+                                         strategy=strategy, log=log)
     recorder = evaluation_lib.MetricsRecorder(config, model_dir, "eval", log)
 
     def evaluate(step: int) -> None:

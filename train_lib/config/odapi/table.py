@@ -313,8 +313,6 @@ ROWS: tuple[Row, ...] = (
         ("max_number_of_boxes", EXACT, f"{r}.max_number_of_boxes", "", "int"),
         ("num_parallel_map_calls", EXACT, f"{r}.num_parallel_calls", "", "int"),
         ("num_epochs", IGNORED, "", "training repeats; evaluation reads once", ""),
-        ("sample_1_of_n_examples", IGNORED, "",
-         "use the flag --sample_1_of_n_eval_examples", ""),
         ("name", IGNORED, "", "", ""),
         ("num_readers", IGNORED, "", "tf.data decides", ""),
         ("num_parallel_batches", IGNORED, "", "tf.data decides", ""),
@@ -328,6 +326,13 @@ ROWS: tuple[Row, ...] = (
         ("mask_type", IGNORED, "", "masks are not read", ""),
         ("use_display_name", IGNORED, "", "classes are read by id", ""),
       )),
+    Row("train_input_reader.sample_1_of_n_examples", EXACT, "",
+        "training reads every record (0 and 1; the OD API trains on every n-th: keep "
+        "only those records in the files)", only=("0", "1")),
+    Row("eval_input_reader.sample_1_of_n_examples", EXACT,
+        "eval_input_reader.sample_1_of_n_examples",
+        "evaluation reads every n-th example (0 and 1: every one); "
+        "--sample_1_of_n_eval_examples overrides it, as the OD API's", kind="int"),
     *(Row(f"{r}.input_type", EXACT, "", "tf.Example records",
           only=("TF_EXAMPLE", "INPUT_DEFAULT")) for r in ("train_input_reader",
                                                           "eval_input_reader")),
