@@ -11,6 +11,10 @@ Hyperparams message means then, never our default (train_lib/config/odapi/shared
   the OD API's false (no gamma), refused with one line naming the block, since ours
   always scale.
 
+And so do a `batch_non_max_suppression` block (score_threshold 0.0, iou_threshold 0.6,
+where ours default to 0.05 and 0.5) and a `multiscale_anchor_generator`
+(scales_per_octave 2, ours 3), SSD's and Faster R-CNN's second stage alike.
+
 Checked on the OD API fixtures' pipeline.configs with the field cut out.
 """
 
@@ -142,3 +146,18 @@ def test_batch_norm_without_scale_is_refused(owner, tmp_path):
         _load(cut, tmp_path)
     assert "conv_hyperparams.batch_norm (no scale" in str(err.value)
     assert "set scale: true" in str(err.value)
+
+
+@pytest.mark.parametrize("fixture", [SSD, FASTER_RCNN], ids=["ssd", "faster_rcnn"])
+def test_nms_and_anchor_fields_left_out_take_the_odapis_defaults(fixture, tmp_path):
+    text = _text(fixture).replace("iou_threshold: 0.6", "iou_threshold: 0.55")
+    text = text.replace("scales_per_octave: 2", "scales_per_octave: 3")
+    given = _load(text, tmp_path).model
+    assert given.anchor.num_scales == 3
+    assert given.post_processing.iou_threshold == 0.55
+    cut = _cut(_cut(text, "batch_non_max_suppression", "iou_threshold"),
+               "batch_non_max_suppression", "score_threshold")
+    cut = _cut(cut, "multiscale_anchor_generator", "scales_per_octave")
+    model = _load(cut, tmp_path).model
+    assert (model.post_processing.score_threshold, model.post_processing.iou_threshold,
+            model.anchor.num_scales) == (0.0, 0.6, 2)

@@ -21,6 +21,9 @@ from train_lib.config.odapi.shared import (
     GLOROT_UNIFORM,
     KERAS_RESNET_INITIALIZER,
     L2_BY_PART,
+    MULTISCALE_ABSENT,
+    NMS_ABSENT,
+    absent_defaults,
     initializer,
     input_size,
     norm,
@@ -229,3 +232,7 @@ def map_model(m: Mapper) -> None:
     _rpn_norm(m)
     _crop_size(m)
     _defaults(m)
+    absent_defaults(m, FR + "second_stage_post_processing.batch_non_max_suppression",
+                     NMS_ABSENT)
+    absent_defaults(m, FR + "first_stage_anchor_generator.multiscale_anchor_generator",
+                    MULTISCALE_ABSENT)

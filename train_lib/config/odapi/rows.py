@@ -94,7 +94,8 @@ def hyperparams_rows(prefix: str, ours_too: bool, initializers: str = "",
         Row(p + "force_use_bias", APPROX, "",
             "Model Garden decides per layer whether a conv before batch norm has a bias"),
         Row(p + "regularize_depthwise", IGNORED, "",
-            "as by the OD API's TF2 models (a TF1 option): its Keras MobileNets "
+            "as by the OD API's TF2 models (its hyperparams builder does not read it): "
+            "its Keras MobileNets "
             "regularise their depthwise kernels whatever it says, and so do ours "
             "(model.backbone.regularize_depthwise, set by the feature extractor's type); "
             "separable predictors and FPNs: see use_depthwise"),
@@ -129,7 +130,8 @@ def multiscale_anchor_rows(prefix: str) -> list[Row]:
         Row(prefix + "max_level", EXACT, "model.max_level", "must equal the feature extractor's"),
         Row(prefix + "anchor_scale", EXACT, "model.anchor.anchor_size", kind="float"),
         Row(prefix + "aspect_ratios", EXACT, "model.anchor.aspect_ratios", kind="floats"),
-        Row(prefix + "scales_per_octave", EXACT, "model.anchor.num_scales", kind="int"),
+        Row(prefix + "scales_per_octave", EXACT, "model.anchor.num_scales",
+            "absent: 2, the OD API's default", kind="int"),
         Row(prefix + "normalize_coordinates", EXACT, "",
             "anchors are in pixels internally; boxes come out normalised"),
     ]
@@ -140,8 +142,9 @@ def nms_rows(prefix: str) -> list[Row]:
     p = prefix + "batch_non_max_suppression."
     return [
         Row(p + "score_threshold", EXACT, "model.post_processing.score_threshold",
-            kind="float"),
-        Row(p + "iou_threshold", EXACT, "model.post_processing.iou_threshold", kind="float"),
+            "absent: 0.0, the OD API's default", kind="float"),
+        Row(p + "iou_threshold", EXACT, "model.post_processing.iou_threshold",
+            "absent: 0.6, the OD API's default", kind="float"),
         Row(p + "max_total_detections", EXACT, "model.post_processing.max_detections",
             kind="int"),
         Row(p + "max_detections_per_class", APPROX, "",

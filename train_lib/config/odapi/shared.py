@@ -6,6 +6,8 @@ extractor's type row)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from train_lib.config.model_schema import (
     IMAGENET_PIXEL_MEAN,
     IMAGENET_PIXEL_STDDEV,
@@ -15,8 +17,8 @@ from train_lib.config.model_schema import (
 from train_lib.config.odapi.mapper import Mapper, child_value
 
 __all__ = ["ACTIVATIONS", "GLOROT_UNIFORM", "KERAS_RESNET_INITIALIZER", "L2_BY_PART",
-           "ODAPI_PIXEL_NORMALIZATION", "initializer", "input_size", "norm",
-           "pixel_normalization"]
+           "MULTISCALE_ABSENT", "NMS_ABSENT", "ODAPI_PIXEL_NORMALIZATION", "absent_defaults",
+           "initializer", "input_size", "norm", "pixel_normalization"]
 
 # Keras' default initializer, which the OD API's layers keep where they are given none
 # or ignore the one given (SeparableConv2D, the box classifier's Dense layers).
@@ -215,3 +217,21 @@ def initializer(m: Mapper, path: str) -> dict | None:
                    f"{', '.join(n for n in sorted(KERAS_INITIALIZERS) if n.islower())} "
                    "(or their class names) map; this part keeps Model Garden's initializer")
     return None
+
+
+# The fields of a message whose OD API default differs from our key's, with that
+# default: (field, our key, the OD API's default). Where the message is given but
+# leaves the field out, the OD API's default holds (absent_defaults).
+NMS_ABSENT = (("score_threshold", "model.post_processing.score_threshold", 0.0),
+              ("iou_threshold", "model.post_processing.iou_threshold", 0.6))
+MULTISCALE_ABSENT = (("scales_per_octave", "model.anchor.num_scales", 2),)
+
+
+def absent_defaults(m: Mapper, block: str, fields: tuple[tuple[str, str, Any], ...]) -> None:
+    """When the message `block` (its field path) is given: each of `fields` (as
+    NMS_ABSENT) it leaves out sets our key to the OD API's default, not ours."""
+    if m.one(block) is None:
+        return
+    for name, key, default in fields:
+        if m.one(f"{block}.{name}") is None:
+            m.set(key, default, block)

@@ -19,6 +19,9 @@ from train_lib.config.odapi.shared import (
     GLOROT_UNIFORM,
     KERAS_RESNET_INITIALIZER,
     L2_BY_PART,
+    MULTISCALE_ABSENT,
+    NMS_ABSENT,
+    absent_defaults,
     initializer,
     input_size,
     norm,
@@ -369,3 +372,5 @@ def map_model(m: Mapper) -> None:
     _head(m)
     _tower_bias(m)
     _losses(m)
+    absent_defaults(m, M + "post_processing.batch_non_max_suppression", NMS_ABSENT)
+    absent_defaults(m, MULTISCALE[:-1], MULTISCALE_ABSENT)

@@ -215,13 +215,15 @@ ROWS: tuple[Row, ...] = (
         "true -> detection"),
     Row(T + "fine_tune_checkpoint_version", EXACT, "", "TF2 object-based checkpoints",
         only=("V2",)),
-    Row(T + "load_all_detection_checkpoint_vars", IGNORED, "",
-        "detection checkpoints load all but the class layer"),
+    Row(T + "load_all_detection_checkpoint_vars", EXACT, "",
+        "the OD API's TF2 refuses true; a detection checkpoint loads the backbone and FPN "
+        "(see fine_tune_checkpoint_type)", only=("false",)),
     Row(T + "use_bfloat16", EXACT, "train_config.mixed_precision",
         "true -> mixed_bfloat16_on_tpu: bfloat16 on a TPU, float32 elsewhere (the OD API "
         "uses bfloat16 only with --use_tpu)"),
-    Row(T + "max_number_of_boxes", EXACT, "train_input_reader.max_number_of_boxes",
-        kind="int"),
+    Row(T + "max_number_of_boxes", IGNORED, "",
+        "deprecated: the OD API's TF2 reads train_input_reader.max_number_of_boxes "
+        "(default 100), and so does ours"),
     Row(T + "unpad_groundtruth_tensors", IGNORED, "", "boxes are padded per batch"),
     Row(T + "sync_replicas", IGNORED, "", "TF1 option; tf.distribute is synchronous"),
     Row(T + "startup_delay_steps", IGNORED, "", "TF1 option"),

@@ -72,8 +72,9 @@ FASTER_RCNN_ROWS: tuple[Row, ...] = (
         "included"),
     *hyperparams_rows(FE, ours_too=True,
                       initializers="model.initializers.fpn, model.initializers.backbone"),
-    Row(FR + "inplace_batchnorm_update", IGNORED, "",
-        "TF1 graph option; Keras updates batch norm in place"),
+    Row(FR + "inplace_batchnorm_update", EXACT, "",
+        "Keras updates batch norm in place; the OD API's TF2 Faster R-CNN refuses true",
+        only=("false",)),
     # ---------------------------------------------------------------- first stage (RPN)
     *multiscale_anchor_rows(FR + "first_stage_anchor_generator.multiscale_anchor_generator."),
     Row(FR + "first_stage_anchor_generator.grid_anchor_generator", APPROX,
