@@ -177,13 +177,12 @@ def run_eval(config: PipelineConfig) -> int:
     resolve_input_files(getattr(config, reader_key), reader_key)
     # (some of the model's classes; their names are checked against training's later)
     check_label_map(config, getattr(config, reader_key), reader_key, subset=True)
-    sample_1_of_n = FLAGS.sample_1_of_n_eval_examples or getattr(config, reader_key).every_nth
 
     if FLAGS.checkpoint_dir.endswith(".tflite"):
         from train_lib.evaluation.tflite_eval import evaluate_tflite_file
 
         evaluate_tflite_file(FLAGS.checkpoint_dir, config, FLAGS.model_dir,
-                             sample_1_of_n=sample_1_of_n,
+                             sample_1_of_n=FLAGS.sample_1_of_n_eval_examples,
                              eval_on_train_data=FLAGS.eval_on_train_data)
         return 0
 
@@ -195,7 +194,7 @@ def run_eval(config: PipelineConfig) -> int:
             FLAGS.checkpoint_dir,
             FLAGS.model_dir,
             eval_timeout=FLAGS.eval_timeout,
-            sample_1_of_n=sample_1_of_n,
+            sample_1_of_n=FLAGS.sample_1_of_n_eval_examples,
             eval_on_train_data=FLAGS.eval_on_train_data,
         )
     except KeyboardInterrupt:

@@ -622,6 +622,22 @@ def test_structural_and_other_differences():
     assert C.structural_differences(new, old) == C.structural_differences(old, new)
 
 
+@pytest.mark.parametrize("before, after, structural", [
+    ("mixed_bfloat16", "mixed_bfloat16_on_tpu", False),  # a run mapped before the latter
+    ("mixed_bfloat16_on_tpu", "float32", False), ("float32", "mixed_bfloat16", False),
+    ("float32", "mixed_float16", True), ("mixed_float16", "mixed_bfloat16", True)])
+def test_a_precision_change_is_structural_only_into_or_out_of_float16(before, after,
+                                                                      structural):
+    """mixed_float16 alone adds variables (the loss-scale optimizer's)."""
+    old = full_config()
+    old.train_config.mixed_precision = before
+    new = copy.deepcopy(old)
+    new.train_config.mixed_precision = after
+    key = ["train_config.mixed_precision"]
+    assert C.structural_differences(old, new) == (key if structural else [])
+    assert C.other_differences(old, new) == ([] if structural else key)
+
+
 @pytest.mark.parametrize("text, expected", [
     ("off", "disabled"), ("on", "enabled"), ("false", "disabled"), ("auto", "auto"),
     ("disabled", "disabled")])

@@ -71,6 +71,27 @@ def test_evaluate_checkpoint_gives_the_coco_metrics(trained_run, trained_config,
     assert metrics["AR100"] > 0.0  # with score threshold 0 some box overlaps an object
 
 
+def test_eval_sampling_is_the_flag_else_the_evaluated_readers():
+    """--sample_1_of_n_eval_examples when given, else the reader's
+    sample_1_of_n_examples (0 read as 1): eval_input_reader's, or train_input_reader's
+    when evaluating on the training data."""
+    from train_lib.config import PipelineConfig
+    from train_lib.evaluation import eval_sampling
+
+    config = PipelineConfig()
+    assert eval_sampling(config) == 1
+    config.eval_input_reader.sample_1_of_n_examples = 3
+    assert eval_sampling(config) == 3
+    assert eval_sampling(config, 2) == 2  # the flag overrides the reader
+    assert eval_sampling(config, on_train_data=True) == 1  # the train reader's
+    config.train_input_reader.sample_1_of_n_examples = 0
+    assert eval_sampling(config, on_train_data=True) == 1
+    config.eval_input_reader.sample_1_of_n_examples = 0
+    assert eval_sampling(config) == 1
+    with pytest.raises(ValueError):
+        eval_sampling(config, 0)
+
+
 def test_eval_record_that_is_not_an_example_is_named(trained_run, trained_config,
                                                     tiny_dataset, tmp_path):
     """An eval record that is not a tf.train.Example, in bytes that are not UTF-8

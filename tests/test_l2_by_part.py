@@ -101,14 +101,20 @@ def _regularised_sum(reference, part: str) -> float:
     return total
 
 
-@pytest.mark.parametrize("model_id, blocks", [("MobileNetV2", 17), ("MobileNetV1", 13)])
-def test_regularize_depthwise_puts_the_depthwise_kernels_in_the_l2_loss(model_id, blocks):
+@pytest.mark.parametrize("model_id, blocks, backbone_l2", [
+    ("MobileNetV2", 17, None), ("MobileNetV1", 13, None), ("MobileNetV2", 17, 1e-5),
+    ("MobileNetV2", 17, 0.0)])
+def test_regularize_depthwise_puts_the_depthwise_kernels_in_the_l2_loss(model_id, blocks,
+                                                                        backbone_l2):
     """model.backbone.regularize_depthwise (set for the OD API's Keras MobileNets,
     which regularise their depthwise kernels): the same model, whose backbone's L2 loss
     is w / 2 * sum(v**2) over its depthwise kernels too (Model Garden's MobileNetV1
     alone would leave them out: its blocks pass the regulariser under a name
     DepthwiseConv2D ignores)."""
     base = f"model.loss.l2_weight_decay=4e-5,model.backbone.model_id={model_id}"
+    if backbone_l2 is not None:  # the backbone's own weight (a PartL2), 0: no loss
+        base += f",model.loss.l2_weight_decay_by_part.backbone={backbone_l2}"
+    weight = 4e-5 if backbone_l2 is None else backbone_l2
     plain = _config("shapes_retinanet.yaml", base)
     assert plain.model.backbone.type == "mobilenet"
     assert plain.model.backbone.regularize_depthwise is False
@@ -122,9 +128,9 @@ def test_regularize_depthwise_puts_the_depthwise_kernels_in_the_l2_loss(model_id
     assert len(depthwise) == blocks  # one per block
     (before_count, before), (count, total) = (
         _part_losses(m)["backbone"] for m in (reference, net))
-    assert count - before_count == len(depthwise)
-    expected = 4e-5 / 2 * sum(float(tf.reduce_sum(tf.square(k))) for k in depthwise)
-    assert total - before == pytest.approx(expected, rel=1e-4)
+    assert count - before_count == (len(depthwise) if weight else 0)
+    expected = weight / 2 * sum(float(tf.reduce_sum(tf.square(k))) for k in depthwise)
+    assert total - before == pytest.approx(expected, rel=1e-4, abs=1e-12)
     assert _part_losses(net)["head"] == _part_losses(reference)["head"]
 
 

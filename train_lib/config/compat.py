@@ -1,6 +1,8 @@
 """What may change between the config a run was trained with and a later one.
 
-One set of structural keys, `STRUCTURAL_PREFIXES`, decides all three cases:
+One set of structural keys, `STRUCTURAL_PREFIXES` (less `LOSS_ONLY_KEYS`; and
+train_config.mixed_precision when a change goes into or out of mixed_float16),
+decides all three cases:
 
 - resuming training (training/workdir.py): `structural_differences` must be
   empty, `other_differences` are only logged;
@@ -40,9 +42,12 @@ STRUCTURAL_PREFIXES = (
     "model.anchor.num_scales", "model.anchor.aspect_ratios", "model.anchor.anchor_size",
     "model.norm.", "model.rpn_head.", "model.roi_aligner.", "model.detection_head.",
     "train_config.optimizer.type",
-    # mixed_float16 wraps the optimizer in a loss-scale optimizer (other variables).
-    "train_config.mixed_precision",
 )
+# mixed_float16 wraps the optimizer in a loss-scale optimizer (other variables): a
+# change of train_config.mixed_precision into or out of it is structural. Between
+# the others (float32, mixed_bfloat16, mixed_bfloat16_on_tpu) the variables are the
+# same float32 ones: they may change on resume.
+LOSS_SCALED_PRECISION = "mixed_float16"
 
 # Keys under a structural prefix that change only the loss, not the variables: they
 # may change on resume.
@@ -69,19 +74,22 @@ def _differences(old: PipelineConfig, new: PipelineConfig) -> list[str]:
     return [path for path in a if a[path] != b.get(path)]
 
 
-def _is_structural(path: str) -> bool:
+def _is_structural(path: str, old: PipelineConfig, new: PipelineConfig) -> bool:
+    if path == "train_config.mixed_precision":
+        precisions = (old.train_config.mixed_precision, new.train_config.mixed_precision)
+        return sum(p == LOSS_SCALED_PRECISION for p in precisions) == 1
     return path.startswith(STRUCTURAL_PREFIXES) and path not in LOSS_ONLY_KEYS
 
 
 def structural_differences(old: PipelineConfig, new: PipelineConfig) -> list[str]:
     """Dotted leaf paths that differ and change the model's structure (schema
     order); the trainer refuses to resume with them."""
-    return [p for p in _differences(old, new) if _is_structural(p)]
+    return [p for p in _differences(old, new) if _is_structural(p, old, new)]
 
 
 def other_differences(old: PipelineConfig, new: PipelineConfig) -> list[str]:
     """Dotted leaf paths that differ but may change on resume (schema order), for logging."""
-    return [p for p in _differences(old, new) if not _is_structural(p)]
+    return [p for p in _differences(old, new) if not _is_structural(p, old, new)]
 
 
 def model_weight_differences(trained: PipelineConfig, config: PipelineConfig) -> list[str]:

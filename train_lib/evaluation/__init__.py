@@ -1,6 +1,7 @@
 """COCO box metrics of a model, a checkpoint, or each checkpoint of a training run.
 
-    evaluator.py     Evaluator / evaluate_model on a built model, EvalError, eval_inputs
+    evaluator.py     Evaluator / evaluate_model on a built model, EvalError, eval_inputs,
+                     eval_sampling (every how many examples an evaluation reads)
     continuous.py    evaluate_checkpoint, continuous_eval over a run's checkpoints,
                      load_model_weights
     recording.py     MetricsRecorder: log lines, TensorBoard, eval_metrics.jsonl, best/
@@ -18,6 +19,7 @@ _PUBLIC = {
     "EvalError": "evaluator",
     "Evaluator": "evaluator",
     "eval_inputs": "evaluator",
+    "eval_sampling": "evaluator",
     "evaluate_model": "evaluator",
     "ContinuousEvalResult": "continuous",
     "continuous_eval": "continuous",

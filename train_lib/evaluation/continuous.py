@@ -43,7 +43,13 @@ from train_lib.evaluation.eval_files import (
     read_eval_records,
     recorded_num_steps,
 )
-from train_lib.evaluation.evaluator import EvalError, Evaluator, eval_inputs, evaluate_model
+from train_lib.evaluation.evaluator import (
+    EvalError,
+    Evaluator,
+    eval_inputs,
+    eval_sampling,
+    evaluate_model,
+)
 from train_lib.evaluation.recording import MetricsRecorder, metrics_lines
 from train_lib.families import build_model
 from train_lib.training import graph_optimization
@@ -108,12 +114,13 @@ def _first_line(err: BaseException) -> str:
 
 
 def evaluate_checkpoint(prefix: str, config: PipelineConfig, files: list[str] | None = None,
-                        label_map: dict[int, str] | None = None, sample_1_of_n: int = 1,
-                        eval_on_train_data: bool = False,
+                        label_map: dict[int, str] | None = None,
+                        sample_1_of_n: int | None = None, eval_on_train_data: bool = False,
                         strategy: tf.distribute.Strategy | None = None) -> dict[str, float]:
     """COCO metrics of the checkpoint at `prefix` (or the newest checkpoint in the
     directory `prefix`). Files and label map default to `eval_inputs(config, ...)`, the
-    label map checked against the classes of the run beside the checkpoint.
+    label map checked against the classes of the run beside the checkpoint; every
+    `eval_sampling(config, sample_1_of_n, eval_on_train_data)`-th example is read.
     Raises EvalError (no checkpoint, or one from another model) or ConfigError."""
     graph_optimization.apply(config.train_config.graph_optimization)
     if os.path.isdir(prefix):
@@ -131,7 +138,8 @@ def evaluate_checkpoint(prefix: str, config: PipelineConfig, files: list[str] | 
     with strategy.scope():
         model = build_model(config.model)
     load_model_weights(model, prefix, config)
-    return evaluate_model(model, config, files, label_map, sample_1_of_n, strategy)
+    return evaluate_model(model, config, files, label_map,
+                          eval_sampling(config, sample_1_of_n, eval_on_train_data), strategy)
 
 
 # ---------------------------------------------------------------- a run's checkpoints
@@ -206,14 +214,15 @@ def continuous_eval(
     checkpoint_dir: str,
     model_dir: str,
     eval_timeout: float = 3600,
-    sample_1_of_n: int = 1,
+    sample_1_of_n: int | None = None,
     eval_on_train_data: bool = False,
     poll_seconds: float = 10.0,
     strategy: tf.distribute.Strategy | None = None,
     log: Callable[[str], None] = logging.info,
 ) -> ContinuousEvalResult:
     """Evaluates each checkpoint of `checkpoint_dir` once, oldest first, then each new
-    one as it appears, writing metrics under `model_dir` (see the module docstring).
+    one as it appears, writing metrics under `model_dir` (see the module docstring),
+    reading every `eval_sampling(config, sample_1_of_n, eval_on_train_data)`-th example.
 
     Checkpoints already recorded in eval_metrics.jsonl (same dir and split) are not
     evaluated again. Returns after the checkpoint whose step reaches the run's
@@ -241,7 +250,8 @@ def continuous_eval(
     if eval_on_train_data:
         log("evaluating on the training data: the best checkpoint is not tracked")
     result = ContinuousEvalResult("timeout")
-    runner = _RunEvaluator(config, checkpoint_dir, model_dir, files, label_map, sample_1_of_n,
+    runner = _RunEvaluator(config, checkpoint_dir, model_dir, files, label_map,
+                           eval_sampling(config, sample_1_of_n, eval_on_train_data),
                            split, strategy or tf.distribute.get_strategy(), log)
     try:
         _watch(runner, done, result, eval_timeout, poll_seconds, log)

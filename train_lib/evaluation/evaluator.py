@@ -52,6 +52,21 @@ def eval_inputs(config: PipelineConfig, on_train_data: bool = False,
     return files, label_map
 
 
+def eval_sampling(config: PipelineConfig, sample_1_of_n: int | None = None,
+                  on_train_data: bool = False) -> int:
+    """Every how many examples an evaluation reads: `sample_1_of_n` when given (the flag
+    --sample_1_of_n_eval_examples), else the evaluated reader's
+    sample_1_of_n_examples (eval_input_reader's, or train_input_reader's with
+    `on_train_data`; 0 read as 1), as the OD API's flag overrides its reader's field.
+    Raises ValueError for a given value below 1."""
+    if sample_1_of_n is not None:
+        if sample_1_of_n < 1:
+            raise ValueError(f"sample_1_of_n must be >= 1, got {sample_1_of_n}")
+        return sample_1_of_n
+    key = "train_input_reader" if on_train_data else "eval_input_reader"
+    return getattr(config, key).every_nth
+
+
 class Evaluator:
     """Runs `model` over the eval dataset and computes COCO metrics; the traced
     inference function is reused across calls (e.g. one checkpoint after another)."""

@@ -27,7 +27,7 @@ from train_lib.config import PipelineConfig
 from train_lib.data import input_errors, inputs
 from train_lib.evaluation import label_maps
 from train_lib.evaluation.coco_metrics import CocoEvaluator
-from train_lib.evaluation.evaluator import EvalError, eval_inputs
+from train_lib.evaluation.evaluator import EvalError, eval_inputs, eval_sampling
 from train_lib.evaluation.recording import metrics_lines
 from train_lib.export.tflite_runtime import OUTPUT_NAMES, TFLiteDetector, read_metadata
 
@@ -76,10 +76,11 @@ def evaluate_tflite(model_path: str, config: PipelineConfig, files: list[str],
 
 
 def evaluate_tflite_file(model_path: str, config: PipelineConfig, model_dir: str,
-                         sample_1_of_n: int = 1, eval_on_train_data: bool = False,
+                         sample_1_of_n: int | None = None, eval_on_train_data: bool = False,
                          log: Callable[[str], None] = logging.info) -> dict[str, float]:
     """Evaluation mode for a .tflite file: evaluates it once on the eval split (the
-    train split with `eval_on_train_data`), logs the metrics and appends them to
+    train split with `eval_on_train_data`; every `eval_sampling(config, sample_1_of_n,
+    eval_on_train_data)`-th example), logs the metrics and appends them to
     <model_dir>/tflite_metrics.jsonl; returns them. The eval label map must name
     classes of model.json's label map (label_maps.py), else ConfigError."""
     if not os.path.isfile(model_path):
@@ -89,8 +90,9 @@ def evaluate_tflite_file(model_path: str, config: PipelineConfig, model_dir: str
                                    label_maps.classes_of_tflite(model_path), log)
     split = "train" if eval_on_train_data else "eval"
     start = time.time()
-    metrics, num_images, summary = evaluate_tflite(model_path, config, files, label_map,
-                                                   sample_1_of_n)
+    metrics, num_images, summary = evaluate_tflite(
+        model_path, config, files, label_map,
+        eval_sampling(config, sample_1_of_n, eval_on_train_data))
     seconds = time.time() - start
     quantization = read_metadata(model_path).get("quantization", "?")
     headline, *per_class = metrics_lines(metrics)

@@ -199,7 +199,8 @@ def norm_activation(model: ModelConfig) -> common.NormActivation:
 
 @contextlib.contextmanager
 def precision_policy(precision: str) -> Iterator[None]:
-    """Keras' global policy is `precision` (train_config.mixed_precision) inside, and
+    """Keras' global policy is `precision` (a Keras policy name: the one
+    train_config.mixed_precision runs as, training/precision.effective) inside, and
     restored on exit: with a mixed policy the layers compute in float16/bfloat16 and
     keep float32 variables, so checkpoints are the same either way."""
     previous = tf_keras.mixed_precision.global_policy()

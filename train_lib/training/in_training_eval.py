@@ -37,7 +37,7 @@ def evaluation(config: PipelineConfig, model_dir: str, model, strategy,
 
     files, names = evaluation_lib.eval_inputs(config, log=log)
     evaluator = evaluation_lib.Evaluator(model, config, files, names,
-                                         config.eval_input_reader.every_nth,
+                                         evaluation_lib.eval_sampling(config),
                                          strategy=strategy, log=log)
     recorder = evaluation_lib.MetricsRecorder(config, model_dir, "eval", log)
 

@@ -40,7 +40,8 @@ def is_tpu(strategy) -> bool:
     """Whether `strategy` (a tf.distribute.Strategy) trains on TPUs."""
     import tensorflow as tf
 
-    return isinstance(strategy, tf.distribute.TPUStrategy)
+    return isinstance(strategy, (tf.distribute.TPUStrategy,
+                                 tf.distribute.experimental.TPUStrategy))
 
 
 def cpu_precision_warning(precision: str, device_types: Iterable[str]) -> str | None:
