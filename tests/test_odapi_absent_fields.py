@@ -161,3 +161,19 @@ def test_nms_and_anchor_fields_left_out_take_the_odapis_defaults(fixture, tmp_pa
     model = _load(cut, tmp_path).model
     assert (model.post_processing.score_threshold, model.post_processing.iou_threshold,
             model.anchor.num_scales) == (0.0, 0.6, 2)
+
+
+@pytest.mark.parametrize("fixture, owner, field", [
+    (SSD, "argmax_matcher", "force_match_for_each_row"),
+    (FASTER_RCNN, "faster_rcnn", "clip_anchors_to_image")], ids=["ssd", "faster_rcnn"])
+def test_a_left_out_field_whose_odapi_default_ours_cannot_follow_is_logged(
+        fixture, owner, field, tmp_path, caplog):
+    """Said once in the log as approximated, never silently taken as ours."""
+    text = _text(fixture)
+    with caplog.at_level("INFO"):
+        _load(text, tmp_path)
+    assert f"{field} (absent: the OD API's default) approximated" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        _load(_cut(text, owner, field), tmp_path)
+    assert caplog.text.count(f"{field} (absent: the OD API's default) approximated") == 1

@@ -477,7 +477,8 @@ NOTED_VALUES = {
     "kernel_size": "1", "min_dimension": "128",
     "max_detections_per_class": "50",
     "maxpool_kernel_size": "2", "fc_hyperparams": {}, "encode_background_as_zeros": "false",
-    "add_background_class": "false",
+    "add_background_class": "false", "clip_anchors_to_image": "true",
+    "retain_original_images": "false",
 }
 
 

@@ -29,6 +29,7 @@ from train_lib.config.odapi.shared import (
     norm,
     pixel_normalization,
 )
+from train_lib.config.odapi.table_faster_rcnn import CLIP_ANCHORS
 
 __all__ = ["map_model"]
 
@@ -234,5 +235,6 @@ def map_model(m: Mapper) -> None:
     _defaults(m)
     absent_defaults(m, FR + "second_stage_post_processing.batch_non_max_suppression",
                      NMS_ABSENT)
+    m.approx(FR + "clip_anchors_to_image", CLIP_ANCHORS, absent_too=True)
     absent_defaults(m, FR + "first_stage_anchor_generator.multiscale_anchor_generator",
                     MULTISCALE_ABSENT)

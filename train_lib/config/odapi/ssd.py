@@ -374,3 +374,9 @@ def map_model(m: Mapper) -> None:
     _losses(m)
     absent_defaults(m, M + "post_processing.batch_non_max_suppression", NMS_ABSENT)
     absent_defaults(m, MULTISCALE[:-1], MULTISCALE_ABSENT)
+    if m.one(M + "matcher.argmax_matcher") is not None and \
+            m.one(M + "matcher.argmax_matcher.force_match_for_each_row") is None:
+        m.approx(M + "matcher.argmax_matcher.force_match_for_each_row",
+                 "the OD API's false leaves a box that no anchor matches above "
+                 "matched_threshold unmatched; ours match every box to its best anchor (as "
+                 "its true)", absent_too=True)

@@ -345,6 +345,10 @@ ROWS: tuple[Row, ...] = (
     Row("eval_config.use_moving_averages", EXACT, "", "moving averages are not supported",
         only=("false",)),
     Row("eval_config.include_metrics_per_category", IGNORED, "", "per-class AP is always given"),
+    Row("eval_config.retain_original_images", APPROX, "",
+        "ours computes the COCO metrics in the original image's pixels, as the OD API with "
+        "true (its default); with false the OD API's are in the resized input's (its "
+        "APs / APm / APl area ranges shift), and it draws no side-by-side images"),
     *(Row(f"eval_config.{f}", IGNORED, "", w) for f, w in (
         ("eval_interval_secs", "new checkpoints are evaluated as they appear "
                                "(--eval_timeout)"),
@@ -353,7 +357,6 @@ ROWS: tuple[Row, ...] = (
         ("min_score_threshold", "visualisation only"),
         ("max_num_boxes_to_visualize", "visualisation only"),
         ("visualize_groundtruth_boxes", "visualisation only"),
-        ("retain_original_images", "visualisation only"),
         ("skip_scores", "visualisation only"),
         ("skip_labels", "visualisation only"),
         ("all_metrics_per_category", "per-class AP is always given"),

@@ -21,13 +21,18 @@ from train_lib.config.odapi.rows import (
     resizer_rows,
 )
 
-__all__ = ["FASTER_RCNN_ROWS"]
+__all__ = ["CLIP_ANCHORS", "FASTER_RCNN_ROWS"]
 
 FR = "model.faster_rcnn."
 FE = FR + "feature_extractor."
 MB = FR + "second_stage_box_predictor.mask_rcnn_box_predictor."
 _MASKS = "masks are not predicted"
 _IMPLEMENTATION = "an implementation choice"
+# clip_anchors_to_image, given or absent (faster_rcnn.py notes the latter).
+CLIP_ANCHORS = ("the OD API's RPN, in training, drops the anchors that cross the input's "
+                "border (false, its default) or clips them to it (true), and at inference "
+                "decodes from anchors clipped to it; ours labels every anchor whole and "
+                "clips the decoded proposals")
 
 FASTER_RCNN_ROWS: tuple[Row, ...] = (
     Row(FR + "num_classes", EXACT, "model.num_classes", kind="int"),
@@ -163,7 +168,7 @@ FASTER_RCNN_ROWS: tuple[Row, ...] = (
         "use_static_shapes", "use_static_shapes_for_eval", "use_matmul_crop_and_resize",
         "use_static_balanced_label_sampler", "use_matmul_gather_in_matcher",
         "use_partitioned_nms_in_first_stage")),
-    Row(FR + "clip_anchors_to_image", IGNORED, "", "proposals are clipped to the image"),
+    Row(FR + "clip_anchors_to_image", APPROX, "", CLIP_ANCHORS),
     Row(FR + "resize_masks", IGNORED, "", _MASKS),
     Row(FR + "return_raw_detections_during_predict", IGNORED, "",
         "the exported signature has the OD API's detection outputs"),
