@@ -39,13 +39,14 @@ GRID = FR + "first_stage_anchor_generator.grid_anchor_generator"
 MULTISCALE = FR + "first_stage_anchor_generator.multiscale_anchor_generator"
 RPN = FR + "first_stage_box_predictor_conv_hyperparams."
 MB = FR + "second_stage_box_predictor.mask_rcnn_box_predictor."
-# Our key -> (the OD API field, its default) where the OD API's default is not ours.
-ODAPI_DEFAULTS = {
-    "model.rpn_head.num_filters": (FR + "first_stage_box_predictor_depth", 512),
-    "model.roi_sampler.num_sampled_rois": (FR + "second_stage_batch_size", 64),
-    "model.loss.rpn_box_weight": (FR + "first_stage_localization_loss_weight", 1.0),
-    "model.loss.frcnn_box_weight": (FR + "second_stage_localization_loss_weight", 1.0),
-}
+# The faster_rcnn message's fields whose OD API default is not our key's: (field, our
+# key, the OD API's default), as shared.NMS_ABSENT; absent, the OD API's holds.
+ODAPI_DEFAULTS = (
+    ("first_stage_box_predictor_depth", "model.rpn_head.num_filters", 512),
+    ("second_stage_batch_size", "model.roi_sampler.num_sampled_rois", 64),
+    ("first_stage_localization_loss_weight", "model.loss.rpn_box_weight", 1.0),
+    ("second_stage_localization_loss_weight", "model.loss.frcnn_box_weight", 1.0),
+)
 
 
 def _backbone(m: Mapper) -> bool | None:
@@ -150,9 +151,7 @@ def _defaults(m: Mapper) -> None:
     proposals = m.get(origin, 300)
     m.set("model.proposals.num_proposals", proposals, origin)
     m.set("model.proposals.test_num_proposals", proposals, origin)
-    for key, (path, default) in ODAPI_DEFAULTS.items():
-        if m.one(path) is None:
-            m.set(key, default, FR[:-1])
+    absent_defaults(m, FR[:-1], ODAPI_DEFAULTS)
 
 
 def _initializers(m: Mapper, fpn: bool) -> None:
